@@ -1,0 +1,38 @@
+# Trainyard: `make demo` trains the example on this machine, `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: demo demo-stop test test-fast lint bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+## demo: start Airflow standalone, train the digits example through Trainyard, show the result
+demo: $(VENV)/.installed
+	$(BIN)/python -m trainyard.demo start
+
+## demo-stop: stop the demo's Airflow
+demo-stop: $(VENV)/.installed
+	$(BIN)/python -m trainyard.demo stop
+
+## test: lint, type-check and run every test (end-to-end ones start real Airflow)
+test: lint
+	$(BIN)/pytest -q
+
+## test-fast: the tests that start no Airflow
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -q -m "not e2e"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy trainyard operators dags examples
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""Task callbacks that keep the job record in step with Airflow."""
+
+from __future__ import annotations
+
+from airflow.sdk import Context
+
+from operators.base import TrainyardOperator
+from trainyard.failures import FailureClass, TrainyardFailure
+from trainyard.records import FailureInfo, JobState, load_record, save_record
+
+
+def record_failure(context: Context) -> None:
+    """on_failure_callback: store the failure's class, task and message in the job record.
+
+    Runs only once a task has failed for good (retries exhausted or not retryable). A job whose
+    cancel was requested ends as cancelled, not failed.
+    """
+    task = context["task"]
+    if not isinstance(task, TrainyardOperator) or not task.job_id:
+        return  # the manifest never validated: the validate task's log is the whole story
+    exception = context.get("exception")
+    cause = getattr(exception, "__cause__", None)
+    failure_class = (
+        cause.failure_class if isinstance(cause, TrainyardFailure) else FailureClass.PLATFORM_FAULT
+    )
+    failure = FailureInfo(
+        failure_class=failure_class.value, task=task.task_id, message=str(exception)
+    )
+    record = load_record(task.store, task.job_id)
+    if record is None:
+        return
+    record.failure = failure
+    record.state = JobState.CANCELLED if record.cancel_requested else JobState.FAILED
+    save_record(task.store, record)

@@ -1,0 +1,117 @@
+"""The learner task: run the job's command on the configured backend and classify its end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+
+from operators.base import TrainyardOperator, classified_failures
+from trainyard.backends import LearnerBackend, LearnerSpec, RunMode, get_backend
+from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.jobs import JobLayout
+from trainyard.manifest import JobManifest
+from trainyard.storage import ObjectNotFound, ObjectStore
+
+FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
+    cls.failure_class.value: cls for cls in TrainyardFailure.__subclasses__()
+}
+
+
+def learner_failure(
+    store: ObjectStore, layout: JobLayout, mode: RunMode, attempt: int, exit_codes: list[int]
+) -> TrainyardFailure | None:
+    """The failure of this attempt, from the outcome files the learners wrote, or None.
+
+    A learner that died without writing its outcome (killed hard, node lost) is a platform
+    fault: the retry resumes from the newest committed checkpoint.
+    """
+    for rank, exit_code in enumerate(exit_codes):
+        try:
+            outcome: dict[str, Any] = store.get_json(layout.outcome(mode.value, attempt, rank))
+        except ObjectNotFound:
+            if exit_code == 0:
+                continue
+            return PlatformFault(
+                f"learner {rank} exited with code {exit_code} without reporting an outcome",
+                "none needed: the retry resumes from the newest committed checkpoint",
+            )
+        failure_class = outcome.get("failure_class")
+        if failure_class:
+            failure_type = FAILURE_TYPES.get(failure_class, PlatformFault)
+            return failure_type(f"learner {rank}: {outcome['message']}", outcome.get("fix") or "")
+        if exit_code != 0:
+            return PlatformFault(
+                f"learner {rank} reported success but exited with code {exit_code}",
+                "none needed: the retry resumes from the newest committed checkpoint",
+            )
+    return None
+
+
+class LearnerRunningOperator(TrainyardOperator):
+    """Base of the tasks that run learners (training, evaluation) on the configured backend.
+
+    A failed attempt raises with the failure class of its outcome; `on_kill` asks the learners
+    to stop gracefully so they can commit a final checkpoint.
+    """
+
+    mode: RunMode
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._backend: LearnerBackend | None = None
+
+    def learner_spec(self, manifest: JobManifest, attempt: int) -> LearnerSpec:
+        command = manifest.command
+        if self.mode is RunMode.EVALUATE:
+            assert manifest.evaluation is not None
+            command = manifest.evaluation.command
+        resources = manifest.resources
+        return LearnerSpec(
+            job_id=self.job_id,
+            tenant=self.tenant,
+            mode=self.mode,
+            command=command,
+            attempt=attempt,
+            num_learners=resources.learners if self.mode is RunMode.TRAIN else 1,
+            checkpoint_interval=manifest.checkpoint.interval,
+            checkpoint_keep=manifest.checkpoint.keep,
+            storage=self.tenant_config.storage,
+            work_dir=self.trainyard_config.work_dir,
+            cpus=resources.cpus,
+            memory_bytes=resources.memory,
+            gpus=resources.gpus,
+        )
+
+    def run_learners(self, manifest: JobManifest, context: Context) -> None:
+        attempt = context["ti"].try_number
+        spec = self.learner_spec(manifest, attempt)
+        self._backend = get_backend(self.trainyard_config.learner_backend)
+        self.log.info(
+            "starting %d learner(s) of %s (attempt %d) on the %s backend",
+            spec.num_learners,
+            self.job_id,
+            attempt,
+            self.trainyard_config.learner_backend,
+        )
+        exit_codes = self._backend.run(spec, on_output=self.log.info)
+        with classified_failures():
+            failure = learner_failure(
+                self.store, JobLayout(self.job_id), self.mode, attempt, exit_codes
+            )
+            if failure is not None:
+                raise failure
+
+    def on_kill(self) -> None:
+        if self._backend is not None:
+            self._backend.stop()
+
+
+class LearnerOperator(LearnerRunningOperator):
+    """Train: run the job's command on every learner; platform faults are retried."""
+
+    mode = RunMode.TRAIN
+
+    def execute(self, context: Context) -> None:
+        _, manifest = self.load_job()
+        self.run_learners(manifest, context)

@@ -1,0 +1,22 @@
+"""Stage and validate the job's input data before any learner time is spent."""
+
+from __future__ import annotations
+
+from airflow.sdk import Context
+
+from operators.base import TrainyardOperator, classified_failures
+from trainyard.jobs import JobLayout
+from trainyard.staging import stage_data
+
+
+class StageDataOperator(TrainyardOperator):
+    """Snapshot `data.path` into the job's prefix and check it with great-expectations."""
+
+    def execute(self, context: Context) -> None:
+        _, manifest = self.load_job()
+        if manifest.data is None:
+            self.log.info("the manifest names no data: nothing to stage")
+            return
+        with classified_failures():
+            report = stage_data(self.store, manifest.data, JobLayout(self.job_id))
+        self.log.info("staged %s: %d expectations met", manifest.data.path, len(report.outcomes))

@@ -1,0 +1,70 @@
+"""First task of a training run: turn the run's conf into a validated, recorded job."""
+
+from __future__ import annotations
+
+from airflow.sdk import Context
+
+from operators.base import TrainyardOperator, classified_failures
+from trainyard.config import check_manifest_for_tenant, dag_id_for_tenant
+from trainyard.failures import UserError
+from trainyard.jobs import JobLayout, job_id_for_run
+from trainyard.manifest import JobManifest
+from trainyard.records import JobRecord, load_record, save_record
+from trainyard.storage import ObjectStore
+from trainyard.submission import manifest_from_conf
+
+
+class ValidateJobOperator(TrainyardOperator):
+    """Validate the manifest against the schema and the tenant, snapshot the code, record the job.
+
+    Returns the job id (XCom) that every later task of the run works on. Nothing of the job is
+    written before the manifest is valid, so a rejected submission leaves no trace in storage.
+    """
+
+    template_fields = ()
+
+    def execute(self, context: Context) -> str:
+        with classified_failures():
+            manifest = manifest_from_conf(context["params"])
+            self.check_tenant(manifest)
+            run_id = context["dag_run"].run_id
+            job_id = job_id_for_run(self.tenant, manifest.name, run_id)
+            snapshot_code(self.store, manifest, JobLayout(job_id))
+            record = load_record(self.store, job_id) or JobRecord(
+                job_id=job_id,
+                tenant=self.tenant,
+                dag_id=self.dag_id,
+                dag_run_id=run_id,
+                manifest=manifest.model_dump(mode="json"),
+            )
+            save_record(self.store, record)
+        self.log.info("job %s accepted: %s", job_id, manifest.model_dump_json())
+        return job_id
+
+    def check_tenant(self, manifest: JobManifest) -> None:
+        if manifest.tenant != self.tenant:
+            raise UserError(
+                f"tenant: the manifest names tenant {manifest.tenant!r} but was submitted to "
+                f"{self.dag_id}, the DAG of tenant {self.tenant!r}",
+                f"trigger {dag_id_for_tenant(manifest.tenant)} instead, "
+                f"or set tenant: {self.tenant}",
+            )
+        check_manifest_for_tenant(manifest, self.trainyard_config)
+
+
+def snapshot_code(store: ObjectStore, manifest: JobManifest, layout: JobLayout) -> None:
+    """Copy the job's code into the job's own prefix so a rerun uses exactly this code."""
+    source = manifest.code.uri
+    if source is None:
+        raise UserError(
+            "code.path: a local directory can only be packaged by 'trainyard submit'",
+            "submit with the CLI, or upload the code with 'trainyard data upload' and set code.uri",
+        )
+    if source != layout.code:
+        store.delete_prefix(layout.code)
+        store.copy_prefix(source, layout.code)
+    if not any(True for _ in store.list(layout.code)):
+        raise UserError(
+            f"code.uri: no files under {source!r} in {store.describe()}",
+            "upload the code first ('trainyard data upload DIR PATH --tenant T')",
+        )

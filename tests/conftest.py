@@ -1,0 +1,35 @@
+"""Shared fixtures: real storage backends (a directory, and moto's S3 server in a subprocess)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.s3_server import FAST_RETRY, S3Server, running_s3_server
+from trainyard.storage.local import LocalStore
+from trainyard.storage.s3 import S3Store
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto server for the whole session; tests isolate themselves by bucket."""
+    with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """An S3Store on a fresh bucket, built from config as production builds it."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    store = S3Store.from_config(s3_server.config(f"test-{uuid.uuid4().hex[:16]}"), retry=FAST_RETRY)
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "storage")

@@ -1,0 +1,237 @@
+"""`python -m trainyard.runtime` as a real process on a LocalStore, with a tiny fake user job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainyard.checkpoints import CheckpointStore
+from trainyard.jobs import JobLayout
+from trainyard.storage.local import LocalStore
+
+JOB = "acme.fake.20250101-000000-abcd"
+LAYOUT = JobLayout(JOB)
+REPO = Path(__file__).resolve().parents[2]
+
+# Follows the environment contract only; its first argument picks a behaviour.
+FAKE_JOB = r"""
+import json, os, pathlib, signal, sys, time
+
+checkpoints = pathlib.Path(os.environ["TRAINYARD_CHECKPOINT_DIR"])
+results = pathlib.Path(os.environ["TRAINYARD_RESULT_DIR"])
+data = pathlib.Path(os.environ["TRAINYARD_DATA_DIR"])
+steps = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
+start = steps[-1] if steps else 0
+print(f"fake job starts after step {start}; data: {(data / 'rows.txt').read_text()}", flush=True)
+
+
+def save(step):
+    tmp = checkpoints / f"tmp-{step}"
+    tmp.mkdir()
+    (tmp / "weights.txt").write_text(f"weights at step {step}")
+    tmp.rename(checkpoints / f"step-{step}")
+
+
+def metric(**row):
+    with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+mode = sys.argv[1]
+if mode == "train":
+    for step in (start + 1, start + 2):
+        save(step)
+        metric(step=step, loss=1 / step)
+    (results / "model.txt").write_text(f"model after step {start + 2}")
+elif mode == "fail":
+    raise ValueError("learning rate must be positive, got -1")
+elif mode == "wait":
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    print("ready", flush=True)
+    while not stop:
+        time.sleep(0.02)
+    save(start + 7)
+    print("final checkpoint written", flush=True)
+    sys.exit(143)
+elif mode == "evaluate":
+    assert (results / "model.txt").read_text().startswith("model after"), "no model"
+    metric(accuracy=0.5)
+    metric(accuracy=0.92, loss=0.1)
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path / "storage")
+    store.put_bytes(f"{LAYOUT.code}/fake_job.py", FAKE_JOB.encode())
+    store.put_bytes(f"{LAYOUT.data}/rows.txt", b"42 rows")
+    return store
+
+
+def runtime_env(store: LocalStore, tmp_path: Path, command: str, attempt: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TRAINYARD_JOB_ID": JOB,
+        "TRAINYARD_TENANT": "acme",
+        "TRAINYARD_COMMAND": command,
+        "TRAINYARD_ATTEMPT": str(attempt),
+        "TRAINYARD_LEARNER_RANK": "0",
+        "TRAINYARD_NUM_LEARNERS": "1",
+        "TRAINYARD_CHECKPOINT_INTERVAL": "5",
+        "TRAINYARD_CHECKPOINT_KEEP": "3",
+        "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
+        "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(store.root)}),
+    }
+
+
+def start_runtime(
+    store: LocalStore, tmp_path: Path, behaviour: str, mode: str = "train", attempt: int = 1
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainyard.runtime", mode],
+        env=runtime_env(store, tmp_path, f"python fake_job.py {behaviour}", attempt),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_runtime(
+    store: LocalStore, tmp_path: Path, behaviour: str, mode: str = "train", attempt: int = 1
+) -> tuple[int, str]:
+    proc = start_runtime(store, tmp_path, behaviour, mode, attempt)
+    output, _ = proc.communicate(timeout=60)
+    return proc.returncode, output
+
+
+def outcome(store: LocalStore, attempt: int = 1) -> dict[str, object]:
+    return store.get_json(f"{LAYOUT.logs}/outcome-attempt-{attempt}-rank-0.json")
+
+
+def test_train_commits_checkpoints_metrics_results_and_outcome(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    code, output = run_runtime(store, tmp_path, "train")
+
+    assert code == 0, output
+    assert "fake job starts after step 0; data: 42 rows" in output
+    assert "no committed checkpoint" in output
+    checkpoints = CheckpointStore(store, LAYOUT)
+    assert checkpoints.committed_steps() == [1, 2]
+    assert checkpoints.latest_step() == 2
+    rows = [json.loads(line) for line in store.get_bytes(LAYOUT.metrics(1)).decode().splitlines()]
+    assert rows == [
+        {"step": 1, "loss": 1.0, "attempt": 1, "rank": 0},
+        {"step": 2, "loss": 0.5, "attempt": 1, "rank": 0},
+    ]
+    assert store.get_bytes(f"{LAYOUT.results}/model.txt") == b"model after step 2"
+    assert b"fake job starts" in store.get_bytes(LAYOUT.learner_log(1, 0))
+    assert outcome(store) == {
+        "exit_code": 0,
+        "signal": None,
+        "status": "succeeded",
+        "failure_class": None,
+        "message": "the command succeeded",
+        "fix": None,
+    }
+
+
+def test_next_attempt_resumes_from_newest_checkpoint(store: LocalStore, tmp_path: Path) -> None:
+    assert run_runtime(store, tmp_path, "train")[0] == 0
+
+    code, output = run_runtime(store, tmp_path, "train", attempt=2)
+
+    assert code == 0, output
+    assert "restored checkpoint step-2" in output
+    assert "fake job starts after step 2" in output
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [2, 3, 4]
+    rows = [json.loads(line) for line in store.get_bytes(LAYOUT.metrics(2)).decode().splitlines()]
+    assert [(row["step"], row["attempt"]) for row in rows] == [(3, 2), (4, 2)]
+    assert store.get_bytes(f"{LAYOUT.results}/model.txt") == b"model after step 4"
+
+
+def test_failing_command_is_a_user_error(store: LocalStore, tmp_path: Path) -> None:
+    code, output = run_runtime(store, tmp_path, "fail")
+
+    assert code == 1, output
+    result = outcome(store)
+    assert result["status"] == "failed"
+    assert result["failure_class"] == "user_error"
+    assert result["exit_code"] == 1
+    assert "ValueError: learning rate must be positive, got -1" in str(result["message"])
+    assert "Traceback" in str(result["message"])
+    assert not list(store.list(LAYOUT.results))
+
+
+def test_sigterm_is_forwarded_and_final_checkpoint_committed(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    proc = start_runtime(store, tmp_path, "wait")
+    assert proc.stdout is not None
+    lines = []
+    while "ready" not in (line := proc.stdout.readline()):
+        assert line, "the runtime ended before the job was ready:\n" + "".join(lines)
+        lines.append(line)
+
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, output
+    assert "final checkpoint written" in output
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [7]
+    result = outcome(store)
+    assert result["failure_class"] == "preemption"
+    assert result["exit_code"] == 143
+
+
+def test_evaluate_writes_evaluation_json(store: LocalStore, tmp_path: Path) -> None:
+    store.put_bytes(f"{LAYOUT.results}/model.txt", b"model after step 9")
+
+    code, output = run_runtime(store, tmp_path, "evaluate", mode="evaluate")
+
+    assert code == 0, output
+    assert store.get_json(LAYOUT.evaluation) == {"metrics": {"accuracy": 0.92, "loss": 0.1}}
+    assert store.get_json(f"{LAYOUT.logs}/evaluate-outcome-attempt-1-rank-0.json")["status"] == (
+        "succeeded"
+    )
+
+
+def test_missing_variable_fails_fast_naming_it(store: LocalStore, tmp_path: Path) -> None:
+    env = runtime_env(store, tmp_path, "python fake_job.py train", 1)
+    del env["TRAINYARD_ATTEMPT"]
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainyard.runtime", "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 2
+    assert "TRAINYARD_ATTEMPT" in proc.stdout + proc.stderr
+
+
+def test_command_that_cannot_start_is_a_user_error(store: LocalStore, tmp_path: Path) -> None:
+    env = runtime_env(store, tmp_path, "pyhton fake_job.py train", 1)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainyard.runtime", "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 1, proc.stdout
+    result = outcome(store)
+    assert result["failure_class"] == "user_error"
+    assert "pyhton" in str(result["message"])

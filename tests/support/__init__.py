@@ -1,0 +1,1 @@
+"""Helpers shared by the unit, fault-injection and end-to-end tests."""

@@ -1,0 +1,151 @@
+"""Real Airflow for end-to-end tests: scheduler, dag-processor, API server and triggerer.
+
+Each component is its own process in a temporary AIRFLOW_HOME (SQLite, LocalExecutor), so a
+test can kill one and start it again, as a crash and a restart would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support.s3_server import free_port
+from trainyard.airflow_env import REPO_ROOT, airflow_environment
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+BIN_DIR = Path(sys.executable).parent
+START_TIMEOUT_SECONDS = 120
+
+
+class AirflowCluster:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def api_url(self) -> str:
+        return self.env["TRAINYARD_API_URL"]
+
+    def log_path(self, component: str) -> Path:
+        return self.home / f"{component}.log"
+
+    def start(self, component: str) -> None:
+        with self.log_path(component).open("ab") as log:
+            self.processes[component] = subprocess.Popen(
+                [str(BIN_DIR / "airflow"), component],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill a component's whole process group, as a crashed container would die."""
+        process = self.processes.pop(component)
+        os.killpg(process.pid, sig)
+        process.wait(timeout=60)
+
+    def healthy(self) -> bool:
+        try:
+            health = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self.healthy():
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("Airflow did not become healthy in time")
+            time.sleep(1)
+
+    def wait_for_dags(self, dag_ids: list[str]) -> None:
+        """Block until the DAG processor has serialised every DAG in `dag_ids`."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            result = subprocess.run(
+                [str(BIN_DIR / "airflow"), "dags", "list", "-o", "plain"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if all(dag_id in result.stdout for dag_id in dag_ids):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"DAGs {dag_ids} not parsed; dags list said:\n{result.stdout}")
+            time.sleep(2)
+
+    def trainyard(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the `trainyard` CLI against this Airflow, as a user would."""
+        result = subprocess.run(
+            [str(BIN_DIR / "trainyard"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO_ROOT,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"trainyard {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+            except ProcessLookupError:
+                continue
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextmanager
+def running_airflow(
+    home: Path, trainyard_config: Path, extra_env: dict[str, str]
+) -> Iterator[AirflowCluster]:
+    """Migrate a fresh metadata DB, start every component, wait until healthy."""
+    env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        airflow_environment(
+            home,
+            api_port=free_port(),
+            log_server_port=free_port(),
+            trigger_log_server_port=free_port(),
+            trainyard_config=trainyard_config,
+        )
+    )
+    cluster = AirflowCluster(home, env)
+    subprocess.run(
+        [str(BIN_DIR / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        for component in COMPONENTS:
+            cluster.start(component)
+        cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop_all()

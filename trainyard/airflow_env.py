@@ -1,0 +1,64 @@
+"""Airflow settings shared by `make demo` and the end-to-end tests.
+
+Both run Airflow from a private AIRFLOW_HOME on loopback ports with the simple auth manager and
+a known password, so the CLI can log in without reading generated files.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def airflow_environment(
+    airflow_home: Path,
+    *,
+    api_port: int,
+    log_server_port: int,
+    trigger_log_server_port: int,
+    trainyard_config: Path,
+    username: str = "admin",
+    password: str = "admin",
+) -> dict[str, str]:
+    """Return the environment variables that configure an Airflow installation for Trainyard.
+
+    Writes the simple auth manager's password file so the given user logs in with `password`.
+    """
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    passwords_file = airflow_home / "simple_auth_manager_passwords.json"
+    passwords_file.write_text(json.dumps({username: password}))
+    secret_file = airflow_home / "trainyard-secrets.json"
+    if not secret_file.exists():
+        secret_file.write_text(
+            json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)})
+        )
+    shared_secrets = json.loads(secret_file.read_text())
+    api_url = f"http://127.0.0.1:{api_port}"
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__SECRET_KEY": shared_secrets["api"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": shared_secrets["jwt"],
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_server_port),
+        # New DAG files and tenants show up within seconds, not minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "TRAINYARD_CONFIG": str(trainyard_config),
+        "TRAINYARD_API_URL": api_url,
+        "TRAINYARD_USERNAME": username,
+        "TRAINYARD_PASSWORD": password,
+    }

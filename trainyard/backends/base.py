@@ -1,0 +1,80 @@
+"""The seam between the training DAG and the place learners run."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from trainyard.storage.config import S3StorageConfig, StorageConfig
+
+#: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
+RUNTIME_CREDENTIALS_ENV = "TRAINYARD_STORAGE"
+
+
+class RunMode(StrEnum):
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """Everything a backend needs to start the learner runtime for one attempt of a job."""
+
+    job_id: str
+    tenant: str
+    mode: RunMode
+    command: str
+    attempt: int
+    num_learners: int
+    checkpoint_interval: float
+    checkpoint_keep: int
+    storage: StorageConfig
+    work_dir: Path
+    cpus: float
+    memory_bytes: int
+    gpus: int
+
+    def runtime_environment(self, rank: int) -> dict[str, str]:
+        """The runtime's environment contract (docs/architecture.md) for learner `rank`.
+
+        S3 credentials are copied under the runtime's own variable names so that the learner
+        only ever sees its own tenant's keys.
+        """
+        storage = self.storage
+        env = {
+            "TRAINYARD_JOB_ID": self.job_id,
+            "TRAINYARD_TENANT": self.tenant,
+            "TRAINYARD_COMMAND": self.command,
+            "TRAINYARD_ATTEMPT": str(self.attempt),
+            "TRAINYARD_LEARNER_RANK": str(rank),
+            "TRAINYARD_NUM_LEARNERS": str(self.num_learners),
+            "TRAINYARD_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
+            "TRAINYARD_CHECKPOINT_KEEP": str(self.checkpoint_keep),
+            "TRAINYARD_WORK_DIR": str(self.work_dir),
+        }
+        if isinstance(storage, S3StorageConfig):
+            access_key, secret_key = storage.credentials()
+            storage = storage.model_copy(update={"credentials_env": RUNTIME_CREDENTIALS_ENV})
+            env[f"{RUNTIME_CREDENTIALS_ENV}_ACCESS_KEY"] = access_key
+            env[f"{RUNTIME_CREDENTIALS_ENV}_SECRET_KEY"] = secret_key
+        env["TRAINYARD_STORAGE"] = json.dumps(storage.model_dump(mode="json"))
+        return env
+
+
+class LearnerBackend(ABC):
+    """Runs the learner runtime for a spec and reports each learner's exit code."""
+
+    @abstractmethod
+    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[int]:
+        """Run all learners of `spec` to completion; return their exit codes by rank.
+
+        `on_output` receives each line the learners print, as they print it.
+        """
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Ask running learners to stop gracefully (they may write a final checkpoint)."""

@@ -1,0 +1,112 @@
+"""Local backend: each learner is a child process running the learner runtime.
+
+This is the embedded default. Learners get a minimal environment (no Airflow or other tenants'
+variables) plus the runtime's contract, and die with their parent: if the Airflow task process
+is killed, the kernel sends them SIGTERM, so they still write a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from trainyard.backends.base import LearnerBackend, LearnerSpec
+
+#: Variables of the parent environment a learner may see; everything else is withheld.
+INHERITED_VARIABLES = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
+STOP_GRACE_SECONDS = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalProcessBackend(LearnerBackend):
+    def __init__(self) -> None:
+        self._processes: list[subprocess.Popen[str]] = []
+
+    def learner_environment(self, spec: LearnerSpec, rank: int, master_port: int) -> dict[str, str]:
+        env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+        env.update(spec.runtime_environment(rank))
+        # torch.distributed's env:// rendezvous, for multi-learner jobs on one machine.
+        env.update(
+            {
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(master_port),
+                "WORLD_SIZE": str(spec.num_learners),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "OMP_NUM_THREADS": str(max(1, int(spec.cpus))),
+            }
+        )
+        return env
+
+    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[int]:
+        master_port = _free_port()
+        pumps = []
+        for rank in range(spec.num_learners):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "trainyard.runtime", spec.mode.value],
+                env=self.learner_environment(spec, rank, master_port),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            self._processes.append(process)
+            prefix = f"[learner {rank}] " if spec.num_learners > 1 else ""
+            pump = threading.Thread(
+                target=self._pump, args=(process, prefix, on_output), daemon=True
+            )
+            pump.start()
+            pumps.append(pump)
+        exit_codes = [process.wait() for process in self._processes]
+        for pump in pumps:
+            pump.join()
+        return exit_codes
+
+    @staticmethod
+    def _pump(
+        process: subprocess.Popen[str], prefix: str, on_output: Callable[[str], None]
+    ) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            on_output(prefix + line.rstrip("\n"))
+
+    def stop(self) -> None:
+        running = [p for p in self._processes if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()

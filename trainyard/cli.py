@@ -1,0 +1,300 @@
+"""`trainyard`: submit and follow training jobs from a terminal.
+
+Talks to Airflow's REST API v2 (TRAINYARD_API_URL, TRAINYARD_USERNAME, TRAINYARD_PASSWORD) and
+to the tenant's storage as declared in the deployment config (TRAINYARD_CONFIG).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainyard.client import AirflowClient, ApiError, ApiSettings
+from trainyard.config import (
+    ConfigError,
+    TrainyardConfig,
+    UnknownTenantError,
+    check_manifest_for_tenant,
+    dag_id_for_tenant,
+    load_config,
+)
+from trainyard.jobs import JobLayout, job_id_for_run, new_job_id, tenant_of
+from trainyard.manifest import ManifestError, confine_storage_path, parse_manifest
+from trainyard.packaging import PackagingError, upload_directory
+from trainyard.records import JobState, load_record, save_record
+from trainyard.status import TERMINAL_STATES, JobStatus, job_status, read_metrics
+from trainyard.storage import ObjectStore, StorageError, open_store
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Manage data in a tenant's storage.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+errors = Console(stderr=True)
+
+#: Task order of the training DAG, for logs.
+TASKS = ("validate", "stage_data", "learner", "commit", "evaluate")
+POLL_SECONDS = 2.0
+
+
+class Session:
+    """The config, API client and stores one command needs, created on first use."""
+
+    def __init__(self) -> None:
+        self.config: TrainyardConfig = load_config()
+        self.client = AirflowClient(ApiSettings.from_env())
+        self._stores: dict[str, ObjectStore] = {}
+
+    def store(self, tenant: str) -> ObjectStore:
+        if tenant not in self._stores:
+            self._stores[tenant] = open_store(self.config.tenant(tenant).storage)
+        return self._stores[tenant]
+
+    def status(self, job_id: str) -> JobStatus:
+        return job_status(self.client, self.store(tenant_of(job_id)), job_id)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A Session whose expected failures end the command with a readable message."""
+    current: Session | None = None
+    try:
+        current = Session()
+        yield current
+    except (ManifestError, PackagingError, ConfigError, ValueError, LookupError) as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    except UnknownTenantError as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    except (ApiError, StorageError) as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from error
+    finally:
+        if current is not None:
+            current.client.close()
+
+
+def describe(status: JobStatus) -> str:
+    parts = [f"{status.job_id}: {status.state.value}"]
+    if status.attempt:
+        parts.append(f"attempt {status.attempt}")
+    if status.step is not None:
+        parts.append(f"step {status.step}")
+    return ", ".join(parts)
+
+
+def wait_for(sess: Session, job_id: str) -> JobStatus:
+    """Show a progress bar until the job ends; return its final status."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(job_id, total=1.0)
+        while True:
+            status = sess.status(job_id)
+            progress.update(bar, completed=status.progress or 0.0, description=describe(status))
+            if status.state in TERMINAL_STATES:
+                return status
+            time.sleep(POLL_SECONDS)
+
+
+def print_status(status: JobStatus) -> None:
+    console.print(describe(status), highlight=False)
+    if status.progress is not None:
+        console.print(f"  progress: {status.progress:.0%}")
+    if status.evaluation:
+        console.print(f"  evaluation: {json.dumps(status.evaluation)}", highlight=False)
+    if status.model:
+        console.print(f"  model: {status.model}", highlight=False)
+    if status.failure:
+        console.print(
+            f"  failure ({status.failure.failure_class}, task {status.failure.task}): "
+            f"{status.failure.message}",
+            highlight=False,
+        )
+
+
+@app.command()
+def submit(
+    manifest_file: Annotated[Path, typer.Argument(help="The job manifest (YAML or JSON).")],
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+) -> None:
+    """Validate a job manifest, package its code and start the job. Prints the job id."""
+    with session() as sess:
+        manifest = parse_manifest(manifest_file.read_text())
+        tenant = check_manifest_for_tenant(manifest, sess.config)
+        job_id = new_job_id(tenant.name, manifest.name)
+        document = manifest.model_dump(mode="json")
+        if manifest.code.path is not None:
+            code_dir = (manifest_file.parent / manifest.code.path).resolve()
+            prefix = JobLayout(job_id).code
+            upload_directory(sess.store(tenant.name), code_dir, prefix, "code.path")
+            document["code"] = {"uri": prefix}
+        sess.client.trigger_run(dag_id_for_tenant(tenant.name), job_id, {"manifest": document})
+        console.print(job_id, highlight=False)
+        if wait:
+            final = wait_for(sess, job_id)
+            print_status(final)
+            if final.state is not JobState.SUCCEEDED:
+                raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id printed by submit.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job's state, attempt, progress and failure reason."""
+    with session() as sess:
+        current = sess.status(job_id)
+        if as_json:
+            console.print_json(json.dumps(current.as_dict(), default=str))
+        else:
+            print_status(current)
+
+
+def _log_lines(sess: Session, job_id: str) -> list[str]:
+    current = sess.status(job_id)
+    instances = {
+        ti["task_id"]: ti for ti in sess.client.task_instances(current.dag_id, current.dag_run_id)
+    }
+    lines = []
+    for task_id in TASKS:
+        ti = instances.get(task_id)
+        if ti is None or not ti.get("try_number"):
+            continue
+        for try_number in range(1, int(ti["try_number"]) + 1):
+            lines.append(f"=== {task_id} (try {try_number}) ===")
+            lines.extend(
+                sess.client.task_log(current.dag_id, current.dag_run_id, task_id, try_number)
+            )
+    return lines
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[bool, typer.Option(help="Keep printing until the job ends.")] = False,
+) -> None:
+    """Print the job's task logs from Airflow, training output included."""
+    with session() as sess:
+        printed = 0
+        while True:
+            lines = _log_lines(sess, job_id)
+            for line in lines[printed:]:
+                console.print(line, highlight=False, markup=False)
+            printed = len(lines)
+            if not follow or sess.status(job_id).state in TERMINAL_STATES:
+                return
+            time.sleep(POLL_SECONDS)
+
+
+@app.command()
+def metrics(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Print the metric rows the learners reported, step by step."""
+    with session() as sess:
+        rows = read_metrics(sess.store(tenant_of(job_id)), job_id)
+        if as_json:
+            for row in rows:
+                console.print(json.dumps(row), highlight=False, markup=False)
+            return
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(_cell(row.get(column)) for column in columns))
+        console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command("list")
+def list_jobs(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+) -> None:
+    """List recent jobs with their Airflow state."""
+    with session() as sess:
+        tenants = [tenant] if tenant else sess.config.tenant_names
+        table = Table("job id", "tenant", "state", "started", "ended")
+        for name in tenants:
+            sess.config.tenant(name)
+            for run in sess.client.list_runs(dag_id_for_tenant(name)):
+                job_name = (run.get("conf") or {}).get("manifest", {}).get("name", "job")
+                table.add_row(
+                    job_id_for_run(name, str(job_name), run["dag_run_id"]),
+                    name,
+                    run["state"],
+                    run.get("start_date") or "",
+                    run.get("end_date") or "",
+                )
+        console.print(table)
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Stop a job: learners get SIGTERM and commit a final checkpoint; the job ends cancelled."""
+    with session() as sess:
+        store = sess.store(tenant_of(job_id))
+        record = load_record(store, job_id)
+        if record is None:
+            raise LookupError(f"no job record for {job_id!r}: is the job id right?")
+        if record.state in TERMINAL_STATES:
+            raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
+        record.cancel_requested = True
+        save_record(store, record)
+        sess.client.set_run_state(record.dag_id, record.dag_run_id, "failed")
+        record.state = JobState.CANCELLED
+        save_record(store, record)
+        console.print(f"{job_id}: cancelled", highlight=False)
+
+
+@app.command()
+def download(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    dest: Annotated[Path, typer.Argument(help="Local directory for the model files.")],
+) -> None:
+    """Download the job's committed model and results."""
+    with session() as sess:
+        store = sess.store(tenant_of(job_id))
+        record = load_record(store, job_id)
+        if record is None or record.model_key is None:
+            state = record.state.value if record else "unknown"
+            raise LookupError(f"{job_id} has no committed model yet (state: {state})")
+        files = store.download_dir(record.model_key, dest)
+        console.print(f"downloaded {len(files)} files to {dest}", highlight=False)
+
+
+@data_app.command("upload")
+def data_upload(
+    local_dir: Annotated[Path, typer.Argument(help="Local directory to upload.")],
+    path: Annotated[str, typer.Argument(help="Destination in the tenant's storage.")],
+    tenant: Annotated[str, typer.Option(help="The tenant whose storage receives the data.")],
+) -> None:
+    """Upload a directory (a dataset, or code for code.uri) to the tenant's storage."""
+    with session() as sess:
+        prefix = confine_storage_path(path)
+        store = sess.store(tenant)
+        keys = upload_directory(store, local_dir, prefix, "LOCAL_DIR")
+        console.print(f"uploaded {len(keys)} files to {store.describe()}/{prefix}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,142 @@
+"""A small client for the parts of Airflow's REST API v2 that Trainyard uses.
+
+It logs in with a username and password (`POST /auth/token`, served by both the simple and the
+FAB auth manager) and retries connection failures briefly, so a CLI call survives an API
+server restart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+
+class ApiError(Exception):
+    """The API refused a request; the message carries the status and Airflow's detail."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    url: str
+    username: str
+    password: str
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        """TRAINYARD_API_URL, TRAINYARD_USERNAME and TRAINYARD_PASSWORD."""
+        return cls(
+            url=os.environ.get("TRAINYARD_API_URL", DEFAULT_API_URL).rstrip("/"),
+            username=os.environ.get("TRAINYARD_USERNAME", "admin"),
+            password=os.environ.get("TRAINYARD_PASSWORD", "admin"),
+        )
+
+
+_retry_connection = retry(
+    retry=retry_if_exception_type(httpx.TransportError),
+    wait=wait_exponential(multiplier=0.5, max=5),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+
+
+class AirflowClient:
+    def __init__(self, settings: ApiSettings, timeout: float = 30.0) -> None:
+        self.settings = settings
+        self._http = httpx.Client(base_url=settings.url, timeout=timeout)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    @_retry_connection
+    def _login(self) -> str:
+        response = self._http.post(
+            "/auth/token",
+            json={"username": self.settings.username, "password": self.settings.password},
+        )
+        if response.status_code >= 400:
+            raise ApiError(
+                response.status_code,
+                f"login to {self.settings.url} as {self.settings.username!r} failed "
+                f"({response.status_code}): check TRAINYARD_USERNAME and TRAINYARD_PASSWORD",
+            )
+        return str(response.json()["access_token"])
+
+    def _send(
+        self, method: str, path: str, headers: dict[str, str], **kwargs: Any
+    ) -> httpx.Response:
+        if self._token is None:
+            self._token = self._login()
+        headers = {**headers, "Authorization": f"Bearer {self._token}"}
+        return self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+
+    @_retry_connection
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
+        """Send an authenticated request to /api/v2 and return the decoded JSON body."""
+        response = self._send(method, path, headers or {}, **kwargs)
+        if response.status_code == 401:  # the token expired: log in again, once
+            self._token = None
+            response = self._send(method, path, headers or {}, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(
+                response.status_code, f"{method} {path}: {response.status_code} {detail}"
+            )
+        return response.json() if response.content else None
+
+    def trigger_run(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        result: dict[str, Any] = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        return result
+
+    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return result
+
+    def list_runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        result = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit}
+        )
+        runs: list[dict[str, Any]] = result["dag_runs"]
+        return runs
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        instances: list[dict[str, Any]] = result["task_instances"]
+        return instances
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        """The lines of one task attempt's log, as Airflow stores them."""
+        result = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        return [_format_log_event(event) for event in result["content"]]
+
+
+def _format_log_event(event: Any) -> str:
+    if isinstance(event, str):
+        return event
+    timestamp = event.get("timestamp") or ""
+    level = (event.get("level") or "").upper()
+    return " ".join(part for part in (timestamp, level, str(event.get("event", ""))) if part)

@@ -1,0 +1,49 @@
+"""Failure classes: every failed job says which one it is, so the platform knows whether to retry.
+
+User errors fail fast; resource errors fail with the fix named; platform faults, preemptions and
+hangs are retried from the newest committed checkpoint.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class FailureClass(StrEnum):
+    USER_ERROR = "user_error"
+    RESOURCE_ERROR = "resource_error"
+    PLATFORM_FAULT = "platform_fault"
+    PREEMPTION = "preemption"
+    HANG = "hang"
+
+
+class TrainyardFailure(Exception):
+    """A classified failure: `cause` says what happened, `fix` what the user or admin can do."""
+
+    failure_class: ClassVar[FailureClass]
+
+    def __init__(self, cause: str, fix: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.fix = fix
+
+
+class UserError(TrainyardFailure):
+    failure_class = FailureClass.USER_ERROR
+
+
+class ResourceError(TrainyardFailure):
+    failure_class = FailureClass.RESOURCE_ERROR
+
+
+class PlatformFault(TrainyardFailure):
+    failure_class = FailureClass.PLATFORM_FAULT
+
+
+class Preemption(TrainyardFailure):
+    failure_class = FailureClass.PREEMPTION
+
+
+class Hang(TrainyardFailure):
+    failure_class = FailureClass.HANG

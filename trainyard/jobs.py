@@ -1,0 +1,97 @@
+"""Where a job's files live in its tenant's storage: jobs/<job-id>/{code,data,...}."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from trainyard.storage.base import join_key
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """Storage keys of one job. Every component derives paths from here, never by hand."""
+
+    job_id: str
+
+    @property
+    def root(self) -> str:
+        return join_key("jobs", self.job_id)
+
+    @property
+    def code(self) -> str:
+        return join_key(self.root, "code")
+
+    @property
+    def data(self) -> str:
+        return join_key(self.root, "data")
+
+    @property
+    def checkpoints(self) -> str:
+        return join_key(self.root, "checkpoints")
+
+    @property
+    def results(self) -> str:
+        return join_key(self.root, "results")
+
+    @property
+    def logs(self) -> str:
+        return join_key(self.root, "logs")
+
+    @property
+    def record(self) -> str:
+        """The job record (manifest, state, failure) as JSON."""
+        return join_key(self.root, "job.json")
+
+    def metrics(self, attempt: int) -> str:
+        """Metrics rows of one attempt (JSON lines, each tagged with step/attempt/rank)."""
+        return join_key(self.logs, f"metrics-attempt-{attempt}.jsonl")
+
+    def learner_log(self, attempt: int, rank: int) -> str:
+        return join_key(self.logs, f"learner-attempt-{attempt}-rank-{rank}.log")
+
+    def outcome(self, mode: str, attempt: int, rank: int) -> str:
+        """How one learner process of a train or evaluate run ended (written by the runtime)."""
+        name = "outcome" if mode == "train" else f"{mode}-outcome"
+        return join_key(self.logs, f"{name}-attempt-{attempt}-rank-{rank}.json")
+
+    @property
+    def evaluation(self) -> str:
+        return join_key(self.results, "evaluation.json")
+
+
+JOB_ID_PATTERN = re.compile(
+    r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"
+)
+
+
+def new_job_id(tenant: str, name: str, now: datetime | None = None) -> str:
+    """A fresh job id for a CLI submission; it doubles as the Airflow DAG run id."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{tenant}.{name}.{stamp}-{secrets.token_hex(2)}"
+
+
+def job_id_for_run(tenant: str, name: str, run_id: str) -> str:
+    """The job id of a DAG run: the run id itself when the CLI chose it, else derived from it.
+
+    Runs started from the UI or a plain REST call carry ids such as
+    'manual__2026-11-24T21:59:08+00:00'; the derived id is stable across task retries.
+    """
+    match = JOB_ID_PATTERN.match(run_id)
+    if match and match["tenant"] == tenant:
+        return run_id
+    suffix = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")[:60] or "run"
+    return f"{tenant}.{name}.{suffix}"
+
+
+def tenant_of(job_id: str) -> str:
+    """The tenant a job id belongs to; raise ValueError for anything that is not a job id."""
+    match = JOB_ID_PATTERN.match(job_id)
+    if not match:
+        raise ValueError(
+            f"{job_id!r} is not a Trainyard job id (expected <tenant>.<job-name>.<suffix>, "
+            "as printed by 'trainyard submit' or 'trainyard list')"
+        )
+    return match["tenant"]

@@ -1,0 +1,420 @@
+"""The job manifest v1: what a user submits, validated before anything runs.
+
+Every model forbids unknown fields so that a typo fails the submission instead of being
+ignored. Paths into storage are confined to the tenant's storage. Every problem is reported
+with the dotted path of the field it concerns (see `ManifestError`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from fractions import Fraction
+from types import NoneType, UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from trainyard.storage.base import check_key
+from trainyard.units import format_bytes, parse_cpu, parse_duration, parse_memory
+
+MAX_NAME_LENGTH = 40
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_EXPECTATION_RE = re.compile(r"expect_[a-z0-9_]+")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+_STORAGE_PATH_HINT = "use a relative path inside the tenant's storage, such as datasets/digits"
+
+
+class ManifestError(ValueError):
+    """A manifest is invalid: carries one (field path, message) pair per problem.
+
+    The field path is dotted with list indexes (`data.expectations.0.type`); it is empty for
+    problems with the document as a whole (YAML syntax, not a mapping).
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{path}: {message}" if path else message for path, message in self.problems
+        )
+
+
+def _check_dns_label(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH or not _DNS_LABEL_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid name {value!r}: use a lowercase DNS label of at most {MAX_NAME_LENGTH} "
+            "characters (a-z, 0-9 and '-', starting and ending with a letter or digit), "
+            "such as digits-mlp"
+        )
+    return value
+
+
+def confine_storage_path(value: str) -> str:
+    """Normalise a path inside the tenant's storage ("./datasets/x/" -> "datasets/x").
+
+    Rejects anything that could reach outside it: URIs (another bucket, a local file),
+    absolute paths, '..' segments and backslashes.
+    """
+    if _URI_RE.match(value) or "://" in value:
+        raise ValueError(f"{value!r} is a URI: {_STORAGE_PATH_HINT}, without a scheme or bucket")
+    if value.startswith("/"):
+        raise ValueError(f"{value!r} is an absolute path: {_STORAGE_PATH_HINT}")
+    if "\\" in value:
+        raise ValueError(f"{value!r} contains a backslash: separate segments with '/'")
+    segments = [segment for segment in value.split("/") if segment not in ("", ".")]
+    if ".." in segments:
+        raise ValueError(f"{value!r} leaves the tenant's storage ('..'): {_STORAGE_PATH_HINT}")
+    if not segments:
+        raise ValueError(f"{value!r} names no directory: {_STORAGE_PATH_HINT}")
+    return check_key("/".join(segments))
+
+
+DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+StoragePath = Annotated[str, AfterValidator(confine_storage_path)]
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+MemoryBytes = Annotated[
+    int,
+    BeforeValidator(parse_memory),
+    Field(gt=0),
+    PlainSerializer(format_bytes, return_type=str, when_used="json"),
+]
+Cores = Annotated[float, BeforeValidator(parse_cpu), Field(gt=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FrameworkName(StrEnum):
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+    JAX = "jax"
+    CUSTOM = "custom"
+
+
+class Framework(_Strict):
+    """The learner image: from the registry by name and version, or an explicit image."""
+
+    name: FrameworkName
+    version: NonEmptyStr
+    # validate_default: a missing image must still reach the custom-framework check.
+    image: NonEmptyStr | None = Field(default=None, validate_default=True)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_quoted(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                f'quote the version, such as version: "2.13": unquoted, YAML reads it as the '
+                f"number {value}"
+            )
+        return value
+
+    @field_validator("image", mode="after")
+    @classmethod
+    def _custom_needs_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("name") == FrameworkName.CUSTOM:
+            raise ValueError(
+                "a custom framework needs an image that follows the learner environment "
+                "contract, such as registry.example.com/team/learner:1.0"
+            )
+        return value
+
+
+class CodeSource(_Strict):
+    """Where the job's code comes from: exactly one of `path` or `uri`."""
+
+    path: NonEmptyStr | None = Field(
+        default=None,
+        description="local directory, relative to the manifest; `trainyard submit` packages it",
+    )
+    uri: StoragePath | None = Field(default=None, description="key prefix in the tenant's storage")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CodeSource:
+        if (self.path is None) == (self.uri is None):
+            raise ValueError(
+                "give exactly one of path (a local directory that `trainyard submit` packages) "
+                "or uri (a prefix in the tenant's storage)"
+            )
+        return self
+
+
+class Resources(_Strict):
+    gpus: int = Field(default=0, ge=0)
+    gpu_type: NonEmptyStr | None = None
+    cpus: Cores = 1.0
+    memory: MemoryBytes = 2 * 2**30
+    learners: int = Field(default=1, ge=1)
+
+    @field_validator("gpu_type", mode="after")
+    @classmethod
+    def _gpu_type_needs_gpus(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("gpus") == 0:
+            raise ValueError("gpu_type needs gpus > 0: set resources.gpus or remove gpu_type")
+        return value
+
+
+class Expectation(_Strict):
+    """One great-expectations check run on the staged data before any learner starts."""
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    files: NonEmptyStr = Field(default="*.csv", description="glob of staged files it applies to")
+
+    @field_validator("type", mode="after")
+    @classmethod
+    def _is_expectation_name(cls, value: str) -> str:
+        if not _EXPECTATION_RE.fullmatch(value):
+            raise ValueError(
+                f"invalid expectation {value!r}: use a great-expectations expectation name in "
+                "snake_case starting with expect_, such as expect_column_values_to_not_be_null"
+            )
+        return value
+
+
+class DataSpec(_Strict):
+    path: StoragePath
+    expectations: list[Expectation] | None = None
+
+
+class CheckpointSpec(_Strict):
+    interval: Seconds = 60.0
+    keep: int = Field(default=3, ge=1)
+
+
+class EvaluationSpec(_Strict):
+    command: NonEmptyStr
+    metric: NonEmptyStr
+    threshold: float | None = None
+    higher_is_better: bool = True
+
+
+class JobManifest(_Strict):
+    name: DnsLabel
+    description: str = ""
+    tenant: DnsLabel
+    framework: Framework
+    code: CodeSource
+    command: NonEmptyStr
+    data: DataSpec | None = None
+    resources: Resources = Field(default_factory=Resources)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    evaluation: EvaluationSpec | None = None
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not NoneType]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    annotation = _strip_optional(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _tagged_member(annotation: Any, discriminator: str, tag: str) -> type[BaseModel] | None:
+    for member in get_args(annotation):
+        field = member.model_fields.get(discriminator) if _model_of(member) else None
+        if field is not None and field.default == tag:
+            return member
+    return None
+
+
+def _describe_location(
+    model: type[BaseModel], loc: tuple[int | str, ...]
+) -> tuple[str, type[BaseModel] | None]:
+    """Render a pydantic error location as a dotted field path.
+
+    Also returns the model owning the last element (to list its fields), and drops the tags
+    pydantic inserts for discriminated unions, which are not fields a user wrote.
+    """
+    path: list[str] = []
+    current: Any = model
+    discriminator: str | None = None
+    owner: type[BaseModel] | None = None
+    for part in loc:
+        if discriminator and isinstance(part, str):
+            member = _tagged_member(current, discriminator, part)
+            if member is not None:
+                current, discriminator = member, None
+                continue
+        path.append(str(part))
+        owner = _model_of(current)
+        if owner is not None and isinstance(part, str):
+            field = owner.model_fields.get(part)
+            current = field.annotation if field else None
+            discriminator = (
+                field.discriminator if field and isinstance(field.discriminator, str) else None
+            )
+        else:
+            args = get_args(_strip_optional(current))
+            current, discriminator = (args[-1] if args else None), None
+            owner = None
+    return ".".join(path), owner
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
+    """Turn a pydantic error on `model` into (field path, message) pairs a user can act on."""
+    problems = []
+    for detail in error.errors():
+        path, owner = _describe_location(model, detail["loc"])
+        kind = detail["type"]
+        if kind == "extra_forbidden":
+            allowed = ", ".join(owner.model_fields) if owner else "none"
+            message = f"field is not allowed here; allowed fields: {allowed}"
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind in ("value_error", "assertion_error"):
+            message = str(detail["ctx"]["error"])
+        else:
+            message = detail["msg"]
+            if isinstance(detail["input"], str | int | float | bool | NoneType):
+                message += f" (got {detail['input']!r})"
+        problems.append((path, message))
+    return problems
+
+
+def _load_document(source: str | Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Read YAML/JSON text (or take a mapping) into a dict, as a ManifestError if impossible."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    try:
+        document = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        where = ""
+        mark = getattr(error, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(error, "problem", None) or str(error)
+        raise ManifestError(
+            [("", f"invalid YAML{where}: {problem}; check the indentation and quoting")]
+        ) from error
+    if not isinstance(document, Mapping):
+        got = "an empty document" if document is None else f"a {type(document).__name__}"
+        raise ManifestError([("", f"{what} must be a mapping of fields such as name, got {got}")])
+    return dict(document)
+
+
+def parse_manifest(source: str | Mapping[str, Any]) -> JobManifest:
+    """Validate a manifest given as YAML or JSON text, or as a mapping (e.g. a DAG run conf)."""
+    document = _load_document(source, "the manifest")
+    try:
+        return JobManifest.model_validate(document)
+    except ValidationError as error:
+        raise ManifestError(validation_problems(error, JobManifest)) from error
+
+
+# FfDL spells memory like "1Gb", "1000MiB" or "8GiB": GB are powers of 1000, GiB of 1024.
+_FFDL_MEMORY_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<prefix>[kmgt])(?P<binary>i?)b", re.I)
+_FFDL_MEMORY_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+# FfDL learners read these variables; Trainyard's runtime provides the same under new names.
+_FFDL_ENV = {
+    "DATA_DIR": "TRAINYARD_DATA_DIR",
+    "RESULT_DIR": "TRAINYARD_RESULT_DIR",
+    "NUM_LEARNERS": "TRAINYARD_NUM_LEARNERS",
+    "TRAINING_ID": "TRAINYARD_JOB_ID",
+}
+_FFDL_ENV_RE = re.compile(r"\$(\{?)(" + "|".join(_FFDL_ENV) + r")\b")
+
+
+def _ffdl_memory(value: Any) -> int:
+    match = _FFDL_MEMORY_RE.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(
+            f"invalid FfDL memory {value!r}: use a number with a unit MB, MiB, GB, GiB, TB or TiB"
+        )
+    base = 1024 if match["binary"] else 1000
+    return int(Fraction(match["number"]) * base ** _FFDL_MEMORY_POWERS[match["prefix"].lower()])
+
+
+def _ffdl_name(value: Any) -> str:
+    """FfDL names allow '_' and capitals; make the nearest DNS label."""
+    label = re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
+    return label[:MAX_NAME_LENGTH].rstrip("-")
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def import_ffdl_manifest(
+    source: str | Mapping[str, Any], tenant: str, *, image: str | None = None
+) -> JobManifest:
+    """Convert an FfDL manifest (Trainyard's ancestor format) into a job manifest of `tenant`.
+
+    FfDL frameworks Trainyard has no image for (caffe, h2o3, ...) become `custom` and need
+    `image`. The code is the manifest's directory; the training data is the first data
+    store's `training_data` container. FfDL's evaluation_metrics (a log-collector spec) and
+    result containers have no Trainyard equivalent and are dropped. Problems name Trainyard
+    fields, except an unreadable FfDL `memory`.
+    """
+    ffdl = _load_document(source, "an FfDL manifest")
+    ffdl_framework = _mapping(ffdl.get("framework"))
+    framework_name = str(ffdl_framework.get("name", "")).lower()
+    if framework_name not in (FrameworkName.PYTORCH, FrameworkName.TENSORFLOW, FrameworkName.JAX):
+        if image is None:
+            raise ManifestError(
+                [
+                    (
+                        "framework.name",
+                        f"FfDL framework {framework_name!r} has no Trainyard image: pass an image "
+                        "to import it as a custom framework",
+                    )
+                ]
+            )
+        framework_name = FrameworkName.CUSTOM
+    command = _FFDL_ENV_RE.sub(
+        lambda match: f"${match[1]}{_FFDL_ENV[match[2]]}",
+        str(ffdl_framework.get("command", "")).strip(),
+    )
+    manifest: dict[str, Any] = {
+        "name": _ffdl_name(ffdl.get("name", "")),
+        "description": str(ffdl.get("description", "")),
+        "tenant": tenant,
+        "framework": {
+            "name": framework_name,
+            "version": str(ffdl_framework.get("version", "")),
+            "image": image,
+        },
+        "code": {"path": "."},
+        "command": command,
+    }
+    resources: dict[str, Any] = {
+        key: ffdl[key] for key in ("gpus", "cpus", "learners") if key in ffdl
+    }
+    if "memory" in ffdl:
+        try:
+            resources["memory"] = _ffdl_memory(ffdl["memory"])
+        except ValueError as error:
+            raise ManifestError([("memory", str(error))]) from error
+    manifest["resources"] = resources
+    data_stores = ffdl.get("data_stores")
+    if isinstance(data_stores, list) and data_stores:
+        container = _mapping(_mapping(data_stores[0]).get("training_data")).get("container")
+        if container is not None:
+            manifest["data"] = {"path": str(container)}
+    return parse_manifest(manifest)

@@ -1,0 +1,87 @@
+"""Run the user command: stream its output, forward stop signals, report how it ended."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from trainyard.failures import UserError
+
+_PR_SET_PDEATHSIG = 1
+TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How the user command ended."""
+
+    returncode: int  # negative: killed by that signal (subprocess convention)
+    stop_signal: int | None  # the last signal the runtime forwarded, if any
+    tail: list[str]  # its last output lines, for failure messages
+
+
+def _die_with_runtime() -> Callable[[], None] | None:
+    """On Linux, have the kernel kill the command if the runtime itself is killed.
+
+    The command runs in its own session (so a Ctrl-C or a group kill is forwarded exactly
+    once), which would otherwise let it outlive a SIGKILLed runtime.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class UserProcess:
+    """The user's command as a child process; start it before any other thread exists."""
+
+    def __init__(self, command: str, cwd: Path, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        self.stop_signal: int | None = None
+        try:
+            self.proc = subprocess.Popen(
+                shlex.split(command),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_runtime(),  # safe: no other thread runs yet
+            )
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"cannot start command {command!r}: {error}",
+                fix="check the manifest's command and that its program exists in the image",
+            ) from error
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._forward)
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        """Pass a stop request on so the user code can write a final checkpoint."""
+        self.stop_signal = signum
+        print(f"trainyard: forwarding {signal.Signals(signum).name} to the command", flush=True)
+        self.proc.send_signal(signum)
+
+    def wait(self) -> Finished:
+        """Copy every output line to stdout and the learner log until the command exits."""
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        assert self.proc.stdout is not None
+        with self.log_file.open("ab") as log:
+            for raw in self.proc.stdout:
+                line = raw.decode("utf-8", errors="replace")
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                log.write(raw)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+        returncode = self.proc.wait()
+        return Finished(returncode=returncode, stop_signal=self.stop_signal, tail=list(tail))

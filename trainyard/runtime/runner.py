@@ -1,0 +1,123 @@
+"""One learner run, start to finish: stage inputs, run the command, publish, report the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from trainyard.checkpoints import CheckpointStore
+from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.jobs import JobLayout
+from trainyard.runtime.outcome import Outcome
+from trainyard.runtime.process import UserProcess
+from trainyard.runtime.settings import RuntimeSettings
+from trainyard.runtime.sync import Syncer, annotated_rows, storage_retry
+from trainyard.runtime.workspace import LogKeys, Mode, Workspace
+from trainyard.storage.base import ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    def __init__(self, mode: Mode, settings: RuntimeSettings, store: ObjectStore) -> None:
+        self.mode = mode
+        self.settings = settings
+        self.store = store
+        self.layout = JobLayout(settings.job_id)
+        self.keys = LogKeys.for_learner(self.layout, settings, mode)
+        self.checkpoints = CheckpointStore(store, self.layout, keep=settings.checkpoint_keep)
+        self.workspace = Workspace.create(settings, mode)
+        self.restored: int | None = None
+        self.outcome = Outcome(exit_code=None, signal=None)
+
+    @property
+    def _leader(self) -> bool:
+        return self.settings.rank == 0
+
+    def run(self) -> Outcome:
+        """Never raises for a classified failure: it becomes the outcome (and its file)."""
+        try:
+            self._stage()
+            self._execute()
+            if self.outcome.succeeded and self._leader:
+                self._publish()
+        except (TrainyardFailure, StorageError) as error:
+            failure = error if isinstance(error, TrainyardFailure) else self._storage_fault(error)
+            if self.outcome.succeeded:
+                self.outcome = self.outcome.with_failure(failure)
+            else:  # the command's own failure is what the user must see
+                log.error("after the command failed: %s", failure.cause)
+        self._report()
+        return self.outcome
+
+    def _storage_fault(self, error: StorageError) -> PlatformFault:
+        return PlatformFault(
+            f"storage {self.store.describe()} failed: {error}",
+            fix="a retry resumes from the newest committed checkpoint; if it keeps failing, "
+            "check that the tenant's object storage is reachable",
+        )
+
+    def _download(self, prefix: str, into: Path) -> None:
+        files = storage_retry(self.store.download_dir)(prefix, into)
+        log.info("downloaded %d files from %s", len(files), prefix)
+
+    def _stage(self) -> None:
+        ws = self.workspace
+        self._download(self.layout.code, ws.code)
+        self._download(self.layout.data, ws.data)
+        if self.mode is Mode.EVALUATE:
+            self._download(self.layout.results, ws.results)
+            return
+        self.restored = storage_retry(self.checkpoints.restore)(ws.checkpoints)
+        if self.restored is None:
+            log.info("no committed checkpoint: the command starts from scratch")
+        else:
+            log.info("restored checkpoint step-%d into %s", self.restored, ws.checkpoints)
+
+    def _execute(self) -> None:
+        ws, settings = self.workspace, self.settings
+        log.info("running %r in %s", settings.command, ws.code)
+        # Start the command before the sync thread: forking is only safe with a single thread.
+        process = UserProcess(
+            settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file
+        )
+        training_leader = self.mode is Mode.TRAIN and self._leader
+        syncer = Syncer(
+            self.store,
+            ws.log_file,
+            self.keys.log,
+            checkpoints=self.checkpoints if training_leader else None,
+            checkpoint_dir=ws.checkpoints,
+            committed={self.restored} if self.restored is not None else set(),
+            metrics_file=ws.metrics_file if training_leader else None,
+            metrics_key=self.keys.metrics,
+            annotations={"attempt": settings.attempt, "rank": settings.rank},
+        )
+        syncer.start()
+        finished = process.wait()
+        log.info("the command exited with code %d; uploading what is pending", finished.returncode)
+        self.outcome = Outcome.of(finished)
+        syncer.finish()
+
+    def _publish(self) -> None:
+        if self.mode is Mode.TRAIN:
+            storage_retry(self.store.delete_prefix)(self.layout.results)
+            keys = storage_retry(self.store.upload_dir)(self.workspace.results, self.layout.results)
+            log.info("uploaded %d result files to %s", len(keys), self.layout.results)
+            return
+        metrics: dict[str, object] = {}
+        for row in annotated_rows(self.workspace.metrics_file.read_text(encoding="utf-8")):
+            metrics.update(row)
+        storage_retry(self.store.put_json)(self.layout.evaluation, {"metrics": metrics})
+        log.info("evaluation metrics %s written to %s", json.dumps(metrics), self.layout.evaluation)
+
+    def _report(self) -> None:
+        """Record the outcome in storage (best effort: the exit code carries it too)."""
+        record = self.outcome.to_json()
+        log.info("outcome: %s", json.dumps(record))
+        try:
+            storage_retry(self.store.put_json)(self.keys.outcome, record)
+        except StorageError:
+            log.exception("could not write the outcome to %s", self.keys.outcome)

@@ -1,0 +1,140 @@
+"""Upload checkpoints, metrics and the learner log while the user command runs.
+
+Training never waits on storage: uploads happen in a background thread, storage errors are
+retried with backoff and then logged, and whatever is still pending is uploaded by the final
+sync once the command has exited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tenacity import (
+    before_sleep_log,
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from trainyard.checkpoints import CheckpointStore
+from trainyard.runtime.helpers import checkpoint_steps
+from trainyard.storage.base import ObjectNotFound, ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+
+SYNC_PERIOD_S = 1.0
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, StorageError) and not isinstance(error, ObjectNotFound)
+
+
+storage_retry = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.5, max=8),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+"""Retry a storage call on outages (not on missing keys): about 8 s before giving up."""
+
+
+def annotated_rows(text: str, **annotations: Any) -> list[dict[str, Any]]:
+    """The complete JSON-object lines of a metrics file, each updated with `annotations`."""
+    rows = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # the user is still writing this row
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append({**row, **annotations})
+    return rows
+
+
+class Syncer:
+    """Mirrors one learner's local outputs into storage, from a background thread."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        log_file: Path,
+        log_key: str,
+        *,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_dir: Path | None = None,
+        committed: set[int] | None = None,
+        metrics_file: Path | None = None,
+        metrics_key: str | None = None,
+        annotations: dict[str, Any] | None = None,
+    ) -> None:
+        """Checkpoints and metrics are synced only when given (rank 0 of a training run)."""
+        self.store = store
+        self.log_file, self.log_key = log_file, log_key
+        self.checkpoints, self.checkpoint_dir = checkpoints, checkpoint_dir
+        self.committed = set(committed or ())
+        self.metrics_file, self.metrics_key = metrics_file, metrics_key
+        self.annotations = annotations or {}
+        self._uploaded: dict[Path, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="trainyard-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Stop the background thread and upload what is pending; storage errors propagate."""
+        self._stop.set()
+        self._thread.join()
+        self.sync()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SYNC_PERIOD_S):
+            try:
+                self.sync()
+            except Exception:
+                log.exception("background upload failed; trying again in the next round")
+
+    def sync(self) -> None:
+        self._commit_new_checkpoints()
+        if self.metrics_file is not None and self.metrics_key is not None:
+            self._upload_if_changed(self.metrics_file, self.metrics_key, self._metrics_bytes)
+        self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes)
+
+    def _commit_new_checkpoints(self) -> None:
+        if self.checkpoints is None or self.checkpoint_dir is None:
+            return
+        for step, path in sorted(checkpoint_steps(self.checkpoint_dir).items()):
+            if step in self.committed:
+                continue
+            try:
+                storage_retry(self.checkpoints.commit)(path, step)
+            except (FileNotFoundError, ValueError) as error:
+                # Removed by the user's own cleanup, or unusable: nothing to retry.
+                log.warning("checkpoint step-%d not committed: %s", step, error)
+            else:
+                log.info("committed checkpoint step-%d", step)
+            self.committed.add(step)
+
+    def _metrics_bytes(self, path: Path) -> bytes:
+        rows = annotated_rows(path.read_text(encoding="utf-8"), **self.annotations)
+        return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+    def _upload_if_changed(self, path: Path, key: str, read: Callable[[Path], bytes]) -> None:
+        """Upload a snapshot of a growing local file when its size or mtime changed."""
+        if not path.exists():
+            return
+        stat = path.stat()
+        version = (stat.st_size, stat.st_mtime_ns)
+        if self._uploaded.get(path) == version:
+            return
+        storage_retry(self.store.put_bytes)(key, read(path))
+        self._uploaded[path] = version

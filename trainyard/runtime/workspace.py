@@ -1,0 +1,127 @@
+"""The learner's local scratch space and the environment contract handed to user code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from trainyard.jobs import JobLayout
+from trainyard.runtime.settings import RuntimeSettings
+from trainyard.storage.base import join_key
+
+# Variables user code may rely on; every other TRAINYARD_* variable (storage config and
+# credentials included) is the runtime's business and is not passed on.
+PUBLIC_VARIABLES = (
+    "TRAINYARD_JOB_ID",
+    "TRAINYARD_TENANT",
+    "TRAINYARD_DATA_DIR",
+    "TRAINYARD_CHECKPOINT_DIR",
+    "TRAINYARD_RESULT_DIR",
+    "TRAINYARD_METRICS_FILE",
+    "TRAINYARD_LEARNER_RANK",
+    "TRAINYARD_NUM_LEARNERS",
+    "TRAINYARD_ATTEMPT",
+    "TRAINYARD_CHECKPOINT_INTERVAL",
+)
+
+
+class Mode(StrEnum):
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """`<work_dir>/<job_id>/<attempt dir>/{code,data,checkpoints,results}` for one learner."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, settings: RuntimeSettings, mode: Mode) -> Workspace:
+        """A fresh, empty workspace; leftovers of an earlier run of the same attempt go."""
+        name = f"attempt-{settings.attempt}-rank-{settings.rank}"
+        if mode is Mode.EVALUATE:
+            name = f"evaluate-{name}"
+        workspace = cls(settings.work_dir / settings.job_id / name)
+        shutil.rmtree(workspace.root, ignore_errors=True)
+        for directory in (workspace.code, workspace.data, workspace.checkpoints, workspace.results):
+            directory.mkdir(parents=True)
+        workspace.metrics_file.touch()
+        return workspace
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "learner.log"
+
+    def user_env(self, settings: RuntimeSettings, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The inherited environment minus runtime internals, plus the public contract."""
+        env = {k: v for k, v in inherited.items() if not k.startswith("TRAINYARD_")}
+        env.update(
+            {k: v for k, v in inherited.items() if k in PUBLIC_VARIABLES},
+            TRAINYARD_JOB_ID=settings.job_id,
+            TRAINYARD_TENANT=settings.tenant,
+            TRAINYARD_DATA_DIR=str(self.data),
+            TRAINYARD_CHECKPOINT_DIR=str(self.checkpoints),
+            TRAINYARD_RESULT_DIR=str(self.results),
+            TRAINYARD_METRICS_FILE=str(self.metrics_file),
+            TRAINYARD_LEARNER_RANK=str(settings.rank),
+            TRAINYARD_NUM_LEARNERS=str(settings.num_learners),
+            TRAINYARD_ATTEMPT=str(settings.attempt),
+            TRAINYARD_CHECKPOINT_INTERVAL=f"{settings.checkpoint_interval:g}",
+            # `python` in the command is the runtime's interpreter, with unbuffered output so
+            # that logs stream live.
+            PATH=os.pathsep.join(
+                p for p in (os.path.dirname(sys.executable), inherited.get("PATH", "")) if p
+            ),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    """Where this learner's log, metrics and outcome go in storage (per mode, attempt, rank)."""
+
+    log: str
+    metrics: str | None  # training metrics only; evaluation results go to evaluation.json
+    outcome: str
+
+    @classmethod
+    def for_learner(cls, layout: JobLayout, settings: RuntimeSettings, mode: Mode) -> LogKeys:
+        attempt, rank = settings.attempt, settings.rank
+        if mode is Mode.TRAIN:
+            return cls(
+                log=layout.learner_log(attempt, rank),
+                metrics=layout.metrics(attempt),
+                outcome=join_key(layout.logs, f"outcome-attempt-{attempt}-rank-{rank}.json"),
+            )
+        return cls(
+            log=join_key(layout.logs, f"evaluate-attempt-{attempt}-rank-{rank}.log"),
+            metrics=None,
+            outcome=join_key(layout.logs, f"evaluate-outcome-attempt-{attempt}-rank-{rank}.json"),
+        )
