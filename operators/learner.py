@@ -28,7 +28,7 @@ def learner_failure(
     """
     for rank, exit_code in enumerate(exit_codes):
         try:
-            outcome: dict[str, Any] = store.get_json(layout.outcome(mode.value, attempt, rank))
+            outcome: dict[str, Any] = store.get_json(layout.outcome(mode, attempt, rank))
         except ObjectNotFound:
             if exit_code == 0:
                 continue

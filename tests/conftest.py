@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Airflow reads its configuration on import: keep tests away from the user's ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="trainyard-tests-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from tests.support.s3_server import FAST_RETRY, S3Server, running_s3_server
 from trainyard.storage.local import LocalStore

@@ -158,3 +158,16 @@ def test_nothing_committed_restores_nothing(store: RecordingStore, tmp_path: Pat
     checkpoints = CheckpointStore(store, LAYOUT)
     assert checkpoints.latest_step() is None
     assert checkpoints.restore(tmp_path / "restored") is None
+
+
+def test_empty_or_missing_directory_is_not_committed(
+    store: RecordingStore, local: Path, tmp_path: Path
+) -> None:
+    checkpoints = CheckpointStore(store, LAYOUT)
+    (local / "step-1").mkdir(parents=True)
+
+    with pytest.raises(ValueError, match="empty"):
+        checkpoints.commit(local / "step-1", 1)
+    with pytest.raises(FileNotFoundError):
+        checkpoints.commit(local / "step-2", 2)
+    assert checkpoints.committed_steps() == []

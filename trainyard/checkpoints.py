@@ -37,6 +37,25 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
 
 
+def publish_directory(
+    store: ObjectStore, local_dir: Path, prefix: str, **marker: Any
+) -> dict[str, dict[str, Any]]:
+    """Upload every file of `local_dir` under `prefix`, then `prefix/_MANIFEST.json` last.
+
+    The manifest (size and sha256 of each file, plus `marker`) is the commit: readers trust
+    the directory only once it exists. Returns the manifest's file table.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        relative = path.relative_to(local_dir).as_posix()
+        if relative == MANIFEST:
+            raise ValueError(f"{path}: {MANIFEST} is reserved for the commit marker")
+        files[relative] = file_digest(path)
+        store.put_file(join_key(prefix, relative), path)
+    store.put_json(join_key(prefix, MANIFEST), {**marker, "files": files})
+    return files
+
+
 class CheckpointStore:
     """The checkpoints of one job in its tenant's storage."""
 
@@ -80,17 +99,17 @@ class CheckpointStore:
             return committed[-1] if committed else None
 
     def commit(self, local_dir: Path, step: int) -> None:
-        """Upload `local_dir` as checkpoint `step`, commit it, point `latest` at it, prune."""
+        """Upload `local_dir` as checkpoint `step`, commit it, point `latest` at it, prune.
+
+        Steps are immutable: committing an already committed step only moves the pointer.
+        """
         prefix = self._step_prefix(step)
         if not self.store.exists(join_key(prefix, MANIFEST)):
-            files: dict[str, dict[str, Any]] = {}
-            for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-                relative = path.relative_to(local_dir).as_posix()
-                if relative == MANIFEST:
-                    raise ValueError(f"{path}: {MANIFEST} is reserved for the commit marker")
-                files[relative] = file_digest(path)
-                self.store.put_file(join_key(prefix, relative), path)
-            self.store.put_json(join_key(prefix, MANIFEST), {"step": step, "files": files})
+            if not local_dir.is_dir():
+                raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
+            if not any(p.is_file() for p in local_dir.rglob("*")):
+                raise ValueError(f"checkpoint directory {local_dir} is empty")
+            publish_directory(self.store, local_dir, prefix, step=step)
         self.store.put_json(self._pointer, {"step": step})
         self._prune(step)
 

@@ -6,8 +6,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from trainyard.storage.base import join_key
+
+
+class RunMode(StrEnum):
+    """What a learner run does: train the model, or evaluate the committed one."""
+
+    TRAIN = "train"
+    EVALUATE = "evaluate"
 
 
 @dataclass(frozen=True)
@@ -49,12 +57,13 @@ class JobLayout:
         """Metrics rows of one attempt (JSON lines, each tagged with step/attempt/rank)."""
         return join_key(self.logs, f"metrics-attempt-{attempt}.jsonl")
 
-    def learner_log(self, attempt: int, rank: int) -> str:
-        return join_key(self.logs, f"learner-attempt-{attempt}-rank-{rank}.log")
+    def learner_log(self, mode: RunMode, attempt: int, rank: int) -> str:
+        name = "learner" if mode is RunMode.TRAIN else mode.value
+        return join_key(self.logs, f"{name}-attempt-{attempt}-rank-{rank}.log")
 
-    def outcome(self, mode: str, attempt: int, rank: int) -> str:
+    def outcome(self, mode: RunMode, attempt: int, rank: int) -> str:
         """How one learner process of a train or evaluate run ended (written by the runtime)."""
-        name = "outcome" if mode == "train" else f"{mode}-outcome"
+        name = "outcome" if mode is RunMode.TRAIN else f"{mode.value}-outcome"
         return join_key(self.logs, f"{name}-attempt-{attempt}-rank-{rank}.json")
 
     @property

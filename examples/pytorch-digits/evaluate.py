@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import torch
-
 from train import accuracy, build_model, load_split
 
 

@@ -48,14 +48,19 @@ def write_csv(path: Path, images: list[list[float]], labels: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "datasets" / "digits",
+        "--out",
+        type=Path,
+        default=Path(__file__).parent / "datasets" / "digits",
         help="output directory (default: datasets/digits beside this script)",
     )
     args = parser.parse_args()
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.tolist(), digits.target.tolist(),
-        test_size=0.25, stratify=digits.target, random_state=0,
+        digits.data.tolist(),
+        digits.target.tolist(),
+        test_size=0.25,
+        stratify=digits.target,
+        random_state=0,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "train.csv", x_train, y_train)

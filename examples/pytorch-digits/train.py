@@ -134,7 +134,9 @@ def main() -> int:
             step += 1
             if step % 10 == 0 or step == total_steps:
                 log_metrics(
-                    step=step, epoch=epoch, loss=round(loss.item(), 5),
+                    step=step,
+                    epoch=epoch,
+                    loss=round(loss.item(), 5),
                     progress=round(step / total_steps, 4),
                 )
             if stop_requested:

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 TENANTS = ("acme", "globex")
 S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
+TRAIN_COMMAND = "python train.py --epochs 60"
 
 
 @dataclass
@@ -61,10 +62,10 @@ def write_config(root: Path, s3_server: S3Server) -> Path:
 
 
 def write_manifest(root: Path, tenant: str) -> Path:
-    """The example's manifest for `tenant`, checkpointing every second so several commit."""
+    """The example's manifest for `tenant`, training long enough for several checkpoints."""
     manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
-    manifest.update(tenant=tenant, code={"path": str(EXAMPLE)})
-    manifest["checkpoint"]["interval"] = "1s"
+    manifest.update(tenant=tenant, code={"path": str(EXAMPLE)}, command=TRAIN_COMMAND)
+    manifest["checkpoint"]["interval"] = "0.5s"
     path = root / f"job-{tenant}.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
@@ -160,7 +161,7 @@ def test_cli_reports_status_metrics_and_logs(
 
     logs = cluster.trainyard("logs", job_id).stdout
     assert "=== learner (try 1) ===" in logs
-    assert "epoch 7 done" in logs  # the training script's own output reached the task log
+    assert "epoch 59 done" in logs  # the training script's own output reached the task log
     assert "held-out accuracy" in logs
 
     cluster.trainyard("download", job_id, str(tmp_path / "model"))

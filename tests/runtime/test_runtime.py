@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from trainyard.checkpoints import CheckpointStore
-from trainyard.jobs import JobLayout
+from trainyard.jobs import JobLayout, RunMode
+from trainyard.runtime import helpers
 from trainyard.storage.local import LocalStore
 
 JOB = "acme.fake.20250101-000000-abcd"
@@ -112,6 +113,16 @@ def run_runtime(
     return proc.returncode, output
 
 
+def run_with_env(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trainyard.runtime", "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def outcome(store: LocalStore, attempt: int = 1) -> dict[str, object]:
     return store.get_json(f"{LAYOUT.logs}/outcome-attempt-{attempt}-rank-0.json")
 
@@ -133,7 +144,7 @@ def test_train_commits_checkpoints_metrics_results_and_outcome(
         {"step": 2, "loss": 0.5, "attempt": 1, "rank": 0},
     ]
     assert store.get_bytes(f"{LAYOUT.results}/model.txt") == b"model after step 2"
-    assert b"fake job starts" in store.get_bytes(LAYOUT.learner_log(1, 0))
+    assert b"fake job starts" in store.get_bytes(LAYOUT.learner_log(RunMode.TRAIN, 1, 0))
     assert outcome(store) == {
         "exit_code": 0,
         "signal": None,
@@ -176,7 +187,7 @@ def test_sigterm_is_forwarded_and_final_checkpoint_committed(
 ) -> None:
     proc = start_runtime(store, tmp_path, "wait")
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     while "ready" not in (line := proc.stdout.readline()):
         assert line, "the runtime ended before the job was ready:\n" + "".join(lines)
         lines.append(line)
@@ -208,30 +219,35 @@ def test_missing_variable_fails_fast_naming_it(store: LocalStore, tmp_path: Path
     env = runtime_env(store, tmp_path, "python fake_job.py train", 1)
     del env["TRAINYARD_ATTEMPT"]
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainyard.runtime", "train"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_with_env(env)
 
     assert proc.returncode == 2
     assert "TRAINYARD_ATTEMPT" in proc.stdout + proc.stderr
 
 
 def test_command_that_cannot_start_is_a_user_error(store: LocalStore, tmp_path: Path) -> None:
-    env = runtime_env(store, tmp_path, "pyhton fake_job.py train", 1)
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainyard.runtime", "train"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_with_env(runtime_env(store, tmp_path, "pyhton fake_job.py train", 1))
 
     assert proc.returncode == 1, proc.stdout
     result = outcome(store)
     assert result["failure_class"] == "user_error"
     assert "pyhton" in str(result["message"])
+
+
+def test_helpers_follow_the_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINYARD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("TRAINYARD_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
+    assert helpers.latest_checkpoint() is None
+
+    for step in (5, 12):
+        helpers.save_checkpoint(step, lambda d: (d / "w.txt").write_text(str(step)))  # noqa: B023
+    (tmp_path / "checkpoints" / "tmp-99-abandoned").mkdir()
+    helpers.log_metrics(step=12, loss=0.25)
+
+    latest = helpers.latest_checkpoint()
+    assert latest == tmp_path / "checkpoints" / "step-12"
+    assert (latest / "w.txt").read_text() == "12"
+    assert sorted(helpers.checkpoint_steps(tmp_path / "checkpoints")) == [5, 12]
+    with pytest.raises(FileExistsError):
+        helpers.save_checkpoint(12, lambda d: None)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 12, "loss": 0.25}

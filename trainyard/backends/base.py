@@ -6,18 +6,13 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from trainyard.jobs import RunMode
 from trainyard.storage.config import S3StorageConfig, StorageConfig
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
 RUNTIME_CREDENTIALS_ENV = "TRAINYARD_STORAGE"
-
-
-class RunMode(StrEnum):
-    TRAIN = "train"
-    EVALUATE = "evaluate"
 
 
 @dataclass(frozen=True)

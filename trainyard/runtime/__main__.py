@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
+from trainyard.jobs import RunMode
 from trainyard.runtime.runner import Runner
 from trainyard.runtime.settings import RuntimeSettings, SettingsError
-from trainyard.runtime.workspace import Mode
 from trainyard.storage import open_store
 
 EXIT_BAD_ENVIRONMENT = 2
@@ -16,7 +16,7 @@ EXIT_BAD_ENVIRONMENT = 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainyard.runtime", description=__doc__)
-    parser.add_argument("mode", choices=[mode.value for mode in Mode])
+    parser.add_argument("mode", choices=[mode.value for mode in RunMode])
     args = parser.parse_args(argv)
     # One ordered stream on stdout, interleaved with the command's output: the task log.
     logging.basicConfig(
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, RuntimeError) as error:
         logging.getLogger("trainyard.runtime").error("%s", error)
         return EXIT_BAD_ENVIRONMENT
-    return Runner(Mode(args.mode), settings, store).run().runtime_exit_code
+    return Runner(RunMode(args.mode), settings, store).run().runtime_exit_code
 
 
 if __name__ == "__main__":

@@ -7,26 +7,25 @@ import logging
 import os
 from pathlib import Path
 
-from trainyard.checkpoints import CheckpointStore
+from trainyard.checkpoints import CheckpointStore, publish_directory
 from trainyard.failures import PlatformFault, TrainyardFailure
-from trainyard.jobs import JobLayout
+from trainyard.jobs import JobLayout, RunMode
 from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess
 from trainyard.runtime.settings import RuntimeSettings
 from trainyard.runtime.sync import Syncer, annotated_rows, storage_retry
-from trainyard.runtime.workspace import LogKeys, Mode, Workspace
+from trainyard.runtime.workspace import Workspace
 from trainyard.storage.base import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
 
 class Runner:
-    def __init__(self, mode: Mode, settings: RuntimeSettings, store: ObjectStore) -> None:
+    def __init__(self, mode: RunMode, settings: RuntimeSettings, store: ObjectStore) -> None:
         self.mode = mode
         self.settings = settings
         self.store = store
         self.layout = JobLayout(settings.job_id)
-        self.keys = LogKeys.for_learner(self.layout, settings, mode)
         self.checkpoints = CheckpointStore(store, self.layout, keep=settings.checkpoint_keep)
         self.workspace = Workspace.create(settings, mode)
         self.restored: int | None = None
@@ -67,7 +66,7 @@ class Runner:
         ws = self.workspace
         self._download(self.layout.code, ws.code)
         self._download(self.layout.data, ws.data)
-        if self.mode is Mode.EVALUATE:
+        if self.mode is RunMode.EVALUATE:
             self._download(self.layout.results, ws.results)
             return
         self.restored = storage_retry(self.checkpoints.restore)(ws.checkpoints)
@@ -83,16 +82,16 @@ class Runner:
         process = UserProcess(
             settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file
         )
-        training_leader = self.mode is Mode.TRAIN and self._leader
+        training_leader = self.mode is RunMode.TRAIN and self._leader
         syncer = Syncer(
             self.store,
             ws.log_file,
-            self.keys.log,
+            self.layout.learner_log(self.mode, settings.attempt, settings.rank),
             checkpoints=self.checkpoints if training_leader else None,
             checkpoint_dir=ws.checkpoints,
             committed={self.restored} if self.restored is not None else set(),
             metrics_file=ws.metrics_file if training_leader else None,
-            metrics_key=self.keys.metrics,
+            metrics_key=self.layout.metrics(settings.attempt),
             annotations={"attempt": settings.attempt, "rank": settings.rank},
         )
         syncer.start()
@@ -102,10 +101,12 @@ class Runner:
         syncer.finish()
 
     def _publish(self) -> None:
-        if self.mode is Mode.TRAIN:
+        if self.mode is RunMode.TRAIN:
             storage_retry(self.store.delete_prefix)(self.layout.results)
-            keys = storage_retry(self.store.upload_dir)(self.workspace.results, self.layout.results)
-            log.info("uploaded %d result files to %s", len(keys), self.layout.results)
+            files = storage_retry(publish_directory)(
+                self.store, self.workspace.results, self.layout.results
+            )
+            log.info("published %d result files to %s", len(files), self.layout.results)
             return
         metrics: dict[str, object] = {}
         for row in annotated_rows(self.workspace.metrics_file.read_text(encoding="utf-8")):
@@ -116,8 +117,9 @@ class Runner:
     def _report(self) -> None:
         """Record the outcome in storage (best effort: the exit code carries it too)."""
         record = self.outcome.to_json()
+        key = self.layout.outcome(self.mode, self.settings.attempt, self.settings.rank)
         log.info("outcome: %s", json.dumps(record))
         try:
-            storage_retry(self.store.put_json)(self.keys.outcome, record)
+            storage_retry(self.store.put_json)(key, record)
         except StorageError:
-            log.exception("could not write the outcome to %s", self.keys.outcome)
+            log.exception("could not write the outcome to %s", key)

@@ -7,12 +7,10 @@ import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from trainyard.jobs import JobLayout
+from trainyard.jobs import RunMode
 from trainyard.runtime.settings import RuntimeSettings
-from trainyard.storage.base import join_key
 
 # Variables user code may rely on; every other TRAINYARD_* variable (storage config and
 # credentials included) is the runtime's business and is not passed on.
@@ -30,11 +28,6 @@ PUBLIC_VARIABLES = (
 )
 
 
-class Mode(StrEnum):
-    TRAIN = "train"
-    EVALUATE = "evaluate"
-
-
 @dataclass(frozen=True)
 class Workspace:
     """`<work_dir>/<job_id>/<attempt dir>/{code,data,checkpoints,results}` for one learner."""
@@ -42,10 +35,10 @@ class Workspace:
     root: Path
 
     @classmethod
-    def create(cls, settings: RuntimeSettings, mode: Mode) -> Workspace:
+    def create(cls, settings: RuntimeSettings, mode: RunMode) -> Workspace:
         """A fresh, empty workspace; leftovers of an earlier run of the same attempt go."""
         name = f"attempt-{settings.attempt}-rank-{settings.rank}"
-        if mode is Mode.EVALUATE:
+        if mode is RunMode.EVALUATE:
             name = f"evaluate-{name}"
         workspace = cls(settings.work_dir / settings.job_id / name)
         shutil.rmtree(workspace.root, ignore_errors=True)
@@ -101,27 +94,3 @@ class Workspace:
             PYTHONUNBUFFERED="1",
         )
         return env
-
-
-@dataclass(frozen=True)
-class LogKeys:
-    """Where this learner's log, metrics and outcome go in storage (per mode, attempt, rank)."""
-
-    log: str
-    metrics: str | None  # training metrics only; evaluation results go to evaluation.json
-    outcome: str
-
-    @classmethod
-    def for_learner(cls, layout: JobLayout, settings: RuntimeSettings, mode: Mode) -> LogKeys:
-        attempt, rank = settings.attempt, settings.rank
-        if mode is Mode.TRAIN:
-            return cls(
-                log=layout.learner_log(attempt, rank),
-                metrics=layout.metrics(attempt),
-                outcome=join_key(layout.logs, f"outcome-attempt-{attempt}-rank-{rank}.json"),
-            )
-        return cls(
-            log=join_key(layout.logs, f"evaluate-attempt-{attempt}-rank-{rank}.log"),
-            metrics=None,
-            outcome=join_key(layout.logs, f"evaluate-outcome-attempt-{attempt}-rank-{rank}.json"),
-        )
