@@ -143,7 +143,7 @@ def submit(
             upload_directory(sess.store(tenant.name), code_dir, prefix, "code.path")
             document["code"] = {"uri": prefix}
         sess.client.trigger_run(dag_id_for_tenant(tenant.name), job_id, {"manifest": document})
-        console.print(job_id, highlight=False)
+        typer.echo(job_id)
         if wait:
             final = wait_for(sess, job_id)
             print_status(final)
@@ -160,7 +160,7 @@ def status(
     with session() as sess:
         current = sess.status(job_id)
         if as_json:
-            console.print_json(json.dumps(current.as_dict(), default=str))
+            typer.echo(json.dumps(current.as_dict(), default=str, indent=2))
         else:
             print_status(current)
 
@@ -194,7 +194,7 @@ def logs(
         while True:
             lines = _log_lines(sess, job_id)
             for line in lines[printed:]:
-                console.print(line, highlight=False, markup=False)
+                typer.echo(line)
             printed = len(lines)
             if not follow or sess.status(job_id).state in TERMINAL_STATES:
                 return
@@ -211,7 +211,7 @@ def metrics(
         rows = read_metrics(sess.store(tenant_of(job_id)), job_id)
         if as_json:
             for row in rows:
-                console.print(json.dumps(row), highlight=False, markup=False)
+                typer.echo(json.dumps(row))
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
         table = Table(*columns)
@@ -233,18 +233,23 @@ def list_jobs(
     """List recent jobs with their Airflow state."""
     with session() as sess:
         tenants = [tenant] if tenant else sess.config.tenant_names
-        table = Table("job id", "tenant", "state", "started", "ended")
+        rows = []
         for name in tenants:
             sess.config.tenant(name)
             for run in sess.client.list_runs(dag_id_for_tenant(name)):
                 job_name = (run.get("conf") or {}).get("manifest", {}).get("name", "job")
-                table.add_row(
-                    job_id_for_run(name, str(job_name), run["dag_run_id"]),
-                    name,
-                    run["state"],
-                    run.get("start_date") or "",
-                    run.get("end_date") or "",
-                )
+                started = (run.get("start_date") or "")[:19].replace("T", " ")
+                job_id = job_id_for_run(name, str(job_name), run["dag_run_id"])
+                rows.append((job_id, name, run["state"], started))
+        table = Table(box=None)
+        # Job ids are what people copy into the next command: never cut them short.
+        table.add_column(
+            "job id", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=6)
+        )
+        for column in ("tenant", "state", "started (UTC)"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
 
 

@@ -60,8 +60,11 @@ def _format_kwargs(kwargs: dict[str, Any]) -> str:
 
 
 def _describe_result(result: Any) -> str:
-    if result.exception_info.get("raised_exception"):
-        return str(result.exception_info.get("exception_message"))
+    # GX 1.x keys exception_info by metric (one entry per metric that raised).
+    info = result.exception_info or {}
+    for entry in [info, *(v for v in info.values() if isinstance(v, dict))]:
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message"))
     details = result.result or {}
     parts = []
     if details.get("unexpected_count"):
@@ -94,7 +97,10 @@ def validate_tables(
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
-    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.exceptions import (
+        ExpectationNotFoundError,
+        InvalidExpectationConfigurationError,
+    )
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
@@ -119,7 +125,11 @@ def validate_tables(
                 suite.add_expectation_configuration(
                     ExpectationConfiguration(type=expectation.type, kwargs=expectation.kwargs)
                 )
-            except ExpectationNotFoundError as error:
+            except (ExpectationNotFoundError, InvalidExpectationConfigurationError) as error:
+                # GX 1.x wraps ExpectationNotFoundError in InvalidExpectationConfigurationError.
+                if not isinstance(error.__cause__ or error, ExpectationNotFoundError):
+                    problem = f"invalid expectation {expectation.type!r}: {error}"
+                    raise ValueError(problem) from error
                 raise ValueError(
                     f"unknown expectation type {expectation.type!r}: use a great-expectations "
                     "expectation name such as expect_column_values_to_not_be_null"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,12 +18,23 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.s3_server import free_port
 from trainyard.airflow_env import REPO_ROOT, airflow_environment
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent
 START_TIMEOUT_SECONDS = 120
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all sockets stay bound until every port is chosen."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class AirflowCluster:
@@ -126,12 +138,13 @@ def running_airflow(
     """Migrate a fresh metadata DB, start every component, wait until healthy."""
     env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    api_port, log_server_port, trigger_log_server_port = free_ports(3)
     env.update(
         airflow_environment(
             home,
-            api_port=free_port(),
-            log_server_port=free_port(),
-            trigger_log_server_port=free_port(),
+            api_port=api_port,
+            log_server_port=log_server_port,
+            trigger_log_server_port=trigger_log_server_port,
             trainyard_config=trainyard_config,
         )
     )

@@ -1,0 +1,197 @@
+"""The local backend: the runtime's environment contract, isolation, a real run and a stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from operators.learner import learner_failure
+from trainyard.backends import LearnerSpec, RunMode
+from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
+from trainyard.failures import Preemption
+from trainyard.jobs import JobLayout
+from trainyard.storage import join_key
+from trainyard.storage.config import LocalStorageConfig, S3StorageConfig, StorageConfig
+from trainyard.storage.local import LocalStore
+
+JOB_ID = "acme.tiny.20261124-215908-abcd"
+
+
+def make_spec(
+    storage: StorageConfig, work_dir: Path, command: str = "python main.py", **changes: object
+) -> LearnerSpec:
+    fields: dict[str, object] = {
+        "job_id": JOB_ID,
+        "tenant": "acme",
+        "mode": RunMode.TRAIN,
+        "command": command,
+        "attempt": 2,
+        "num_learners": 3,
+        "checkpoint_interval": 15.0,
+        "checkpoint_keep": 4,
+        "storage": storage,
+        "work_dir": work_dir,
+        "cpus": 2.0,
+        "memory_bytes": 2**30,
+        "gpus": 0,
+    }
+    fields.update(changes)
+    return LearnerSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
+    storage = LocalStorageConfig(root=tmp_path / "storage")
+    spec = make_spec(storage, tmp_path / "work", command="python train.py --epochs 3")
+
+    env = spec.runtime_environment(rank=1)
+
+    assert env == {
+        "TRAINYARD_JOB_ID": JOB_ID,
+        "TRAINYARD_TENANT": "acme",
+        "TRAINYARD_COMMAND": "python train.py --epochs 3",
+        "TRAINYARD_ATTEMPT": "2",
+        "TRAINYARD_LEARNER_RANK": "1",
+        "TRAINYARD_NUM_LEARNERS": "3",
+        "TRAINYARD_CHECKPOINT_INTERVAL": "15.0",
+        "TRAINYARD_CHECKPOINT_KEEP": "4",
+        "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
+        "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(tmp_path / "storage")}),
+    }
+
+
+def test_s3_credentials_are_copied_under_the_runtime_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_ACCESS_KEY", "globex-access")
+    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_SECRET_KEY", "globex-secret")
+    storage = S3StorageConfig(
+        endpoint="minio:9000",
+        bucket="globex",
+        prefix="trainyard",
+        credentials_env="TRAINYARD_S3_GLOBEX",
+    )
+
+    env = make_spec(storage, tmp_path / "work").runtime_environment(rank=0)
+
+    assert env["TRAINYARD_STORAGE_ACCESS_KEY"] == "globex-access"
+    assert env["TRAINYARD_STORAGE_SECRET_KEY"] == "globex-secret"
+    assert not any(name.startswith("TRAINYARD_S3_GLOBEX") for name in env)
+    described = json.loads(env["TRAINYARD_STORAGE"])
+    assert described == {
+        "kind": "s3",
+        "endpoint": "minio:9000",
+        "bucket": "globex",
+        "prefix": "trainyard",
+        "secure": False,
+        "region": None,
+        "credentials_env": "TRAINYARD_STORAGE",
+    }
+    # The keys travel in their own variables, never inside the storage description.
+    assert "globex-secret" not in env["TRAINYARD_STORAGE"]
+
+
+def test_learner_environment_withholds_the_parents_other_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:pw@db/airflow")
+    monkeypatch.setenv("TRAINYARD_S3_OTHER_SECRET_KEY", "another-tenants-secret")
+    monkeypatch.setenv("TRAINYARD_S3_OTHER_ACCESS_KEY", "another-tenants-access")
+    monkeypatch.setenv("PATH", "/opt/bin:/usr/bin")
+    spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
+
+    env = LocalProcessBackend().learner_environment(spec, rank=2, master_port=29511)
+
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env
+    assert "TRAINYARD_S3_OTHER_SECRET_KEY" not in env
+    assert "TRAINYARD_S3_OTHER_ACCESS_KEY" not in env
+    assert not any("another-tenants" in value for value in env.values())
+    assert env["PATH"] == "/opt/bin:/usr/bin"
+    assert env.items() >= spec.runtime_environment(rank=2).items()
+    # torch.distributed's env:// rendezvous
+    assert env["MASTER_ADDR"] == "127.0.0.1"
+    assert env["MASTER_PORT"] == "29511"
+    assert env["WORLD_SIZE"] == "3"
+    assert env["RANK"] == "2"
+    assert env["LOCAL_RANK"] == "2"
+    assert env["OMP_NUM_THREADS"] == "2"
+
+
+# Real runs of the learner runtime in a child process.
+
+HELLO = """\
+import os
+import pathlib
+
+print("hello from learner", os.environ["TRAINYARD_LEARNER_RANK"], flush=True)
+result_dir = pathlib.Path(os.environ["TRAINYARD_RESULT_DIR"])
+(result_dir / "model.txt").write_text("weights of " + os.environ["TRAINYARD_JOB_ID"])
+"""
+
+SLEEPER = """\
+
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def job_with_code(store: LocalStore, script: str) -> JobLayout:
+    layout = JobLayout(JOB_ID)
+    store.put_bytes(join_key(layout.code, "main.py"), script.encode())
+    return layout
+
+
+def test_run_executes_the_command_and_publishes_results(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    layout = job_with_code(local_store, HELLO)
+    spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
+    lines: list[str] = []
+
+    exit_codes = LocalProcessBackend().run(spec, on_output=lines.append)
+
+    assert exit_codes == [0], "\n".join(lines)
+    assert "hello from learner 0" in lines
+    model = local_store.get_bytes(join_key(layout.results, "model.txt"))
+    assert model == f"weights of {JOB_ID}".encode()
+    assert learner_failure(local_store, layout, RunMode.TRAIN, spec.attempt, exit_codes) is None
+
+
+def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_path: Path) -> None:
+    layout = job_with_code(local_store, SLEEPER)
+    spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
+    backend = LocalProcessBackend()
+    lines: list[str] = []
+    ready = threading.Event()
+    exit_codes: list[int] = []
+
+    def on_output(line: str) -> None:
+        lines.append(line)
+        if line == "ready":
+            ready.set()
+
+    runner = threading.Thread(target=lambda: exit_codes.extend(backend.run(spec, on_output)))
+    runner.start()
+    try:
+        assert ready.wait(timeout=30), "the learner never started:\n" + "\n".join(lines)
+        backend.stop()
+        runner.join(timeout=STOP_GRACE_SECONDS)
+    finally:
+        if runner.is_alive():  # do not leave a sleeping learner behind a failed test
+            for process in backend._processes:
+                process.kill()
+            runner.join()
+
+    assert not runner.is_alive(), "the learner outlived the grace period"
+    # Ended by the forwarded SIGTERM (not a SIGKILL after the grace period): a preemption.
+    assert exit_codes == [128 + signal.SIGTERM], "\n".join(lines)
+    failure = learner_failure(local_store, layout, RunMode.TRAIN, spec.attempt, exit_codes)
+    assert isinstance(failure, Preemption)
+
+
+def test_stop_before_run_is_harmless() -> None:
+    LocalProcessBackend().stop()
+

@@ -1,0 +1,181 @@
+"""Staging: the data is snapshotted into the job's prefix and checked with great-expectations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from trainyard.failures import UserError
+from trainyard.jobs import JobLayout
+from trainyard.manifest import DataSpec
+from trainyard.staging import stage_data
+from trainyard.storage import join_key
+from trainyard.storage.local import LocalStore
+
+JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
+LAYOUT = JobLayout(JOB_ID)
+DATASET = "datasets/digits"
+HEADER = "pixel0,pixel1,label\n"
+GOOD = HEADER + "0,16,3\n5,2,9\n12,0,0\n"
+BAD_LABEL = HEADER + "0,16,3\n5,2,42\n"
+LABEL_IN_RANGE = {
+    "type": "expect_column_values_to_be_between",
+    "kwargs": {"column": "label", "min_value": 0, "max_value": 9},
+}
+HAS_LABEL = {"type": "expect_column_to_exist", "kwargs": {"column": "label"}}
+
+
+def upload(store: LocalStore, files: dict[str, str], prefix: str = DATASET) -> None:
+    for name, text in files.items():
+        store.put_bytes(join_key(prefix, name), text.encode())
+
+
+def data(expectations: list[dict[str, Any]] | None = None, path: str = DATASET) -> DataSpec:
+    return DataSpec.model_validate({"path": path, "expectations": expectations})
+
+
+def staged(store: LocalStore) -> dict[str, bytes]:
+    prefix = LAYOUT.data + "/"
+    return {
+        info.key.removeprefix(prefix): store.get_bytes(info.key) for info in store.list(LAYOUT.data)
+    }
+
+
+def stored_report(store: LocalStore) -> dict[str, Any]:
+    return store.get_json(f"jobs/{JOB_ID}/logs/data-validation.json")
+
+
+def test_good_data_is_staged_and_its_report_stored(local_store: LocalStore) -> None:
+    upload(local_store, {"train.csv": GOOD, "test/test.csv": GOOD, "README.txt": "digits"})
+
+    report = stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+
+    assert report.success
+    assert {(o.file, o.type) for o in report.outcomes} == {
+        ("train.csv", "expect_column_values_to_be_between"),
+        ("test/test.csv", "expect_column_values_to_be_between"),
+    }
+    assert staged(local_store) == {
+        "train.csv": GOOD.encode(),
+        "test/test.csv": GOOD.encode(),
+        "README.txt": b"digits",
+    }
+    stored = stored_report(local_store)
+    assert stored["success"] is True
+    assert len(stored["outcomes"]) == 2
+
+
+def test_label_out_of_range_fails_naming_file_expectation_and_value(
+    local_store: LocalStore,
+) -> None:
+    upload(local_store, {"train.csv": BAD_LABEL})
+
+    with pytest.raises(UserError) as raised:
+        stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+
+    message = raised.value.cause
+    assert message.startswith("data.path:")
+    assert "train.csv" in message
+    assert "expect_column_values_to_be_between" in message
+    assert "42" in message
+    assert "fix the data" in raised.value.fix
+    # The report is kept for `trainyard status` and the task log.
+    assert stored_report(local_store)["success"] is False
+
+
+@pytest.mark.parametrize(
+    ("manifest_expectations", "passes"),
+    [
+        pytest.param([HAS_LABEL], True, id="manifest-expectations-replace-the-datasets"),
+        pytest.param(None, False, id="datasets-expectations-apply-without-the-manifests"),
+    ],
+)
+def test_manifest_expectations_take_precedence_over_the_datasets(
+    local_store: LocalStore, manifest_expectations: list[dict[str, Any]] | None, passes: bool
+) -> None:
+    upload(local_store, {"train.csv": BAD_LABEL, "expectations.json": json.dumps([LABEL_IN_RANGE])})
+
+    if passes:
+        report = stage_data(local_store, data(manifest_expectations), LAYOUT)
+        assert [o.type for o in report.outcomes] == ["expect_column_to_exist"]
+    else:
+        with pytest.raises(UserError, match="expect_column_values_to_be_between"):
+            stage_data(local_store, data(manifest_expectations), LAYOUT)
+
+
+@pytest.mark.parametrize(
+    ("text", "passes"),
+    [
+        pytest.param(HEADER, False, id="header-only-csv-fails"),
+        pytest.param(HEADER + "1,2,3\n", True, id="one-row-passes"),
+    ],
+)
+def test_default_expectation_is_a_non_empty_table(
+    local_store: LocalStore, text: str, passes: bool
+) -> None:
+    upload(local_store, {"train.csv": text})
+
+    if passes:
+        report = stage_data(local_store, data(), LAYOUT)
+        assert [o.type for o in report.outcomes] == ["expect_table_row_count_to_be_between"]
+    else:
+        with pytest.raises(UserError) as raised:
+            stage_data(local_store, data(), LAYOUT)
+        assert "train.csv" in raised.value.cause
+        assert "expect_table_row_count_to_be_between" in raised.value.cause
+
+
+def test_missing_data_path_names_the_field(local_store: LocalStore) -> None:
+    upload(local_store, {"train.csv": GOOD}, prefix="datasets/other")
+
+    with pytest.raises(UserError) as raised:
+        stage_data(local_store, data(path="datasets/digits"), LAYOUT)
+
+    assert raised.value.cause.startswith("data.path:")
+    assert "'datasets/digits'" in raised.value.cause
+    assert "trainyard data upload" in raised.value.fix
+
+
+def test_unknown_expectation_type_names_the_field(local_store: LocalStore) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    unknown = {"type": "expect_labels_to_be_digits", "kwargs": {"column": "label"}}
+
+    with pytest.raises(UserError) as raised:
+        stage_data(local_store, data([unknown]), LAYOUT)
+
+    assert raised.value.cause.startswith("data.expectations:")
+    assert "expect_labels_to_be_digits" in raised.value.cause
+
+
+def test_expectation_on_a_missing_column_names_the_column(local_store: LocalStore) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    on_missing_column = {**LABEL_IN_RANGE, "kwargs": {"column": "target", "min_value": 0}}
+
+    with pytest.raises(UserError) as raised:
+        stage_data(local_store, data([on_missing_column]), LAYOUT)
+
+    assert 'The column "target"' in raised.value.cause
+    assert "does not exist" in raised.value.cause
+
+
+def test_invalid_dataset_expectations_file_is_a_user_error(local_store: LocalStore) -> None:
+    upload(local_store, {"train.csv": GOOD, "expectations.json": "{not json"})
+
+    with pytest.raises(UserError) as raised:
+        stage_data(local_store, data(), LAYOUT)
+
+    assert "expectations.json" in raised.value.cause
+    assert f"{DATASET}/expectations.json" in raised.value.fix
+
+
+def test_restaging_replaces_the_previous_snapshot(local_store: LocalStore) -> None:
+    upload(local_store, {"a.csv": GOOD, "old/b.csv": GOOD})
+    stage_data(local_store, data(), LAYOUT)
+    local_store.delete_prefix(DATASET)
+    upload(local_store, {"a.csv": GOOD + "1,1,1\n", "c.csv": GOOD})
+
+    stage_data(local_store, data(), LAYOUT)
+
+    assert staged(local_store) == {"a.csv": (GOOD + "1,1,1\n").encode(), "c.csv": GOOD.encode()}
