@@ -12,7 +12,9 @@ from trainyard.manifest import EvaluationSpec
 
 
 def spec(metric: str = "accuracy", threshold: float | None = 0.9, **fields: Any) -> EvaluationSpec:
-    return EvaluationSpec(command="python evaluate.py", metric=metric, threshold=threshold, **fields)
+    return EvaluationSpec(
+        command="python evaluate.py", metric=metric, threshold=threshold, **fields
+    )
 
 
 PASSING = [

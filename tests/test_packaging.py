@@ -24,7 +24,9 @@ def keys(store: LocalStore) -> list[str]:
     return [info.key for info in store.list()]
 
 
-def test_nested_files_are_uploaded_under_the_prefix(local_store: LocalStore, tmp_path: Path) -> None:
+def test_nested_files_are_uploaded_under_the_prefix(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
     code = write(
         tmp_path / "code",
         {"train.py": "print(1)", "pkg/model.py": "M = 1", "pkg/conf/base.yaml": "lr: 0.1"},

@@ -126,4 +126,3 @@ def test_yaml_manifest_is_accepted() -> None:
 def test_missing_manifest_is_a_manifest_error(conf: dict[str, Any]) -> None:
     with pytest.raises(ManifestError, match="the manifest must be a mapping"):
         manifest_from_conf(conf)
-

@@ -84,12 +84,13 @@ def session() -> Iterator[Session]:
 
 
 def describe(status: JobStatus) -> str:
-    parts = [f"{status.job_id}: {status.state.value}"]
+    """The state in a few words: 'running (attempt 2, step 340)'."""
+    details = []
     if status.attempt:
-        parts.append(f"attempt {status.attempt}")
+        details.append(f"attempt {status.attempt}")
     if status.step is not None:
-        parts.append(f"step {status.step}")
-    return ", ".join(parts)
+        details.append(f"step {status.step}")
+    return f"{status.state.value} ({', '.join(details)})" if details else status.state.value
 
 
 def wait_for(sess: Session, job_id: str) -> JobStatus:
@@ -111,11 +112,12 @@ def wait_for(sess: Session, job_id: str) -> JobStatus:
 
 
 def print_status(status: JobStatus) -> None:
-    console.print(describe(status), highlight=False)
+    console.print(f"{status.job_id}: {describe(status)}", highlight=False)
     if status.progress is not None:
         console.print(f"  progress: {status.progress:.0%}")
     if status.evaluation:
-        console.print(f"  evaluation: {json.dumps(status.evaluation)}", highlight=False)
+        metrics = ", ".join(f"{k} = {_cell(v)}" for k, v in sorted(status.evaluation.items()))
+        console.print(f"  evaluation: {metrics}", highlight=False)
     if status.model:
         console.print(f"  model: {status.model}", highlight=False)
     if status.failure:
@@ -205,10 +207,13 @@ def logs(
 def metrics(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    tail: Annotated[int, typer.Option(help="Only the last N rows (0: all).", min=0)] = 0,
 ) -> None:
     """Print the metric rows the learners reported, step by step."""
     with session() as sess:
         rows = read_metrics(sess.store(tenant_of(job_id)), job_id)
+        if tail:
+            rows = rows[-tail:]
         if as_json:
             for row in rows:
                 typer.echo(json.dumps(row))

@@ -8,6 +8,7 @@ server restart.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,12 @@ class ApiSettings:
     password: str
 
     @classmethod
-    def from_env(cls) -> ApiSettings:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ApiSettings:
         """TRAINYARD_API_URL, TRAINYARD_USERNAME and TRAINYARD_PASSWORD."""
         return cls(
-            url=os.environ.get("TRAINYARD_API_URL", DEFAULT_API_URL).rstrip("/"),
-            username=os.environ.get("TRAINYARD_USERNAME", "admin"),
-            password=os.environ.get("TRAINYARD_PASSWORD", "admin"),
+            url=env.get("TRAINYARD_API_URL", DEFAULT_API_URL).rstrip("/"),
+            username=env.get("TRAINYARD_USERNAME", "admin"),
+            password=env.get("TRAINYARD_PASSWORD", "admin"),
         )
 
 

@@ -117,7 +117,7 @@ def start() -> None:
     job_id = submitted.stdout.split()[0] if submitted.stdout.strip() else ""
     if submitted.returncode != 0 or not job_id:
         sys.exit("the demo job did not succeed; the output above says why")
-    run(f"trainyard metrics {job_id}", env)
+    run(f"trainyard metrics {job_id} --tail 5", env)
     run(f"trainyard download {job_id} {DEMO_DIR / 'model'}", env)
     print(
         f"""

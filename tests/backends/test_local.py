@@ -194,4 +194,3 @@ def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_pat
 
 def test_stop_before_run_is_harmless() -> None:
     LocalProcessBackend().stop()
-

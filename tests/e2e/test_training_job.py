@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
 from trainyard.airflow_env import REPO_ROOT
 from trainyard.checkpoints import CheckpointStore
+from trainyard.client import AirflowClient, ApiSettings
 from trainyard.config import load_config
-from trainyard.jobs import JobLayout
+from trainyard.jobs import JobLayout, job_id_for_run
 from trainyard.records import JobState, load_record
 from trainyard.storage import ObjectStore, open_store
 from trainyard.storage.s3 import S3Store
+from trainyard.submission import example_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +36,7 @@ EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 TENANTS = ("acme", "globex")
 S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
 TRAIN_COMMAND = "python train.py --epochs 60"
+EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 
 
 @dataclass
@@ -96,6 +100,7 @@ def deployment(
                 cluster.trainyard(
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )
+                cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
             cluster.wait_for_dags([f"trainyard_{tenant}" for tenant in TENANTS])
             submissions = {
                 tenant: subprocess.Popen(
@@ -169,3 +174,37 @@ def test_cli_reports_status_metrics_and_logs(
 
     listing = cluster.trainyard("list", "--tenant", tenant).stdout
     assert job_id in listing
+
+
+def wait_for_run(client: AirflowClient, dag_id: str, run_id: str) -> str:
+    deadline = time.monotonic() + 300
+    while (state := client.get_run(dag_id, run_id)["state"]) not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"{run_id} still {state}"
+        time.sleep(2)
+    return str(state)
+
+
+def test_plain_rest_triggers_use_the_form_defaults_and_reject_bad_manifests(
+    deployment: Deployment,
+) -> None:
+    """A UI/REST trigger without a job id: the form's default manifest trains, a bad one fails."""
+    client = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
+    bad = example_manifest("globex")
+    bad["resources"]["memory"] = "lots"
+    good_run = client.trigger_run("trainyard_globex", "form-defaults", {})["dag_run_id"]
+    bad_run = client.trigger_run("trainyard_globex", "bad-memory", {"manifest": bad})["dag_run_id"]
+
+    assert wait_for_run(client, "trainyard_globex", bad_run) == "failed"
+    tasks = {ti["task_id"]: ti for ti in client.task_instances("trainyard_globex", bad_run)}
+    assert tasks["validate"]["state"] == "failed"
+    assert tasks["validate"]["try_number"] == 1  # a user error is not retried
+    log = "\n".join(client.task_log("trainyard_globex", bad_run, "validate", 1))
+    assert "resources.memory" in log
+    assert "2Gi" in log  # the error says what is allowed
+
+    assert wait_for_run(client, "trainyard_globex", good_run) == "success"
+    job_id = job_id_for_run("globex", "digits-mlp", good_run)
+    status = json.loads(deployment.cluster.trainyard("status", job_id, "--json").stdout)
+    assert status["state"] == "succeeded"
+    assert status["dag_run_id"] == good_run
+    assert status["evaluation"]["accuracy"] >= 0.95

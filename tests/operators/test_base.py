@@ -48,9 +48,7 @@ FAILURES = [
 
 
 @pytest.mark.parametrize(("failure", "fails_fast"), FAILURES)
-def test_failure_class_maps_to_retry_semantics(
-    failure: TrainyardFailure, fails_fast: bool
-) -> None:
+def test_failure_class_maps_to_retry_semantics(failure: TrainyardFailure, fails_fast: bool) -> None:
     with pytest.raises(AirflowException) as raised, classified_failures():
         raise failure
 
