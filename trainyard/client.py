@@ -136,8 +136,12 @@ class AirflowClient:
 
 
 def _format_log_event(event: Any) -> str:
+    """One structured log event as text; a failed task's exception is part of it."""
     if isinstance(event, str):
         return event
     timestamp = event.get("timestamp") or ""
     level = (event.get("level") or "").upper()
-    return " ".join(part for part in (timestamp, level, str(event.get("event", ""))) if part)
+    text = " ".join(part for part in (timestamp, level, str(event.get("event", ""))) if part)
+    for error in event.get("error_detail") or []:
+        text += f"\n{error.get('exc_type')}: {error.get('exc_value')}"
+    return text
