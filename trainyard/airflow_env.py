@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import time
+from collections.abc import Mapping
 from pathlib import Path
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,3 +67,36 @@ def airflow_environment(
         "TRAINYARD_USERNAME": username,
         "TRAINYARD_PASSWORD": password,
     }
+
+
+def airflow_healthy(api_url: str) -> bool:
+    """Whether every Airflow component reports healthy through the API server."""
+    try:
+        health = httpx.get(f"{api_url}/api/v2/monitor/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+
+def wait_for_dags(env: Mapping[str, str], dag_ids: list[str], timeout: float = 180) -> None:
+    """Block until the DAG processor has serialised every DAG in `dag_ids`.
+
+    Raises:
+        TimeoutError: naming the DAGs that did not appear.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = subprocess.run(
+            ["airflow", "dags", "list", "-o", "plain"],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        missing = [dag_id for dag_id in dag_ids if dag_id not in listing]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"DAGs {missing} were not parsed within {timeout:.0f} s")
+        time.sleep(2)

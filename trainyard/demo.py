@@ -15,9 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from trainyard.airflow_env import REPO_ROOT, airflow_environment
+from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
 
 DEMO_DIR = REPO_ROOT / ".demo"
 AIRFLOW_HOME = DEMO_DIR / "airflow"
@@ -50,17 +48,8 @@ def run(command: str, env: dict[str, str]) -> None:
     subprocess.run(shlex.split(command), env=env, cwd=REPO_ROOT, check=True)
 
 
-def airflow_ready(env: dict[str, str]) -> bool:
-    try:
-        health = httpx.get(f"{env['TRAINYARD_API_URL']}/api/v2/monitor/health", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all(health.get(part, {}).get("status") == "healthy" for part in parts)
-
-
 def start_airflow(env: dict[str, str]) -> None:
-    if airflow_ready(env):
+    if airflow_healthy(env["TRAINYARD_API_URL"]):
         print(f"Airflow is already running at {env['TRAINYARD_API_URL']}")
         return
     print(f"Starting airflow standalone (log: {LOG_FILE.relative_to(REPO_ROOT)}) ...", flush=True)
@@ -76,30 +65,16 @@ def start_airflow(env: dict[str, str]) -> None:
         )
     PID_FILE.write_text(str(process.pid))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not airflow_ready(env):
+    while not airflow_healthy(env["TRAINYARD_API_URL"]):
         if process.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"airflow standalone did not start; see {LOG_FILE}")
-        time.sleep(2)
-
-
-def wait_for_dag(env: dict[str, str], dag_id: str) -> None:
-    """The DAG processor parses new files within seconds; submit only once the DAG is known."""
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while True:
-        result = subprocess.run(
-            ["airflow", "dags", "details", dag_id], env=env, capture_output=True, check=False
-        )
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            sys.exit(f"DAG {dag_id} did not appear; see {LOG_FILE}")
         time.sleep(2)
 
 
 def start() -> None:
     env = demo_environment()
     start_airflow(env)
-    wait_for_dag(env, f"trainyard_{TENANT}")
+    wait_for_dags(env, [f"trainyard_{TENANT}"])
     dataset = DEMO_DIR / "datasets" / "digits"
     run(f"python {EXAMPLE / 'make_dataset.py'} --out {dataset}", env)
     run(f"trainyard data upload {dataset} datasets/digits --tenant {TENANT}", env)

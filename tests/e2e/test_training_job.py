@@ -20,7 +20,7 @@ import yaml
 
 from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
-from trainyard.airflow_env import REPO_ROOT
+from trainyard.airflow_env import REPO_ROOT, wait_for_dags
 from trainyard.checkpoints import CheckpointStore
 from trainyard.client import AirflowClient, ApiSettings
 from trainyard.config import load_config
@@ -101,7 +101,7 @@ def deployment(
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )
                 cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
-            cluster.wait_for_dags([f"trainyard_{tenant}" for tenant in TENANTS])
+            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             submissions = {
                 tenant: subprocess.Popen(
                     [

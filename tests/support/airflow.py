@@ -16,9 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from trainyard.airflow_env import REPO_ROOT, airflow_environment
+from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent
@@ -66,40 +64,15 @@ class AirflowCluster:
         os.killpg(process.pid, sig)
         process.wait(timeout=60)
 
-    def healthy(self) -> bool:
-        try:
-            health = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        return all(health.get(part, {}).get("status") == "healthy" for part in parts)
-
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not self.healthy():
+        while not airflow_healthy(self.api_url):
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError("Airflow did not become healthy in time")
             time.sleep(1)
-
-    def wait_for_dags(self, dag_ids: list[str]) -> None:
-        """Block until the DAG processor has serialised every DAG in `dag_ids`."""
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            result = subprocess.run(
-                [str(BIN_DIR / "airflow"), "dags", "list", "-o", "plain"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if all(dag_id in result.stdout for dag_id in dag_ids):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"DAGs {dag_ids} not parsed; dags list said:\n{result.stdout}")
-            time.sleep(2)
 
     def trainyard(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the `trainyard` CLI against this Airflow, as a user would."""
