@@ -7,11 +7,20 @@ from typing import Any
 from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
-from trainyard.backends import LearnerBackend, LearnerSpec, RunMode, get_backend
-from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.backends import (
+    OOM_KILLED,
+    LearnerBackend,
+    LearnerExit,
+    LearnerSpec,
+    RunMode,
+    get_backend,
+)
+from trainyard.failures import PlatformFault, ResourceError, TrainyardFailure
 from trainyard.jobs import JobLayout
 from trainyard.manifest import JobManifest
+from trainyard.records import AttemptInfo, load_record, save_record
 from trainyard.storage import ObjectNotFound, ObjectStore
+from trainyard.units import format_bytes
 
 FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
     cls.failure_class.value: cls for cls in TrainyardFailure.__subclasses__()
@@ -19,30 +28,38 @@ FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
 
 
 def learner_failure(
-    store: ObjectStore, layout: JobLayout, mode: RunMode, attempt: int, exit_codes: list[int]
+    store: ObjectStore, spec: LearnerSpec, exits: list[LearnerExit]
 ) -> TrainyardFailure | None:
-    """The failure of this attempt, from the outcome files the learners wrote, or None.
+    """The failure of this attempt, from the backend's view and the learners' outcomes, or None.
 
-    A learner that died without writing its outcome (killed hard, node lost) is a platform
-    fault: the retry resumes from the newest committed checkpoint.
+    The backend's view wins where it knows more (it OOM-killed the learner). A learner that
+    died without writing its outcome (killed hard, node lost) is a platform fault: the retry
+    resumes from the newest committed checkpoint.
     """
-    for rank, exit_code in enumerate(exit_codes):
+    layout = JobLayout(spec.job_id)
+    for rank, learner in enumerate(exits):
+        if learner.reason == OOM_KILLED:
+            limit = format_bytes(spec.memory_bytes)
+            return ResourceError(
+                f"learner {rank} was OOM-killed: it needed more than resources.memory = {limit}",
+                f"raise resources.memory above {limit}, or use less memory per learner",
+            )
         try:
-            outcome: dict[str, Any] = store.get_json(layout.outcome(mode, attempt, rank))
+            outcome: dict[str, Any] = store.get_json(layout.outcome(spec.mode, spec.attempt, rank))
         except ObjectNotFound:
-            if exit_code == 0:
+            if learner.exit_code == 0:
                 continue
             return PlatformFault(
-                f"learner {rank} exited with code {exit_code} without reporting an outcome",
+                f"learner {rank} exited with code {learner.exit_code} without reporting an outcome",
                 "none needed: the retry resumes from the newest committed checkpoint",
             )
         failure_class = outcome.get("failure_class")
         if failure_class:
             failure_type = FAILURE_TYPES.get(failure_class, PlatformFault)
             return failure_type(f"learner {rank}: {outcome['message']}", outcome.get("fix") or "")
-        if exit_code != 0:
+        if learner.exit_code != 0:
             return PlatformFault(
-                f"learner {rank} reported success but exited with code {exit_code}",
+                f"learner {rank} reported success but exited with code {learner.exit_code}",
                 "none needed: the retry resumes from the newest committed checkpoint",
             )
     return None
@@ -81,6 +98,7 @@ class LearnerRunningOperator(TrainyardOperator):
             cpus=resources.cpus,
             memory_bytes=resources.memory,
             gpus=resources.gpus,
+            watchdog=manifest.watchdog or self.tenant_config.default_watchdog,
         )
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
@@ -94,13 +112,27 @@ class LearnerRunningOperator(TrainyardOperator):
             attempt,
             self.trainyard_config.learner_backend,
         )
-        exit_codes = self._backend.run(spec, on_output=self.log.info)
+        exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
-            failure = learner_failure(
-                self.store, JobLayout(self.job_id), self.mode, attempt, exit_codes
-            )
+            failure = learner_failure(self.store, spec, exits)
+            if self.mode is RunMode.TRAIN:
+                self.record_attempt(attempt, failure)
             if failure is not None:
                 raise failure
+
+    def record_attempt(self, attempt: int, failure: TrainyardFailure | None) -> None:
+        """Append this attempt's end to the job record: the retry budgets count from it."""
+        record = load_record(self.store, self.job_id)
+        if record is None:
+            return
+        record.attempts.append(
+            AttemptInfo(
+                attempt=attempt,
+                failure_class=failure.failure_class.value if failure else None,
+                message=failure.cause if failure else "",
+            )
+        )
+        save_record(self.store, record)
 
     def on_kill(self) -> None:
         if self._backend is not None:

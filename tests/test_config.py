@@ -58,6 +58,22 @@ def test_default_config_has_two_local_tenants(monkeypatch):
         assert isinstance(storage, LocalStorageConfig)
         assert storage.root == REPO / ".demo" / "storage" / name
         assert config.tenant(name).allowed_frameworks == list(FrameworkName)
+        assert config.tenant(name).default_watchdog == 30 * 60
+
+
+@pytest.mark.parametrize(
+    ("fields", "seconds"),
+    [
+        pytest.param({}, 1800.0, id="default-half-an-hour"),
+        pytest.param({"default_watchdog": "10m"}, 600.0, id="minutes"),
+        pytest.param({"default_watchdog": "90s"}, 90.0, id="seconds-with-unit"),
+        pytest.param({"default_watchdog": 45}, 45.0, id="plain-seconds"),
+    ],
+)
+def test_tenant_default_watchdog(tmp_path, fields, seconds):
+    path = write_config(tmp_path, {"work_dir": "w", "tenants": [tenant("acme", **fields)]})
+
+    assert load_config(path).tenant("acme").default_watchdog == seconds
 
 
 def test_config_path_from_environment(monkeypatch, tmp_path):
@@ -176,6 +192,16 @@ def test_s3_tenant(tmp_path):
             {"work_dir": "w", "tenants": [tenant("acme", max_running_jobs=0)]},
             "tenants.0.max_running_jobs: Input should be greater than or equal to 1",
             id="no-running-jobs",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme", default_watchdog="half an hour")]},
+            "tenants.0.default_watchdog: invalid duration 'half an hour': use seconds such as 90",
+            id="bad-default-watchdog",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme", default_watchdog=0)]},
+            "tenants.0.default_watchdog: Input should be greater than 0",
+            id="zero-default-watchdog",
         ),
         pytest.param("work_dir: w\n tenants: []\n", "invalid YAML", id="yaml-syntax-error"),
         pytest.param(

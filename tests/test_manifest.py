@@ -76,6 +76,7 @@ def test_defaults_of_a_minimal_manifest():
 
     assert manifest.data is None
     assert manifest.evaluation is None
+    assert manifest.watchdog is None  # the tenant's default_watchdog applies
     assert manifest.resources.model_dump() == {
         "gpus": 0,
         "gpu_type": None,
@@ -173,6 +174,24 @@ def test_defaults_of_a_minimal_manifest():
             "checkpoint.keep",
             "greater than or equal to 1",
             id="keep-no-checkpoint",
+        ),
+        pytest.param(
+            changed({"watchdog": "soon"}),
+            "watchdog",
+            "invalid duration 'soon': use seconds such as 90, or a number with a unit",
+            id="bad-watchdog",
+        ),
+        pytest.param(
+            changed({"watchdog": "0m"}),
+            "watchdog",
+            "greater than 0",
+            id="zero-watchdog",
+        ),
+        pytest.param(
+            changed({"watchdog": -90}),
+            "watchdog",
+            "greater than 0",
+            id="negative-watchdog",
         ),
         pytest.param(
             changed({"data.path": "datasets/../../other-tenant"}),
@@ -313,6 +332,20 @@ def test_bad_manifest_names_the_field(source, field, hint):
     assert str(caught.value) == (f"{field}: {message}" if field else message)
 
 
+@pytest.mark.parametrize(
+    ("watchdog", "seconds"),
+    [
+        pytest.param(None, None, id="null-uses-the-tenant-default"),
+        pytest.param("10m", 600.0, id="minutes"),
+        pytest.param("90s", 90.0, id="seconds-with-unit"),
+        pytest.param(45, 45.0, id="plain-seconds"),
+        pytest.param("1.5h", 5400.0, id="fractional-hours"),
+    ],
+)
+def test_watchdog_is_a_duration_in_seconds(watchdog, seconds):
+    assert parse_manifest(changed({"watchdog": watchdog})).watchdog == seconds
+
+
 def test_every_problem_is_reported_one_line_each():
     with pytest.raises(ManifestError) as caught:
         parse_manifest(changed({"resources.memory": "lots", "resources.learners": 0}))
@@ -368,6 +401,7 @@ FULL = changed(
             },
         ],
         "evaluation": {"command": "python eval.py", "metric": "loss", "higher_is_better": False},
+        "watchdog": "45m",
     }
 )
 

@@ -62,6 +62,9 @@ def airflow_environment(
         # New DAG files and tenants show up within seconds, not minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        # A task whose worker died (scheduler or worker crash) is retried after 30 s, not 5 min.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "TRAINYARD_CONFIG": str(trainyard_config),
         "TRAINYARD_API_URL": api_url,
         "TRAINYARD_USERNAME": username,

@@ -25,6 +25,7 @@ from trainyard.manifest import (
     FrameworkName,
     JobManifest,
     ManifestError,
+    Seconds,
     validation_problems,
 )
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
@@ -67,6 +68,11 @@ class TenantConfig(BaseModel):
     storage: StorageConfig
     allowed_frameworks: list[FrameworkName] = Field(default_factory=lambda: list(FrameworkName))
     max_running_jobs: int = Field(default=4, ge=1)
+    default_watchdog: Seconds = Field(
+        default=30 * 60.0,
+        description="seconds a training job may go without a new metric row or checkpoint "
+        "before it is stopped as hung, unless its manifest sets watchdog",
+    )
 
     @field_validator("storage", mode="after")
     @classmethod

@@ -16,12 +16,13 @@ from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator
+from operators.retry import LearnerRetryPolicy
 from operators.stage_data import StageDataOperator
 from operators.validate import ValidateJobOperator
 from trainyard.config import TenantConfig, TrainyardConfig, dag_id_for_tenant, load_config
 from trainyard.submission import example_manifest
 
-LEARNER_RETRIES = 3
+LEARNER_RETRY_POLICY = LearnerRetryPolicy(platform_retries=3, preemption_retries=10)
 STORAGE_RETRIES = 3
 
 DAG_DOC = """
@@ -91,7 +92,11 @@ def build_tenant_dag(tenant: TenantConfig) -> DAG:
         job_id = validate.output
         stage = StageDataOperator(task_id="stage_data", tenant=tenant.name, job_id=job_id)
         learner = LearnerOperator(
-            task_id="learner", tenant=tenant.name, job_id=job_id, retries=LEARNER_RETRIES
+            task_id="learner",
+            tenant=tenant.name,
+            job_id=job_id,
+            retries=LEARNER_RETRY_POLICY.total_retries,
+            retry_policy=LEARNER_RETRY_POLICY,
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
         evaluate = EvaluateModelOperator(task_id="evaluate", tenant=tenant.name, job_id=job_id)

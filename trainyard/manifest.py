@@ -219,6 +219,11 @@ class JobManifest(_Strict):
     resources: Resources = Field(default_factory=Resources)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     evaluation: EvaluationSpec | None = None
+    watchdog: Seconds | None = Field(
+        default=None,
+        description="stop training as hung after this long without a new metric row or "
+        "checkpoint (default: the tenant's default_watchdog)",
+    )
 
 
 def _strip_optional(annotation: Any) -> Any:

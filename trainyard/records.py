@@ -32,6 +32,15 @@ class FailureInfo(BaseModel):
     message: str
 
 
+class AttemptInfo(BaseModel):
+    """How one learner attempt ended: the history behind retries and their budgets."""
+
+    attempt: int
+    failure_class: str | None = None
+    message: str = ""
+    ended_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
 class JobRecord(BaseModel):
     job_id: str
     tenant: str
@@ -46,6 +55,11 @@ class JobRecord(BaseModel):
     model_key: str | None = None
     final_step: int | None = None
     evaluation: dict[str, Any] | None = None
+    attempts: list[AttemptInfo] = Field(default_factory=list)
+
+    def count_attempts(self, *failure_classes: str) -> int:
+        """How many recorded learner attempts ended with one of `failure_classes`."""
+        return sum(1 for a in self.attempts if a.failure_class in failure_classes)
 
 
 def load_record(store: ObjectStore, job_id: str) -> JobRecord | None:

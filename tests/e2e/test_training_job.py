@@ -11,125 +11,60 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.support.airflow import AirflowCluster, running_airflow
-from tests.support.s3_server import S3Server
-from trainyard.airflow_env import REPO_ROOT, wait_for_dags
+from tests.support.deployment import TENANTS, Deployment
 from trainyard.checkpoints import CheckpointStore
 from trainyard.client import AirflowClient, ApiSettings
-from trainyard.config import load_config
 from trainyard.jobs import JobLayout, job_id_for_run
 from trainyard.records import JobState, load_record
-from trainyard.storage import ObjectStore, open_store
-from trainyard.storage.s3 import S3Store
 from trainyard.submission import example_manifest
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
-TENANTS = ("acme", "globex")
-S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
 TRAIN_COMMAND = "python train.py --epochs 60"
-EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
-
-
-@dataclass
-class Deployment:
-    cluster: AirflowCluster
-    stores: dict[str, ObjectStore]
-    jobs: dict[str, str]  # tenant -> job id of its digits run
-
-
-def write_config(root: Path, s3_server: S3Server) -> Path:
-    acme_storage = s3_server.config("acme-e2e").model_dump(mode="json")
-    acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
-    config_file = root / "trainyard.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
-            {
-                "learner_backend": "local",
-                "work_dir": str(root / "work"),
-                "tenants": [
-                    {"name": "acme", "storage": acme_storage},
-                    {"name": "globex", "storage": {"kind": "local", "root": str(root / "globex")}},
-                ],
-            }
-        )
-    )
-    return config_file
-
-
-def write_manifest(root: Path, tenant: str) -> Path:
-    """The example's manifest for `tenant`, training long enough for several checkpoints."""
-    manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
-    manifest.update(tenant=tenant, code={"path": str(EXAMPLE)}, command=TRAIN_COMMAND)
-    manifest["checkpoint"]["interval"] = "0.5s"
-    path = root / f"job-{tenant}.yaml"
-    path.write_text(yaml.safe_dump(manifest))
-    return path
 
 
 @pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
-) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("deployment")
-    config_file = write_config(root, s3_server)
-    credentials = s3_server.env(S3_CREDENTIALS_ENV)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in credentials.items():
-            patch.setenv(name, value)
-        config = load_config(config_file)
-        stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in TENANTS}
-        acme_store = stores["acme"]
-        assert isinstance(acme_store, S3Store)
-        acme_store.ensure_bucket()
-        with running_airflow(root / "airflow", config_file, credentials) as cluster:
-            dataset = root / "digits"
-            subprocess.run(
-                [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
-                check=True,
-            )
-            for tenant in TENANTS:
-                cluster.trainyard(
-                    "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
-                )
-                cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
-            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
-            submissions = {
-                tenant: subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "trainyard"),
-                        "submit",
-                        str(write_manifest(root, tenant)),
-                        "--wait",
-                    ],
-                    env=cluster.env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for tenant in TENANTS
-            }
-            jobs = {}
-            for tenant, process in submissions.items():
-                stdout, stderr = process.communicate(timeout=600)
-                assert process.returncode == 0, f"{tenant} job failed:\n{stdout}\n{stderr}"
-                jobs[tenant] = stdout.split()[0]
-            yield Deployment(cluster, stores, jobs)
+def jobs(deployment: Deployment) -> dict[str, str]:
+    """Tenant -> job id of a digits run submitted with `trainyard submit --wait`, both at once."""
+    submissions = {
+        tenant: subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "trainyard"),
+                "submit",
+                str(
+                    deployment.write_manifest(
+                        tenant,
+                        f"job-{tenant}.yaml",
+                        command=TRAIN_COMMAND,
+                        checkpoint={"interval": "0.5s"},  # several checkpoints commit
+                    )
+                ),
+                "--wait",
+            ],
+            env=deployment.cluster.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tenant in TENANTS
+    }
+    job_ids = {}
+    for tenant, process in submissions.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{tenant} job failed:\n{stdout}\n{stderr}"
+        job_ids[tenant] = stdout.split()[0]
+    return job_ids
 
 
 @pytest.mark.parametrize("tenant", TENANTS)
 def test_job_reaches_accuracy_with_model_and_checkpoints(
-    deployment: Deployment, tenant: str
+    deployment: Deployment, jobs: dict[str, str], tenant: str
 ) -> None:
-    store, job_id = deployment.stores[tenant], deployment.jobs[tenant]
+    store, job_id = deployment.stores[tenant], jobs[tenant]
     layout = JobLayout(job_id)
     record = load_record(store, job_id)
     assert record is not None
@@ -146,9 +81,9 @@ def test_job_reaches_accuracy_with_model_and_checkpoints(
 
 @pytest.mark.parametrize("tenant", TENANTS)
 def test_cli_reports_status_metrics_and_logs(
-    deployment: Deployment, tenant: str, tmp_path: Path
+    deployment: Deployment, jobs: dict[str, str], tenant: str, tmp_path: Path
 ) -> None:
-    cluster, job_id = deployment.cluster, deployment.jobs[tenant]
+    cluster, job_id = deployment.cluster, jobs[tenant]
     status = json.loads(cluster.trainyard("status", job_id, "--json").stdout)
     assert status["state"] == "succeeded"
     assert status["attempt"] == 1

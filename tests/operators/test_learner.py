@@ -9,12 +9,13 @@ import yaml
 
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator, LearnerRunningOperator, learner_failure
-from trainyard.backends import RunMode
+from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
 from trainyard.config import CONFIG_ENV
 from trainyard.failures import (
     Hang,
     PlatformFault,
     Preemption,
+    ResourceError,
     TrainyardFailure,
     UserError,
 )
@@ -49,6 +50,30 @@ HUNG = Outcome(
     signal=9,
     failure=Hang("no progress for 30 minutes", "look for a deadlock in the data loader"),
 )
+
+
+def attempt_spec(mode: RunMode, attempt: int = ATTEMPT) -> LearnerSpec:
+    """The spec of one attempt, as the learner task builds it (only identity matters here)."""
+    return LearnerSpec(
+        job_id=JOB_ID,
+        tenant="acme",
+        mode=mode,
+        command="python train.py",
+        attempt=attempt,
+        num_learners=1,
+        checkpoint_interval=10.0,
+        checkpoint_keep=3,
+        storage=LocalStorageConfig(root=Path("unused")),
+        work_dir=Path("unused"),
+        cpus=1.0,
+        memory_bytes=2 * 2**30,
+        gpus=0,
+        watchdog=0.0,
+    )
+
+
+def exits(*codes: int) -> list[LearnerExit]:
+    return [LearnerExit(code) for code in codes]
 
 
 def write_outcomes(store: LocalStore, mode: RunMode, outcomes: list[Outcome | None]) -> None:
@@ -133,7 +158,7 @@ def test_learner_failure_classifies_the_attempt(
 ) -> None:
     write_outcomes(local_store, mode, outcomes)
 
-    failure = learner_failure(local_store, JobLayout(JOB_ID), mode, ATTEMPT, exit_codes)
+    failure = learner_failure(local_store, attempt_spec(mode), exits(*exit_codes))
 
     if expected is None:
         assert failure is None
@@ -151,7 +176,7 @@ def test_outcome_of_another_attempt_is_not_read(local_store: LocalStore) -> None
     layout = JobLayout(JOB_ID)
     local_store.put_json(layout.outcome(RunMode.TRAIN, ATTEMPT - 1, 0), USER_ERROR.to_json())
 
-    failure = learner_failure(local_store, layout, RunMode.TRAIN, ATTEMPT, [137])
+    failure = learner_failure(local_store, attempt_spec(RunMode.TRAIN), exits(137))
 
     assert isinstance(failure, PlatformFault)
 
@@ -159,9 +184,25 @@ def test_outcome_of_another_attempt_is_not_read(local_store: LocalStore) -> None
 def test_training_outcome_is_not_read_for_evaluation(local_store: LocalStore) -> None:
     write_outcomes(local_store, RunMode.TRAIN, [USER_ERROR])
 
-    failure = learner_failure(local_store, JobLayout(JOB_ID), RunMode.EVALUATE, ATTEMPT, [1])
+    failure = learner_failure(local_store, attempt_spec(RunMode.EVALUATE), exits(1))
 
     assert isinstance(failure, PlatformFault)
+
+
+def test_oom_killed_by_the_backend_is_a_resource_error_naming_the_limit(
+    local_store: LocalStore,
+) -> None:
+    """The runtime only saw SIGKILL (a platform fault); the backend knows it was memory."""
+    killed = Outcome(exit_code=None, signal=9, failure=PlatformFault("killed by SIGKILL", ""))
+    write_outcomes(local_store, RunMode.TRAIN, [killed])
+
+    failure = learner_failure(
+        local_store, attempt_spec(RunMode.TRAIN), [LearnerExit(137, reason=OOM_KILLED)]
+    )
+
+    assert isinstance(failure, ResourceError)
+    assert "resources.memory = 2Gi" in failure.cause
+    assert "raise resources.memory above 2Gi" in failure.fix
 
 
 # The learner spec, from a manifest and the deployment config.

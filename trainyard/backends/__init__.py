@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainyard.backends.base import LearnerBackend, LearnerSpec, RunMode
+from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, LearnerSpec, RunMode
 
 
 def get_backend(name: str) -> LearnerBackend:
@@ -14,4 +14,4 @@ def get_backend(name: str) -> LearnerBackend:
     raise ValueError(f"unknown learner backend {name!r}: supported backends are: local")
 
 
-__all__ = ["LearnerBackend", "LearnerSpec", "RunMode", "get_backend"]
+__all__ = ["OOM_KILLED", "LearnerBackend", "LearnerExit", "LearnerSpec", "RunMode", "get_backend"]

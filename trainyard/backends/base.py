@@ -27,6 +27,7 @@ class LearnerSpec:
     num_learners: int
     checkpoint_interval: float
     checkpoint_keep: int
+    watchdog: float  # seconds without a new metric or checkpoint before a hang; 0 = off
     storage: StorageConfig
     work_dir: Path
     cpus: float
@@ -49,6 +50,7 @@ class LearnerSpec:
             "TRAINYARD_NUM_LEARNERS": str(self.num_learners),
             "TRAINYARD_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
             "TRAINYARD_CHECKPOINT_KEEP": str(self.checkpoint_keep),
+            "TRAINYARD_WATCHDOG": str(self.watchdog),
             "TRAINYARD_WORK_DIR": str(self.work_dir),
         }
         if isinstance(storage, S3StorageConfig):
@@ -60,12 +62,24 @@ class LearnerSpec:
         return env
 
 
+#: Termination reason of a learner its backend killed for using more than resources.memory.
+OOM_KILLED = "OOMKilled"
+
+
+@dataclass(frozen=True)
+class LearnerExit:
+    """How one learner ended, as its backend saw it (the runtime's own view is its outcome)."""
+
+    exit_code: int
+    reason: str | None = None  # e.g. OOM_KILLED; Kubernetes' container termination reason
+
+
 class LearnerBackend(ABC):
     """Runs the learner runtime for a spec and reports each learner's exit code."""
 
     @abstractmethod
-    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[int]:
-        """Run all learners of `spec` to completion; return their exit codes by rank.
+    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:
+        """Run all learners of `spec` to completion; return how each ended, by rank.
 
         `on_output` receives each line the learners print, as they print it.
         """

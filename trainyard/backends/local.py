@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from trainyard.backends.base import LearnerBackend, LearnerSpec
+from trainyard.backends.base import LearnerBackend, LearnerExit, LearnerSpec
 
 #: Variables of the parent environment a learner may see; everything else is withheld.
 INHERITED_VARIABLES = (
@@ -67,7 +67,7 @@ class LocalProcessBackend(LearnerBackend):
         )
         return env
 
-    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[int]:
+    def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:
         master_port = _free_port()
         pumps = []
         for rank in range(spec.num_learners):
@@ -88,10 +88,10 @@ class LocalProcessBackend(LearnerBackend):
             )
             pump.start()
             pumps.append(pump)
-        exit_codes = [process.wait() for process in self._processes]
+        exits = [LearnerExit(process.wait()) for process in self._processes]
         for pump in pumps:
             pump.join()
-        return exit_codes
+        return exits
 
     @staticmethod
     def _pump(

@@ -38,6 +38,9 @@ class Outcome:
     def of(cls, finished: Finished) -> Outcome:
         code = finished.returncode if finished.returncode >= 0 else None
         sig = -finished.returncode if finished.returncode < 0 else None
+        if finished.stopped_for is not None:
+            # However the command took being stopped, the runtime's reason is what happened.
+            return cls(exit_code=code, signal=sig, failure=finished.stopped_for)
         stop = finished.stop_signal
         failure: TrainyardFailure | None = None
         if stop is not None and (sig == stop or code == 128 + stop):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
+import os
 import shlex
 import signal
 import subprocess
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from trainyard.failures import UserError
+from trainyard.failures import TrainyardFailure, UserError
 
 _PR_SET_PDEATHSIG = 1
 TAIL_LINES = 40
@@ -26,6 +28,7 @@ class Finished:
     returncode: int  # negative: killed by that signal (subprocess convention)
     stop_signal: int | None  # the last signal the runtime forwarded, if any
     tail: list[str]  # its last output lines, for failure messages
+    stopped_for: TrainyardFailure | None = None  # why the runtime itself stopped it (a hang)
 
 
 def _die_with_runtime() -> Callable[[], None] | None:
@@ -46,6 +49,7 @@ class UserProcess:
     def __init__(self, command: str, cwd: Path, env: dict[str, str], log_file: Path) -> None:
         self.log_file = log_file
         self.stop_signal: int | None = None
+        self.stopped_for: TrainyardFailure | None = None
         try:
             self.proc = subprocess.Popen(
                 shlex.split(command),
@@ -71,6 +75,19 @@ class UserProcess:
         print(f"trainyard: forwarding {signal.Signals(signum).name} to the command", flush=True)
         self.proc.send_signal(signum)
 
+    def stop(self, failure: TrainyardFailure, grace: float) -> None:
+        """End the command for `failure`: SIGTERM so it can still checkpoint, then SIGKILL.
+
+        The SIGKILL goes to its whole process group (its own session), so that children such
+        as data loader workers cannot keep the output pipe, and so the runtime, waiting.
+        """
+        self.stopped_for = failure
+        self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     def wait(self) -> Finished:
         """Copy every output line to stdout and the learner log until the command exits."""
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -84,4 +101,9 @@ class UserProcess:
                 log.flush()
                 tail.append(line.rstrip("\n"))
         returncode = self.proc.wait()
-        return Finished(returncode=returncode, stop_signal=self.stop_signal, tail=list(tail))
+        return Finished(
+            returncode=returncode,
+            stop_signal=self.stop_signal,
+            tail=list(tail),
+            stopped_for=self.stopped_for,
+        )

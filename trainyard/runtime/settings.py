@@ -30,6 +30,8 @@ class RuntimeSettings(BaseModel):
     num_learners: int = Field(alias="TRAINYARD_NUM_LEARNERS", ge=1)
     checkpoint_interval: float = Field(alias="TRAINYARD_CHECKPOINT_INTERVAL", gt=0)
     checkpoint_keep: int = Field(alias="TRAINYARD_CHECKPOINT_KEEP", ge=1)
+    # Seconds training may show no progress before it is stopped as a hang; 0: no watchdog.
+    watchdog: float = Field(default=0.0, alias="TRAINYARD_WATCHDOG", ge=0)
     work_dir: Path = Field(alias="TRAINYARD_WORK_DIR")
     storage: Json[StorageConfig] = Field(alias="TRAINYARD_STORAGE")
 

@@ -1,0 +1,18 @@
+"""End-to-end tests get a Trainyard deployment on real Airflow, one per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.deployment import Deployment, deploy
+from tests.support.s3_server import S3Server
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[Deployment]:
+    with deploy(tmp_path_factory.mktemp("deployment"), s3_server) as deployed:
+        yield deployed

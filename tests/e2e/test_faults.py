@@ -1,0 +1,276 @@
+"""Fault injection through real Airflow: each scenario breaks a real job and checks the outcome
+in the stored metrics, checkpoints and job record (docs/dependability.md lists them).
+
+Jobs train the digits example long enough to be interrupted; faults are injected once a
+checkpoint is committed, so every scenario hits a job mid-training.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.deployment import EXAMPLE, Deployment
+from tests.support.learners import learner_processes, wait_for_end, wait_until
+from tests.support.s3_server import S3Server
+from trainyard.checkpoints import MANIFEST, CheckpointStore, file_digest
+from trainyard.client import AirflowClient, ApiSettings
+from trainyard.jobs import JobLayout, RunMode
+from trainyard.records import JobRecord, JobState, load_record
+from trainyard.status import JobStatus, read_metrics
+from trainyard.storage import ObjectStore, join_key
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = 2.0  # seconds between checkpoints
+TRAIN = "python train.py --epochs 300"
+
+
+@pytest.fixture(scope="module")
+def client(deployment: Deployment) -> Iterator[AirflowClient]:
+    api = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
+    yield api
+    api.close()
+
+
+def submit(deployment: Deployment, tenant: str, name: str, **changes: Any) -> str:
+    changes.setdefault("command", TRAIN)
+    changes.setdefault("checkpoint", {"interval": f"{INTERVAL}s", "keep": 5})
+    return deployment.submit(
+        deployment.write_manifest(tenant, f"{name}.yaml", name=name, **changes)
+    )
+
+
+def committed(store: ObjectStore, job_id: str) -> list[int]:
+    return CheckpointStore(store, JobLayout(job_id)).committed_steps()
+
+
+def record_of(store: ObjectStore, job_id: str) -> JobRecord:
+    record = load_record(store, job_id)
+    assert record is not None
+    return record
+
+
+def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
+    """The checkpoint step the training script says it resumed from in `attempt`."""
+    log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, attempt, 0)).decode()
+    match = re.search(r"resumed from step-(\d+)", log)
+    assert match, f"attempt {attempt} did not resume from a checkpoint:\n{log[-2000:]}"
+    return int(match.group(1))
+
+
+def rows_of(store: ObjectStore, job_id: str, attempt: int) -> list[dict[str, Any]]:
+    return [row for row in read_metrics(store, job_id) if row["attempt"] == attempt]
+
+
+def kill_user_code_after_first_checkpoint(
+    store: ObjectStore, job_id: str, sig: signal.Signals, *, runtime: bool = False
+) -> int:
+    """Wait for a committed checkpoint and 1 s more, then signal the learner; return the
+    newest committed step at that moment."""
+    wait_until(lambda: committed(store, job_id), f"a committed checkpoint of {job_id}")
+    time.sleep(1.0)
+    [process] = wait_until(
+        lambda: learner_processes(job_id, user_code=not runtime), f"the learner of {job_id}"
+    )
+    newest = committed(store, job_id)[-1]
+    process.send_signal(sig)
+    return newest
+
+
+def verify_every_checkpoint(store: ObjectStore, job_id: str) -> None:
+    """Every committed checkpoint's files match their manifest (nothing half-written)."""
+    layout = JobLayout(job_id)
+    steps = committed(store, job_id)
+    assert steps
+    for step in steps:
+        prefix = join_key(layout.checkpoints, f"step-{step:09d}")
+        for relative, expected in store.get_json(join_key(prefix, MANIFEST))["files"].items():
+            local = Path(f"/tmp/verify-{job_id}-{step}")
+            store.get_file(join_key(prefix, relative), local)
+            assert file_digest(local) == {"size": expected["size"], "sha256": expected["sha256"]}
+            local.unlink()
+
+
+def learner_log(client: AirflowClient, status: JobStatus, try_number: int) -> str:
+    return "\n".join(client.task_log(status.dag_id, status.dag_run_id, "learner", try_number))
+
+
+def test_sigkill_resumes_from_the_newest_checkpoint_and_loses_at_most_one_interval(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    baseline = submit(deployment, "globex", "baseline")
+    killed = submit(deployment, "globex", "sigkill")
+
+    kill_user_code_after_first_checkpoint(store, killed, signal.SIGKILL)
+
+    final = wait_for_end(client, store, killed)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert final.attempt == 2
+    assert [a.failure_class for a in record_of(store, killed).attempts] == ["platform_fault", None]
+    restored = resumed_step(store, killed, attempt=2)
+    first, second = rows_of(store, killed, 1), rows_of(store, killed, 2)
+    assert restored < second[0]["step"] <= restored + 10  # attempt 2 starts where 1 committed
+    at_restore = max((row for row in first if row["step"] <= restored), key=lambda r: r["step"])
+    lost_seconds = first[-1]["time"] - at_restore["time"]
+    assert lost_seconds <= INTERVAL + 0.5, f"lost {lost_seconds:.1f} s of training"
+
+    reference = wait_for_end(client, store, baseline)
+    assert reference.state is JobState.SUCCEEDED
+    assert final.evaluation is not None
+    assert reference.evaluation is not None
+    assert abs(final.evaluation["accuracy"] - reference.evaluation["accuracy"]) <= 0.01
+
+
+def test_sigterm_preemption_commits_a_final_checkpoint_and_spares_the_fault_budget(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    job_id = submit(deployment, "globex", "preempted")
+
+    kill_user_code_after_first_checkpoint(store, job_id, signal.SIGTERM, runtime=True)
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    record = record_of(store, job_id)
+    assert [a.failure_class for a in record.attempts] == ["preemption", None]
+    assert record.count_attempts("platform_fault", "hang") == 0
+    first = rows_of(store, job_id, 1)
+    assert resumed_step(store, job_id, attempt=2) >= first[-1]["step"]  # no step lost
+    assert "does not count against the platform-fault budget" in learner_log(client, final, 1)
+
+
+def test_storage_outage_of_20_seconds_during_training(
+    deployment: Deployment, client: AirflowClient, s3_server: S3Server
+) -> None:
+    store = deployment.stores["acme"]
+    job_id = submit(deployment, "acme", "outage")
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint")
+
+    s3_server.stop()
+    try:
+        time.sleep(20)
+    finally:
+        s3_server.start()
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    verify_every_checkpoint(store, job_id)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    job_id = submit(deployment, "globex", "corrupt")
+    layout = JobLayout(job_id)
+    wait_until(lambda: len(committed(store, job_id)) >= 2, "two committed checkpoints")
+    [process] = learner_processes(job_id, user_code=True)
+    process.send_signal(signal.SIGKILL)
+    wait_until(lambda: store.exists(layout.outcome(RunMode.TRAIN, 1, 0)), "attempt 1 to end")
+    steps = committed(store, job_id)
+    newest, previous = steps[-1], steps[-2]
+    store.put_bytes(join_key(layout.checkpoints, f"step-{newest:09d}", "state.pt"), b"garbage")
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert resumed_step(store, job_id, attempt=2) == previous
+    assert f"checkpoint step {newest} is unusable" in learner_log(client, final, 2)
+
+
+def test_hung_learner_is_killed_by_the_watchdog_and_the_retry_succeeds(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    code = deployment.root / "hang-once"
+    code.mkdir()
+    for source in EXAMPLE.glob("*.py"):
+        (code / source.name).write_text(source.read_text())
+    (code / "hang_once.py").write_text(
+        "import os, runpy, time\n"
+        "if os.environ['TRAINYARD_ATTEMPT'] == '1':\n"
+        "    print('stuck on a dead data loader', flush=True)\n"
+        "    time.sleep(3600)\n"
+        "runpy.run_path('train.py', run_name='__main__')\n"
+    )
+    job_id = submit(
+        deployment,
+        "globex",
+        "hang",
+        code={"path": str(code)},
+        command="python hang_once.py --epochs 20",
+        watchdog="5s",
+    )
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["hang", None]
+
+
+def test_user_code_exception_fails_once_as_a_user_error(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    job_id = submit(
+        deployment,
+        "globex",
+        "raises",
+        command="python -c \"raise ValueError('learning rate must be positive')\"",
+    )
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.FAILED
+    assert final.attempt == 1
+    assert final.failure is not None
+    assert final.failure.failure_class == "user_error"
+    assert "ValueError: learning rate must be positive" in final.failure.message
+
+
+def test_learner_over_its_memory_limit_is_a_resource_error_without_retry(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    job_id = submit(
+        deployment,
+        "globex",
+        "oom",
+        command="python -c \"import time; ballast = b'x' * (800 * 2**20); time.sleep(60)\"",
+        resources={"memory": "300Mi"},
+    )
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.FAILED
+    assert final.attempt == 1
+    assert final.failure is not None
+    assert final.failure.failure_class == "resource_error"
+    assert "raise resources.memory above 300Mi" in final.failure.message
+
+
+def test_cancel_stops_gracefully_with_a_final_checkpoint_and_no_process_left(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["globex"]
+    job_id = submit(deployment, "globex", "cancelled", command="python train.py --epochs 3000")
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint")
+    before = committed(store, job_id)[-1]
+
+    deployment.cluster.trainyard("cancel", job_id)
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.CANCELLED
+    wait_until(
+        lambda: (
+            not learner_processes(job_id, user_code=True)
+            and not learner_processes(job_id, user_code=False)
+        ),
+        "every learner process to exit",
+        timeout=60,
+    )
+    assert committed(store, job_id)[-1] > before  # the final checkpoint was committed

@@ -1,0 +1,47 @@
+"""A scheduler killed with SIGKILL mid-run and started again: the job still finishes.
+
+It has its own Airflow: killing the scheduler's process group takes the LocalExecutor's
+workers (and the learner task) down with it, as a crashed scheduler container would.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.support.deployment import Deployment
+from tests.support.learners import wait_for_end, wait_until
+from trainyard.checkpoints import CheckpointStore
+from trainyard.client import AirflowClient, ApiSettings
+from trainyard.jobs import JobLayout
+from trainyard.records import JobState
+
+pytestmark = pytest.mark.e2e
+
+
+def test_job_finishes_after_the_scheduler_is_killed_and_restarted(
+    deployment: Deployment,
+) -> None:
+    store = deployment.stores["globex"]
+    manifest = deployment.write_manifest(
+        "globex",
+        "crash.yaml",
+        name="crash",
+        command="python train.py --epochs 300",
+        checkpoint={"interval": "2s"},
+    )
+    job_id = deployment.submit(manifest)
+    checkpoints = CheckpointStore(store, JobLayout(job_id))
+    wait_until(checkpoints.committed_steps, "a committed checkpoint")
+
+    deployment.cluster.kill("scheduler", signal.SIGKILL)
+    time.sleep(3)
+    deployment.cluster.start("scheduler")
+
+    client = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert final.attempt >= 2  # the crashed attempt was retried, not lost

@@ -1,0 +1,82 @@
+"""The learner's retry budgets: preemptions never use up the platform-fault retries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import RetryAction
+
+from operators.retry import LearnerRetryPolicy
+from trainyard.failures import Hang, PlatformFault, Preemption, TrainyardFailure, UserError
+from trainyard.records import AttemptInfo, JobRecord, save_record
+from trainyard.storage.local import LocalStore
+
+POLICY = LearnerRetryPolicy(
+    platform_retries=3, preemption_retries=2, base_delay=timedelta(seconds=5)
+)
+
+
+@pytest.mark.parametrize(
+    ("failure", "preemptions", "platform_faults", "action", "delay"),
+    [
+        pytest.param(Preemption("x"), 1, 0, RetryAction.RETRY, 1, id="preemption-resumes-at-once"),
+        pytest.param(
+            Preemption("x"), 2, 3, RetryAction.RETRY, 1, id="preemption-ignores-fault-budget"
+        ),
+        pytest.param(Preemption("x"), 3, 0, RetryAction.FAIL, None, id="preemption-budget-used"),
+        pytest.param(PlatformFault("x"), 0, 1, RetryAction.RETRY, 5, id="first-fault-base-delay"),
+        pytest.param(PlatformFault("x"), 5, 2, RetryAction.RETRY, 10, id="backoff-doubles"),
+        pytest.param(Hang("x"), 0, 3, RetryAction.RETRY, 20, id="hang-is-a-platform-fault"),
+        pytest.param(PlatformFault("x"), 0, 4, RetryAction.FAIL, None, id="fault-budget-used"),
+        pytest.param(UserError("x"), 0, 0, RetryAction.DEFAULT, None, id="user-error-untouched"),
+    ],
+)
+def test_decision_per_failure_and_history(
+    failure: TrainyardFailure,
+    preemptions: int,
+    platform_faults: int,
+    action: RetryAction,
+    delay: int | None,
+) -> None:
+    decision = POLICY.decide(failure, preemptions=preemptions, platform_faults=platform_faults)
+
+    assert decision.action is action
+    expected_delay = timedelta(seconds=delay) if delay is not None else None
+    assert decision.retry_delay == expected_delay
+
+
+def test_task_retries_cover_both_budgets() -> None:
+    assert POLICY.total_retries == 5
+
+
+def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:
+    job_id = "acme.digits-mlp.20261124-215908-abcd"
+    record = JobRecord(
+        job_id=job_id,
+        tenant="acme",
+        dag_id="trainyard_acme",
+        dag_run_id=job_id,
+        manifest={},
+        attempts=[
+            AttemptInfo(attempt=1, failure_class="preemption"),
+            AttemptInfo(attempt=2, failure_class="preemption"),
+            AttemptInfo(attempt=3, failure_class="platform_fault"),
+        ],
+    )
+    save_record(local_store, record)
+    task = SimpleNamespace(store=local_store, job_id=job_id)
+    error = RuntimeError("[platform_fault] storage unavailable")
+    error.__cause__ = PlatformFault("storage unavailable")
+
+    decision = POLICY.evaluate(error, try_number=3, max_tries=5, context={"task": task})
+
+    assert decision.action is RetryAction.RETRY
+    assert decision.retry_delay == timedelta(seconds=5)  # the first platform fault
+
+
+def test_evaluate_without_a_classified_cause_keeps_airflows_default() -> None:
+    decision = POLICY.evaluate(RuntimeError("boom"), try_number=1, max_tries=5, context=None)
+
+    assert decision.action is RetryAction.DEFAULT

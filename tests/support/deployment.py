@@ -1,0 +1,101 @@
+"""A Trainyard deployment on real Airflow for end-to-end tests.
+
+Two tenants: `acme` on S3 (moto's server, standing in for MinIO) and `globex` on a local
+directory (the embedded default). Both have the digits dataset and the example code uploaded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.airflow import AirflowCluster, running_airflow
+from tests.support.s3_server import S3Server
+from trainyard.airflow_env import REPO_ROOT, wait_for_dags
+from trainyard.config import load_config
+from trainyard.storage import ObjectStore, open_store
+from trainyard.storage.s3 import S3Store
+
+EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
+EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
+TENANTS = ("acme", "globex")
+S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
+
+
+@dataclass
+class Deployment:
+    root: Path
+    cluster: AirflowCluster
+    stores: dict[str, ObjectStore]
+
+    def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
+        """The example's manifest for `tenant` with `changes` applied (nested dicts merge)."""
+        manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
+        manifest.update(tenant=tenant, code={"path": str(EXAMPLE)})
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+        path = self.root / file_name
+        path.write_text(yaml.safe_dump(manifest))
+        return path
+
+    def submit(self, manifest: Path) -> str:
+        """Submit with the CLI (without waiting); return the job id."""
+        return self.cluster.trainyard("submit", str(manifest)).stdout.split()[0]
+
+
+def write_config(root: Path, s3_server: S3Server) -> Path:
+    acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
+    acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
+    config_file = root / "trainyard.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "learner_backend": "local",
+                "work_dir": str(root / "work"),
+                "tenants": [
+                    {"name": "acme", "storage": acme_storage},
+                    {"name": "globex", "storage": {"kind": "local", "root": str(root / "globex")}},
+                ],
+            }
+        )
+    )
+    return config_file
+
+
+@contextmanager
+def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
+    """Start Airflow for both tenants, with the dataset and example code uploaded."""
+    config_file = write_config(root, s3_server)
+    credentials = s3_server.env(S3_CREDENTIALS_ENV)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in credentials.items():
+            patch.setenv(name, value)
+        config = load_config(config_file)
+        stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in TENANTS}
+        acme_store = stores["acme"]
+        assert isinstance(acme_store, S3Store)
+        acme_store.ensure_bucket()
+        with running_airflow(root / "airflow", config_file, credentials) as cluster:
+            dataset = root / "digits"
+            subprocess.run(
+                [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
+                check=True,
+            )
+            for tenant in TENANTS:
+                cluster.trainyard(
+                    "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
+                )
+                cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
+            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
+            yield Deployment(root, cluster, stores)
