@@ -135,6 +135,32 @@ class AirflowClient:
         return [_format_log_event(event) for event in result["content"]]
 
 
+#: Fields of a structured log event that every line carries: left out of the text.
+_LOG_CONTEXT_FIELDS = {
+    "timestamp",
+    "level",
+    "event",
+    "logger",
+    "filename",
+    "lineno",
+    "loc",
+    "ti_id",
+    "task_id",
+    "try_number",
+    "run_id",
+    "dag_id",
+    "map_index",
+    "error_detail",
+    "chan",
+    "bundle_name",
+    "bundle_version",
+    "dag_file",
+    "bundle_prepare_ms",
+    "dag_file_parse_ms",
+    "pid",
+}
+
+
 def _format_log_event(event: Any) -> str:
     """One structured log event as text; a failed task's exception is part of it."""
     if isinstance(event, str):
@@ -142,6 +168,9 @@ def _format_log_event(event: Any) -> str:
     timestamp = event.get("timestamp") or ""
     level = (event.get("level") or "").upper()
     text = " ".join(part for part in (timestamp, level, str(event.get("event", ""))) if part)
+    details = {k: v for k, v in event.items() if k not in _LOG_CONTEXT_FIELDS}
+    if details:
+        text += " " + " ".join(f"{key}={value}" for key, value in details.items())
     for error in event.get("error_detail") or []:
         text += f"\n{error.get('exc_type')}: {error.get('exc_value')}"
     return text

@@ -1,16 +1,18 @@
-"""The local backend: the runtime's environment contract, isolation, a real run and a stop."""
+"""The local backend: the runtime's environment contract, isolation, real runs, stop, memory."""
 
 from __future__ import annotations
 
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from operators.learner import learner_failure
-from trainyard.backends import LearnerSpec, RunMode
+from tests.support.processes import still_running
+from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
 from trainyard.failures import Preemption
 from trainyard.jobs import JobLayout
@@ -33,6 +35,7 @@ def make_spec(
         "num_learners": 3,
         "checkpoint_interval": 15.0,
         "checkpoint_keep": 4,
+        "watchdog": 600.0,
         "storage": storage,
         "work_dir": work_dir,
         "cpus": 2.0,
@@ -58,6 +61,7 @@ def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
         "TRAINYARD_NUM_LEARNERS": "3",
         "TRAINYARD_CHECKPOINT_INTERVAL": "15.0",
         "TRAINYARD_CHECKPOINT_KEEP": "4",
+        "TRAINYARD_WATCHDOG": "600.0",
         "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
         "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(tmp_path / "storage")}),
     }
@@ -132,6 +136,7 @@ result_dir = pathlib.Path(os.environ["TRAINYARD_RESULT_DIR"])
 """
 
 SLEEPER = """\
+import time
 
 print("ready", flush=True)
 time.sleep(120)
@@ -151,29 +156,29 @@ def test_run_executes_the_command_and_publishes_results(
     spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
     lines: list[str] = []
 
-    exit_codes = LocalProcessBackend().run(spec, on_output=lines.append)
+    exits = LocalProcessBackend().run(spec, on_output=lines.append)
 
-    assert exit_codes == [0], "\n".join(lines)
+    assert exits == [LearnerExit(0)], "\n".join(lines)
     assert "hello from learner 0" in lines
     model = local_store.get_bytes(join_key(layout.results, "model.txt"))
     assert model == f"weights of {JOB_ID}".encode()
-    assert learner_failure(local_store, layout, RunMode.TRAIN, spec.attempt, exit_codes) is None
+    assert learner_failure(local_store, spec, exits) is None
 
 
 def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_path: Path) -> None:
-    layout = job_with_code(local_store, SLEEPER)
+    job_with_code(local_store, SLEEPER)
     spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
     backend = LocalProcessBackend()
     lines: list[str] = []
     ready = threading.Event()
-    exit_codes: list[int] = []
+    exits: list[LearnerExit] = []
 
     def on_output(line: str) -> None:
         lines.append(line)
         if line == "ready":
             ready.set()
 
-    runner = threading.Thread(target=lambda: exit_codes.extend(backend.run(spec, on_output)))
+    runner = threading.Thread(target=lambda: exits.extend(backend.run(spec, on_output)))
     runner.start()
     try:
         assert ready.wait(timeout=30), "the learner never started:\n" + "\n".join(lines)
@@ -187,10 +192,73 @@ def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_pat
 
     assert not runner.is_alive(), "the learner outlived the grace period"
     # Ended by the forwarded SIGTERM (not a SIGKILL after the grace period): a preemption.
-    assert exit_codes == [128 + signal.SIGTERM], "\n".join(lines)
-    failure = learner_failure(local_store, layout, RunMode.TRAIN, spec.attempt, exit_codes)
+    assert exits == [LearnerExit(128 + signal.SIGTERM)], "\n".join(lines)
+    failure = learner_failure(local_store, spec, exits)
     assert isinstance(failure, Preemption)
 
 
 def test_stop_before_run_is_harmless() -> None:
     LocalProcessBackend().stop()
+
+
+# Memory: the backend enforces resources.memory on each learner's whole process tree.
+
+# Writes its pid to its third argument, allocates (and touches) its first in MiB, then
+# sleeps for its second in seconds.
+HOG = """\
+import os
+import pathlib
+import sys
+import time
+
+pathlib.Path(sys.argv[3]).write_text(str(os.getpid()))
+hog = bytearray(int(sys.argv[1]) * 2**20)
+print("allocated", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_learner_over_its_memory_limit_is_oom_killed(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    """300 MiB against 150 MiB: the runtime itself holds about 40 MiB, the job about 310 MiB."""
+    job_with_code(local_store, HOG)
+    spec = make_spec(
+        LocalStorageConfig(root=local_store.root),
+        tmp_path / "work",
+        command=f"python main.py 300 60 {tmp_path / 'pid'}",
+        num_learners=1,
+        memory_bytes=150 * 2**20,
+    )
+    backend = LocalProcessBackend()
+    lines: list[str] = []
+
+    started = time.monotonic()
+    exits = backend.run(spec, on_output=lines.append)
+
+    assert time.monotonic() - started < 30, "the learner was not killed before its sleep ended"
+    assert exits == [LearnerExit(-signal.SIGKILL, reason=OOM_KILLED)], "\n".join(lines)
+    [killed] = [line for line in lines if "killing it (OOMKilled)" in line]
+    assert "learner 0 used" in killed
+    assert "> its limit resources.memory = 150Mi" in killed
+    tree = [backend._processes[0].pid, int((tmp_path / "pid").read_text())]
+    assert still_running(tree) == [], "a process of the killed learner is still running"
+
+
+def test_learner_within_its_memory_limit_runs_to_completion(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    job_with_code(local_store, HOG)
+    spec = make_spec(
+        LocalStorageConfig(root=local_store.root),
+        tmp_path / "work",
+        command=f"python main.py 300 1 {tmp_path / 'pid'}",
+        num_learners=1,
+        memory_bytes=2**30,
+    )
+    lines: list[str] = []
+
+    exits = LocalProcessBackend().run(spec, on_output=lines.append)
+
+    assert exits == [LearnerExit(0)], "\n".join(lines)
+    assert not any("OOMKilled" in line for line in lines)

@@ -7,13 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import still_running
 from trainyard.checkpoints import CheckpointStore
+from trainyard.failures import Hang
 from trainyard.jobs import JobLayout, RunMode
 from trainyard.runtime import helpers
+from trainyard.runtime.outcome import Outcome
+from trainyard.runtime.process import UserProcess
 from trainyard.storage.local import LocalStore
 
 JOB = "acme.fake.20250101-000000-abcd"
@@ -22,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Follows the environment contract only; its first argument picks a behaviour.
 FAKE_JOB = r"""
-import json, os, pathlib, signal, sys, time
+import json, os, pathlib, signal, subprocess, sys, time
 
 checkpoints = pathlib.Path(os.environ["TRAINYARD_CHECKPOINT_DIR"])
 results = pathlib.Path(os.environ["TRAINYARD_RESULT_DIR"])
@@ -61,7 +66,19 @@ elif mode == "wait":
     save(start + 7)
     print("final checkpoint written", flush=True)
     sys.exit(143)
-elif mode == "evaluate":
+elif mode == "hang":  # a worker too, like a data loader's, in the command's process group
+    save(start + 1)
+    metric(step=start + 1, loss=1.0)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"pids {os.getpid()} {worker.pid}", flush=True)
+    time.sleep(600)
+elif mode == "steady":
+    for step in range(start + 1, start + 9):
+        metric(step=step, loss=1 / step)
+        time.sleep(0.5)
+    (results / "model.txt").write_text(f"model after step {start + 8}")
+elif mode == "evaluate":  # its optional second argument: seconds to think first
+    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
     assert (results / "model.txt").read_text().startswith("model after"), "no model"
     metric(accuracy=0.5)
     metric(accuracy=0.92, loss=0.1)
@@ -76,7 +93,9 @@ def store(tmp_path: Path) -> LocalStore:
     return store
 
 
-def runtime_env(store: LocalStore, tmp_path: Path, command: str, attempt: int) -> dict[str, str]:
+def runtime_env(
+    store: LocalStore, tmp_path: Path, command: str, attempt: int, **extra: str
+) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -90,15 +109,21 @@ def runtime_env(store: LocalStore, tmp_path: Path, command: str, attempt: int) -
         "TRAINYARD_CHECKPOINT_KEEP": "3",
         "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
         "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(store.root)}),
+        **extra,
     }
 
 
 def start_runtime(
-    store: LocalStore, tmp_path: Path, behaviour: str, mode: str = "train", attempt: int = 1
+    store: LocalStore,
+    tmp_path: Path,
+    behaviour: str,
+    mode: str = "train",
+    attempt: int = 1,
+    **extra: str,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "trainyard.runtime", mode],
-        env=runtime_env(store, tmp_path, f"python fake_job.py {behaviour}", attempt),
+        env=runtime_env(store, tmp_path, f"python fake_job.py {behaviour}", attempt, **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -106,9 +131,14 @@ def start_runtime(
 
 
 def run_runtime(
-    store: LocalStore, tmp_path: Path, behaviour: str, mode: str = "train", attempt: int = 1
+    store: LocalStore,
+    tmp_path: Path,
+    behaviour: str,
+    mode: str = "train",
+    attempt: int = 1,
+    **extra: str,
 ) -> tuple[int, str]:
-    proc = start_runtime(store, tmp_path, behaviour, mode, attempt)
+    proc = start_runtime(store, tmp_path, behaviour, mode, attempt, **extra)
     output, _ = proc.communicate(timeout=60)
     return proc.returncode, output
 
@@ -203,6 +233,63 @@ def test_sigterm_is_forwarded_and_final_checkpoint_committed(
     assert result["exit_code"] == 143
 
 
+def test_hung_command_is_stopped_by_the_watchdog(store: LocalStore, tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, output = run_runtime(store, tmp_path, "hang", TRAINYARD_WATCHDOG="2")
+
+    assert time.monotonic() - started < 15, output
+    assert code != 0, output
+    assert "watchdog: no new metric or checkpoint for 2 s" in output
+    result = outcome(store)
+    assert result["failure_class"] == "hang"
+    assert result["message"] == "no new metric or checkpoint for 2 s"
+    assert "raise the manifest's watchdog" in str(result["fix"])
+    # What it had done before hanging is kept for the retry.
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [1]
+    [pids] = [line.split()[1:] for line in output.splitlines() if line.startswith("pids ")]
+    assert still_running([int(pid) for pid in pids]) == [], "the command or its worker survived"
+
+
+STUBBORN = """\
+import os, signal, subprocess, sys, time
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(os.getpid(), worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_kills_a_command_ignoring_sigterm_and_its_workers_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # pytest keeps its own handlers
+    (tmp_path / "stubborn.py").write_text(STUBBORN)
+    process = UserProcess(
+        f"{sys.executable} stubborn.py", tmp_path, dict(os.environ), tmp_path / "learner.log"
+    )
+    assert process.proc.stdout is not None
+    pids = [int(pid) for pid in process.proc.stdout.readline().split()]
+    hang = Hang("no new metric or checkpoint for 2 s")
+
+    started = time.monotonic()
+    process.stop(hang, grace=0.5)
+    finished = process.wait()
+
+    assert time.monotonic() - started >= 0.5, "SIGKILL came before the grace was over"
+    assert finished.returncode == -signal.SIGKILL
+    assert Outcome.of(finished).failure is hang
+    assert still_running(pids) == []
+
+
+def test_command_making_progress_is_not_stopped(store: LocalStore, tmp_path: Path) -> None:
+    code, output = run_runtime(store, tmp_path, "steady", TRAINYARD_WATCHDOG="2")
+
+    assert code == 0, output
+    assert "watchdog" not in output
+    assert outcome(store)["status"] == "succeeded"
+
+
 def test_evaluate_writes_evaluation_json(store: LocalStore, tmp_path: Path) -> None:
     store.put_bytes(f"{LAYOUT.results}/model.txt", b"model after step 9")
 
@@ -213,6 +300,18 @@ def test_evaluate_writes_evaluation_json(store: LocalStore, tmp_path: Path) -> N
     assert store.get_json(f"{LAYOUT.logs}/evaluate-outcome-attempt-1-rank-0.json")["status"] == (
         "succeeded"
     )
+
+
+def test_evaluation_has_no_watchdog(store: LocalStore, tmp_path: Path) -> None:
+    """It writes its metrics at the end: a quiet evaluation is not a hang."""
+    store.put_bytes(f"{LAYOUT.results}/model.txt", b"model after step 9")
+
+    code, output = run_runtime(
+        store, tmp_path, "evaluate 2.5", mode="evaluate", TRAINYARD_WATCHDOG="1"
+    )
+
+    assert code == 0, output
+    assert "watchdog" not in output
 
 
 def test_missing_variable_fails_fast_naming_it(store: LocalStore, tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 
 This is the embedded default. Learners get a minimal environment (no Airflow or other tenants'
 variables) plus the runtime's contract, and die with their parent: if the Airflow task process
-is killed, the kernel sends them SIGTERM, so they still write a final checkpoint.
+is killed, the kernel sends them SIGTERM, so they still write a final checkpoint. With no kubelet
+to enforce resources.memory, the backend does it itself, as a container's cgroup would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -16,7 +18,10 @@ import sys
 import threading
 from collections.abc import Callable
 
-from trainyard.backends.base import LearnerBackend, LearnerExit, LearnerSpec
+import psutil
+
+from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, LearnerSpec
+from trainyard.units import format_bytes
 
 #: Variables of the parent environment a learner may see; everything else is withheld.
 INHERITED_VARIABLES = (
@@ -32,6 +37,8 @@ INHERITED_VARIABLES = (
     "OPENBLAS_L2_SIZE",
 )
 STOP_GRACE_SECONDS = 30.0
+#: How often each learner's memory is sampled; an allocation between samples goes unseen.
+MEMORY_SAMPLE_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -39,6 +46,23 @@ def _die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """`root` and all its descendants: what a learner's container (its cgroup) would hold."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _resident_bytes(processes: list[psutil.Process]) -> int:
+    """Summed RSS: pages shared between processes count once per process, erring strict."""
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
 
 
 def _free_port() -> int:
@@ -70,6 +94,7 @@ class LocalProcessBackend(LearnerBackend):
     def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:
         master_port = _free_port()
         pumps = []
+        learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):
             process = subprocess.Popen(
                 [sys.executable, "-m", "trainyard.runtime", spec.mode.value],
@@ -82,16 +107,61 @@ class LocalProcessBackend(LearnerBackend):
                 preexec_fn=_die_with_parent,
             )
             self._processes.append(process)
+            learners.append(psutil.Process(process.pid))
             prefix = f"[learner {rank}] " if spec.num_learners > 1 else ""
             pump = threading.Thread(
                 target=self._pump, args=(process, prefix, on_output), daemon=True
             )
             pump.start()
             pumps.append(pump)
-        exits = [LearnerExit(process.wait()) for process in self._processes]
+        oom_killed: set[int] = set()
+        ended = threading.Event()
+        monitor = threading.Thread(
+            target=self._enforce_memory,
+            args=(learners, spec.memory_bytes, on_output, oom_killed, ended),
+            name="trainyard-memory",
+            daemon=True,
+        )
+        monitor.start()
+        exit_codes = [process.wait() for process in self._processes]
+        ended.set()
+        monitor.join()
         for pump in pumps:
             pump.join()
-        return exits
+        return [
+            LearnerExit(code, reason=OOM_KILLED if rank in oom_killed else None)
+            for rank, code in enumerate(exit_codes)
+        ]
+
+    @staticmethod
+    def _enforce_memory(
+        learners: list[psutil.Process],
+        limit: int,
+        on_output: Callable[[str], None],
+        oom_killed: set[int],
+        ended: threading.Event,
+    ) -> None:
+        """SIGKILL every process of a learner whose tree holds more than `limit` bytes.
+
+        Like the kernel's OOM killer in a cgroup: no grace and no final checkpoint, so that one
+        learner cannot take the machine's memory (Airflow's included) from everything else.
+        """
+        while not ended.wait(MEMORY_SAMPLE_SECONDS):
+            for rank, learner in enumerate(learners):
+                if rank in oom_killed:
+                    continue
+                tree = _process_tree(learner)
+                used = _resident_bytes(tree)
+                if used <= limit:
+                    continue
+                oom_killed.add(rank)
+                on_output(
+                    f"trainyard: learner {rank} used {used / 2**20:.0f}Mi of memory > its limit "
+                    f"resources.memory = {format_bytes(limit)}: killing it (OOMKilled)"
+                )
+                for process in tree:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
 
     @staticmethod
     def _pump(

@@ -14,6 +14,7 @@ from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess
 from trainyard.runtime.settings import RuntimeSettings
 from trainyard.runtime.sync import Syncer, annotated_rows, storage_retry
+from trainyard.runtime.watchdog import Watchdog
 from trainyard.runtime.workspace import Workspace
 from trainyard.storage.base import ObjectStore, StorageError
 
@@ -83,6 +84,13 @@ class Runner:
             settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file
         )
         training_leader = self.mode is RunMode.TRAIN and self._leader
+        # Only the leader's progress is visible (other ranks need not write metrics), and a
+        # rank hung in a collective stalls the leader too.
+        watchdog = (
+            Watchdog(process, ws.metrics_file, ws.checkpoints, settings.watchdog)
+            if training_leader and settings.watchdog
+            else None
+        )
         syncer = Syncer(
             self.store,
             ws.log_file,
@@ -93,6 +101,7 @@ class Runner:
             metrics_file=ws.metrics_file if training_leader else None,
             metrics_key=self.layout.metrics(settings.attempt),
             annotations={"attempt": settings.attempt, "rank": settings.rank},
+            watchdog=watchdog,
         )
         syncer.start()
         finished = process.wait()

@@ -2,7 +2,7 @@
 
 Training never waits on storage: uploads happen in a background thread, storage errors are
 retried with backoff and then logged, and whatever is still pending is uploaded by the final
-sync once the command has exited.
+sync once the command has exited. The same loop checks the hang watchdog.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tenacity import (
 
 from trainyard.checkpoints import CheckpointStore
 from trainyard.runtime.helpers import checkpoint_steps
+from trainyard.runtime.watchdog import Watchdog
 from trainyard.storage.base import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Syncer:
         metrics_file: Path | None = None,
         metrics_key: str | None = None,
         annotations: dict[str, Any] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         """Checkpoints and metrics are synced only when given (rank 0 of a training run)."""
         self.store = store
@@ -83,6 +85,7 @@ class Syncer:
         self.committed = set(committed or ())
         self.metrics_file, self.metrics_key = metrics_file, metrics_key
         self.annotations = annotations or {}
+        self.watchdog = watchdog
         self._uploaded: dict[Path, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trainyard-sync", daemon=True)
@@ -102,6 +105,8 @@ class Syncer:
                 self.sync()
             except Exception:
                 log.exception("background upload failed; trying again in the next round")
+            if self.watchdog is not None:
+                self.watchdog.check()
 
     def sync(self) -> None:
         self._commit_new_checkpoints()

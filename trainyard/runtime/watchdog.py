@@ -31,7 +31,6 @@ class Watchdog:
         self.process = process
         self.metrics_file, self.checkpoint_dir = metrics_file, checkpoint_dir
         self.window = window
-        self.fired = False
         self._seen = self._progress()
         self._since = time.monotonic()
 
@@ -45,7 +44,7 @@ class Watchdog:
 
     def check(self) -> None:
         """Note progress, or stop the command (blocking for the grace) once the window passed."""
-        if self.fired or self.process.proc.poll() is not None:
+        if self.process.stopped_for is not None or self.process.proc.poll() is not None:
             return
         now, progress = time.monotonic(), self._progress()
         if progress != self._seen:
@@ -53,7 +52,6 @@ class Watchdog:
             return
         if now - self._since < self.window:
             return
-        self.fired = True
         hang = Hang(
             f"no new metric or checkpoint for {self.window:g} s",
             fix="none needed: a retry resumes from the newest committed checkpoint; if the job "
