@@ -62,9 +62,12 @@ def airflow_environment(
         # New DAG files and tenants show up within seconds, not minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-        # A task whose worker died (scheduler or worker crash) is retried after 30 s, not 5 min.
+        # After a worker or scheduler crash, its tasks are retried within ~30 s, not 5 min: a
+        # scheduler missing heartbeats for 15 s counts as dead and its tasks are reset.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
         "TRAINYARD_CONFIG": str(trainyard_config),
         "TRAINYARD_API_URL": api_url,
         "TRAINYARD_USERNAME": username,

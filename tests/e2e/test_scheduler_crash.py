@@ -15,7 +15,7 @@ from tests.support.deployment import Deployment
 from tests.support.learners import wait_for_end, wait_until
 from trainyard.checkpoints import CheckpointStore
 from trainyard.client import AirflowClient, ApiSettings
-from trainyard.jobs import JobLayout
+from trainyard.jobs import JobLayout, RunMode
 from trainyard.records import JobState
 
 pytestmark = pytest.mark.e2e
@@ -45,3 +45,5 @@ def test_job_finishes_after_the_scheduler_is_killed_and_restarted(
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure
     assert final.attempt >= 2  # the crashed attempt was retried, not lost
+    retry_log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, final.attempt, 0))
+    assert b"resumed from step-" in retry_log  # from a checkpoint, not from scratch

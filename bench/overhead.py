@@ -1,0 +1,139 @@
+"""(1) Platform overhead: the digits example run bare vs submitted through Trainyard.
+
+Bare is `python train.py` with the same environment contract; the platform run is `trainyard
+submit` to the embedded default (tenant globex, local storage) on real Airflow, up to the run's
+success (evaluation included, as a user waits for it). The platform's times come from Airflow's
+own timestamps and the learner task's log, so how often the benchmark polls does not count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from bench.common import (
+    Context,
+    Figure,
+    Table,
+    Target,
+    first_event,
+    poll_until,
+    run_bare,
+    task_log_events,
+    wall,
+)
+from trainyard.config import dag_id_for_tenant
+
+TENANT = "globex"  # local storage: the embedded default
+DAG_ID = dag_id_for_tenant(TENANT)
+TASKS = ("validate", "stage_data", "learner", "commit", "evaluate")
+TRAIN_SECONDS = 60.0  # what "relative overhead" refers to: a ~60 s training run
+QUICK_EPOCHS = 5
+#: The runtime's log lines (trainyard/runtime/runner.py) around the user's command.
+COMMAND_STARTED = "trainyard INFO running "
+COMMAND_EXITED = "trainyard INFO the command exited"
+
+
+@dataclass(frozen=True)
+class PlatformRun:
+    total: float  # submit -> the run succeeded
+    learner_started: float  # submit -> the runtime starts the training command
+    command: float  # the training command inside the learner task
+    phases: dict[str, float]  # where the time went; they add up to `total`
+
+
+def _ended(ctx: Context, job_id: str) -> dict[str, Any] | None:
+    run = ctx.client().get_run(DAG_ID, job_id)
+    return run if run["state"] in ("success", "failed") else None
+
+
+def run_platform(ctx: Context, epochs: int, name: str) -> PlatformRun:
+    """Submit the example with the CLI and take its run apart once it has succeeded."""
+    deployment, client = ctx.deployment(), ctx.client()
+    manifest = deployment.write_manifest(
+        TENANT, f"{name}.yaml", name=name, command=f"python train.py --epochs {epochs}"
+    )
+    submitted = time.time()
+    started = time.perf_counter()
+    job_id = deployment.submit(manifest)
+    cli = time.perf_counter() - started
+    run = poll_until(lambda: _ended(ctx, job_id), f"{job_id} to end", timeout=900, every=1.0)
+    if run["state"] != "success":
+        raise RuntimeError(f"{job_id} ended {run['state']}: see `trainyard logs {job_id}`")
+    instances = {ti["task_id"]: ti for ti in client.task_instances(DAG_ID, job_id)}
+    spans = [(wall(instances[t]["start_date"]), wall(instances[t]["end_date"])) for t in TASKS]
+    events = task_log_events(
+        client, DAG_ID, job_id, "learner", int(instances["learner"]["try_number"])
+    )
+    command_started = first_event(events, COMMAND_STARTED)
+    command_exited = first_event(events, COMMAND_EXITED)
+    end = wall(run["end_date"])
+    scheduling = (
+        spans[0][0]
+        - (submitted + cli)
+        + sum(later[0] - earlier[1] for earlier, later in pairwise(spans))
+        + end
+        - spans[-1][1]
+    )
+    span = dict(zip(TASKS, spans, strict=True))
+    phases = {
+        "CLI submit (package code, trigger the run)": cli,
+        "scheduler: starting the run, gaps between tasks": scheduling,
+        "validate task": span["validate"][1] - span["validate"][0],
+        "stage_data task (copy, great-expectations)": span["stage_data"][1] - span["stage_data"][0],
+        "learner task start -> command started": command_started - span["learner"][0],
+        "learner: the training command": command_exited - command_started,
+        "learner: command exited -> task end": span["learner"][1] - command_exited,
+        "commit task": span["commit"][1] - span["commit"][0],
+        "evaluate task (python evaluate.py)": span["evaluate"][1] - span["evaluate"][0],
+    }
+    return PlatformRun(
+        total=end - submitted,
+        learner_started=command_started - submitted,
+        command=command_exited - command_started,
+        phases=phases,
+    )
+
+
+def run(ctx: Context) -> list[Table]:
+    epochs = QUICK_EPOCHS if ctx.quick else ctx.epochs_for(TRAIN_SECONDS)
+    bare_total = Figure("bare: python train.py", "s")
+    platform_total = Figure("through Trainyard: submit -> run succeeded", "s")
+    learner_started = Figure("submit -> learner started", "s", target=Target(2.0))
+    fixed = Figure("fixed overhead (Trainyard - bare)", "s", target=Target(5.0))
+    relative = Figure("relative overhead", "%", target=Target(3.0), digits=1)
+    command = Figure("training command in the learner - bare", "s")
+    phases: dict[str, Figure] = {}
+    for repeat in range(ctx.repeats):
+        # Alternate which variant goes first, so that drifting load favours neither.
+        if repeat % 2 == 0:
+            bare = run_bare(ctx, epochs, interval=10.0)
+            platform = run_platform(ctx, epochs, f"overhead-{repeat}")
+        else:
+            platform = run_platform(ctx, epochs, f"overhead-{repeat}")
+            bare = run_bare(ctx, epochs, interval=10.0)
+        bare_total.add(bare.seconds)
+        platform_total.add(platform.total)
+        learner_started.add(platform.learner_started)
+        fixed.add(platform.total - bare.seconds)
+        relative.add(100 * (platform.total - bare.seconds) / bare.seconds)
+        command.add(platform.command - bare.seconds)
+        for label, seconds in platform.phases.items():
+            phases.setdefault(label, Figure(label, "s")).add(seconds)
+    title = f"Platform overhead: digits example, {epochs} epochs, checkpoint every 10 s"
+    notes = [
+        "learner started = the runtime's `running '<command>'` log line, i.e. user code starts",
+        "bare and Trainyard runs alternate; Airflow idles in the background during bare runs",
+    ]
+    return [
+        Table(
+            title, [bare_total, platform_total, learner_started, fixed, relative, command], notes
+        ),
+        Table(
+            "Where the time goes (through Trainyard; the phases add up to the total)",
+            list(phases.values()),
+            ["from Airflow's task start/end dates and the learner task's log timestamps"],
+        ),
+    ]
