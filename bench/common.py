@@ -29,7 +29,8 @@ from tests.support.s3_server import S3Server, running_s3_server
 from trainyard.backends.local import INHERITED_VARIABLES
 from trainyard.client import AirflowClient, ApiSettings
 
-console = Console()
+# Wide enough for the tables when the output goes to a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 150)
 T = TypeVar("T")
 
 #: The digits example's default checkpoint interval (examples/pytorch-digits/job.yaml).

@@ -70,9 +70,12 @@ class UserProcess:
             signal.signal(signum, self._forward)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
-        """Pass a stop request on so the user code can write a final checkpoint."""
+        """Pass a stop request on so the user code can write a final checkpoint.
+
+        No output here: the handler may interrupt the main thread inside a write to stdout,
+        and a second buffered write would raise. The outcome reports the forwarded signal.
+        """
         self.stop_signal = signum
-        print(f"trainyard: forwarding {signal.Signals(signum).name} to the command", flush=True)
         self.proc.send_signal(signum)
 
     def stop(self, failure: TrainyardFailure, grace: float) -> None:
