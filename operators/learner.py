@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException
 
-from operators.base import TrainyardOperator, classified_failures
+from operators.base import TrainyardOperator, classified_failures, describe_failure
 from trainyard.backends import (
     OOM_KILLED,
     LearnerBackend,
@@ -15,7 +16,13 @@ from trainyard.backends import (
     RunMode,
     get_backend,
 )
-from trainyard.failures import PlatformFault, ResourceError, TrainyardFailure
+from trainyard.failures import (
+    FailureClass,
+    PlatformFault,
+    ResourceError,
+    TrainyardFailure,
+    UserError,
+)
 from trainyard.jobs import JobLayout
 from trainyard.manifest import JobManifest
 from trainyard.records import AttemptInfo, load_record, save_record
@@ -115,16 +122,23 @@ class LearnerRunningOperator(TrainyardOperator):
         exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
             failure = learner_failure(self.store, spec, exits)
-            if self.mode is RunMode.TRAIN:
-                self.record_attempt(attempt, failure)
+            user_errors = self.record_attempt(attempt, failure) if self.mode is RunMode.TRAIN else 0
+            if isinstance(failure, UserError) and user_errors <= manifest.retries.user_errors:
+                raise AirflowException(
+                    f"{describe_failure(failure)} (retrying: retries.user_errors is "
+                    f"{manifest.retries.user_errors})"
+                ) from failure
             if failure is not None:
                 raise failure
 
-    def record_attempt(self, attempt: int, failure: TrainyardFailure | None) -> None:
-        """Append this attempt's end to the job record: the retry budgets count from it."""
+    def record_attempt(self, attempt: int, failure: TrainyardFailure | None) -> int:
+        """Append this attempt's end to the job record, where the retry budgets count from.
+
+        Returns how many attempts so far ended in a user error.
+        """
         record = load_record(self.store, self.job_id)
         if record is None:
-            return
+            return 0
         record.attempts.append(
             AttemptInfo(
                 attempt=attempt,
@@ -133,6 +147,7 @@ class LearnerRunningOperator(TrainyardOperator):
             )
         )
         save_record(self.store, record)
+        return record.count_attempts(FailureClass.USER_ERROR.value)
 
     def on_kill(self) -> None:
         if self._backend is not None:

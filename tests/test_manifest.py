@@ -182,6 +182,18 @@ def test_defaults_of_a_minimal_manifest():
             id="bad-watchdog",
         ),
         pytest.param(
+            changed({"retries": {"user_errors": 4}}),
+            "retries.user_errors",
+            "less than or equal to 3",
+            id="too-many-user-error-retries",
+        ),
+        pytest.param(
+            changed({"retries": {"platform_faults": 9}}),
+            "retries.platform_faults",
+            "not allowed",
+            id="unknown-retry-kind",
+        ),
+        pytest.param(
             changed({"watchdog": "0m"}),
             "watchdog",
             "greater than 0",

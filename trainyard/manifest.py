@@ -33,6 +33,7 @@ from trainyard.storage.base import check_key
 from trainyard.units import format_bytes, parse_cpu, parse_duration, parse_memory
 
 MAX_NAME_LENGTH = 40
+MAX_USER_ERROR_RETRIES = 3
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _EXPECTATION_RE = re.compile(r"expect_[a-z0-9_]+")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
@@ -208,6 +209,18 @@ class EvaluationSpec(_Strict):
     higher_is_better: bool = True
 
 
+class RetrySpec(_Strict):
+    """Retries the job opts into beyond the platform's own (faults and preemptions)."""
+
+    user_errors: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_USER_ERROR_RETRIES,
+        description="retry user code that failed (e.g. a flaky data source), at most "
+        f"{MAX_USER_ERROR_RETRIES} times; the default fails fast",
+    )
+
+
 class JobManifest(_Strict):
     name: DnsLabel
     description: str = ""
@@ -219,6 +232,7 @@ class JobManifest(_Strict):
     resources: Resources = Field(default_factory=Resources)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     evaluation: EvaluationSpec | None = None
+    retries: RetrySpec = Field(default_factory=RetrySpec)
     watchdog: Seconds | None = Field(
         default=None,
         description="stop training as hung after this long without a new metric row or "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator, LearnerRunningOperator, learner_failure
@@ -21,7 +23,9 @@ from trainyard.failures import (
 )
 from trainyard.jobs import JobLayout
 from trainyard.manifest import JobManifest, parse_manifest
+from trainyard.records import JobRecord, save_record
 from trainyard.runtime.outcome import Outcome
+from trainyard.storage import join_key
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
 
@@ -294,3 +298,31 @@ def test_spec_uses_the_operators_tenant_storage(
 
     assert spec.tenant == tenant
     assert spec.storage == LocalStorageConfig(root=config_dir / "storage" / tenant)
+
+
+def test_user_errors_are_retried_only_as_often_as_the_manifest_opts_in(config_dir: Path) -> None:
+    """A real learner whose code fails: retryable once (retries.user_errors: 1), then final."""
+    store = LocalStore(config_dir / "storage" / "acme")
+    store.put_bytes(join_key(JobLayout(JOB_ID).code, "main.py"), b"raise SystemExit('flaky')\n")
+    failing = parse_manifest(
+        {**MANIFEST, "command": "python main.py", "retries": {"user_errors": 1}}
+    )
+    save_record(
+        store,
+        JobRecord(
+            job_id=JOB_ID,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=JOB_ID,
+            manifest=failing.model_dump(mode="json"),
+        ),
+    )
+    operator = LearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
+
+    with pytest.raises(AirflowException) as first:
+        operator.run_learners(failing, {"ti": SimpleNamespace(try_number=1)})
+    assert not isinstance(first.value, AirflowFailException)
+    assert isinstance(first.value.__cause__, UserError)
+    with pytest.raises(AirflowFailException) as second:
+        operator.run_learners(failing, {"ti": SimpleNamespace(try_number=2)})
+    assert "flaky" in str(second.value)
