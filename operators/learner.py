@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Context
@@ -119,10 +120,15 @@ class LearnerRunningOperator(TrainyardOperator):
             attempt,
             self.trainyard_config.learner_backend,
         )
+        started_at = datetime.now(UTC)
         exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
             failure = learner_failure(self.store, spec, exits)
-            user_errors = self.record_attempt(attempt, failure) if self.mode is RunMode.TRAIN else 0
+            user_errors = (
+                self.record_attempt(attempt, started_at, failure)
+                if self.mode is RunMode.TRAIN
+                else 0
+            )
             if isinstance(failure, UserError) and user_errors <= manifest.retries.user_errors:
                 raise AirflowException(
                     f"{describe_failure(failure)} (retrying: retries.user_errors is "
@@ -131,7 +137,9 @@ class LearnerRunningOperator(TrainyardOperator):
             if failure is not None:
                 raise failure
 
-    def record_attempt(self, attempt: int, failure: TrainyardFailure | None) -> int:
+    def record_attempt(
+        self, attempt: int, started_at: datetime, failure: TrainyardFailure | None
+    ) -> int:
         """Append this attempt's end to the job record, where the retry budgets count from.
 
         Returns how many attempts so far ended in a user error.
@@ -142,6 +150,7 @@ class LearnerRunningOperator(TrainyardOperator):
         record.attempts.append(
             AttemptInfo(
                 attempt=attempt,
+                started_at=started_at,
                 failure_class=failure.failure_class.value if failure else None,
                 message=failure.cause if failure else "",
             )

@@ -6,6 +6,8 @@ from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.jobs import JobLayout
+from trainyard.lineage import digest_prefix
+from trainyard.records import update_record
 from trainyard.staging import stage_data
 
 
@@ -17,6 +19,13 @@ class StageDataOperator(TrainyardOperator):
         if manifest.data is None:
             self.log.info("the manifest names no data: nothing to stage")
             return
+        layout = JobLayout(self.job_id)
         with classified_failures():
-            report = stage_data(self.store, manifest.data, JobLayout(self.job_id))
+            report = stage_data(self.store, manifest.data, layout)
+        update_record(
+            self.store,
+            self.job_id,
+            data_digest=digest_prefix(self.store, layout.data),
+            data_validation={"success": report.success, "expectations": len(report.outcomes)},
+        )
         self.log.info("staged %s: %d expectations met", manifest.data.path, len(report.outcomes))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Context
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.config import check_manifest_for_tenant, dag_id_for_tenant
 from trainyard.failures import UserError
 from trainyard.jobs import JobLayout, job_id_for_run
+from trainyard.lineage import digest_prefix
 from trainyard.manifest import JobManifest
 from trainyard.records import JobRecord, load_record, save_record
 from trainyard.storage import ObjectStore
@@ -29,7 +33,8 @@ class ValidateJobOperator(TrainyardOperator):
             self.check_tenant(manifest)
             run_id = context["dag_run"].run_id
             job_id = job_id_for_run(self.tenant, manifest.name, run_id)
-            snapshot_code(self.store, manifest, JobLayout(job_id))
+            layout = JobLayout(job_id)
+            snapshot_code(self.store, manifest, layout)
             record = load_record(self.store, job_id) or JobRecord(
                 job_id=job_id,
                 tenant=self.tenant,
@@ -37,6 +42,7 @@ class ValidateJobOperator(TrainyardOperator):
                 dag_run_id=run_id,
                 manifest=manifest.model_dump(mode="json"),
             )
+            record.code_digest = digest_prefix(self.store, layout.code)
             save_record(self.store, record)
         self.log.info("job %s accepted: %s", job_id, manifest.model_dump_json())
         return job_id
@@ -68,3 +74,16 @@ def snapshot_code(store: ObjectStore, manifest: JobManifest, layout: JobLayout) 
             f"code.uri: no files under {source!r} in {store.describe()}",
             "upload the code first ('trainyard data upload DIR PATH --tenant T')",
         )
+
+
+class InvalidJobOperator(BaseOperator):
+    """The only task of a scheduled job whose manifest is invalid: it fails with the reason."""
+
+    ui_color = "#fde2e1"
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def execute(self, context: Context) -> None:
+        raise AirflowFailException(f"[user_error] {self.message}")

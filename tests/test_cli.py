@@ -9,8 +9,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+from trainyard.checkpoints import publish_directory
 from trainyard.cli import app
 from trainyard.config import CONFIG_ENV
+from trainyard.jobs import JobLayout
+from trainyard.lineage import Lineage
+from trainyard.manifest import EvaluationSpec
+from trainyard.registry import ModelRegistry, ModelVersion
 from trainyard.storage.local import LocalStore
 
 VALID = {
@@ -42,6 +47,7 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
     monkeypatch.setenv("TRAINYARD_API_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("TRAINYARD_API_RETRY_SECONDS", "0")
     return tmp_path
 
 
@@ -182,3 +188,138 @@ def test_download_of_an_unknown_job_fails_readably(
     assert message in text_of(result)
     assert "Traceback" not in result.output
     assert not dest.exists()
+
+
+# models
+
+
+def registry_with_two_versions(deployment: Path) -> ModelRegistry:
+    """digits-mlp of acme: v1 (accuracy 0.95) in production, v2 (0.9) rejected."""
+    store = store_of(deployment, "acme")
+    registry = ModelRegistry(store, "digits-mlp")
+    gate = EvaluationSpec(command="python evaluate.py", metric="accuracy")
+    for n, value in enumerate((0.95, 0.9), start=1):
+        job_id = f"acme.digits-mlp.20261124-21590{n}-abcd"
+        results = deployment / job_id
+        results.mkdir()
+        (results / "model.bin").write_bytes(b"weights")
+        publish_directory(store, results, JobLayout(job_id).results)
+        lineage = Lineage(
+            job_id=job_id,
+            airflow_run_id=job_id,
+            manifest=VALID,
+            code_digest=f"sha256:{'c' * 64}",
+            data_digest=f"sha256:{'d' * 64}",
+            framework="pytorch 2.13",
+            parent_checkpoint=12,
+        )
+        version = registry.register(
+            job_id, JobLayout(job_id).results, {"accuracy": value}, "accuracy", lineage
+        )
+        registry.decide(version, gate)
+    return registry
+
+
+def test_models_list_marks_the_production_version(deployment: Path) -> None:
+    registry_with_two_versions(deployment)
+
+    result = invoke("models", "list", "digits-mlp", "--tenant", "acme")
+
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:]]
+    assert rows[0][:4] == ["v1", "promoted", "accuracy", "0.95"]
+    assert rows[0][-2:] == ["acme.digits-mlp.20261124-215901-abcd", "yes"]
+    assert rows[1][:4] == ["v2", "rejected", "accuracy", "0.9"]
+    assert rows[1][-1] == "acme.digits-mlp.20261124-215902-abcd", "job ids are never cut"
+
+
+def test_models_list_of_a_job_without_versions(deployment: Path) -> None:
+    result = invoke("models", "list", "digits-mlp", "--tenant", "globex")
+
+    assert result.exit_code == 0, result.output
+    assert "job 'digits-mlp' of tenant 'globex' has no model versions yet" in text_of(result)
+
+
+def test_models_show_defaults_to_production_and_shows_lineage(deployment: Path) -> None:
+    registry_with_two_versions(deployment)
+
+    production = invoke("models", "show", "digits-mlp", "--tenant", "acme")
+    rejected = invoke("models", "show", "digits-mlp", "v2", "--tenant", "acme")
+
+    assert production.exit_code == 0, production.output
+    assert "digits-mlp v1: promoted, in production (since" in production.output
+    assert "reason: first version of the job (accuracy 0.95)" in production.output
+    assert f"code: sha256:{'c' * 64}\n" in production.output, "digests are whole"
+    assert f"data: sha256:{'d' * 64}\n" in production.output
+    assert "parent checkpoint: 12\n" in production.output
+    assert rejected.exit_code == 0, rejected.output
+    assert "digits-mlp v2: rejected\n" in rejected.output
+    assert "accuracy 0.9 is not better than production v1 (0.95)" in rejected.output
+
+
+def test_models_show_json_is_the_version_record(deployment: Path) -> None:
+    registry = registry_with_two_versions(deployment)
+
+    result = invoke("models", "show", "digits-mlp", "2", "--tenant", "acme", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert ModelVersion.model_validate_json(result.output) == registry.get(2)
+
+
+def test_models_promote_is_a_recorded_manual_override(deployment: Path) -> None:
+    registry = registry_with_two_versions(deployment)
+
+    result = invoke(
+        "models", "promote", "digits-mlp", "v2", "--tenant", "acme", "--reason", "rollback"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "digits-mlp v2 is now in production (was v1)" in text_of(result)
+    pointer = registry.production_pointer()
+    assert pointer is not None
+    assert (pointer.version, pointer.manual, pointer.reason) == (2, True, "rollback")
+    assert registry.get(2).reason.startswith("promoted manually: rollback")
+    listed = invoke("models", "list", "digits-mlp", "--tenant", "acme")
+    assert "yes (manual)" in listed.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ("show", "digits-mlp", "9"), "job 'digits-mlp' has no model version v9", id="show"
+        ),
+        pytest.param(
+            ("promote", "digits-mlp", "v9"),
+            "job 'digits-mlp' has no model version v9",
+            id="promote",
+        ),
+        pytest.param(
+            ("show", "digits-mlp", "latest"), "invalid model version 'latest'", id="bad-version"
+        ),
+        pytest.param(
+            ("show", "other-job"),
+            "job 'other-job' of tenant 'acme' has no production version yet",
+            id="no-production",
+        ),
+    ],
+)
+def test_models_errors_exit_2_readably(
+    deployment: Path, args: tuple[str, ...], message: str
+) -> None:
+    registry = registry_with_two_versions(deployment)
+    pointer = store_of(deployment, "acme").get_bytes(registry.pointer_key)
+
+    result = invoke("models", *args, "--tenant", "acme")
+
+    assert result.exit_code == 2, result.output
+    assert message in text_of(result)
+    assert "Traceback" not in result.output
+    assert store_of(deployment, "acme").get_bytes(registry.pointer_key) == pointer
+
+
+def test_models_of_an_unknown_tenant(deployment: Path) -> None:
+    result = invoke("models", "list", "digits-mlp", "--tenant", "initech")
+
+    assert result.exit_code == 2, result.output
+    assert "unknown tenant 'initech'" in text_of(result)

@@ -139,7 +139,7 @@ def test_s3_tenant(tmp_path):
         pytest.param(
             {"work_dir": "w", "tenants": [tenant("acme")], "executor": "celery"},
             "executor: field is not allowed here; "
-            "allowed fields: learner_backend, work_dir, tenants",
+            "allowed fields: learner_backend, work_dir, jobs_dir, tenants",
             id="unknown-top-level-field",
         ),
         pytest.param(

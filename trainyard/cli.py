@@ -10,11 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,18 +28,24 @@ from trainyard.config import (
     UnknownTenantError,
     check_manifest_for_tenant,
     dag_id_for_tenant,
+    data_asset_uri,
     load_config,
 )
 from trainyard.jobs import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.manifest import ManifestError, confine_storage_path, parse_manifest
 from trainyard.packaging import PackagingError, upload_directory
 from trainyard.records import JobState, load_record, save_record
+from trainyard.registry import ModelRegistry, ModelVersion, parse_version
 from trainyard.status import TERMINAL_STATES, JobStatus, job_status, read_metrics
 from trainyard.storage import ObjectStore, StorageError, open_store
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Manage data in a tenant's storage.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(
+    help="Model versions of a job, and which one is in production.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 console = Console()
 errors = Console(stderr=True)
 
@@ -304,6 +313,145 @@ def data_upload(
         store = sess.store(tenant)
         keys = upload_directory(store, local_dir, prefix, "LOCAL_DIR")
         console.print(f"uploaded {len(keys)} files to {store.describe()}/{prefix}", highlight=False)
+        announce_new_data(sess, tenant, prefix, len(keys))
+
+
+def announce_new_data(sess: Session, tenant: str, prefix: str, files: int) -> None:
+    """Record an asset event for every data trigger watching `prefix` (or a folder above it).
+
+    The data is safely stored either way; without Airflow, no retraining starts, and we say so.
+    """
+    uploaded = data_asset_uri(tenant, prefix)
+    try:
+        watched = sess.client.assets(uri_pattern=data_asset_uri(tenant, ""))
+        triggered = [a for a in watched if f"{uploaded}/".startswith(f"{a['uri'].rstrip('/')}/")]
+        for asset in triggered:
+            sess.client.record_asset_event(asset["id"], {"path": prefix, "files": files})
+    except (ApiError, httpx.HTTPError) as error:
+        errors.print(
+            f"[yellow]warning:[/yellow] could not tell Airflow about the new data ({error}); "
+            "jobs scheduled on it will not start until data is uploaded again",
+            highlight=False,
+        )
+        return
+    for asset in triggered:
+        console.print(f"new data event for {asset['uri']}: scheduled jobs on it will start")
+
+
+JobNameArgument = Annotated[str, typer.Argument(help="The job's name (the manifest's name).")]
+TenantOption = Annotated[str, typer.Option(help="The tenant the job belongs to.")]
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@models_app.command("list")
+def models_list(job_name: JobNameArgument, tenant: TenantOption) -> None:
+    """List a job's model versions, oldest first; the production one is marked."""
+    with session() as sess:
+        registry = ModelRegistry(sess.store(tenant), job_name)
+        versions = registry.versions()
+        if not versions:
+            console.print(f"job {job_name!r} of tenant {tenant!r} has no model versions yet")
+            return
+        pointer = registry.production_pointer()
+        table = Table(box=None)
+        for column in ("version", "status", "metric", "value", "created (UTC)"):
+            table.add_column(column)
+        table.add_column("job id", no_wrap=True, min_width=max(len(v.job_id) for v in versions))
+        table.add_column("production")
+        for version in versions:
+            marker = ""
+            if pointer is not None and pointer.version == version.version:
+                marker = "yes (manual)" if pointer.manual else "yes"
+            table.add_row(
+                f"v{version.version}",
+                version.status,
+                version.metric,
+                _cell(version.value),
+                _when(version.created_at),
+                version.job_id,
+                marker,
+            )
+        # Wider than the terminal rather than squeeze cells: ids are copied from here.
+        needed = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+        Console(width=max(console.width, needed)).print(table)
+
+
+def _print_version(registry: ModelRegistry, version: ModelVersion) -> None:
+    pointer = registry.production_pointer()
+    live = ""
+    if pointer is not None and pointer.version == version.version:
+        how = "manually, " if pointer.manual else ""
+        live = f", in production ({how}since {_when(pointer.promoted_at)} UTC)"
+    lineage = version.lineage
+    lines = [
+        f"{registry.job_name} v{version.version}: {version.status}{live}",
+        f"  reason: {version.reason or '-'}",
+        f"  {version.metric or 'metric'}: {_cell(version.value) or '-'}",
+        "  metrics: " + ", ".join(f"{k} = {_cell(v)}" for k, v in sorted(version.metrics.items())),
+        f"  job id: {version.job_id} (Airflow run {lineage.airflow_run_id})",
+        f"  created: {_when(version.created_at)} UTC",
+        f"  model: {registry.store.describe()}/{registry.model_prefix(version.version)}",
+        f"  code: {lineage.code_digest}",
+        f"  data: {lineage.data_digest or '-'}",
+        f"  framework: {lineage.framework}" + (f", image {lineage.image}" if lineage.image else ""),
+        f"  parent checkpoint: {_cell(lineage.parent_checkpoint) or '-'}",
+    ]
+    if lineage.data_validation is not None:
+        lines.append(f"  data expectations: {json.dumps(lineage.data_validation, sort_keys=True)}")
+    if lineage.timings:
+        timings = ", ".join(f"{k} {v:g} s" for k, v in lineage.timings.items())
+        lines.append(f"  timings: {timings}")
+    for line in lines:
+        # soft_wrap: digests and keys stay on one line, whole, to be copied.
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@models_app.command("show")
+def models_show(
+    job_name: JobNameArgument,
+    tenant: TenantOption,
+    version: Annotated[
+        str | None, typer.Argument(help="The version (3 or v3); default: the production one.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print version.json.")] = False,
+) -> None:
+    """Show a model version: metrics, status and the reason for it, lineage."""
+    with session() as sess:
+        registry = ModelRegistry(sess.store(tenant), job_name)
+        if version is None:
+            chosen = registry.production()
+            if chosen is None:
+                raise LookupError(
+                    f"job {job_name!r} of tenant {tenant!r} has no production version yet; "
+                    f"`trainyard models list {job_name} --tenant {tenant}` shows its versions"
+                )
+        else:
+            chosen = registry.get(parse_version(version))
+        if as_json:
+            typer.echo(chosen.model_dump_json(indent=2))
+        else:
+            _print_version(registry, chosen)
+
+
+@models_app.command("promote")
+def models_promote(
+    job_name: JobNameArgument,
+    version: Annotated[str, typer.Argument(help="The version to put in production (3 or v3).")],
+    tenant: TenantOption,
+    reason: Annotated[
+        str, typer.Option(help="Why, for the record (stored in the version and the pointer).")
+    ] = "manual override",
+) -> None:
+    """Put a version in production whatever the evaluation gate said; recorded as manual."""
+    with session() as sess:
+        registry = ModelRegistry(sess.store(tenant), job_name)
+        before = registry.production_pointer()
+        promoted = registry.promote(parse_version(version), reason)
+        was = f" (was v{before.version})" if before is not None else ""
+        console.print(f"{job_name} v{promoted.version} is now in production{was}", highlight=False)
 
 
 def main() -> None:

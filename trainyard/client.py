@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
+DEFAULT_CONNECT_RETRY_SECONDS = 20.0
 
 
 class ApiError(Exception):
@@ -31,23 +32,20 @@ class ApiSettings:
     url: str
     username: str
     password: str
+    connect_retry_seconds: float = DEFAULT_CONNECT_RETRY_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ApiSettings:
-        """TRAINYARD_API_URL, TRAINYARD_USERNAME and TRAINYARD_PASSWORD."""
+        """TRAINYARD_API_URL, TRAINYARD_USERNAME, TRAINYARD_PASSWORD and
+        TRAINYARD_API_RETRY_SECONDS (how long to retry an unreachable API server)."""
         return cls(
             url=env.get("TRAINYARD_API_URL", DEFAULT_API_URL).rstrip("/"),
             username=env.get("TRAINYARD_USERNAME", "admin"),
             password=env.get("TRAINYARD_PASSWORD", "admin"),
+            connect_retry_seconds=float(
+                env.get("TRAINYARD_API_RETRY_SECONDS", DEFAULT_CONNECT_RETRY_SECONDS)
+            ),
         )
-
-
-_retry_connection = retry(
-    retry=retry_if_exception_type(httpx.TransportError),
-    wait=wait_exponential(multiplier=0.5, max=5),
-    stop=stop_after_delay(30),
-    reraise=True,
-)
 
 
 class AirflowClient:
@@ -59,7 +57,6 @@ class AirflowClient:
     def close(self) -> None:
         self._http.close()
 
-    @_retry_connection
     def _login(self) -> str:
         response = self._http.post(
             "/auth/token",
@@ -81,15 +78,27 @@ class AirflowClient:
         headers = {**headers, "Authorization": f"Bearer {self._token}"}
         return self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
 
-    @_retry_connection
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> Any:
-        """Send an authenticated request to /api/v2 and return the decoded JSON body."""
-        response = self._send(method, path, headers or {}, **kwargs)
+        """Send an authenticated request to /api/v2 and return the decoded JSON body.
+
+        Connection failures are retried for `connect_retry_seconds`, so a call survives an
+        API server restart.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(httpx.TransportError),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            stop=stop_after_delay(self.settings.connect_retry_seconds),
+            reraise=True,
+        )
+        return retrying(self._request, method, path, headers or {}, **kwargs)
+
+    def _request(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
+        response = self._send(method, path, headers, **kwargs)
         if response.status_code == 401:  # the token expired: log in again, once
             self._token = None
-            response = self._send(method, path, headers or {}, **kwargs)
+            response = self._send(method, path, headers, **kwargs)
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -118,6 +127,15 @@ class AirflowClient:
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
+
+    def assets(self, uri_pattern: str) -> list[dict[str, Any]]:
+        result = self.request("GET", "/assets", params={"uri_pattern": uri_pattern, "limit": 1000})
+        assets: list[dict[str, Any]] = result["assets"]
+        return assets
+
+    def record_asset_event(self, asset_id: int, extra: dict[str, Any]) -> None:
+        """Tell Airflow an asset changed: DAGs scheduled on it start a run."""
+        self.request("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")

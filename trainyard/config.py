@@ -7,6 +7,7 @@ paths in the file are relative to the file, so a config works from any working d
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from trainyard.manifest import (
     JobManifest,
     ManifestError,
     Seconds,
+    parse_manifest,
     validation_problems,
 )
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
@@ -87,12 +89,17 @@ class TrainyardConfig(BaseModel):
 
     learner_backend: Literal["local"] = "local"
     work_dir: Path = Field(description="scratch directory of local learners")
+    jobs_dir: Path | None = Field(
+        default=None,
+        description="folder of scheduled job manifests, one subfolder per tenant "
+        "(<jobs_dir>/<tenant>/<job>.yaml); each becomes its own DAG",
+    )
     tenants: list[TenantConfig] = Field(min_length=1)
 
-    @field_validator("work_dir", mode="after")
+    @field_validator("work_dir", "jobs_dir", mode="after")
     @classmethod
-    def _resolve_work_dir(cls, work_dir: Path, info: ValidationInfo) -> Path:
-        return _resolve(work_dir, info)
+    def _resolve_dirs(cls, directory: Path | None, info: ValidationInfo) -> Path | None:
+        return None if directory is None else _resolve(directory, info)
 
     @field_validator("tenants", mode="after")
     @classmethod
@@ -165,3 +172,63 @@ def check_manifest_for_tenant(manifest: JobManifest, config: TrainyardConfig) ->
 def dag_id_for_tenant(tenant: str) -> str:
     """The id of a tenant's training DAG: `trainyard_<tenant>`, with '-' written as '_'."""
     return f"trainyard_{tenant.replace('-', '_')}"
+
+
+def dag_id_for_job(tenant: str, job_name: str) -> str:
+    """The id of a scheduled job's own DAG: `trainyard_<tenant>__<job>`."""
+    return f"{dag_id_for_tenant(tenant)}__{job_name.replace('-', '_')}"
+
+
+def data_asset_uri(tenant: str, path: str) -> str:
+    """The Airflow asset that stands for new data under `path` of a tenant's storage."""
+    return f"trainyard://{tenant}/{path}"
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A scheduled job manifest file: the manifest, or why it cannot be used."""
+
+    tenant: str
+    path: Path
+    manifest: JobManifest | None
+    error: str | None = None
+
+    @property
+    def dag_id(self) -> str:
+        job_name = self.manifest.name if self.manifest else self.path.stem
+        return dag_id_for_job(self.tenant, job_name)
+
+
+def scheduled_jobs(config: TrainyardConfig) -> list[ScheduledJob]:
+    """Every manifest in `<jobs_dir>/<tenant>/`, each validated on its own.
+
+    A broken file does not hide the others: it comes back with its error (naming the field),
+    so the DAG factory can show it where the tenant looks.
+    """
+    if config.jobs_dir is None:
+        return []
+    jobs = []
+    for tenant in config.tenants:
+        folder = config.jobs_dir / tenant.name
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
+            try:
+                manifest = parse_manifest(path.read_text())
+                _check_scheduled(manifest, tenant.name, config)
+            except (ManifestError, OSError) as error:
+                jobs.append(ScheduledJob(tenant.name, path, None, f"{path.name}: {error}"))
+            else:
+                jobs.append(ScheduledJob(tenant.name, path, manifest))
+    return jobs
+
+
+def _check_scheduled(manifest: JobManifest, tenant: str, config: TrainyardConfig) -> None:
+    problems = []
+    if manifest.tenant != tenant:
+        problems.append(("tenant", f"must be {tenant!r}, the tenant whose folder holds the file"))
+    if manifest.schedule is None:
+        problems.append(("schedule", "a scheduled job needs a cron expression or on_new_data"))
+    if manifest.code.uri is None:
+        problems.append(("code", "scheduled jobs run code from the tenant's storage: set code.uri"))
+    if problems:
+        raise ManifestError(problems)
+    check_manifest_for_tenant(manifest, config)

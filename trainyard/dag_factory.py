@@ -1,37 +1,60 @@
-"""Builds the training DAGs: one per tenant, all with the same tasks.
+"""Builds the training DAGs: one per tenant, plus one per scheduled job manifest.
 
-validate -> stage_data -> learner -> commit -> evaluate. The learner retries platform faults
-with exponential backoff and resumes from the newest committed checkpoint; user errors fail at
-once (the operators raise AirflowFailException for them).
+Every DAG has the same tasks: validate -> stage_data -> learner -> commit -> evaluate ->
+register_model. The learner retries platform faults with exponential backoff and resumes from
+the newest committed checkpoint; user errors fail at once (the operators raise
+AirflowFailException for them). A scheduled job that cannot be built gets a DAG that says why,
+so one broken manifest never hides the tenant's other DAGs.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Asset, Param
 
 from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator
+from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy
 from operators.stage_data import StageDataOperator
-from operators.validate import ValidateJobOperator
-from trainyard.config import TenantConfig, TrainyardConfig, dag_id_for_tenant, load_config
+from operators.validate import InvalidJobOperator, ValidateJobOperator
+from trainyard.config import (
+    ScheduledJob,
+    TenantConfig,
+    TrainyardConfig,
+    dag_id_for_tenant,
+    data_asset_uri,
+    load_config,
+    scheduled_jobs,
+)
+from trainyard.manifest import DataTrigger, JobManifest
 from trainyard.submission import example_manifest
+
+log = logging.getLogger(__name__)
 
 LEARNER_RETRY_POLICY = LearnerRetryPolicy(platform_retries=3, preemption_retries=10)
 STORAGE_RETRIES = 3
+START_DATE = datetime(2026, 1, 1)
 
-DAG_DOC = """
+TENANT_DOC = """
 ### Trainyard training jobs of tenant `{tenant}`
 
 Each run trains one job. Trigger it with the form (edit the manifest, or override a common
 field), with `trainyard submit job.yaml`, or with
 `POST /api/v2/dags/{dag_id}/dagRuns` and `{{"conf": {{"manifest": {{...}}}}}}`.
 Follow it with `trainyard status <job-id>`; the job id is the XCom of the `validate` task.
+"""
+JOB_DOC = """
+### Scheduled Trainyard job `{job}` of tenant `{tenant}`
+
+Retrains `{job}` {when}, from the manifest `{path}`. Every successful run is a model version
+(`trainyard models list {job} --tenant {tenant}`); only a better model is promoted.
 """
 
 
@@ -46,17 +69,14 @@ def _optional(kind: str, title: str, description: str, **schema: Any) -> Param:
     )
 
 
-def trigger_params(tenant: str) -> dict[str, Param]:
+def trigger_params(manifest: dict[str, Any]) -> dict[str, Param]:
     """The trigger form: the whole manifest plus the fields people change most often."""
     return {
         "manifest": Param(
-            example_manifest(tenant),
+            manifest,
             type="object",
             title="Job manifest",
-            description=(
-                "The job manifest (JSON). The default trains the digits example from "
-                "examples/pytorch-digits in this tenant's storage."
-            ),
+            description="The job manifest (JSON). The default is this DAG's usual job.",
         ),
         "job_name": _optional("string", "Job name", "Overrides name."),
         "command": _optional("string", "Command", "Overrides command."),
@@ -68,18 +88,34 @@ def trigger_params(tenant: str) -> dict[str, Param]:
     }
 
 
-def build_tenant_dag(tenant: TenantConfig) -> DAG:
-    dag_id = dag_id_for_tenant(tenant.name)
+def data_asset(tenant: str, path: str) -> Asset:
+    """The asset that stands for new data under `path` of a tenant's storage.
+
+    `trainyard data upload` (or anyone, through the REST API) records an event on it.
+    """
+    return Asset(name=f"{tenant}:{path}", uri=data_asset_uri(tenant, path))
+
+
+def _training_dag(
+    dag_id: str,
+    tenant: TenantConfig,
+    *,
+    manifest: dict[str, Any],
+    schedule: str | Sequence[Asset] | None,
+    description: str,
+    doc_md: str,
+    tags: list[str],
+) -> DAG:
     with DAG(
         dag_id=dag_id,
-        description=f"Trainyard training jobs of tenant {tenant.name}",
-        schedule=None,
-        start_date=datetime(2026, 1, 1),
+        description=description,
+        schedule=schedule,
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=tenant.max_running_jobs,
-        params=trigger_params(tenant.name),
-        tags=["trainyard", f"tenant:{tenant.name}"],
-        doc_md=DAG_DOC.format(tenant=tenant.name, dag_id=dag_id),
+        params=trigger_params(manifest),
+        tags=["trainyard", f"tenant:{tenant.name}", *tags],
+        doc_md=doc_md,
         default_args={
             "retries": STORAGE_RETRIES,
             "retry_delay": timedelta(seconds=5),
@@ -100,11 +136,71 @@ def build_tenant_dag(tenant: TenantConfig) -> DAG:
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
         evaluate = EvaluateModelOperator(task_id="evaluate", tenant=tenant.name, job_id=job_id)
-        stage >> learner >> commit >> evaluate
+        register = RegisterModelOperator(
+            task_id="register_model", tenant=tenant.name, job_id=job_id
+        )
+        stage >> learner >> commit >> evaluate >> register
+    return dag
+
+
+def build_tenant_dag(tenant: TenantConfig) -> DAG:
+    dag_id = dag_id_for_tenant(tenant.name)
+    return _training_dag(
+        dag_id,
+        tenant,
+        manifest=example_manifest(tenant.name),
+        schedule=None,
+        description=f"Trainyard training jobs of tenant {tenant.name}",
+        doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
+        tags=[],
+    )
+
+
+def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest) -> DAG:
+    """The DAG of one scheduled job: cron-driven, or driven by new data under a path."""
+    trigger = manifest.schedule
+    schedule: str | list[Asset]
+    if isinstance(trigger, DataTrigger):
+        schedule = [data_asset(tenant.name, trigger.on_new_data)]
+        when = f"whenever new data is registered under `{trigger.on_new_data}`"
+    else:
+        assert trigger is not None  # scheduled_jobs() only returns manifests with a schedule
+        schedule, when = trigger, f"on the schedule `{trigger}`"
+    return _training_dag(
+        job.dag_id,
+        tenant,
+        manifest=manifest.model_dump(mode="json"),
+        schedule=schedule,
+        description=f"Scheduled job {manifest.name} of tenant {tenant.name}",
+        doc_md=JOB_DOC.format(job=manifest.name, tenant=tenant.name, when=when, path=job.path.name),
+        tags=["scheduled"],
+    )
+
+
+def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
+    """Stands in for a scheduled job whose manifest is broken: the error is what users see."""
+    message = f"invalid scheduled job manifest {job.error}"
+    log.error("%s", message)
+    with DAG(
+        dag_id=job.dag_id,
+        description=message[:200],
+        schedule=None,
+        start_date=START_DATE,
+        tags=["trainyard", f"tenant:{tenant.name}", "invalid"],
+        doc_md=f"### This scheduled job cannot run\n\n```\n{message}\n```\n",
+    ) as dag:
+        InvalidJobOperator(task_id="invalid_manifest", message=message)
     return dag
 
 
 def tenant_dags(config: TrainyardConfig | None = None) -> dict[str, DAG]:
-    """Every tenant's training DAG by dag_id, from the deployment config."""
+    """Every training DAG of the deployment, by dag_id."""
     config = config or load_config()
-    return {dag_id_for_tenant(t.name): build_tenant_dag(t) for t in config.tenants}
+    dags = {dag_id_for_tenant(t.name): build_tenant_dag(t) for t in config.tenants}
+    for job in scheduled_jobs(config):
+        tenant = config.tenant(job.tenant)
+        if job.manifest is None:
+            dags[job.dag_id] = build_invalid_job_dag(tenant, job)
+        else:
+            dags[job.dag_id] = build_scheduled_dag(tenant, job, job.manifest)
+    return dags

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -207,6 +208,51 @@ class EvaluationSpec(_Strict):
     metric: NonEmptyStr
     threshold: float | None = None
     higher_is_better: bool = True
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="how much better than the production version a new model must be to replace it",
+    )
+
+
+#: Airflow's cron presets (`@daily`, ...) besides five-field cron expressions.
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+_CRON_HINT = "use a cron expression such as '0 3 * * *' or a preset (@hourly, @daily, ...)"
+
+
+def _check_cron(value: str) -> str:
+    from croniter import croniter
+
+    if value in CRON_PRESETS or (len(value.split()) == 5 and croniter.is_valid(value)):
+        return value
+    raise ValueError(f"invalid schedule {value!r}: {_CRON_HINT}")
+
+
+class DataTrigger(_Strict):
+    """Retrain whenever new data is registered under this path of the tenant's storage."""
+
+    on_new_data: StoragePath
+
+
+def _parse_schedule(value: Any) -> str | DataTrigger:
+    """A cron expression or preset, or `{on_new_data: <path>}`; errors name `schedule` only."""
+    if isinstance(value, DataTrigger):
+        return value
+    if isinstance(value, str):
+        return _check_cron(value)
+    if isinstance(value, Mapping) and set(value) == {"on_new_data"}:
+        return DataTrigger(on_new_data=confine_storage_path(str(value["on_new_data"])))
+    raise ValueError(
+        f"invalid schedule {value!r}: {_CRON_HINT}, or a data trigger "
+        "{on_new_data: <path in the tenant's storage>}"
+    )
+
+
+Schedule = Annotated[
+    str | DataTrigger,
+    PlainValidator(_parse_schedule),
+    PlainSerializer(lambda value: value.model_dump() if isinstance(value, DataTrigger) else value),
+]
 
 
 class RetrySpec(_Strict):
@@ -233,6 +279,11 @@ class JobManifest(_Strict):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     evaluation: EvaluationSpec | None = None
     retries: RetrySpec = Field(default_factory=RetrySpec)
+    schedule: Schedule | None = Field(
+        default=None,
+        description="retrain on a cron schedule or when new data lands; only for manifests in "
+        "the deployment's scheduled-jobs folder",
+    )
     watchdog: Seconds | None = Field(
         default=None,
         description="stop training as hung after this long without a new metric row or "

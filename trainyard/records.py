@@ -38,6 +38,7 @@ class AttemptInfo(BaseModel):
     attempt: int
     failure_class: str | None = None
     message: str = ""
+    started_at: datetime
     ended_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -56,6 +57,10 @@ class JobRecord(BaseModel):
     final_step: int | None = None
     evaluation: dict[str, Any] | None = None
     attempts: list[AttemptInfo] = Field(default_factory=list)
+    code_digest: str | None = None
+    data_digest: str | None = None
+    data_validation: dict[str, Any] | None = None
+    model_version: int | None = None
 
     def count_attempts(self, *failure_classes: str) -> int:
         """How many recorded learner attempts ended with one of `failure_classes`."""

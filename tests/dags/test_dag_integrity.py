@@ -57,5 +57,6 @@ def test_dagbag_has_one_training_dag_per_tenant_and_no_import_errors() -> None:
             "learner",
             "commit",
             "evaluate",
+            "register_model",
         ]
         assert set(dag.params.keys()) >= {"manifest", "command", "gpus", "memory"}

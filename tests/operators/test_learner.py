@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import yaml
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.evaluate import EvaluateModelOperator
@@ -320,9 +322,9 @@ def test_user_errors_are_retried_only_as_often_as_the_manifest_opts_in(config_di
     operator = LearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
 
     with pytest.raises(AirflowException) as first:
-        operator.run_learners(failing, {"ti": SimpleNamespace(try_number=1)})
+        operator.run_learners(failing, cast(Context, {"ti": SimpleNamespace(try_number=1)}))
     assert not isinstance(first.value, AirflowFailException)
     assert isinstance(first.value.__cause__, UserError)
     with pytest.raises(AirflowFailException) as second:
-        operator.run_learners(failing, {"ti": SimpleNamespace(try_number=2)})
+        operator.run_learners(failing, cast(Context, {"ti": SimpleNamespace(try_number=2)}))
     assert "flaky" in str(second.value)

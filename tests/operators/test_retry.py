@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +13,7 @@ from trainyard.failures import Hang, PlatformFault, Preemption, TrainyardFailure
 from trainyard.records import AttemptInfo, JobRecord, save_record
 from trainyard.storage.local import LocalStore
 
+STARTED = datetime(2026, 11, 24, tzinfo=UTC)
 POLICY = LearnerRetryPolicy(
     platform_retries=3, preemption_retries=2, base_delay=timedelta(seconds=5)
 )
@@ -60,9 +61,9 @@ def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore)
         dag_run_id=job_id,
         manifest={},
         attempts=[
-            AttemptInfo(attempt=1, failure_class="preemption"),
-            AttemptInfo(attempt=2, failure_class="preemption"),
-            AttemptInfo(attempt=3, failure_class="platform_fault"),
+            AttemptInfo(attempt=1, failure_class="preemption", started_at=STARTED),
+            AttemptInfo(attempt=2, failure_class="preemption", started_at=STARTED),
+            AttemptInfo(attempt=3, failure_class="platform_fault", started_at=STARTED),
         ],
     )
     save_record(local_store, record)

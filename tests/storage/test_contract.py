@@ -195,6 +195,10 @@ def test_invalid_keys_are_rejected(store: ObjectStore, key: str, tmp_path: Path)
         store.exists(key)
     with pytest.raises(InvalidKey):
         store.delete(key)
+    with pytest.raises(InvalidKey):
+        store.read_with_token(key)
+    with pytest.raises(InvalidKey):
+        store.write_if(key, b"1", None)
     if key:  # '' is the whole store as a prefix
         with pytest.raises(InvalidKey):
             list(store.list(key))
@@ -223,6 +227,66 @@ def test_unusual_keys_round_trip(store: ObjectStore, key: str) -> None:
     assert store.exists(key)
     store.delete(key)
     assert keys(store) == []
+
+
+# Conditional writes
+
+
+def test_write_if_absent_creates_once(store: ObjectStore) -> None:
+    assert store.write_if("cas/x", b"first", None)
+    assert not store.write_if("cas/x", b"second", None)
+    assert store.get_bytes("cas/x") == b"first"
+    assert keys(store) == ["cas/x"], "no lock or temp files show"
+
+
+def test_write_if_with_a_stale_token_leaves_the_value(store: ObjectStore) -> None:
+    store.put_bytes("cas/x", b"one")
+    data, token = store.read_with_token("cas/x")
+    assert data == b"one"
+    assert store.write_if("cas/x", b"two", token)
+    data, newer = store.read_with_token("cas/x")
+    assert (data, newer != token) == (b"two", True)
+
+    assert not store.write_if("cas/x", b"three", token)
+    assert not store.write_if("cas/x", b"three", None)
+    assert store.get_bytes("cas/x") == b"two"
+    assert store.write_if("cas/x", b"three", newer)
+    assert store.get_bytes("cas/x") == b"three"
+
+
+def test_write_if_on_a_deleted_object_is_a_conflict(store: ObjectStore) -> None:
+    store.put_bytes("cas/x", b"one")
+    _, token = store.read_with_token("cas/x")
+    store.delete("cas/x")
+    assert not store.write_if("cas/x", b"two", token)
+    assert not store.exists("cas/x")
+    with pytest.raises(ObjectNotFound):
+        store.read_with_token("cas/x")
+
+
+def test_racing_compare_and_swap_loses_no_update(store: ObjectStore) -> None:
+    store.put_bytes("counter", b"0")
+
+    def increment(times: int) -> None:
+        for _ in range(times):
+            while True:  # the CAS loop every caller of write_if runs
+                data, token = store.read_with_token("counter")
+                if store.write_if("counter", str(int(data) + 1).encode(), token):
+                    break
+
+    threads = [threading.Thread(target=increment, args=(20,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get_bytes("counter") == b"40"
+
+
+def test_a_conditionally_written_folder_can_become_an_object(store: ObjectStore) -> None:
+    assert store.write_if("step/data", b"1", None)
+    store.delete("step/data")
+    store.put_bytes("step", b"now an object")
+    assert list(store.list()) == [ObjectInfo("step", 13)]
 
 
 # LocalStore
@@ -266,6 +330,24 @@ def test_local_writes_leave_no_temp_files_and_list_skips_crashed_ones(
     assert keys(local_store) == ["a/x"]
     with pytest.raises(InvalidKey, match="reserved"):
         local_store.put_bytes(f"a/y{TMP_SUFFIX}", b"1")
+
+
+def test_local_compare_and_swap_holds_across_processes(local_store: LocalStore) -> None:
+    local_store.put_bytes("counter", b"0")
+    code = (
+        "import sys; from pathlib import Path; from trainyard.storage.local import LocalStore\n"
+        "store = LocalStore(Path(sys.argv[1]))\n"
+        "for _ in range(20):\n"
+        "    while True:\n"
+        "        data, token = store.read_with_token('counter')\n"
+        "        if store.write_if('counter', str(int(data) + 1).encode(), token):\n"
+        "            break\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, str(local_store.root)]) for _ in range(3)
+    ]
+    assert [worker.wait(timeout=60) for worker in workers] == [0, 0, 0]
+    assert local_store.get_bytes("counter") == b"60"
 
 
 def test_local_describe_is_the_directory(tmp_path: Path) -> None:

@@ -37,17 +37,24 @@ class Deployment:
     stores: dict[str, ObjectStore]
 
     def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
-        """The example's manifest for `tenant` with `changes` applied (nested dicts merge)."""
+        """The example's manifest for `tenant` with `changes` applied (nested dicts merge,
+        except `code`, which is replaced), written to `file_name` under the root."""
         manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
-        manifest.update(tenant=tenant, code={"path": str(EXAMPLE)})
+        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(EXAMPLE)}))
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(manifest.get(key), dict):
                 manifest[key].update(value)
             else:
                 manifest[key] = value
         path = self.root / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(manifest))
         return path
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where scheduled job manifests go: <jobs_dir>/<tenant>/<job>.yaml."""
+        return self.root / "jobs"
 
     def submit(self, manifest: Path) -> str:
         """Submit with the CLI (without waiting); return the job id."""
@@ -63,6 +70,7 @@ def write_config(root: Path, s3_server: S3Server) -> Path:
             {
                 "learner_backend": "local",
                 "work_dir": str(root / "work"),
+                "jobs_dir": str(root / "jobs"),
                 "tenants": [
                     {"name": "acme", "storage": acme_storage},
                     {"name": "globex", "storage": {"kind": "local", "root": str(root / "globex")}},

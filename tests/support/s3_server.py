@@ -24,6 +24,7 @@ from trainyard.storage.s3 import RetryPolicy
 HOST = "127.0.0.1"
 ACCESS_KEY = "trainyard-test"  # moto accepts any credentials
 SECRET_KEY = "trainyard-test-secret"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # For stores in tests: a fault shows up within a second instead of after production's 20 s.
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.05, max_wait=0.2, deadline=1.0)
 
@@ -153,7 +154,9 @@ def running_s3_server(log_dir: Path) -> Iterator[S3Server]:
     log = log_dir / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            # moto's server with conditional writes made atomic, as on S3 and MinIO.
+            [sys.executable, "-m", "tests.support.moto_server", "-H", HOST, "-p", str(port)],
+            cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -96,6 +96,25 @@ class ObjectStore(ABC):
     def describe(self) -> str:
         """Where the data lives, for people (e.g. 's3://bucket/prefix' or a directory)."""
 
+    # Conditional writes: racing writers (two runs promoting a model) need no lock server.
+
+    @abstractmethod
+    def read_with_token(self, key: str) -> tuple[bytes, str]:
+        """Read `key` with an opaque version token for `write_if`; ObjectNotFound if absent.
+
+        The token identifies the content: a rewrite with identical bytes may keep it.
+        """
+
+    @abstractmethod
+    def write_if(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        """Write `data` at `key` only if it still holds the version `expected_token` (None:
+        only if `key` does not exist); return False, writing nothing, on a conflict.
+
+        Callers loop: re-read with `read_with_token`, decide again, retry. After a transient
+        fault a retried write may report a conflict with its own first try, so the re-read
+        must recognise that (the object holds what the caller meant to write).
+        """
+
     # Conveniences built on the primitives above: backends need not override them.
 
     def exists(self, key: str) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +29,50 @@ from trainyard.storage.base import (
 TMP_SUFFIX = ".trainyard-tmp"
 _CHUNK = 1 << 20
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _lock_path(target: Path) -> Path:
+    """The lock file of conditional writes to `target`: hidden from `list` by TMP_SUFFIX, and
+    never a temp file's name (those carry 12 hex digits). Names sharing their first 100
+    characters share a lock, which only serialises them more."""
+    return target.with_name(f".{target.name[:100]}.lock{TMP_SUFFIX}")
+
+
+@contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold the exclusive fcntl lock of `target` (processes and threads alike).
+
+    `delete` unlinks the lock file while holding it, so a waiter may end up locking an
+    unlinked file: it checks that the path still names the file it locked, else tries again.
+    """
+    lock = _lock_path(target)
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a delete removed the emptied folder meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _token(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write(target: Path, source: BinaryIO) -> None:
@@ -103,6 +150,27 @@ class LocalStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._object_path(key).is_file()
 
+    def read_with_token(self, key: str) -> tuple[bytes, str]:
+        # No lock needed: writes replace the file atomically, and the token is derived from
+        # exactly the bytes returned.
+        data = self.get_bytes(key)
+        return data, _token(data)
+
+    def write_if(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        path = self._object_path(key)
+        try:
+            with _locked(path):
+                try:
+                    current: str | None = _token(path.read_bytes())
+                except _MISSING:
+                    current = None
+                if current != expected_token:
+                    return False
+                self._write(key, io.BytesIO(data))
+                return True
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} in {self.root}: {exc}") from exc
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         top = self._path(prefix) if prefix else self.root
         found = []
@@ -122,7 +190,14 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         path = self._object_path(key)
         try:
-            path.unlink()
+            if _lock_path(path).exists():
+                # A key written with write_if: drop its lock file too, or the folder could
+                # never be removed, but only while holding it, so no writer is inside.
+                with _locked(path):
+                    path.unlink(missing_ok=True)
+                    _lock_path(path).unlink()
+            else:
+                path.unlink()
         except _MISSING:
             return
         except OSError as exc:

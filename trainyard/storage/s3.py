@@ -22,6 +22,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import DictType
 from tenacity import (
     Retrying,
     before_sleep_log,
@@ -50,6 +51,10 @@ T = TypeVar("T")
 # minio is 5 retries with 5-minute timeouts).
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
+
+# A conditional PUT lost: the object changed (412), or a concurrent conditional write to it
+# was in flight (409).
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,41 @@ class S3Store(ObjectStore):
                 response.release_conn()
 
         return self._call(f"read {key!r}", read)
+
+    def read_with_token(self, key: str) -> tuple[bytes, str]:
+        name = self._name(key)
+
+        def read() -> tuple[bytes, str]:
+            response = self.client.get_object(self.bucket, name)
+            try:
+                # The ETag of the same response, so it belongs to exactly these bytes.
+                return response.read(), str(response.headers["ETag"])
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(f"read {key!r}", read)
+
+    def write_if(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        name = self._name(key)
+        condition = (
+            {"If-None-Match": "*"} if expected_token is None else {"If-Match": expected_token}
+        )
+        headers: DictType = {"Content-Type": "application/octet-stream", **condition}
+
+        def put() -> bool:
+            try:
+                # One PutObject with raw headers: the public put_object would send them as
+                # user metadata (x-amz-meta-*). Conditional objects are small, never multipart.
+                self.client._put_object(self.bucket, name, data, headers)
+            except S3Error as exc:
+                gone = expected_token is not None and exc.code == "NoSuchKey"
+                if exc.code in _CONFLICT_CODES or gone:
+                    return False
+                raise
+            return True
+
+        return self._call(f"write {key!r} conditionally", put)
 
     def put_file(self, key: str, path: Path) -> None:
         name = self._name(key)

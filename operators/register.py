@@ -1,0 +1,75 @@
+"""Last task of a training run: the model becomes a version, and the gate decides promotion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.sdk import Context
+from trainyard.registry import ModelRegistry
+
+from operators.base import TrainyardOperator, classified_failures
+from trainyard.evaluation import check_threshold
+from trainyard.failures import PlatformFault
+from trainyard.lineage import Lineage
+from trainyard.manifest import JobManifest
+from trainyard.records import JobRecord, JobState, update_record
+
+
+def lineage_of(record: JobRecord, manifest: JobManifest) -> Lineage:
+    """What the model was made from, as the earlier tasks recorded it."""
+    training = sum((a.ended_at - a.started_at).total_seconds() for a in record.attempts)
+    return Lineage(
+        job_id=record.job_id,
+        airflow_run_id=record.dag_run_id,
+        manifest=record.manifest,
+        code_digest=record.code_digest or "",
+        data_digest=record.data_digest,
+        data_validation=record.data_validation,
+        framework=f"{manifest.framework.name.value} {manifest.framework.version}",
+        image=manifest.framework.image,
+        parent_checkpoint=record.final_step,
+        timings={
+            "training": round(training, 3),
+            "total": round((datetime.now(UTC) - record.created_at).total_seconds(), 3),
+        },
+    )
+
+
+class RegisterModelOperator(TrainyardOperator):
+    """Store the committed model as `models/<job-name>/v<N>/` and promote it only if better.
+
+    A model below the manifest's threshold is kept as a rejected version and fails the job.
+    Returns the version number (XCom).
+    """
+
+    def execute(self, context: Context) -> int:
+        record, manifest = self.load_job()
+        spec = manifest.evaluation
+        metrics = record.evaluation or {}
+        registry = ModelRegistry(self.store, manifest.name)
+        with classified_failures():
+            if record.model_key is None:
+                raise PlatformFault("the job has no committed model", "clear the commit task")
+            version = registry.register(
+                job_id=self.job_id,
+                results_prefix=record.model_key,
+                metrics=metrics,
+                metric=spec.metric if spec else "",
+                lineage=lineage_of(record, manifest),
+            )
+            if spec is None:
+                version = registry.promote(version.version, "no evaluation: the newest model")
+            else:
+                version = registry.decide(version, spec)
+            update_record(self.store, self.job_id, model_version=version.version)
+            self.log.info(
+                "model %s v%d %s: %s",
+                manifest.name,
+                version.version,
+                version.status,
+                version.reason,
+            )
+            if spec is not None:
+                check_threshold(spec, metrics)
+        update_record(self.store, self.job_id, state=JobState.SUCCEEDED)
+        return version.version

@@ -1,0 +1,93 @@
+"""The DAG factory: one DAG per tenant and per scheduled job; a broken manifest fails alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import Asset, AssetAll, Context, CronTriggerTimetable
+from airflow.sdk.exceptions import AirflowFailException
+
+from trainyard.airflow_env import REPO_ROOT
+from trainyard.config import CONFIG_ENV, load_config
+from trainyard.dag_factory import tenant_dags
+
+JOB: dict[str, Any] = {
+    "name": "nightly",
+    "tenant": "acme",
+    "framework": {"name": "pytorch", "version": "2.13"},
+    "code": {"uri": "examples/pytorch-digits"},
+    "command": "python train.py",
+    "schedule": "0 3 * * *",
+}
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = {
+        "work_dir": "work",
+        "jobs_dir": "jobs",
+        "tenants": [
+            {"name": "acme", "storage": {"kind": "local", "root": "storage/acme"}},
+            {"name": "globex", "storage": {"kind": "local", "root": "storage/globex"}},
+        ],
+    }
+    jobs = {
+        "acme/nightly.yaml": JOB,
+        "acme/on-data.yaml": {**JOB, "name": "on-data", "schedule": {"on_new_data": "inbox"}},
+        "acme/broken.yaml": {**JOB, "name": "broken", "schedule": "every day"},
+        "globex/stray.yaml": {**JOB, "name": "stray"},  # names tenant acme in globex's folder
+    }
+    for name, manifest in jobs.items():
+        (tmp_path / "jobs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "jobs" / name).write_text(yaml.safe_dump(manifest))
+    path = tmp_path / "trainyard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    return path
+
+
+def test_each_scheduled_manifest_is_its_own_dag(config_file: Path) -> None:
+    dags = tenant_dags(load_config(config_file))
+
+    nightly = dags["trainyard_acme__nightly"]
+    assert isinstance(nightly.timetable, CronTriggerTimetable)
+    assert nightly.timetable.expression == "0 3 * * *"
+    assert nightly.params["manifest"]["name"] == "nightly"
+    on_data = dags["trainyard_acme__on_data"].timetable.asset_condition
+    assert isinstance(on_data, AssetAll)
+    assert list(on_data.objects) == [Asset(name="acme:inbox", uri="trainyard://acme/inbox")]
+    assert {"trainyard_acme", "trainyard_globex"} <= set(dags)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "field"),
+    [
+        pytest.param("trainyard_acme__broken", "schedule", id="bad-cron"),
+        pytest.param("trainyard_globex__stray", "tenant", id="wrong-tenant-folder"),
+    ],
+)
+def test_a_broken_manifest_gets_a_dag_that_names_the_field(
+    config_file: Path, dag_id: str, field: str
+) -> None:
+    dag = tenant_dags(load_config(config_file))[dag_id]
+
+    assert "invalid" in dag.tags
+    assert f"{field}:" in (dag.description or "")
+    [task] = dag.tasks
+    with pytest.raises(AirflowFailException, match=field):
+        task.execute(context=cast(Context, {}))  # type: ignore[union-attr]
+
+
+def test_the_dag_file_loads_without_import_errors_despite_broken_manifests(
+    config_file: Path,
+) -> None:
+    bag = DagBag(dag_folder=REPO_ROOT / "dags")
+
+    assert bag.import_errors == {}
+    assert {"trainyard_acme", "trainyard_acme__nightly", "trainyard_acme__broken"} <= set(
+        bag.dag_ids
+    )
