@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import Context
-from trainyard.registry import ModelRegistry
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.evaluation import check_threshold
@@ -13,6 +12,7 @@ from trainyard.failures import PlatformFault
 from trainyard.lineage import Lineage
 from trainyard.manifest import JobManifest
 from trainyard.records import JobRecord, JobState, update_record
+from trainyard.registry import ModelRegistry
 
 
 def lineage_of(record: JobRecord, manifest: JobManifest) -> Lineage:
@@ -57,10 +57,7 @@ class RegisterModelOperator(TrainyardOperator):
                 metric=spec.metric if spec else "",
                 lineage=lineage_of(record, manifest),
             )
-            if spec is None:
-                version = registry.promote(version.version, "no evaluation: the newest model")
-            else:
-                version = registry.decide(version, spec)
+            version = registry.decide(version, spec)
             update_record(self.store, self.job_id, model_version=version.version)
             self.log.info(
                 "model %s v%d %s: %s",

@@ -202,6 +202,23 @@ def test_manual_promotion_is_recorded(store: ObjectStore, publish: Callable[[str
     assert run(registry, publish, "j3", 0.92, spec()).status == "promoted"
 
 
+def test_without_evaluation_the_newest_version_is_production(
+    store: ObjectStore, publish: Callable[[str], str]
+) -> None:
+    registry = ModelRegistry(store, JOB)
+    first = registry.register("j1", publish("j1"), {}, "", lineage("j1"))
+    second = registry.register("j2", publish("j2"), {}, "", lineage("j2"))
+
+    assert registry.decide(second, None).status == "promoted"
+    late = registry.decide(first, None)  # an older run finishing last must not win
+
+    assert late.status == "rejected"
+    assert "newer v2" in late.reason
+    pointer = registry.production_pointer()
+    assert pointer is not None
+    assert (pointer.version, pointer.manual) == (2, False)
+
+
 def test_unknown_versions_raise_lookup_errors_naming_job_and_version(
     store: ObjectStore,
 ) -> None:

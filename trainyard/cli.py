@@ -129,6 +129,14 @@ def print_status(status: JobStatus) -> None:
         console.print(f"  evaluation: {metrics}", highlight=False)
     if status.model:
         console.print(f"  model: {status.model}", highlight=False)
+    if status.model_version is not None:
+        manifest_name = status.job_id.split(".")[1]
+        console.print(
+            f"  version: v{status.model_version} "
+            f"(trainyard models show {manifest_name} {status.model_version} "
+            f"--tenant {status.tenant})",
+            highlight=False,
+        )
     if status.failure:
         console.print(
             f"  failure ({status.failure.failure_class}, task {status.failure.task}): "

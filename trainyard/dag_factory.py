@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
 from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 LEARNER_RETRY_POLICY = LearnerRetryPolicy(platform_retries=3, preemption_retries=10)
 STORAGE_RETRIES = 3
-START_DATE = datetime(2026, 1, 1)
 
 TENANT_DOC = """
 ### Trainyard training jobs of tenant `{tenant}`
@@ -101,7 +100,7 @@ def _training_dag(
     tenant: TenantConfig,
     *,
     manifest: dict[str, Any],
-    schedule: str | Sequence[Asset] | None,
+    schedule: CronTriggerTimetable | Sequence[Asset] | None,
     description: str,
     doc_md: str,
     tags: list[str],
@@ -110,7 +109,6 @@ def _training_dag(
         dag_id=dag_id,
         description=description,
         schedule=schedule,
-        start_date=START_DATE,
         catchup=False,
         max_active_runs=tenant.max_running_jobs,
         params=trigger_params(manifest),
@@ -159,13 +157,16 @@ def build_tenant_dag(tenant: TenantConfig) -> DAG:
 def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest) -> DAG:
     """The DAG of one scheduled job: cron-driven, or driven by new data under a path."""
     trigger = manifest.schedule
-    schedule: str | list[Asset]
+    schedule: CronTriggerTimetable | list[Asset]
     if isinstance(trigger, DataTrigger):
         schedule = [data_asset(tenant.name, trigger.on_new_data)]
         when = f"whenever new data is registered under `{trigger.on_new_data}`"
     else:
         assert trigger is not None  # scheduled_jobs() only returns manifests with a schedule
-        schedule, when = trigger, f"on the schedule `{trigger}`"
+        # No start date and no run_immediately: a new job waits for its next scheduled time
+        # instead of running at once for the slot it just missed.
+        schedule = CronTriggerTimetable(trigger, timezone="UTC")
+        when = f"on the schedule `{trigger}` (UTC)"
     return _training_dag(
         job.dag_id,
         tenant,
@@ -185,7 +186,6 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
         dag_id=job.dag_id,
         description=message[:200],
         schedule=None,
-        start_date=START_DATE,
         tags=["trainyard", f"tenant:{tenant.name}", "invalid"],
         doc_md=f"### This scheduled job cannot run\n\n```\n{message}\n```\n",
     ) as dag:

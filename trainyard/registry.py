@@ -230,11 +230,12 @@ class ModelRegistry:
                 return holder
             number += 1
 
-    def decide(self, version: int | ModelVersion, spec: EvaluationSpec) -> ModelVersion:
+    def decide(self, version: int | ModelVersion, spec: EvaluationSpec | None) -> ModelVersion:
         """Apply the evaluation gate to a registered version: promote it only if it passes
         the threshold and beats the production version; record the decision and why.
 
-        A version decided before is returned as it is (a retried task).
+        Without an evaluation (`spec` None) the newest version is production. A version
+        decided before is returned as it is (a retried task).
         """
         candidate = self.get(version if isinstance(version, int) else version.version)
         if candidate.status != "registered":
@@ -244,7 +245,13 @@ class ModelRegistry:
             if production is not None and production.version == candidate.version:
                 # Our pointer write landed but its answer, or the record after it, was lost.
                 return self._record(candidate.version, "promoted", production.reason)
-            promote, reason = gate(candidate.value, production, spec)
+            if spec is not None:
+                promote, reason = gate(candidate.value, production, spec)
+            elif production is None or candidate.version > production.version:
+                promote, reason = True, "no evaluation: the newest version is production"
+            else:
+                promote = False
+                reason = f"no evaluation, and the newer v{production.version} is production"
             if not promote:
                 return self._record(candidate.version, "rejected", reason)
             pointer = ProductionPointer(

@@ -51,6 +51,7 @@ class JobStatus:
     failure: FailureInfo | None
     evaluation: dict[str, Any] | None
     model: str | None
+    model_version: int | None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -116,4 +117,5 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
         failure=failure,
         evaluation=record.evaluation if record else None,
         model=record.model_key if record else None,
+        model_version=record.model_version if record else None,
     )

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.deployment import Deployment, deploy
 from tests.support.s3_server import S3Server
+from trainyard.client import AirflowClient, ApiSettings
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +17,11 @@ def deployment(
 ) -> Iterator[Deployment]:
     with deploy(tmp_path_factory.mktemp("deployment"), s3_server) as deployed:
         yield deployed
+
+
+@pytest.fixture(scope="module")
+def client(deployment: Deployment) -> Iterator[AirflowClient]:
+    """A REST API v2 client logged in to the deployment's Airflow."""
+    api = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
+    yield api
+    api.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from tests.support.deployment import EXAMPLE, Deployment
 from tests.support.learners import learner_processes, wait_for_end, wait_until
 from tests.support.s3_server import S3Server
 from trainyard.checkpoints import MANIFEST, CheckpointStore, file_digest
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.client import AirflowClient
 from trainyard.jobs import JobLayout, RunMode
 from trainyard.records import JobRecord, JobState, load_record
 from trainyard.status import JobStatus, read_metrics
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.e2e
 
 INTERVAL = 2.0  # seconds between checkpoints
 TRAIN = "python train.py --epochs 300"
-
-
-@pytest.fixture(scope="module")
-def client(deployment: Deployment) -> Iterator[AirflowClient]:
-    api = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
-    yield api
-    api.close()
 
 
 def submit(deployment: Deployment, tenant: str, name: str, **changes: Any) -> str:

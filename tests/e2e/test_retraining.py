@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trainyard.registry import ModelRegistry
 
 from tests.support.deployment import EXAMPLE_CODE, Deployment
 from tests.support.learners import wait_until
 from trainyard.airflow_env import wait_for_dags
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.client import AirflowClient
 from trainyard.config import dag_id_for_job
 from trainyard.lineage import digest_prefix
+from trainyard.registry import ModelRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +27,6 @@ TENANT = "acme"
 NIGHTLY = "nightly-digits"
 FRESH = "fresh-digits"
 INCOMING = "datasets/incoming"
-
-
-@pytest.fixture(scope="module")
-def client(deployment: Deployment) -> Iterator[AirflowClient]:
-    api = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
-    yield api
-    api.close()
 
 
 @pytest.fixture(scope="module")

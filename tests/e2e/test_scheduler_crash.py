@@ -14,7 +14,7 @@ import pytest
 from tests.support.deployment import Deployment
 from tests.support.learners import wait_for_end, wait_until
 from trainyard.checkpoints import CheckpointStore
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.client import AirflowClient
 from trainyard.jobs import JobLayout, RunMode
 from trainyard.records import JobState
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_job_finishes_after_the_scheduler_is_killed_and_restarted(
-    deployment: Deployment,
+    deployment: Deployment, client: AirflowClient
 ) -> None:
     store = deployment.stores["globex"]
     manifest = deployment.write_manifest(
@@ -39,8 +39,6 @@ def test_job_finishes_after_the_scheduler_is_killed_and_restarted(
     deployment.cluster.kill("scheduler", signal.SIGKILL)
     time.sleep(3)
     deployment.cluster.start("scheduler")
-
-    client = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure

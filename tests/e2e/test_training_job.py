@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.deployment import TENANTS, Deployment
 from trainyard.checkpoints import CheckpointStore
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.client import AirflowClient
 from trainyard.jobs import JobLayout, job_id_for_run
 from trainyard.records import JobState, load_record
 from trainyard.submission import example_manifest
@@ -120,10 +120,9 @@ def wait_for_run(client: AirflowClient, dag_id: str, run_id: str) -> str:
 
 
 def test_plain_rest_triggers_use_the_form_defaults_and_reject_bad_manifests(
-    deployment: Deployment,
+    deployment: Deployment, client: AirflowClient
 ) -> None:
     """A UI/REST trigger without a job id: the form's default manifest trains, a bad one fails."""
-    client = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
     bad = example_manifest("globex")
     bad["resources"]["memory"] = "lots"
     good_run = client.trigger_run("trainyard_globex", "form-defaults", {})["dag_run_id"]
