@@ -27,6 +27,11 @@ def tenant(name: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "storage": {"kind": "local", "root": f"storage/{name}"}, **fields}
 
 
+def s3_tenant(name: str, **fields: Any) -> dict[str, Any]:
+    storage = {"kind": "s3", "endpoint": "minio:9000", "bucket": name}
+    return {"name": name, "storage": storage, **fields}
+
+
 def write_config(directory: Path, document: Any) -> Path:
     path = directory / "trainyard.yaml"
     path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
@@ -143,9 +148,66 @@ def test_s3_tenant(tmp_path):
             id="unknown-top-level-field",
         ),
         pytest.param(
-            {"work_dir": "w", "learner_backend": "kubernetes", "tenants": [tenant("acme")]},
-            "learner_backend: Input should be 'local' (got 'kubernetes')",
-            id="backend-not-available-yet",
+            {"work_dir": "w", "learner_backend": "slurm", "tenants": [tenant("acme")]},
+            "learner_backend: Input should be 'local' or 'kubernetes' (got 'slurm')",
+            id="unknown-backend",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme", learner_backend="slurm")]},
+            "tenants.0.learner_backend: Input should be 'local' or 'kubernetes' (got 'slurm')",
+            id="unknown-tenant-backend",
+        ),
+        pytest.param(
+            {"work_dir": "w", "learner_backend": "kubernetes", "tenants": [s3_tenant("acme")]},
+            "kubernetes: required: the learners of acme run on Kubernetes",
+            id="kubernetes-backend-without-cluster",
+        ),
+        pytest.param(
+            {
+                "work_dir": "w",
+                "tenants": [s3_tenant("acme"), tenant("globex", learner_backend="kubernetes")],
+                "kubernetes": {},
+            },
+            "kubernetes: tenant 'globex' runs learners on Kubernetes, where pods cannot reach its "
+            "local storage directory: give it s3 storage",
+            id="kubernetes-tenant-with-local-storage",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme")], "kubernetes": {"cluster": "prod"}},
+            "kubernetes.cluster: field is not allowed here; allowed fields: images, "
+            "gpu_node_selectors, gpu_tolerations, startup_timeout_seconds, "
+            "termination_grace_seconds, in_cluster, config_file",
+            id="unknown-kubernetes-field",
+        ),
+        pytest.param(
+            {
+                "work_dir": "w",
+                "tenants": [tenant("acme")],
+                "kubernetes": {"images": {"torch:2.13": "registry.example/pytorch:2.13"}},
+            },
+            "kubernetes.images: invalid key 'torch:2.13': use <framework>:<version> with "
+            "framework pytorch, tensorflow, jax, such as pytorch:2.13",
+            id="image-key-of-unknown-framework",
+        ),
+        pytest.param(
+            {
+                "work_dir": "w",
+                "tenants": [tenant("acme")],
+                "kubernetes": {"gpu_tolerations": [{"key": "gpu", "effect": "NoRun"}]},
+            },
+            "kubernetes.gpu_tolerations.0.effect: Input should be 'NoSchedule', "
+            "'PreferNoSchedule' or 'NoExecute'",
+            id="bad-toleration-effect",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme")], "kubernetes": {"config_file": "kube"}},
+            "kubernetes.config_file: set in_cluster: false to use a kubeconfig file instead",
+            id="kubeconfig-while-in-cluster",
+        ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme", namespace="Team_A")]},
+            "tenants.0.namespace: String should match pattern",
+            id="namespace-not-a-dns-label",
         ),
         pytest.param(
             {"work_dir": "w", "tenants": [tenant("Acme")]},
@@ -287,3 +349,96 @@ def test_manifest_rejected_for_its_tenant(tenant_name, framework, field, hint):
 )
 def test_dag_id_for_tenant(tenant_name, dag_id):
     assert dag_id_for_tenant(tenant_name) == dag_id
+
+
+def test_kubernetes_defaults(tmp_path):
+    path = write_config(
+        tmp_path,
+        {"work_dir": "w", "learner_backend": "kubernetes", "tenants": [s3_tenant("acme")]}
+        | {"kubernetes": {"images": {"pytorch:2.13": "registry.example/pytorch:2.13"}}},
+    )
+
+    config = load_config(path)
+
+    kubernetes = config.kubernetes
+    assert kubernetes is not None
+    assert kubernetes.images == {"pytorch:2.13": "registry.example/pytorch:2.13"}
+    assert kubernetes.gpu_node_selectors == {}
+    assert [t.model_dump() for t in kubernetes.gpu_tolerations] == [
+        {
+            "key": "nvidia.com/gpu",
+            "operator": "Exists",
+            "value": None,
+            "effect": "NoSchedule",
+            "toleration_seconds": None,
+        }
+    ]
+    assert kubernetes.startup_timeout_seconds == 600
+    assert kubernetes.termination_grace_seconds == 300
+    assert kubernetes.in_cluster is True
+    assert kubernetes.config_file is None
+    acme = config.tenant("acme")
+    assert (acme.namespace, acme.service_account, acme.storage_secret) == (
+        "trainyard-acme",
+        "trainyard-learner",
+        "trainyard-storage",
+    )
+
+
+def test_kubernetes_settings_of_a_tenant_and_the_cluster(tmp_path):
+    cluster = {
+        "gpu_node_selectors": {"a100": {"cloud.example.com/gpu": "a100"}},
+        "gpu_tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes"}],
+        "in_cluster": False,
+        "config_file": "kube/config",
+        "startup_timeout_seconds": 900,
+        "termination_grace_seconds": 120,
+    }
+    acme = s3_tenant("acme", namespace="ml-acme", service_account="acme-sa", storage_secret="s3")
+    path = write_config(tmp_path, {"work_dir": "w", "tenants": [acme], "kubernetes": cluster})
+
+    config = load_config(path)
+
+    assert config.kubernetes is not None
+    assert config.kubernetes.config_file == tmp_path / "kube" / "config"
+    assert config.kubernetes.gpu_node_selectors == {"a100": {"cloud.example.com/gpu": "a100"}}
+    assert config.kubernetes.gpu_tolerations[0].value == "yes"
+    assert (
+        config.kubernetes.startup_timeout_seconds,
+        config.kubernetes.termination_grace_seconds,
+    ) == (
+        900,
+        120,
+    )
+    tenant_config = config.tenant("acme")
+    assert (tenant_config.namespace, tenant_config.service_account) == ("ml-acme", "acme-sa")
+    assert tenant_config.storage_secret == "s3"
+
+
+@pytest.mark.parametrize(
+    ("deployment", "overrides", "expected"),
+    [
+        pytest.param("local", {}, {"acme": "local", "globex": "local"}, id="all-local"),
+        pytest.param(
+            "local",
+            {"globex": "kubernetes"},
+            {"acme": "local", "globex": "kubernetes"},
+            id="one-tenant-on-kubernetes",
+        ),
+        pytest.param(
+            "kubernetes",
+            {"acme": "local"},
+            {"acme": "local", "globex": "kubernetes"},
+            id="one-tenant-stays-local",
+        ),
+    ],
+)
+def test_learner_backend_per_tenant(tmp_path, deployment, overrides, expected):
+    tenants = [
+        s3_tenant(name, **({"learner_backend": overrides[name]} if name in overrides else {}))
+        for name in ("acme", "globex")
+    ]
+    document = {"work_dir": "w", "learner_backend": deployment, "tenants": tenants}
+    config = load_config(write_config(tmp_path, document | {"kubernetes": {}}))
+
+    assert {name: config.learner_backend_of(name) for name in expected} == expected

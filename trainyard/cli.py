@@ -238,13 +238,15 @@ def metrics(
         columns = list(dict.fromkeys(key for row in rows for key in row))
         table = Table(*columns)
         for row in rows:
-            table.add_row(*(_cell(row.get(column)) for column in columns))
+            table.add_row(*(_cell(row.get(column), column) for column in columns))
         console.print(table)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return ""
+    if column == "time" and isinstance(value, int | float):  # a Unix timestamp
+        return datetime.fromtimestamp(value, UTC).strftime("%H:%M:%S")
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

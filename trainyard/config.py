@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -62,6 +63,89 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
+LearnerBackendName = Literal["local", "kubernetes"]
+
+#: Kubernetes object names: a namespace is a DNS-1123 label, other names DNS-1123 subdomains.
+K8sLabelName = Annotated[
+    str, StringConstraints(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+K8sName = Annotated[
+    str,
+    StringConstraints(
+        max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ),
+]
+#: Frameworks whose learner image comes from the deployment's image map (custom brings its own).
+IMAGE_FRAMEWORKS = tuple(name.value for name in FrameworkName if name is not FrameworkName.CUSTOM)
+
+
+class Toleration(BaseModel):
+    """A pod toleration, with the field names of the Kubernetes client's V1Toleration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+    toleration_seconds: int | None = None
+
+
+class KubernetesConfig(BaseModel):
+    """The cluster that runs learners of tenants with `learner_backend: kubernetes`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="learner image per framework and version, keyed '<framework>:<version>' "
+        "such as 'pytorch:2.13'; a custom framework brings its own image",
+    )
+    gpu_node_selectors: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="node selector of GPU jobs per resources.gpu_type"
+    )
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu")],
+        description="tolerations of GPU jobs, for the taints that keep other pods off GPU nodes",
+    )
+    startup_timeout_seconds: int = Field(
+        default=600,
+        gt=0,
+        description="how long a learner pod may take to be scheduled, and then to start, "
+        "before the job fails (long enough for a node to be added and a large image pulled)",
+    )
+    termination_grace_seconds: int = Field(
+        default=300,
+        gt=0,
+        description="time a stopped learner gets to write and upload its final checkpoint",
+    )
+    in_cluster: bool = Field(
+        default=True, description="Airflow runs in the cluster: use its service account"
+    )
+    config_file: Path | None = Field(
+        default=None, description="kubeconfig file, when Airflow runs outside the cluster"
+    )
+
+    @field_validator("images", mode="after")
+    @classmethod
+    def _image_keys(cls, images: dict[str, str]) -> dict[str, str]:
+        for key in images:
+            framework, _, version = key.partition(":")
+            if framework not in IMAGE_FRAMEWORKS or not version:
+                raise ValueError(
+                    f"invalid key {key!r}: use <framework>:<version> with framework "
+                    f"{', '.join(IMAGE_FRAMEWORKS)}, such as pytorch:2.13"
+                )
+        return images
+
+    @field_validator("config_file", mode="after")
+    @classmethod
+    def _config_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None and info.data.get("in_cluster"):
+            raise ValueError("set in_cluster: false to use a kubeconfig file instead")
+        return None if path is None else _resolve(path, info)
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +159,29 @@ class TenantConfig(BaseModel):
         description="seconds a training job may go without a new metric row or checkpoint "
         "before it is stopped as hung, unless its manifest sets watchdog",
     )
+    learner_backend: LearnerBackendName | None = Field(
+        default=None, description="where this tenant's learners run (default: the deployment's)"
+    )
+    # validate_default: the default is derived from the name (trainyard-<name>).
+    namespace: K8sLabelName = Field(
+        default=None, validate_default=True, description="Kubernetes namespace of its learner pods"
+    )
+    service_account: K8sName = Field(
+        default="trainyard-learner", description="service account of its learner pods"
+    )
+    storage_secret: K8sName = Field(
+        default="trainyard-storage",
+        description="Secret in its namespace with the storage credentials (keys access_key, "
+        "secret_key); learner pods reference it, so the keys never pass through Airflow",
+    )
+
+    @field_validator("namespace", mode="before")
+    @classmethod
+    def _default_namespace(cls, namespace: Any, info: ValidationInfo) -> Any:
+        if namespace is None:
+            # Without a valid name, the tenant fails on its name alone.
+            return f"trainyard-{info.data.get('name', 'tenant')}"
+        return namespace
 
     @field_validator("storage", mode="after")
     @classmethod
@@ -87,7 +194,7 @@ class TenantConfig(BaseModel):
 class TrainyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    learner_backend: Literal["local"] = "local"
+    learner_backend: LearnerBackendName = "local"
     work_dir: Path = Field(description="scratch directory of local learners")
     jobs_dir: Path | None = Field(
         default=None,
@@ -95,6 +202,8 @@ class TrainyardConfig(BaseModel):
         "(<jobs_dir>/<tenant>/<job>.yaml); each becomes its own DAG",
     )
     tenants: list[TenantConfig] = Field(min_length=1)
+    # validate_default: a deployment that runs learners on Kubernetes must describe the cluster.
+    kubernetes: KubernetesConfig | None = Field(default=None, validate_default=True)
 
     @field_validator("work_dir", "jobs_dir", mode="after")
     @classmethod
@@ -111,6 +220,35 @@ class TrainyardConfig(BaseModel):
                 f"duplicate tenant names: {', '.join(duplicates)}; names must be unique"
             )
         return tenants
+
+    @field_validator("kubernetes", mode="after")
+    @classmethod
+    def _kubernetes_tenants(
+        cls, kubernetes: KubernetesConfig | None, info: ValidationInfo
+    ) -> KubernetesConfig | None:
+        default = info.data.get("learner_backend", "local")
+        on_kubernetes = [
+            tenant
+            for tenant in info.data.get("tenants", [])
+            if (tenant.learner_backend or default) == "kubernetes"
+        ]
+        if on_kubernetes and kubernetes is None:
+            names = ", ".join(tenant.name for tenant in on_kubernetes)
+            raise ValueError(
+                f"required: the learners of {names} run on Kubernetes; describe the cluster "
+                "(images, gpu_node_selectors, ...)"
+            )
+        for tenant in on_kubernetes:
+            if isinstance(tenant.storage, LocalStorageConfig):
+                raise ValueError(
+                    f"tenant {tenant.name!r} runs learners on Kubernetes, where pods cannot reach "
+                    "its local storage directory: give it s3 storage"
+                )
+        return kubernetes
+
+    def learner_backend_of(self, tenant: str) -> LearnerBackendName:
+        """Where `tenant`'s learners run: its own setting, else the deployment's."""
+        return self.tenant(tenant).learner_backend or self.learner_backend
 
     @property
     def tenant_names(self) -> list[str]:

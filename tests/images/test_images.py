@@ -1,0 +1,248 @@
+"""The learner images: pinned, non-root, and running the very runtime the local backend runs.
+
+No image is built here (that needs a registry and a Docker engine): the Dockerfiles and
+requirements are read and checked against the repository, its constraints and its config.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from importlib.metadata import distribution, packages_distributions
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+import trainyard.runtime
+from trainyard.config import KubernetesConfig
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+RUNTIME_REQUIREMENTS = IMAGES / "runtime" / "requirements.txt"
+#: The distribution of each framework image whose version the image map names.
+FRAMEWORKS = {
+    "pytorch": {"torch"},
+    "tensorflow": {"tensorflow", "tensorflow-cpu"},
+    "jax": {"jax"},
+}
+VARIANTS = ("requirements.txt", "requirements-cuda.txt")
+PIP_OPTIONS = ("--index-url", "--extra-index-url")
+RUNTIME_ENTRYPOINT = ["python", "-m", "trainyard.runtime"]
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for line in dockerfile.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or (stripped.startswith("#") and not pending):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        result.append((keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    return result
+
+
+def arguments_of(dockerfile: Path, keyword: str) -> list[str]:
+    return [arguments for name, arguments in instructions(dockerfile) if name == keyword]
+
+
+def requirements(path: Path) -> list[Requirement]:
+    """The requirements of a file; pip options other than index URLs are refused."""
+    result = []
+    for line in path.read_text().splitlines():
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            assert line.split()[0] in PIP_OPTIONS, f"{path.name}: unexpected option {line!r}"
+            continue
+        result.append(Requirement(line))
+    return result
+
+
+def pinned_version(requirement: Requirement) -> Version:
+    [specifier] = requirement.specifier
+    assert specifier.operator == "==", requirement
+    assert "*" not in specifier.version, requirement
+    return Version(specifier.version)
+
+
+def constraints() -> dict[str, Version]:
+    return {
+        canonicalize_name(req.name): pinned_version(req)
+        for req in requirements(REPO / "constraints.txt")
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_framework_has_a_dockerfile_and_both_variants(framework: str) -> None:
+    folder = IMAGES / framework
+    for name in ("Dockerfile", *VARIANTS):
+        assert (folder / name).is_file(), f"{framework}/{name} is missing"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_base_image_is_pinned(framework: str) -> None:
+    [base] = arguments_of(IMAGES / framework / "Dockerfile", "FROM")
+
+    image = base.split()[0]
+    assert "$" not in image, "the base must not come from a build argument"
+    reference, _, digest = image.partition("@")
+    name, _, tag = reference.rpartition(":")
+    assert name, image
+    assert tag, f"{image}: pin the base to a tag"
+    assert "/" not in tag, f"{image}: pin the base to a tag"
+    assert tag != "latest"
+    assert any(character.isdigit() for character in tag), f"{image}: pin an exact version"
+    assert not digest or (digest.startswith("sha256:") and len(digest) == 7 + 64)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_runs_as_a_numeric_non_root_user(framework: str) -> None:
+    users = arguments_of(IMAGES / framework / "Dockerfile", "USER")
+
+    assert users, "no USER: the image would run as root"
+    user = users[-1].split(":")[0]
+    assert user.isdigit(), "numeric, so that runAsNonRoot can verify it"
+    assert int(user) != 0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_entrypoint_is_the_runtime(framework: str) -> None:
+    [entrypoint] = arguments_of(IMAGES / framework / "Dockerfile", "ENTRYPOINT")
+
+    assert json.loads(entrypoint) == RUNTIME_ENTRYPOINT
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_runtime_is_the_repositorys_own_package(framework: str) -> None:
+    """The image copies the package the local backend runs, and puts it on the path."""
+    dockerfile = IMAGES / framework / "Dockerfile"
+    copies = [arguments.split() for arguments in arguments_of(dockerfile, "COPY")]
+
+    [source] = [src for src, dest in copies if dest == "/opt/trainyard/trainyard"]
+    assert (REPO / source).resolve() == Path(trainyard.runtime.__file__).resolve().parents[1]
+    env = " ".join(arguments_of(dockerfile, "ENV"))
+    assert "PYTHONPATH=/opt/trainyard" in env.split()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_image_installs_the_runtime_and_its_framework_requirements(framework: str) -> None:
+    dockerfile = IMAGES / framework / "Dockerfile"
+    copied = {
+        src for src, _ in (arguments.split() for arguments in arguments_of(dockerfile, "COPY"))
+    }
+
+    assert "images/runtime/requirements.txt" in copied
+    assert f"images/{framework}/${{REQUIREMENTS}}" in copied
+    assert "REQUIREMENTS=requirements.txt" in arguments_of(dockerfile, "ARG")
+
+
+REQUIREMENT_FILES = [RUNTIME_REQUIREMENTS] + [
+    IMAGES / framework / variant for framework in FRAMEWORKS for variant in VARIANTS
+]
+
+
+@pytest.mark.parametrize("path", REQUIREMENT_FILES, ids=lambda p: str(p.relative_to(IMAGES)))
+def test_every_requirement_is_pinned(path: Path) -> None:
+    found = requirements(path)
+
+    assert found
+    for requirement in found:
+        pinned_version(requirement)
+
+
+def runtime_modules() -> set[str]:
+    """Top-level names of what the runtime imports, following its imports within trainyard."""
+    package_root = Path(trainyard.runtime.__file__).resolve().parents[1]
+    queue = [path for path in Path(trainyard.runtime.__file__).parent.glob("*.py")]
+    seen: set[Path] = set()
+    imported: set[str] = set()
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] != "trainyard":
+                    imported.add(name.split(".")[0])
+                    continue
+                module = package_root.parent / Path(*name.split("."))
+                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
+                    if candidate.is_file():
+                        queue.append(candidate)
+    return imported - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_every_module_the_runtime_imports_comes_from_the_runtime_requirements() -> None:
+    provided = {canonicalize_name(req.name) for req in requirements(RUNTIME_REQUIREMENTS)}
+    distributions = packages_distributions()
+
+    modules = runtime_modules()
+
+    assert {"pydantic", "minio", "tenacity"} <= modules
+    for module in modules:
+        names = {canonicalize_name(name) for name in distributions.get(module, [])}
+        assert names & provided, f"the runtime imports {module}, which no runtime pin provides"
+
+
+def test_runtime_requirements_are_closed_and_pinned_as_the_local_backend_runs() -> None:
+    """Every dependency of a runtime pin is pinned too, at the version of constraints.txt."""
+    pins = {
+        canonicalize_name(req.name): pinned_version(req)
+        for req in requirements(RUNTIME_REQUIREMENTS)
+    }
+    pinned_for_local = constraints()
+
+    for name, version in pins.items():
+        assert pinned_for_local.get(name) == version, f"{name}: {version} here, not in constraints"
+        for needed in distribution(name).requires or []:
+            requirement = Requirement(needed)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                assert canonicalize_name(requirement.name) in pins, f"{name} needs {requirement}"
+
+
+def image_map_example() -> KubernetesConfig:
+    """The commented `kubernetes:` example of config/trainyard.yaml, which must stay valid."""
+    lines = (REPO / "config" / "trainyard.yaml").read_text().splitlines()
+    start = lines.index("# kubernetes:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.removeprefix("# ").removeprefix("#"))
+    return KubernetesConfig.model_validate(yaml.safe_load("\n".join(block))["kubernetes"])
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_framework_versions_match_the_image_map(framework: str, variant: str) -> None:
+    images = image_map_example().images
+    [pin] = [
+        req
+        for req in requirements(IMAGES / framework / variant)
+        if req.name in FRAMEWORKS[framework]
+    ]
+
+    version = pinned_version(pin)
+
+    key = f"{framework}:{version.major}.{version.minor}"
+    assert key in images, f"the image map has no {key}"
+    assert images[key].rpartition(":")[2].startswith(version.public)
