@@ -23,9 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import httpx
 import yaml
 
 from bench.common import Context, Figure, Table, Target, poll_until
@@ -40,7 +41,12 @@ TENANT = "globex"
 DAG_ID = "trainyard_globex"
 FULL_BURST = 200
 QUICK_BURST = 20
-CLIENTS = 16  # concurrent submitters
+CLIENTS = 8  # parallel submitters
+#: No new submission starts this long after a burst began (stuck requests take minutes).
+FULL_DEADLINE = 90.0
+QUICK_DEADLINE = 30.0
+LIST_TIMEOUT = 120.0
+CRASH_GRACE = 10.0  # components die a few seconds after their DB call fails
 #: Airflow's own limit for importing a DAG file ([core] dagbag_import_timeout).
 IMPORT_TIMEOUT = 30.0
 LISTED_STATES = {"queued", "running", "success", "failed"}
@@ -151,117 +157,162 @@ def parsing(ctx: Context) -> Table:
     return Table("Control plane: parsing the tenants' DAG file", figures, notes)
 
 
-def burst(ctx: Context) -> Table:
-    """A shell loop of submissions (one client) and a burst from parallel clients, alternating."""
-    size = QUICK_BURST if ctx.quick else FULL_BURST
-    env = ctx.deployment().cluster.env
-    clients = [AirflowClient(ApiSettings.from_env(env)) for _ in range(CLIENTS)]
-    for client in clients:  # log in before the clock starts
-        client.request("GET", "/version")
-    variants = {"1 client": clients[:1], f"{CLIENTS} clients": clients}
-    figures: dict[str, list[Figure]] = {}
-    for variant in variants:
-        figures[variant] = [
-            Figure(f"accepted of {size}, {variant}", "", target=Target(size, at_most=False)),
-            Figure(f"lost (accepted, never listed), {variant}", "", target=Target(0)),
-            Figure(f"time to accept all, {variant}", "s"),
-            Figure(f"latency of one submission, {variant}", "s", digits=3),
-            Figure(f"time until all accepted are listed as queued, {variant}", "s"),
-        ]
-        figures[variant][0].digits = figures[variant][1].digits = 0
-    rejections: collections.Counter[str] = collections.Counter()
-    try:
-        for repeat in range(ctx.repeats):
-            order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
-            for variant in order:
-                outcome = burst_once(variants[variant], size)
-                accepted, lost, accept_time, latency, listed = figures[variant]
-                accepted.add(len(outcome["accepted"]))
-                lost.add(len(outcome["lost"]))
-                accept_time.add(outcome["accept_time"])
-                latency.samples.extend(outcome["latencies"])
-                listed.add(outcome["listed_time"])
-                rejections.update(f"{variant}: {reason}" for reason in outcome["rejected"])
-    finally:
-        for client in clients:
-            client.close()
-    notes = [
-        "job ids made as `trainyard submit` makes them; the tenant runs 4 jobs at once, the "
-        "rest wait queued; the DAG is paused after each burst so it does not load the next",
-        *(
-            f"latency p95, {variant}: {_p95(rows[3].samples):.3f} s"
-            for variant, rows in figures.items()
-            if rows[3].samples
-        ),
-        *(f"rejected {count}x, {reason}" for reason, count in rejections.most_common()),
-    ]
-    return Table(
-        f"Control plane: {size} submissions through the REST API (SQLite metadata DB)",
-        [figure for rows in figures.values() for figure in rows],
-        notes,
-    )
+@dataclass
+class Burst:
+    """What one burst of submissions came to."""
+
+    accepted: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (job id, reason)
+    collisions: int = 0  # job ids the CLI's scheme made twice
+    latencies: list[float] = field(default_factory=list)
+    answered: float = 0.0  # seconds until every submission had its answer
+    listed: set[str] = field(default_factory=set)
+    listed_after: float | None = None  # seconds until every accepted run was listed
+    crashed: list[str] = field(default_factory=list)  # Airflow components that died
 
 
-def _reason(error: ApiError) -> str:
-    """The rejection without the parts that differ per request (job id, error id)."""
-    text = re.sub(rf"{TENANT}\.burst-[\w.-]+", "<job id>", str(error))
-    return re.sub(r"ID \w+", "ID <id>", text)[:300]
-
-
-def _p95(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=20)[-1] if len(samples) >= 2 else samples[0]
-
-
-def burst_once(clients: list[AirflowClient], size: int) -> dict[str, Any]:
+def burst_once(ctx: Context, clients: list[AirflowClient], size: int) -> Burst:
+    """`size` submissions from `clients` in parallel threads, each client one at a time."""
     name = f"burst-{secrets.token_hex(3)}"
     conf = {"manifest": {**example_manifest(TENANT), "name": name}}
-    job_ids = [new_job_id(TENANT, name) for _ in range(size)]
-    accepted: list[str] = []
-    rejected: list[str] = []
-    latencies: list[float] = []
+    outcome = Burst()
+    tickets = iter(range(size))
+    generated: set[str] = set()
     lock = threading.Lock()
+    deadline = time.perf_counter() + (QUICK_DEADLINE if ctx.quick else FULL_DEADLINE)
 
-    def submit(client: AirflowClient, mine: list[str]) -> None:
-        for job_id in mine:
+    def submit(client: AirflowClient) -> None:
+        while True:
+            with lock:
+                if next(tickets, None) is None or time.perf_counter() > deadline:
+                    return
+                job_id = new_job_id(TENANT, name)  # as `trainyard submit` makes it
+                outcome.collisions += job_id in generated
+                generated.add(job_id)
             started = time.perf_counter()
             try:
                 client.trigger_run(DAG_ID, job_id, conf)
-            except ApiError as error:
+            except (ApiError, httpx.HTTPError) as error:
                 with lock:
-                    rejected.append(_reason(error))
+                    outcome.errors.append((job_id, _reason(error)))
                 continue
-            seconds = time.perf_counter() - started
             with lock:
-                accepted.append(job_id)
-                latencies.append(seconds)
+                outcome.accepted.append(job_id)
+                outcome.latencies.append(time.perf_counter() - started)
 
-    clients[0].request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-    threads = [
-        threading.Thread(target=submit, args=(client, job_ids[index :: len(clients)]))
-        for index, client in enumerate(clients)
-    ]
+    threads = [threading.Thread(target=submit, args=(client,)) for client in clients]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    accept_time = time.perf_counter() - started
+    outcome.answered = time.perf_counter() - started
 
-    def missing() -> set[str]:
-        return set(accepted) - _listed(clients[0], f"{TENANT}.{name}.")
+    def all_listed() -> bool:
+        with contextlib.suppress(ApiError, httpx.HTTPError):
+            outcome.listed = _listed(clients[0], f"{TENANT}.{name}.")
+        return set(outcome.accepted) <= outcome.listed
 
-    with contextlib.suppress(TimeoutError):  # what is still missing counts as lost
-        poll_until(lambda: not missing(), "every accepted run to be listed", timeout=120)
-    listed_time = time.perf_counter() - started
-    clients[0].request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
-    return {
-        "accepted": accepted,
-        "rejected": rejected,
-        "lost": missing(),
-        "accept_time": accept_time,
-        "listed_time": listed_time,
-        "latencies": latencies,
-    }
+    with contextlib.suppress(TimeoutError):  # whatever is still missing counts as lost
+        poll_until(all_listed, "every accepted run to be listed", timeout=LIST_TIMEOUT)
+        outcome.listed_after = time.perf_counter() - started
+    outcome.crashed = _restart_crashed(ctx)
+    return outcome
+
+
+def _restart_crashed(ctx: Context) -> list[str]:
+    """Airflow components that exited: restart them, as a supervisor would, and name them."""
+    time.sleep(CRASH_GRACE)
+    cluster = ctx.deployment().cluster
+    crashed = [name for name, process in cluster.processes.items() if process.poll() is not None]
+    for name in crashed:
+        del cluster.processes[name]
+        cluster.start(name)
+    if crashed:
+        cluster.wait_healthy()
+    return crashed
+
+
+def burst(ctx: Context) -> Table:
+    """A loop of submissions (one client), then a burst from parallel clients, per repeat."""
+    size = QUICK_BURST if ctx.quick else FULL_BURST
+    env = ctx.deployment().cluster.env
+    clients = [AirflowClient(ApiSettings.from_env(env)) for _ in range(CLIENTS)]
+    for client in clients:  # log in before the clock starts
+        client.request("GET", "/version")
+    variants = {"sequential": clients[:1], "parallel": clients}
+    rows: dict[str, dict[str, Figure]] = {variant: {} for variant in variants}
+    for variant, figures in rows.items():
+        figures["accepted"] = Figure(f"{variant}: accepted of {size}", "", digits=0)
+        figures["accepted"].target = Target(size, at_most=False)
+        figures["lost"] = Figure(f"{variant}: lost (accepted, never listed)", "", digits=0)
+        figures["lost"].target = Target(0)
+        figures["phantom"] = Figure(
+            f"{variant}: refused to the client, but created", "", target=Target(0), digits=0
+        )
+        figures["crashed"] = Figure(
+            f"{variant}: Airflow components that crashed", "", target=Target(0), digits=0
+        )
+        figures["answered"] = Figure(f"{variant}: time until every submission is answered", "s")
+        figures["latency"] = Figure(f"{variant}: latency of an accepted submission", "s")
+        figures["latency"].digits = 3
+        figures["listed"] = Figure(f"{variant}: time until all accepted are listed queued", "s")
+    reasons: collections.Counter[str] = collections.Counter()
+    crashes: list[str] = []
+    collisions = 0
+    client = clients[0]
+    client.request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    try:
+        for _ in range(ctx.repeats):
+            for variant, members in variants.items():
+                outcome = burst_once(ctx, members, size)
+                figures = rows[variant]
+                figures["accepted"].add(len(outcome.accepted))
+                figures["lost"].add(len(set(outcome.accepted) - outcome.listed))
+                figures["phantom"].add(
+                    sum(job_id in outcome.listed for job_id, _ in outcome.errors)
+                )
+                figures["crashed"].add(len(outcome.crashed))
+                figures["answered"].add(outcome.answered)
+                figures["latency"].samples.extend(outcome.latencies)
+                if outcome.listed_after is not None:
+                    figures["listed"].add(outcome.listed_after)
+                reasons.update(f"{variant}: {reason}" for _, reason in outcome.errors)
+                crashes += [f"{variant}: {name}" for name in outcome.crashed]
+                collisions += outcome.collisions
+    finally:
+        for each in clients:
+            each.close()
+    notes = [
+        f"parallel: {CLIENTS} clients; no new submission starts "
+        f"{QUICK_DEADLINE if ctx.quick else FULL_DEADLINE} s after the burst began; "
+        "the DAG is paused, so runs stay queued and only the API and the DB are measured",
+        "crashed components are restarted (as a supervisor would) before the next burst",
+        *(
+            f"latency p95, {variant}: {_p95(figures['latency'].samples):.3f} s"
+            for variant, figures in rows.items()
+            if figures["latency"].samples
+        ),
+        f"job id collisions of the CLI's id scheme: {collisions}",
+        *(f"crashed: {count}x {name}" for name, count in collections.Counter(crashes).items()),
+        *(f"refused {count}x, {reason}" for reason, count in reasons.most_common(4)),
+    ]
+    return Table(
+        f"Control plane: {size} submissions through the REST API (SQLite metadata DB)",
+        [figure for figures in rows.values() for figure in figures.values()],
+        notes,
+    )
+
+
+def _reason(error: Exception) -> str:
+    """Why a submission failed, without the parts that differ per request (job id, error id)."""
+    text = str(error) if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
+    text = re.sub(rf"{TENANT}\.burst-[\w.-]+", "<job id>", text)
+    return re.sub(r"ID \w+", "ID <id>", text)[:240]
+
+
+def _p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[-1] if len(samples) >= 2 else samples[0]
 
 
 def _listed(client: AirflowClient, prefix: str) -> set[str]:

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
-from operators.base import TrainyardOperator, classified_failures, describe_failure
+from operators.base import TrainyardOperator, classified_failures
 from operators.learner import LearnerRunningOperator, learner_failure
 from trainyard.backends import RunMode
 from trainyard.backends.base import LearnerSpec
@@ -24,7 +24,7 @@ from trainyard.backends.kubernetes import (
     learner_exit,
     learner_pod,
 )
-from trainyard.failures import PlatformFault, TrainyardFailure, UserError
+from trainyard.failures import PlatformFault, TrainyardFailure
 from trainyard.manifest import JobManifest
 
 
@@ -146,16 +146,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
         spec = self.learner_spec(manifest, self.pod_attempt())
         with classified_failures():
             failure = self.attempt_failure(spec, manifest, error)
-            user_errors = self.record_attempt(spec.attempt, started_at, failure)
-            if failure is None and error is not None:
-                self.log.warning("the learner succeeded; ignoring the pod operator's %r", error)
-            if isinstance(failure, UserError) and user_errors <= manifest.retries.user_errors:
-                raise AirflowException(
-                    f"{describe_failure(failure)} (retrying: retries.user_errors is "
-                    f"{manifest.retries.user_errors})"
-                ) from failure
-            if failure is not None:
-                raise failure from error
+        if failure is None and error is not None:
+            self.log.warning("the learner succeeded; ignoring the pod operator's %r", error)
+        self.conclude_attempt(manifest, spec.attempt, started_at, failure)
 
     def pod_attempt(self) -> int:
         """The attempt the pod ran: an earlier one when this try reattached to its pod."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures, describe_failure
 from trainyard.backends import (
@@ -112,18 +112,37 @@ class LearnerRunningOperator(TrainyardOperator):
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
         attempt = context["ti"].try_number
         spec = self.learner_spec(manifest, attempt)
-        self._backend = get_backend(self.trainyard_config.learner_backend)
+        backend = self.trainyard_config.learner_backend_of(self.tenant)
+        try:
+            self._backend = get_backend(backend)
+        except ValueError as error:  # the deployment's config: no retry can fix it
+            raise AirflowFailException(f"[platform configuration] {error}") from error
         self.log.info(
             "starting %d learner(s) of %s (attempt %d) on the %s backend",
             spec.num_learners,
             self.job_id,
             attempt,
-            self.trainyard_config.learner_backend,
+            backend,
         )
         started_at = datetime.now(UTC)
         exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
             failure = learner_failure(self.store, spec, exits)
+        self.conclude_attempt(manifest, attempt, started_at, failure)
+
+    def conclude_attempt(
+        self,
+        manifest: JobManifest,
+        attempt: int,
+        started_at: datetime,
+        failure: TrainyardFailure | None,
+    ) -> None:
+        """Record a training attempt and raise its failure with Airflow's retry semantics.
+
+        Failing user code is retried only as often as the manifest opts in
+        (`retries.user_errors`); every other class follows classified_failures.
+        """
+        with classified_failures():
             user_errors = (
                 self.record_attempt(attempt, started_at, failure)
                 if self.mode is RunMode.TRAIN

@@ -6,12 +6,19 @@ from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, Lea
 
 
 def get_backend(name: str) -> LearnerBackend:
-    """The backend named in the deployment config (`learner_backend`)."""
+    """The process backend named in the deployment config (`learner_backend`).
+
+    Kubernetes learners are pods run by operators/kubernetes_learner.py, not a process
+    backend, and the DAG factory does not use that operator yet.
+    """
     if name == "local":
         from trainyard.backends.local import LocalProcessBackend
 
         return LocalProcessBackend()
-    raise ValueError(f"unknown learner backend {name!r}: supported backends are: local")
+    raise ValueError(
+        f"learner_backend {name!r} cannot run learners in this version of the training DAG "
+        "(the Kubernetes learner task is not wired in yet): use learner_backend: local"
+    )
 
 
 __all__ = ["OOM_KILLED", "LearnerBackend", "LearnerExit", "LearnerSpec", "RunMode", "get_backend"]
