@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-stop test test-fast lint bench clean
+.PHONY: demo demo-stop test test-fast lint bench bench-quick clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ test: lint
 ## test-fast: the tests that start no Airflow
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest -q -m "not e2e"
+
+## bench: the benchmarks (real Airflow, about half an hour), one table per figure; see bench/RESULTS.md
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+## bench-quick: every benchmark once at tiny sizes (a CI smoke run; says nothing about speed)
+bench-quick: $(VENV)/.installed
+	$(BIN)/python -m bench --quick
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

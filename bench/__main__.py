@@ -41,9 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one repeat, tiny sizes (CI smoke)")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the slow benchmarks")
     parser.add_argument(
-        "--cheap-repeats", type=int, default=7, help="repeats of the fast ones (parse, storage)"
+        "--repeats", type=int, help="repeats of the slow benchmarks (default: 3; quick: 1)"
+    )
+    parser.add_argument(
+        "--cheap-repeats", type=int, help="repeats of the fast ones: parse, storage (default: 7)"
     )
     parser.add_argument(
         "--airflow-setting",
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(
         workdir,
         quick=args.quick,
-        repeats=1 if args.quick else args.repeats,
-        cheap_repeats=1 if args.quick else args.cheap_repeats,
+        repeats=args.repeats or (1 if args.quick else 3),
+        cheap_repeats=args.cheap_repeats or (1 if args.quick else 7),
         airflow_settings=dict(args.airflow_setting),
     )
     tables: list[Table] = []

@@ -5,9 +5,11 @@ process forked from one that has Airflow, not Trainyard, imported, and serialise
 every task also parses the whole file when it starts (to find its own DAG). Each sample is a
 fresh process doing exactly that, with a config of 2 tenants and one of 100, interleaved.
 
-Burst: submissions through the REST API with the CLI's client and job ids, from parallel
-clients; counted as accepted, rejected and lost (accepted but never listed), timed until all
-are accepted and until all are listed as queued (or further).
+Submissions: through the REST API with the CLI's client and job ids, one after another (a
+shell loop of `trainyard submit`) and as a burst from parallel clients; counted as accepted,
+refused and lost (accepted but never listed), timed until all are answered and until all are
+listed as queued. The parallel burst can crash Airflow on SQLite: crashed components are
+counted and restarted.
 """
 
 from __future__ import annotations
@@ -241,22 +243,7 @@ def burst(ctx: Context) -> Table:
     for client in clients:  # log in before the clock starts
         client.request("GET", "/version")
     variants = {"sequential": clients[:1], "parallel": clients}
-    rows: dict[str, dict[str, Figure]] = {variant: {} for variant in variants}
-    for variant, figures in rows.items():
-        figures["accepted"] = Figure(f"{variant}: accepted of {size}", "", digits=0)
-        figures["accepted"].target = Target(size, at_most=False)
-        figures["lost"] = Figure(f"{variant}: lost (accepted, never listed)", "", digits=0)
-        figures["lost"].target = Target(0)
-        figures["phantom"] = Figure(
-            f"{variant}: refused to the client, but created", "", target=Target(0), digits=0
-        )
-        figures["crashed"] = Figure(
-            f"{variant}: Airflow components that crashed", "", target=Target(0), digits=0
-        )
-        figures["answered"] = Figure(f"{variant}: time until every submission is answered", "s")
-        figures["latency"] = Figure(f"{variant}: latency of an accepted submission", "s")
-        figures["latency"].digits = 3
-        figures["listed"] = Figure(f"{variant}: time until all accepted are listed queued", "s")
+    rows = {variant: _burst_figures(variant, size) for variant in variants}
     reasons: collections.Counter[str] = collections.Counter()
     crashes: list[str] = []
     collisions = 0
@@ -302,6 +289,21 @@ def burst(ctx: Context) -> Table:
         [figure for figures in rows.values() for figure in figures.values()],
         notes,
     )
+
+
+def _burst_figures(variant: str, size: int) -> dict[str, Figure]:
+    def count(label: str, target: Target) -> Figure:
+        return Figure(f"{variant}: {label}", "", target=target, digits=0)
+
+    return {
+        "accepted": count(f"accepted of {size}", Target(size, at_most=False, every=True)),
+        "lost": count("lost (accepted, never listed)", Target(0, every=True)),
+        "phantom": count("refused to the client, but created", Target(0, every=True)),
+        "crashed": count("Airflow components that crashed", Target(0, every=True)),
+        "answered": Figure(f"{variant}: time until every submission is answered", "s"),
+        "latency": Figure(f"{variant}: latency of an accepted submission", "s", digits=3),
+        "listed": Figure(f"{variant}: time until all accepted are listed queued", "s"),
+    }
 
 
 def _reason(error: Exception) -> str:

@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import Any
 
 from bench.common import (
+    EXAMPLE_CHECKPOINT_INTERVAL,
     Context,
     Figure,
     Table,
@@ -109,11 +110,11 @@ def run(ctx: Context) -> list[Table]:
     for repeat in range(ctx.repeats):
         # Alternate which variant goes first, so that drifting load favours neither.
         if repeat % 2 == 0:
-            bare = run_bare(ctx, epochs, interval=10.0)
+            bare = run_bare(ctx, epochs, interval=EXAMPLE_CHECKPOINT_INTERVAL)
             platform = run_platform(ctx, epochs, f"overhead-{repeat}")
         else:
             platform = run_platform(ctx, epochs, f"overhead-{repeat}")
-            bare = run_bare(ctx, epochs, interval=10.0)
+            bare = run_bare(ctx, epochs, interval=EXAMPLE_CHECKPOINT_INTERVAL)
         bare_total.add(bare.seconds)
         platform_total.add(platform.total)
         learner_started.add(platform.learner_started)

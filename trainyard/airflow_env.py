@@ -17,6 +17,10 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: SQLite waits this long for a lock instead of failing with "database is locked" (5 s by
+#: default) when the scheduler, DAG processor, API server and tasks write at once.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
 
 def airflow_environment(
     airflow_home: Path,
@@ -47,6 +51,10 @@ def airflow_environment(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "trainyard.airflow_env.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
+            "trainyard.airflow_env.SQLITE_CONNECT_ARGS"
+        ),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_CONNECT_RETRY_SECONDS = 20.0
@@ -87,7 +87,7 @@ class AirflowClient:
         API server restart.
         """
         retrying = Retrying(
-            retry=retry_if_exception_type(httpx.TransportError),
+            retry=retry_if_exception(_transient),
             wait=wait_exponential(multiplier=0.5, max=5),
             stop=stop_after_delay(self.settings.connect_retry_seconds),
             reraise=True,
@@ -110,8 +110,17 @@ class AirflowClient:
         return response.json() if response.content else None
 
     def trigger_run(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        """Start a run with our own run id, exactly once.
+
+        A retried POST whose first try went through gets 409: the run that exists is ours.
+        """
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
-        result: dict[str, Any] = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        try:
+            result: dict[str, Any] = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        except ApiError as error:
+            if error.status_code != 409:
+                raise
+            return self.get_run(dag_id, run_id)
         return result
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -154,6 +163,13 @@ class AirflowClient:
 
 
 #: Fields of a structured log event that every line carries: left out of the text.
+def _transient(error: BaseException) -> bool:
+    """Worth another try: the API server is unreachable or failed (e.g. its DB was busy)."""
+    return isinstance(error, httpx.TransportError) or (
+        isinstance(error, ApiError) and error.status_code >= 500
+    )
+
+
 _LOG_CONTEXT_FIELDS = {
     "timestamp",
     "level",
