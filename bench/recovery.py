@@ -1,14 +1,16 @@
 """(3) Recovery: SIGKILL the learner's training process mid-run; how soon does training resume,
 and how many steps are lost?
 
-The kills land at phases spread evenly over one checkpoint interval after a commit was seen, so
-the steps lost sample the whole range a real crash could hit. Recovery is measured to the first
-metric row of attempt 2 (its `time` field), minus the retry delay the policy imposes on a first
-platform fault: that delay is a choice, not overhead. Each job is cancelled once it has resumed.
+The kills land at phases spread evenly over one checkpoint interval after the training script
+saved a checkpoint, so the steps lost sample the whole range a real crash could hit. Recovery
+is measured to the first metric row of attempt 2 (its `time` field), minus the retry delay the
+policy imposes on a first platform fault: that delay is a choice, not overhead. Each job is
+cancelled once it has resumed.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import time
@@ -61,7 +63,7 @@ def _try_dates(ctx: Context, job_id: str, try_number: int) -> dict[str, Any]:
 def recover_once(
     ctx: Context, name: str, epochs: int, interval: float, phase: float
 ) -> dict[str, float]:
-    """Kill the learner `phase` (0..1) of an interval after a commit; measure its recovery."""
+    """Kill the learner `phase` (0..1) of an interval after it saved a checkpoint."""
     deployment = ctx.deployment()
     store = deployment.stores[TENANT]
     manifest = deployment.write_manifest(
@@ -73,11 +75,20 @@ def recover_once(
     )
     job_id = deployment.submit(manifest)
     checkpoints = CheckpointStore(store, JobLayout(job_id))
-    poll_until(checkpoints.committed_steps, f"a committed checkpoint of {job_id}", timeout=300)
-    time.sleep(interval * phase)
+    saved = poll_until(checkpoints.committed_steps, f"a commit of {job_id}", timeout=300)[-1]
+    # train.py saves right after the metric row of its step (or within the 9 steps before the
+    # next row), and then every `interval` seconds: that row dates the save.
+    after_save = poll_until(
+        lambda: [row for row in _attempt_rows(store, job_id, 1) if row["step"] >= saved],
+        f"the metric row of step {saved}",
+        timeout=30,
+    )
     [process] = poll_until(
         lambda: learner_processes(job_id, user_code=True), f"the learner of {job_id}", timeout=30
     )
+    saved_at = float(after_save[0]["time"])
+    periods = math.ceil((time.time() + 0.1 - saved_at) / interval - phase)
+    time.sleep(max(0.0, saved_at + (periods + phase) * interval - time.time()))
     killed = time.time()
     process.send_signal(signal.SIGKILL)
     resumed = poll_until(
@@ -136,7 +147,7 @@ def run(ctx: Context) -> list[Table]:
         f"retry delay of a first platform fault: {retry_delay:g} s (subtracted above, "
         "included in 'try 1 ended -> try 2 started')",
         f"checkpoint interval {interval:g} s; SIGKILL to the training process at phases spread "
-        "evenly over one interval after a commit was seen",
+        "evenly over the interval after a checkpoint was saved",
         "metric rows come every 10 steps, so 'steps lost' can be up to 9 steps short",
     ]
     return [
