@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,12 @@ def machine_facts() -> dict[str, str]:
         "torch": torch.__version__,
         "minio SDK": minio.__version__,
     }
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (and theirs): what a child run cost."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_average() -> str:

@@ -35,7 +35,7 @@ import yaml
 
 from bench.common import Context, Figure, Table, Target, poll_until
 from bench.overhead import DAG_ID, TENANT
-from trainyard.airflow_env import REPO_ROOT
+from trainyard.airflow_env import REPO_ROOT, airflow_healthy
 from trainyard.client import AirflowClient, ApiError, ApiSettings
 from trainyard.jobs import new_job_id
 from trainyard.submission import example_manifest
@@ -49,6 +49,7 @@ FULL_DEADLINE = 60.0
 QUICK_DEADLINE = 30.0
 LIST_TIMEOUT = 120.0
 CRASH_GRACE = 10.0  # components die a few seconds after their DB call fails
+HEAL_TIMEOUT = 300.0
 #: Airflow's limits for importing a DAG file and for a DAG processor's whole parse.
 IMPORT_TIMEOUT = 30.0  # [core] dagbag_import_timeout
 PROCESSOR_TIMEOUT = 50.0  # [dag_processor] dag_file_processor_timeout
@@ -153,7 +154,7 @@ def measure_parse() -> None:
     print(json.dumps({"cold": cold, "serialise": serialise, "warm": warm, "dags": len(serialised)}))
 
 
-def parsing(ctx: Context) -> Table:
+def parsing(ctx: Context) -> list[Table]:
     scales = QUICK_SCALES if ctx.quick else FULL_SCALES
     configs = {scale: write_config(ctx.scratch("deployment-config"), scale) for scale in scales}
     task = {scale: Figure(f"task start-up parse, {scale}", "s", digits=3) for scale in scales}
@@ -183,11 +184,13 @@ def parsing(ctx: Context) -> Table:
         "building the DAGs only: the same parse again in the same process (modules cached)",
         "limits: Airflow's defaults, which the embedded deployment keeps",
     ]
-    return Table(
-        "Control plane: parsing the DAG file",
-        [*task.values(), *processor.values(), *build.values()],
-        notes,
-    )
+    return [
+        Table(
+            "Control plane: parsing the DAG file",
+            [*task.values(), *processor.values(), *build.values()],
+            notes,
+        )
+    ]
 
 
 @dataclass
@@ -202,6 +205,7 @@ class Burst:
     listed: set[str] = field(default_factory=set)
     listed_after: float | None = None  # seconds until every accepted run was listed
     crashed: list[str] = field(default_factory=list)  # Airflow components that died
+    healthy_after: float | None = None  # seconds until Airflow was healthy again (None: never)
 
 
 def burst_once(ctx: Context, clients: list[AirflowClient], size: int) -> Burst:
@@ -249,24 +253,29 @@ def burst_once(ctx: Context, clients: list[AirflowClient], size: int) -> Burst:
     with contextlib.suppress(TimeoutError):  # whatever is still missing counts as lost
         poll_until(all_listed, "every accepted run to be listed", timeout=LIST_TIMEOUT)
         outcome.listed_after = time.perf_counter() - started
-    outcome.crashed = _restart_crashed(ctx)
+    _recover(ctx, outcome)
     return outcome
 
 
-def _restart_crashed(ctx: Context) -> list[str]:
-    """Airflow components that exited: restart them, as a supervisor would, and name them."""
-    time.sleep(CRASH_GRACE)
+def _recover(ctx: Context, outcome: Burst) -> None:
+    """Wait until Airflow is healthy again, restarting components that exited (as a supervisor
+    would); note which crashed and how long it took."""
     cluster = ctx.deployment().cluster
-    crashed = [name for name, process in cluster.processes.items() if process.poll() is not None]
-    for name in crashed:
-        del cluster.processes[name]
-        cluster.start(name)
-    if crashed:
-        cluster.wait_healthy()
-    return crashed
+    time.sleep(CRASH_GRACE)  # a component dies a few seconds after its DB call failed
+    started = time.perf_counter()
+    while time.perf_counter() - started < HEAL_TIMEOUT:
+        for name, process in list(cluster.processes.items()):
+            if process.poll() is not None:
+                outcome.crashed.append(name)
+                del cluster.processes[name]
+                cluster.start(name)
+        if airflow_healthy(cluster.api_url):
+            outcome.healthy_after = time.perf_counter() - started
+            return
+        time.sleep(2)
 
 
-def burst(ctx: Context) -> Table:
+def burst(ctx: Context) -> list[Table]:
     """A loop of submissions (one client), then a burst from parallel clients, per repeat."""
     size = QUICK_BURST if ctx.quick else FULL_BURST
     env = ctx.deployment().cluster.env
@@ -280,26 +289,28 @@ def burst(ctx: Context) -> Table:
     collisions = 0
     client = clients[0]
     client.request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    rounds = [variant for _ in range(ctx.repeats) for variant in variants]
     try:
-        for _ in range(ctx.repeats):
-            for variant, members in variants.items():
-                outcome = burst_once(ctx, members, size)
-                figures = rows[variant]
-                figures["accepted"].add(len(outcome.accepted))
-                figures["refused"].add(len(outcome.errors))
-                figures["skipped"].add(size - len(outcome.accepted) - len(outcome.errors))
-                figures["lost"].add(len(set(outcome.accepted) - outcome.listed))
-                figures["phantom"].add(
-                    sum(job_id in outcome.listed for job_id, _ in outcome.errors)
-                )
-                figures["crashed"].add(len(outcome.crashed))
-                figures["answered"].add(outcome.answered)
-                figures["latency"].samples.extend(outcome.latencies)
-                if outcome.accepted and outcome.listed_after is not None:
-                    figures["listed"].add(outcome.listed_after)
-                reasons.update(f"{variant}: {reason}" for _, reason in outcome.errors)
-                crashes += [f"{variant}: {name}" for name in outcome.crashed]
-                collisions += outcome.collisions
+        for variant in rounds:
+            outcome = burst_once(ctx, variants[variant], size)
+            figures = rows[variant]
+            figures["accepted"].add(len(outcome.accepted))
+            figures["refused"].add(len(outcome.errors))
+            figures["skipped"].add(size - len(outcome.accepted) - len(outcome.errors))
+            figures["lost"].add(len(set(outcome.accepted) - outcome.listed))
+            figures["phantom"].add(sum(job_id in outcome.listed for job_id, _ in outcome.errors))
+            figures["crashed"].add(len(outcome.crashed))
+            figures["answered"].add(outcome.answered)
+            figures["latency"].samples.extend(outcome.latencies)
+            if outcome.accepted and outcome.listed_after is not None:
+                figures["listed"].add(outcome.listed_after)
+            reasons.update(f"{variant}: {reason}" for _, reason in outcome.errors)
+            crashes += [f"{variant}: {name}" for name in outcome.crashed]
+            collisions += outcome.collisions
+            figures["stuck"].add(outcome.healthy_after is None)
+            if outcome.healthy_after is None:
+                break  # a broken deployment would only measure itself from here on
+            figures["healed"].add(outcome.healthy_after)
     finally:
         for each in clients:
             each.close()
@@ -307,7 +318,8 @@ def burst(ctx: Context) -> Table:
         f"parallel: {CLIENTS} clients; no new submission starts "
         f"{QUICK_DEADLINE if ctx.quick else FULL_DEADLINE} s after the burst began; "
         "the DAG is paused, so runs stay queued and only the API and the DB are measured",
-        "crashed components are restarted (as a supervisor would) before the next burst",
+        "after each burst, crashed components are restarted (as a supervisor would); the "
+        "bursts stop if Airflow is not healthy again in time",
         *(
             f"latency p95, {variant}: {_p95(figures['latency'].samples):.3f} s"
             for variant, figures in rows.items()
@@ -317,11 +329,13 @@ def burst(ctx: Context) -> Table:
         *(f"crashed: {count}x {name}" for name, count in collections.Counter(crashes).items()),
         *(f"refused {count}x, {reason}" for reason, count in reasons.most_common(4)),
     ]
-    return Table(
-        f"Control plane: {size} submissions through the REST API (SQLite metadata DB)",
-        [figure for figures in rows.values() for figure in figures.values()],
-        notes,
-    )
+    return [
+        Table(
+            f"Control plane: {size} submissions through the REST API (SQLite metadata DB)",
+            [figure for figures in rows.values() for figure in figures.values()],
+            notes,
+        )
+    ]
 
 
 def _burst_figures(variant: str, size: int) -> dict[str, Figure]:
@@ -335,6 +349,8 @@ def _burst_figures(variant: str, size: int) -> dict[str, Figure]:
         "lost": count("lost (accepted, never listed)", Target(0, every=True)),
         "phantom": count("refused to the client, but created", Target(0, every=True)),
         "crashed": count("Airflow components that crashed", Target(0, every=True)),
+        "stuck": count(f"not healthy again within {HEAL_TIMEOUT:.0f} s", Target(0, every=True)),
+        "healed": Figure(f"{variant}: time until Airflow is healthy again", "s"),
         "answered": Figure(f"{variant}: time until every submission is answered", "s"),
         "latency": Figure(f"{variant}: latency of an accepted submission", "s", digits=3),
         "listed": Figure(f"{variant}: time until all accepted are listed queued", "s"),
@@ -367,10 +383,6 @@ def _listed(client: AirflowClient, prefix: str) -> set[str]:
         offset += len(runs)
         if not runs or offset >= page["total_entries"]:
             return found
-
-
-def run(ctx: Context) -> list[Table]:
-    return [parsing(ctx), burst(ctx)]
 
 
 if __name__ == "__main__":
