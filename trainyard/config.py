@@ -154,6 +154,21 @@ class TenantConfig(BaseModel):
     storage: StorageConfig
     allowed_frameworks: list[FrameworkName] = Field(default_factory=lambda: list(FrameworkName))
     max_running_jobs: int = Field(default=4, ge=1)
+    gpu_quota: int = Field(
+        default=0, ge=0, description="GPUs its running learners may hold at once (a pool)"
+    )
+    cpu_quota: int = Field(
+        default=4, ge=0, description="CPU-only learners that may run at once (a pool)"
+    )
+    priority: int = Field(
+        default=1,
+        ge=1,
+        description="weight of its tasks when tenants wait for the same executor slots "
+        "(Airflow priority_weight)",
+    )
+    kueue_queue: K8sName | None = Field(
+        default=None, description="Kueue LocalQueue its learner pods are labelled with"
+    )
     default_watchdog: Seconds = Field(
         default=30 * 60.0,
         description="seconds a training job may go without a new metric row or checkpoint "
