@@ -16,10 +16,12 @@ from trainyard.manifest import JobManifest
 from trainyard.records import JobRecord, load_record, save_record
 from trainyard.storage import ObjectStore
 from trainyard.submission import manifest_from_conf
+from trainyard.tenancy import check_quota
 
 
 class ValidateJobOperator(TrainyardOperator):
-    """Validate the manifest against the schema and the tenant, snapshot the code, record the job.
+    """Validate the manifest against the schema, the tenant and its quota, snapshot the code,
+    record the job.
 
     Returns the job id (XCom) that every later task of the run works on. Nothing of the job is
     written before the manifest is valid, so a rejected submission leaves no trace in storage.
@@ -31,6 +33,7 @@ class ValidateJobOperator(TrainyardOperator):
         with classified_failures():
             manifest = manifest_from_conf(context["params"])
             self.check_tenant(manifest)
+            check_quota(manifest.resources, self.tenant_config)
             run_id = context["dag_run"].run_id
             job_id = job_id_for_run(self.tenant, manifest.name, run_id)
             layout = JobLayout(job_id)

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Trainyard's cluster policies (the learner's pool admission); Airflow imports
+#: `airflow_local_settings` from `$AIRFLOW_HOME/config`.
+LOCAL_SETTINGS = REPO_ROOT / "config" / "airflow_local_settings.py"
 
 #: SQLite waits this long for a lock instead of failing with "database is locked" (5 s by
 #: default) when the scheduler, DAG processor, API server and tasks write at once.
@@ -34,9 +37,14 @@ def airflow_environment(
 ) -> dict[str, str]:
     """Return the environment variables that configure an Airflow installation for Trainyard.
 
-    Writes the simple auth manager's password file so the given user logs in with `password`.
+    Writes the simple auth manager's password file so the given user logs in with `password`,
+    and links Trainyard's cluster policies into `<airflow_home>/config`.
     """
     airflow_home.mkdir(parents=True, exist_ok=True)
+    local_settings = airflow_home / "config" / LOCAL_SETTINGS.name
+    local_settings.parent.mkdir(exist_ok=True)
+    local_settings.unlink(missing_ok=True)
+    local_settings.symlink_to(LOCAL_SETTINGS)
     passwords_file = airflow_home / "simple_auth_manager_passwords.json"
     passwords_file.write_text(json.dumps({username: password}))
     secret_file = airflow_home / "trainyard-secrets.json"

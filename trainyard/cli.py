@@ -31,6 +31,7 @@ from trainyard.config import (
     data_asset_uri,
     load_config,
 )
+from trainyard.failures import TrainyardFailure
 from trainyard.jobs import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.manifest import ManifestError, confine_storage_path, parse_manifest
 from trainyard.packaging import PackagingError, upload_directory
@@ -38,6 +39,7 @@ from trainyard.records import JobState, load_record, save_record
 from trainyard.registry import ModelRegistry, ModelVersion, parse_version
 from trainyard.status import TERMINAL_STATES, JobStatus, job_status, read_metrics
 from trainyard.storage import ObjectStore, StorageError, open_store
+from trainyard.tenancy import check_quota
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Manage data in a tenant's storage.", no_args_is_help=True)
@@ -84,6 +86,13 @@ def session() -> Iterator[Session]:
     except UnknownTenantError as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
+    except TrainyardFailure as failure:
+        errors.print(
+            f"[red]error ({failure.failure_class.value}):[/red] {failure.cause}. "
+            f"Fix: {failure.fix}",
+            highlight=False,
+        )
+        raise typer.Exit(2) from failure
     except (ApiError, StorageError) as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(1) from error
@@ -154,6 +163,7 @@ def submit(
     with session() as sess:
         manifest = parse_manifest(manifest_file.read_text())
         tenant = check_manifest_for_tenant(manifest, sess.config)
+        check_quota(manifest.resources, tenant)
         job_id = new_job_id(tenant.name, manifest.name)
         document = manifest.model_dump(mode="json")
         if manifest.code.path is not None:

@@ -8,12 +8,15 @@ server restart.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+if TYPE_CHECKING:
+    from trainyard.tenancy import PoolSpec
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_CONNECT_RETRY_SECONDS = 20.0
@@ -145,6 +148,23 @@ class AirflowClient:
     def record_asset_event(self, asset_id: int, extra: dict[str, Any]) -> None:
         """Tell Airflow an asset changed: DAGs scheduled on it start a run."""
         self.request("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
+
+    def upsert_pools(self, pools: Sequence[PoolSpec]) -> None:
+        """Create the pools, or overwrite the slots and description of those that exist."""
+        entities = [
+            {
+                "name": p.name,
+                "slots": p.slots,
+                "description": p.description,
+                "include_deferred": False,
+            }
+            for p in pools
+        ]
+        action = {"action": "create", "entities": entities, "action_on_existence": "overwrite"}
+        result = self.request("PATCH", "/pools", json={"actions": [action]})
+        failed = (result.get("create") or {}).get("errors") or []
+        if failed:
+            raise ApiError(400, f"PATCH /pools: {failed}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")

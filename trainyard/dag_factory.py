@@ -33,8 +33,9 @@ from trainyard.config import (
     load_config,
     scheduled_jobs,
 )
-from trainyard.manifest import DataTrigger, JobManifest
+from trainyard.manifest import DataTrigger, JobManifest, parse_manifest
 from trainyard.submission import example_manifest
+from trainyard.tenancy import learner_pool
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +102,20 @@ def _training_dag(
     *,
     manifest: dict[str, Any],
     schedule: CronTriggerTimetable | Sequence[Asset] | None,
+    max_active_runs: int,
     description: str,
     doc_md: str,
     tags: list[str],
 ) -> DAG:
+    # The learner's pool as the DAG's own manifest sizes it; the admission policy
+    # (trainyard/admission.py) resizes it for each run from the run's conf.
+    pool = learner_pool(tenant.name, parse_manifest(manifest).resources)
     with DAG(
         dag_id=dag_id,
         description=description,
         schedule=schedule,
         catchup=False,
-        max_active_runs=tenant.max_running_jobs,
+        max_active_runs=max_active_runs,
         params=trigger_params(manifest),
         tags=["trainyard", f"tenant:{tenant.name}", *tags],
         doc_md=doc_md,
@@ -120,6 +125,10 @@ def _training_dag(
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=5),
             "on_failure_callback": record_failure,
+            # The tenant's priority as is: when tenants wait for the same executor slots, the
+            # higher priority's tasks go first, whatever their place in the DAG.
+            "priority_weight": tenant.priority,
+            "weight_rule": "absolute",
         },
     ) as dag:
         validate = ValidateJobOperator(task_id="validate", tenant=tenant.name)
@@ -131,6 +140,8 @@ def _training_dag(
             job_id=job_id,
             retries=LEARNER_RETRY_POLICY.total_retries,
             retry_policy=LEARNER_RETRY_POLICY,
+            pool=pool.pool,
+            pool_slots=pool.slots,
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
         evaluate = EvaluateModelOperator(task_id="evaluate", tenant=tenant.name, job_id=job_id)
@@ -148,6 +159,7 @@ def build_tenant_dag(tenant: TenantConfig) -> DAG:
         tenant,
         manifest=example_manifest(tenant.name),
         schedule=None,
+        max_active_runs=tenant.max_running_jobs,
         description=f"Trainyard training jobs of tenant {tenant.name}",
         doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
         tags=[],
@@ -172,6 +184,9 @@ def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobMa
         tenant,
         manifest=manifest.model_dump(mode="json"),
         schedule=schedule,
+        # A retraining never overlaps itself; the tenant's max_running_jobs bounds its
+        # submitted jobs (its own DAG), so the tenant runs at most that plus one per schedule.
+        max_active_runs=1,
         description=f"Scheduled job {manifest.name} of tenant {tenant.name}",
         doc_md=JOB_DOC.format(job=manifest.name, tenant=tenant.name, when=when, path=job.path.name),
         tags=["scheduled"],

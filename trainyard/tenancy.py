@@ -1,17 +1,27 @@
-"""Names of the Airflow objects that hold a tenant's share of the deployment.
+"""Names of the Airflow objects that hold a tenant's share of the deployment, and its quotas.
 
-One place defines them, so the DAG factory (which uses the pools and roles), `trainyard tenants
-sync` (which creates them) and the tests agree.
+One place defines them, so the DAG factory (which uses the pools and roles), the admission
+policy (`trainyard/admission.py`, which sizes a run's learner in its pool), `sync_pools` and
+`trainyard tenants sync` (which create them) and the tests agree.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from trainyard.config import TenantConfig
+from trainyard.failures import ResourceError
+from trainyard.manifest import Resources
+
+if TYPE_CHECKING:
+    from trainyard.client import AirflowClient
+    from trainyard.config import TrainyardConfig
 
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
 PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
+_LEARNER_POOL_RE = re.compile(r"trainyard_(?P<slug>.+)_(?P<kind>gpu|cpu)")
 
 
 def _slug(tenant: str) -> str:
@@ -46,7 +56,7 @@ class PoolSpec:
 
 
 def tenant_pools(tenant: TenantConfig) -> list[PoolSpec]:
-    """The pools `trainyard tenants sync` keeps in step with the tenant's quotas."""
+    """The pools `sync_pools` (and `trainyard tenants sync`) keep in step with the quotas."""
     return [
         PoolSpec(gpu_pool(tenant.name), tenant.gpu_quota, f"GPUs of tenant {tenant.name}"),
         PoolSpec(
@@ -55,3 +65,66 @@ def tenant_pools(tenant: TenantConfig) -> list[PoolSpec]:
             f"CPU-only learners of tenant {tenant.name}",
         ),
     ]
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    """What a job's learner task holds while it runs: `slots` of the pool `pool`."""
+
+    pool: str
+    slots: int
+
+
+def learner_pool(tenant: str, resources: Resources) -> PoolRequest:
+    """The learner task's share: `gpus x learners` GPU slots, or `learners` CPU slots."""
+    if resources.gpus > 0:
+        return PoolRequest(gpu_pool(tenant), resources.gpus * resources.learners)
+    return PoolRequest(cpu_pool(tenant), resources.learners)
+
+
+def learner_pool_tenant(pool: str) -> str | None:
+    """The tenant (as its pool-name slug) whose learner pool `pool` is, or None.
+
+    The admission policy only knows a task's declared pool; the slug stands for the tenant in
+    `learner_pool`, since a slug's pool names are its tenant's.
+    """
+    match = _LEARNER_POOL_RE.fullmatch(pool)
+    return None if match is None else match["slug"]
+
+
+def check_quota(resources: Resources, tenant: TenantConfig) -> None:
+    """Reject a job that could never start: it asks for more than its tenant's whole quota.
+
+    Such a learner task would wait in its pool forever; failing at validation says why.
+
+    Raises:
+        ResourceError: naming the manifest field and the quota.
+    """
+    if resources.gpus > 0:
+        wanted = resources.gpus * resources.learners
+        if wanted > tenant.gpu_quota:
+            raise ResourceError(
+                f"resources.gpus: the job needs gpus x learners = {resources.gpus} x "
+                f"{resources.learners} = {wanted} GPUs at once, more than tenant "
+                f"{tenant.name!r}'s whole GPU quota of {tenant.gpu_quota}",
+                f"ask for at most {tenant.gpu_quota} GPUs in all (resources.gpus x "
+                "resources.learners), or ask the platform admin to raise the tenant's gpu_quota",
+            )
+    elif resources.learners > tenant.cpu_quota:
+        raise ResourceError(
+            f"resources.learners: the job needs {resources.learners} CPU learners at once, more "
+            f"than tenant {tenant.name!r}'s whole CPU quota of {tenant.cpu_quota}",
+            f"use at most {tenant.cpu_quota} learners, or ask the platform admin to raise the "
+            "tenant's cpu_quota",
+        )
+
+
+def sync_pools(client: AirflowClient, config: TrainyardConfig) -> list[PoolSpec]:
+    """Create or resize every tenant's pools in Airflow to match the config; return them.
+
+    Learner tasks wait for their pool's slots, and a pool that does not exist never has any:
+    a deployment calls this whenever tenants or quotas change.
+    """
+    pools = [pool for tenant in config.tenants for pool in tenant_pools(tenant)]
+    client.upsert_pools(pools)
+    return pools

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ import yaml
 from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
 from trainyard.airflow_env import REPO_ROOT, wait_for_dags
+from trainyard.client import AirflowClient, ApiSettings
 from trainyard.config import load_config
 from trainyard.storage import ObjectStore, open_store
 from trainyard.storage.s3 import S3Store
+from trainyard.tenancy import sync_pools
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
@@ -61,7 +63,11 @@ class Deployment:
         return self.cluster.trainyard("submit", str(manifest)).stdout.split()[0]
 
 
-def write_config(root: Path, s3_server: S3Server) -> Path:
+def write_config(
+    root: Path, s3_server: S3Server, tenant_settings: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """Both tenants' config; `tenant_settings` adds fields (quotas, ...) per tenant."""
+    settings = tenant_settings or {}
     acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
     acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
     config_file = root / "trainyard.yaml"
@@ -72,8 +78,12 @@ def write_config(root: Path, s3_server: S3Server) -> Path:
                 "work_dir": str(root / "work"),
                 "jobs_dir": str(root / "jobs"),
                 "tenants": [
-                    {"name": "acme", "storage": acme_storage},
-                    {"name": "globex", "storage": {"kind": "local", "root": str(root / "globex")}},
+                    {"name": "acme", "storage": acme_storage, **settings.get("acme", {})},
+                    {
+                        "name": "globex",
+                        "storage": {"kind": "local", "root": str(root / "globex")},
+                        **settings.get("globex", {}),
+                    },
                 ],
             }
         )
@@ -82,9 +92,17 @@ def write_config(root: Path, s3_server: S3Server) -> Path:
 
 
 @contextmanager
-def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
-    """Start Airflow for both tenants, with the dataset and example code uploaded."""
-    config_file = write_config(root, s3_server)
+def deploy(
+    root: Path,
+    s3_server: S3Server,
+    tenant_settings: dict[str, dict[str, Any]] | None = None,
+    airflow_env: dict[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """Start Airflow for both tenants, with their pools, the dataset and example code uploaded.
+
+    `tenant_settings` adds config fields per tenant; `airflow_env` adds Airflow settings.
+    """
+    config_file = write_config(root, s3_server, tenant_settings)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in credentials.items():
@@ -94,7 +112,11 @@ def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
-        with running_airflow(root / "airflow", config_file, credentials) as cluster:
+        with running_airflow(
+            root / "airflow", config_file, {**credentials, **(airflow_env or {})}
+        ) as cluster:
+            with closing(AirflowClient(ApiSettings.from_env(cluster.env))) as client:
+                sync_pools(client, config)
             dataset = root / "digits"
             subprocess.run(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],

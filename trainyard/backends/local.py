@@ -4,6 +4,10 @@ This is the embedded default. Learners get a minimal environment (no Airflow or 
 variables) plus the runtime's contract, and die with their parent: if the Airflow task process
 is killed, the kernel sends them SIGTERM, so they still write a final checkpoint. With no kubelet
 to enforce resources.memory, the backend does it itself, as a container's cgroup would.
+
+GPUs are not pinned: a GPU job sees the machine's GPUs (or the worker's CUDA_VISIBLE_DEVICES),
+and on a machine without any it runs on the CPU, as code written `cuda if available` does; the
+tenant's GPU pool still counts its `resources.gpus`. A CPU job sees no GPU.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ INHERITED_VARIABLES = (
     "VIRTUAL_ENV",
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
+    "CUDA_VISIBLE_DEVICES",
 )
 STOP_GRACE_SECONDS = 30.0
 #: How often each learner's memory is sampled; an allocation between samples goes unseen.
@@ -89,6 +94,9 @@ class LocalProcessBackend(LearnerBackend):
                 "OMP_NUM_THREADS": str(max(1, int(spec.cpus))),
             }
         )
+        if spec.gpus == 0:
+            # A CPU job sees no GPU, so it cannot take one from the GPU jobs.
+            env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
     def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:

@@ -1,0 +1,154 @@
+"""Quotas and isolation between tenants on real Airflow, with real learner processes.
+
+One Airflow for the module: `acme` (tenant A, S3 storage) and `globex` (tenant B, local
+storage), each with a GPU quota of 2. The jobs are short: the user command records when it
+started and ended, sleeps a few seconds, and saves a one-line model. The machine has no GPU:
+the local backend runs GPU jobs on the CPU, and the pools still count their GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.deployment import Deployment, deploy
+from tests.support.learners import wait_for_end
+from tests.support.s3_server import S3Server
+from trainyard.client import AirflowClient
+from trainyard.config import dag_id_for_tenant
+from trainyard.jobs import new_job_id
+from trainyard.records import JobState
+from trainyard.status import read_metrics
+
+pytestmark = pytest.mark.e2e
+
+TENANT_A, TENANT_B = "acme", "globex"
+GPU_QUOTA = 2
+CODE_PREFIX = "code/sleeper"
+#: The user command: its start and end as a metric row, then a model file for the commit task.
+SLEEPER = textwrap.dedent(
+    """
+    import json, os, time
+
+    started = time.time()
+    time.sleep(5)
+    row = {"step": 1, "started": started, "ended": time.time()}
+    with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as metrics:
+        metrics.write(json.dumps(row) + "\\n")
+    with open(os.path.join(os.environ["TRAINYARD_RESULT_DIR"], "model.txt"), "w") as model:
+        model.write("trained")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[Deployment]:
+    """Both tenants with a quota of 2 GPUs; A may have all its jobs running as far as runs go,
+    and the executor has room for far more tasks, so the pools are what limits the learners."""
+    root = tmp_path_factory.mktemp("isolation")
+    tenants = {
+        TENANT_A: {"gpu_quota": GPU_QUOTA, "max_running_jobs": 8},
+        TENANT_B: {"gpu_quota": GPU_QUOTA},
+    }
+    with deploy(
+        root, s3_server, tenant_settings=tenants, airflow_env={"AIRFLOW__CORE__PARALLELISM": "64"}
+    ) as deployed:
+        code = root / "sleeper"
+        code.mkdir()
+        (code / "sleeper.py").write_text(SLEEPER)
+        for tenant in (TENANT_A, TENANT_B):
+            deployed.cluster.trainyard("data", "upload", str(code), CODE_PREFIX, "--tenant", tenant)
+        yield deployed
+
+
+def manifest(tenant: str, name: str, **resources: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "tenant": tenant,
+        "framework": {"name": "pytorch", "version": "2.13"},
+        "code": {"uri": CODE_PREFIX},
+        "command": "python sleeper.py",
+        "resources": {"cpus": 0.5, "memory": "1Gi", **resources},
+        "checkpoint": {"interval": "1s"},
+    }
+
+
+def trigger(client: AirflowClient, job: dict[str, Any]) -> str:
+    """Start a job as `trainyard submit` does, without a CLI process per job; return its id."""
+    job_id = new_job_id(job["tenant"], job["name"])
+    client.trigger_run(dag_id_for_tenant(job["tenant"]), job_id, {"manifest": job})
+    return job_id
+
+
+def learner_interval(deployment: Deployment, job_id: str) -> tuple[float, float]:
+    """When the job's user command started and ended, as it recorded them."""
+    (row,) = read_metrics(deployment.stores[job_id.split(".")[0]], job_id)
+    return row["started"], row["ended"]
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals that overlap at one moment."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, change in events:  # at equal times an end (-1) sorts before a start (+1)
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_burst_stays_within_its_gpu_quota_and_does_not_delay_the_other_tenant(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    a_jobs = [trigger(client, manifest(TENANT_A, f"burst-{i}", gpus=1)) for i in range(6)]
+    b_jobs = [trigger(client, manifest(TENANT_B, f"steady-{i}", gpus=1)) for i in range(2)]
+    for job_id in a_jobs + b_jobs:
+        final = wait_for_end(client, deployment.stores[job_id.split(".")[0]], job_id)
+        assert final.state is JobState.SUCCEEDED, f"{job_id}: {final}"
+
+    a_runs = [learner_interval(deployment, job_id) for job_id in a_jobs]
+    b_runs = [learner_interval(deployment, job_id) for job_id in b_jobs]
+    assert most_at_once(a_runs) <= GPU_QUOTA
+    last_a_start = max(start for start, _ in a_runs)
+    assert all(start < last_a_start for start, _ in b_runs), (
+        f"B's learners started at {[s for s, _ in b_runs]}, after A's last at {last_a_start}"
+    )
+    instances = client.task_instances(dag_id_for_tenant(TENANT_A), a_jobs[0])
+    learner = next(ti for ti in instances if ti["task_id"] == "learner")
+    assert (learner["pool"], learner["pool_slots"]) == ("trainyard_acme_gpu", 1)
+
+
+def test_a_job_over_the_whole_quota_fails_validation_as_a_resource_error(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    job_id = trigger(client, manifest(TENANT_B, "too-big", gpus=2, learners=2))
+    final = wait_for_end(client, deployment.stores[TENANT_B], job_id)
+    assert final.state is JobState.FAILED
+    tasks = {ti["task_id"]: ti for ti in client.task_instances(final.dag_id, job_id)}
+    assert tasks["validate"]["state"] == "failed"
+    assert tasks["validate"]["try_number"] == 1  # no retry can make it fit
+    assert tasks["learner"]["state"] == "upstream_failed"  # it never waited in the pool
+    log = "\n".join(client.task_log(final.dag_id, job_id, "validate", 1))
+    assert "[resource_error] resources.gpus" in log
+    assert "gpu_quota" in log  # the fix is named
+
+
+def test_submit_rejects_a_job_over_the_quota_before_triggering(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    job = manifest(TENANT_A, "too-many-learners", learners=5)  # CPU job; cpu_quota is 4
+    path = deployment.root / "too-many-learners.json"
+    path.write_text(json.dumps(job))
+    result = deployment.cluster.trainyard("submit", str(path), check=False)
+    assert result.returncode == 2
+    assert "resources.learners" in result.stderr
+    assert "cpu_quota" in result.stderr
+    runs = client.list_runs(dag_id_for_tenant(TENANT_A))
+    assert not any(
+        (run.get("conf") or {}).get("manifest", {}).get("name") == job["name"] for run in runs
+    )
