@@ -10,11 +10,12 @@ from typing import Any
 from airflow.sdk import BaseOperator, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from operators.hooks import TenantStorageHook
 from trainyard.config import TenantConfig, TrainyardConfig, load_config
 from trainyard.failures import FailureClass, TrainyardFailure, UserError
 from trainyard.manifest import JobManifest, ManifestError, parse_manifest
 from trainyard.records import JobRecord, load_record
-from trainyard.storage import ObjectStore, StorageError, open_store
+from trainyard.storage import ObjectStore, StorageError
 
 #: Failure classes that a retry cannot fix: the task fails at once.
 NOT_RETRYABLE = {FailureClass.USER_ERROR, FailureClass.RESOURCE_ERROR}
@@ -68,8 +69,13 @@ class TrainyardOperator(BaseOperator):
         return self.trainyard_config.tenant(self.tenant)
 
     @cached_property
+    def storage_hook(self) -> TenantStorageHook:
+        return TenantStorageHook(self.tenant_config)
+
+    @cached_property
     def store(self) -> ObjectStore:
-        return open_store(self.tenant_config.storage)
+        """The tenant's storage, opened with the keys of its Airflow connection."""
+        return self.storage_hook.get_store()
 
     def load_job(self) -> tuple[JobRecord, JobManifest]:
         """The job record written by the validate task, and its manifest."""

@@ -107,6 +107,7 @@ class LearnerRunningOperator(TrainyardOperator):
             memory_bytes=resources.memory,
             gpus=resources.gpus,
             watchdog=manifest.watchdog or self.tenant_config.default_watchdog,
+            credentials=self.storage_hook.get_credentials(),
         )
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:

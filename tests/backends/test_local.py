@@ -17,7 +17,12 @@ from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
 from trainyard.failures import Preemption
 from trainyard.jobs import JobLayout
 from trainyard.storage import join_key
-from trainyard.storage.config import LocalStorageConfig, S3StorageConfig, StorageConfig
+from trainyard.storage.config import (
+    LocalStorageConfig,
+    S3StorageConfig,
+    StorageConfig,
+    StorageCredentials,
+)
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.tiny.20261124-215908-abcd"
@@ -70,20 +75,24 @@ def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
 def test_s3_credentials_are_copied_under_the_runtime_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_ACCESS_KEY", "globex-access")
-    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_SECRET_KEY", "globex-secret")
+    # Keys in the worker's environment are not the ones a learner gets: the spec's are, and
+    # they come from the tenant's Airflow connection.
+    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_ACCESS_KEY", "worker-env-access")
+    monkeypatch.setenv("TRAINYARD_S3_GLOBEX_SECRET_KEY", "worker-env-secret")
     storage = S3StorageConfig(
         endpoint="minio:9000",
         bucket="globex",
         prefix="trainyard",
         credentials_env="TRAINYARD_S3_GLOBEX",
     )
+    credentials = StorageCredentials("globex-access", "globex-secret")
 
-    env = make_spec(storage, tmp_path / "work").runtime_environment(rank=0)
+    env = make_spec(storage, tmp_path / "work", credentials=credentials).runtime_environment(0)
 
     assert env["TRAINYARD_STORAGE_ACCESS_KEY"] == "globex-access"
     assert env["TRAINYARD_STORAGE_SECRET_KEY"] == "globex-secret"
     assert not any(name.startswith("TRAINYARD_S3_GLOBEX") for name in env)
+    assert not any("worker-env" in value for value in env.values())
     described = json.loads(env["TRAINYARD_STORAGE"])
     assert described == {
         "kind": "s3",
@@ -98,18 +107,54 @@ def test_s3_credentials_are_copied_under_the_runtime_names(
     assert "globex-secret" not in env["TRAINYARD_STORAGE"]
 
 
+def test_s3_storage_without_credentials_is_refused(tmp_path: Path) -> None:
+    storage = S3StorageConfig(endpoint="minio:9000", bucket="globex")
+    with pytest.raises(ValueError, match="no storage credentials for tenant 'acme'"):
+        make_spec(storage, tmp_path / "work").runtime_environment(rank=0)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "parent", "expected"),
+    [
+        pytest.param(0, "0,1", "", id="cpu-job-sees-no-gpu"),
+        pytest.param(0, None, "", id="cpu-job-on-a-machine-without-gpus"),
+        pytest.param(1, "1", "1", id="gpu-job-sees-the-workers-gpus"),
+        pytest.param(2, None, None, id="gpu-job-without-gpus-runs-on-cpu"),
+    ],
+)
+def test_gpu_visibility(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gpus: int,
+    parent: str | None,
+    expected: str | None,
+) -> None:
+    if parent is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+    spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=gpus)
+
+    env = LocalProcessBackend().learner_environment(spec, rank=0, master_port=29511)
+
+    assert env.get("CUDA_VISIBLE_DEVICES") == expected
+
+
 def test_learner_environment_withholds_the_parents_other_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:pw@db/airflow")
     monkeypatch.setenv("TRAINYARD_S3_OTHER_SECRET_KEY", "another-tenants-secret")
     monkeypatch.setenv("TRAINYARD_S3_OTHER_ACCESS_KEY", "another-tenants-access")
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINYARD_STORAGE_OTHER", '{"password": "another-tenants"}')
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "airflows-own-secret")
     monkeypatch.setenv("PATH", "/opt/bin:/usr/bin")
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
 
     env = LocalProcessBackend().learner_environment(spec, rank=2, master_port=29511)
 
-    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env
+    assert not any(name.startswith("AIRFLOW") for name in env)
+    assert "airflows-own-secret" not in env.values()
     assert "TRAINYARD_S3_OTHER_SECRET_KEY" not in env
     assert "TRAINYARD_S3_OTHER_ACCESS_KEY" not in env
     assert not any("another-tenants" in value for value in env.values())

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.deployment import Deployment, deploy
+from tests.support.deployment import ACME_CONNECTION_KEYS, Deployment, deploy
 from tests.support.learners import wait_for_end
 from tests.support.s3_server import S3Server
 from trainyard.client import AirflowClient
 from trainyard.config import dag_id_for_tenant
-from trainyard.jobs import new_job_id
+from trainyard.jobs import JobLayout, new_job_id
 from trainyard.records import JobState
 from trainyard.status import read_metrics
 
@@ -152,3 +152,38 @@ def test_submit_rejects_a_job_over_the_quota_before_triggering(
     assert not any(
         (run.get("conf") or {}).get("manifest", {}).get("name") == job["name"] for run in runs
     )
+
+
+def test_no_credential_reaches_xcoms_logs_or_the_job_record(
+    deployment: Deployment, client: AirflowClient, s3_server: S3Server
+) -> None:
+    """An S3 tenant's job: its keys (Airflow's connection, the CLI's environment) appear in no
+    XCom, no task log, no learner log and not in the job record."""
+    job_id = trigger(client, manifest(TENANT_A, "leak-check"))
+    store = deployment.stores[TENANT_A]
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final
+    secrets = {
+        ACME_CONNECTION_KEYS.access_key,
+        ACME_CONNECTION_KEYS.secret_key,
+        s3_server.access_key,
+        s3_server.secret_key,
+    }
+    places: dict[str, str] = {"job id": job_id}
+    base = f"/dags/{final.dag_id}/dagRuns/{job_id}/taskInstances"
+    for ti in client.task_instances(final.dag_id, job_id):
+        task_id = ti["task_id"]
+        entries = client.request("GET", f"{base}/{task_id}/xcomEntries")["xcom_entries"]
+        for entry in entries:
+            value = client.request("GET", f"{base}/{task_id}/xcomEntries/{entry['key']}")
+            places[f"xcom {task_id}/{entry['key']}"] = json.dumps(value)
+        for try_number in range(1, int(ti["try_number"] or 0) + 1):
+            log = client.task_log(final.dag_id, job_id, task_id, try_number)
+            places[f"log {task_id}#{try_number}"] = "\n".join(log)
+    for info in store.list(JobLayout(job_id).logs):
+        places[info.key] = store.get_bytes(info.key).decode(errors="replace")
+    places["job record"] = store.get_bytes(JobLayout(job_id).record).decode()
+    assert any(name.startswith("xcom validate") for name in places)  # the job id went by XCom
+    assert any(name.startswith("log learner") for name in places)
+    leaks = [name for name, text in places.items() if any(key in text for key in secrets)]
+    assert leaks == []

@@ -21,10 +21,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
+from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesLearnerOperator
 from trainyard.backends import RunMode
 from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, TENANT_LABEL
-from trainyard.config import CONFIG_ENV
+from trainyard.config import CONFIG_ENV, load_config
 from trainyard.failures import (
     PlatformFault,
     Preemption,
@@ -36,6 +37,7 @@ from trainyard.jobs import JobLayout
 from trainyard.manifest import parse_manifest
 from trainyard.records import JobRecord, load_record, save_record
 from trainyard.runtime.outcome import Outcome
+from trainyard.storage.config import StorageCredentials
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
@@ -100,9 +102,11 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "trainyard.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv(CONFIG_ENV, str(path))
-    # The worker holds the keys (a local learner would get them copied): pods must not.
-    monkeypatch.setenv("TRAINYARD_S3_ACME_ACCESS_KEY", ACCESS_KEY)
-    monkeypatch.setenv("TRAINYARD_S3_ACME_SECRET_KEY", SECRET_KEY)
+    # Airflow holds the keys as the tenants' connections (a local learner would get them
+    # copied): pods must not.
+    for tenant in load_config(path).tenants:
+        connection = storage_connection(tenant, StorageCredentials(ACCESS_KEY, SECRET_KEY))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{connection.conn_id.upper()}", connection.as_json())
     return tmp_path
 
 

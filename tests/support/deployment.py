@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from operators.hooks import storage_connection
 from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
 from trainyard.airflow_env import REPO_ROOT, wait_for_dags
 from trainyard.client import AirflowClient, ApiSettings
 from trainyard.config import load_config
-from trainyard.storage import ObjectStore, open_store
+from trainyard.storage import ObjectStore, StorageCredentials, open_store
 from trainyard.storage.s3 import S3Store
 from trainyard.tenancy import sync_pools
 
@@ -30,6 +31,11 @@ EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 TENANTS = ("acme", "globex")
 S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
+#: acme's keys as Airflow holds them, in its storage connection (moto takes any keys); the CLI
+#: uses the ones of `S3_CREDENTIALS_ENV`, as a user's terminal would.
+ACME_CONNECTION_KEYS = StorageCredentials(
+    "AKIA-ACME-IN-AIRFLOW-5e1f", "acme-secret-in-airflow-9b2c7d"
+)
 
 
 @dataclass
@@ -104,17 +110,21 @@ def deploy(
     """
     config_file = write_config(root, s3_server, tenant_settings)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
+    config = load_config(config_file)
+    connection = storage_connection(config.tenant("acme"), ACME_CONNECTION_KEYS)
+    settings = {
+        **credentials,
+        f"AIRFLOW_CONN_{connection.conn_id.upper()}": connection.as_json(),
+        **(airflow_env or {}),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in credentials.items():
             patch.setenv(name, value)
-        config = load_config(config_file)
         stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in TENANTS}
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
-        with running_airflow(
-            root / "airflow", config_file, {**credentials, **(airflow_env or {})}
-        ) as cluster:
+        with running_airflow(root / "airflow", config_file, settings) as cluster:
             with closing(AirflowClient(ApiSettings.from_env(cluster.env))) as client:
                 sync_pools(client, config)
             dataset = root / "digits"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.jobs import RunMode
-from trainyard.storage.config import S3StorageConfig, StorageConfig
+from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
 RUNTIME_CREDENTIALS_ENV = "TRAINYARD_STORAGE"
@@ -33,12 +33,17 @@ class LearnerSpec:
     cpus: float
     memory_bytes: int
     gpus: int
+    # The tenant's S3 keys, from its Airflow connection; None for local storage.
+    credentials: StorageCredentials | None = None
 
     def runtime_environment(self, rank: int) -> dict[str, str]:
         """The runtime's environment contract (docs/architecture.md) for learner `rank`.
 
-        S3 credentials are copied under the runtime's own variable names so that the learner
-        only ever sees its own tenant's keys.
+        The tenant's S3 credentials (from its Airflow connection) go under the runtime's own
+        variable names: the learner only ever sees its own tenant's keys.
+
+        Raises:
+            ValueError: the storage is S3 and the spec carries no credentials.
         """
         storage = self.storage
         env = {
@@ -54,7 +59,11 @@ class LearnerSpec:
             "TRAINYARD_WORK_DIR": str(self.work_dir),
         }
         if isinstance(storage, S3StorageConfig):
-            access_key, secret_key = storage.credentials()
+            if self.credentials is None:
+                raise ValueError(
+                    f"no storage credentials for tenant {self.tenant!r}'s bucket {storage.bucket!r}"
+                )
+            access_key, secret_key = self.credentials
             storage = storage.model_copy(update={"credentials_env": RUNTIME_CREDENTIALS_ENV})
             env[f"{RUNTIME_CREDENTIALS_ENV}_ACCESS_KEY"] = access_key
             env[f"{RUNTIME_CREDENTIALS_ENV}_SECRET_KEY"] = secret_key

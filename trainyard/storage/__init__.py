@@ -16,7 +16,7 @@ from trainyard.storage.base import (
     check_object_key,
     join_key,
 )
-from trainyard.storage.config import LocalStorageConfig, StorageConfig
+from trainyard.storage.config import LocalStorageConfig, StorageConfig, StorageCredentials
 from trainyard.storage.local import LocalStore
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "StorageCredentials",
     "StorageError",
     "check_key",
     "check_object_key",
@@ -32,10 +33,13 @@ __all__ = [
 ]
 
 
-def open_store(cfg: StorageConfig) -> ObjectStore:
-    """The store a tenant's storage config describes."""
+def open_store(cfg: StorageConfig, credentials: StorageCredentials | None = None) -> ObjectStore:
+    """The store a tenant's storage config describes.
+
+    S3 `credentials` default to the ones in this process's environment (see S3StorageConfig).
+    """
     if isinstance(cfg, LocalStorageConfig):
         return LocalStore(cfg.root)
     from trainyard.storage.s3 import S3Store
 
-    return S3Store.from_config(cfg)
+    return S3Store.from_config(cfg, credentials=credentials)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class StorageCredentials(NamedTuple):
+    """An S3 access key and its secret. Its repr shows neither, so a log line cannot leak them."""
+
+    access_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:
+        return "StorageCredentials(access_key='***', secret_key='***')"
 
 
 class LocalStorageConfig(BaseModel):
@@ -21,8 +31,10 @@ class LocalStorageConfig(BaseModel):
 class S3StorageConfig(BaseModel):
     """A bucket (and optional prefix) on an S3-compatible server such as MinIO.
 
-    Credentials are never part of the config: they are read from the environment variables
-    `<credentials_env>_ACCESS_KEY` and `<credentials_env>_SECRET_KEY`.
+    Credentials are never part of the config. Airflow's tasks read them from the tenant's
+    Airflow connection (`trainyard_storage_<tenant>`, see `operators/hooks.py`) and hand them to
+    the learners; outside Airflow (the `trainyard` CLI, the learner runtime) they come from the
+    environment variables `<credentials_env>_ACCESS_KEY` and `<credentials_env>_SECRET_KEY`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,12 +47,12 @@ class S3StorageConfig(BaseModel):
     region: str | None = None
     credentials_env: str = "TRAINYARD_S3"
 
-    def credentials(self) -> tuple[str, str]:
-        """Return (access key, secret key) from the environment, or raise naming the variables."""
+    def credentials(self) -> StorageCredentials:
+        """The keys in this process's environment (CLI, runtime), or raise naming the variables."""
         access_var = f"{self.credentials_env}_ACCESS_KEY"
         secret_var = f"{self.credentials_env}_SECRET_KEY"
         try:
-            return os.environ[access_var], os.environ[secret_var]
+            return StorageCredentials(os.environ[access_var], os.environ[secret_var])
         except KeyError as missing:
             raise RuntimeError(
                 f"S3 credentials for bucket {self.bucket!r} are not set: "

@@ -41,7 +41,7 @@ from trainyard.storage.base import (
     check_object_key,
     join_key,
 )
-from trainyard.storage.config import S3StorageConfig
+from trainyard.storage.config import S3StorageConfig, StorageCredentials
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,18 @@ class S3Store(ObjectStore):
         self.endpoint = client._base_url.host
 
     @classmethod
-    def from_config(cls, cfg: S3StorageConfig, *, retry: RetryPolicy = DEFAULT_RETRY) -> S3Store:
-        """Build a store whose client fails fast on a dead endpoint (see CONNECT_TIMEOUT_S)."""
-        access_key, secret_key = cfg.credentials()
+    def from_config(
+        cls,
+        cfg: S3StorageConfig,
+        *,
+        credentials: StorageCredentials | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> S3Store:
+        """Build a store whose client fails fast on a dead endpoint (see CONNECT_TIMEOUT_S).
+
+        `credentials` default to the ones in this process's environment (`cfg.credentials()`).
+        """
+        access_key, secret_key = credentials or cfg.credentials()
         client = Minio(
             cfg.endpoint,
             access_key=access_key,
