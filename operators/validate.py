@@ -13,8 +13,9 @@ from trainyard.failures import UserError
 from trainyard.jobs import JobLayout, job_id_for_run
 from trainyard.lineage import digest_prefix
 from trainyard.manifest import JobManifest
+from trainyard.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
 from trainyard.records import JobRecord, load_record, save_record
-from trainyard.storage import ObjectStore
+from trainyard.storage import ObjectNotFound, ObjectStore
 from trainyard.submission import manifest_from_conf
 from trainyard.tenancy import check_quota
 
@@ -62,14 +63,30 @@ class ValidateJobOperator(TrainyardOperator):
 
 
 def snapshot_code(store: ObjectStore, manifest: JobManifest, layout: JobLayout) -> None:
-    """Copy the job's code into the job's own prefix so a rerun uses exactly this code."""
+    """Copy the job's code into the job's own prefix so a rerun uses exactly this code.
+
+    `code.uri` names a prefix, or a code archive, which is checked whole and then unpacked.
+    """
     source = manifest.code.uri
     if source is None:
         raise UserError(
             "code.path: a local directory can only be packaged by 'trainyard submit'",
             "submit with the CLI, or upload the code with 'trainyard data upload' and set code.uri",
         )
-    if source != layout.code:
+    if is_archive(source):
+        try:
+            archive = store.get_bytes(source)
+        except ObjectNotFound as missing:
+            raise UserError(
+                f"code.uri: no archive {source!r} in {store.describe()}",
+                "upload the archive first, or name the prefix that holds the code",
+            ) from missing
+        store.delete_prefix(layout.code)
+        try:
+            unpack_archive(store, archive, source, layout.code, "code.uri")
+        except PackagingError as error:
+            raise UserError(str(error), ARCHIVE_FIX) from error
+    elif source != layout.code:
         store.delete_prefix(layout.code)
         store.copy_prefix(source, layout.code)
     if not any(True for _ in store.list(layout.code)):

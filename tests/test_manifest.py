@@ -392,6 +392,49 @@ def test_harmless_storage_paths_are_normalised(path, normalised):
     assert manifest.code.uri == f"code/{normalised}"
 
 
+#: Paths that name storage other than the tenant's own, each with what the error says.
+ESCAPING_PATHS = [
+    pytest.param("s3://globex-bucket/datasets", "is a URI", id="another-bucket"),
+    pytest.param("minio://minio:9000/globex/x", "is a URI", id="another-endpoint"),
+    pytest.param("file:///etc/passwd", "is a URI", id="local-file-uri"),
+    pytest.param("//globex/datasets", "is an absolute path", id="network-path"),
+    pytest.param("/srv/storage/globex", "is an absolute path", id="absolute"),
+    pytest.param("~globex/datasets", "is an absolute path", id="home-of-another-user"),
+    pytest.param("../globex/datasets", "leaves the tenant's storage ('..')", id="dotdot"),
+    pytest.param("datasets/../../globex", "leaves the tenant's storage", id="dotdot-inside"),
+    pytest.param("datasets/./../..", "leaves the tenant's storage", id="dot-then-dotdot"),
+    pytest.param(
+        "datasets/\uff0e\uff0e/\uff0e\uff0e/globex",
+        "leaves the tenant's storage",
+        id="fullwidth-dots-normalised-first",
+    ),
+    pytest.param("\uff0fetc/passwd", "is an absolute path", id="fullwidth-slash"),
+    pytest.param("datasets/%2e%2e/%2E%2E/globex", "percent-encoded", id="percent-encoded-dots"),
+    pytest.param("datasets%2f..%2fglobex", "percent-encoded", id="percent-encoded-slash"),
+    pytest.param("datasets\\..\\globex", "backslash", id="backslashes"),
+    pytest.param("datasets/digits\n/..", "control character", id="newline"),
+    pytest.param("datasets/\x00/x", "control character", id="nul"),
+]
+
+
+@pytest.mark.parametrize("field", ["data.path", "code.uri", "schedule.on_new_data"])
+@pytest.mark.parametrize(("path", "problem"), ESCAPING_PATHS)
+def test_a_path_outside_the_tenants_storage_is_rejected_naming_the_field(field, path, problem):
+    changes: dict[str, Any] = {
+        "data.path": {"data.path": path},
+        "code.uri": {"code": {"uri": path}},
+        "schedule.on_new_data": {"schedule": {"on_new_data": path}},
+    }[field]
+
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(changed(changes))
+
+    # A schedule's errors name the field `schedule`: it is one value, a cron or a trigger.
+    expected = "schedule" if field == "schedule.on_new_data" else field
+    assert [path for path, _ in raised.value.problems] == [expected]
+    assert problem in raised.value.problems[0][1]
+
+
 FULL = changed(
     {
         "framework": {"name": "custom", "version": "1.0", "image": "registry.example/learner:1"},

@@ -34,7 +34,7 @@ from trainyard.config import (
 from trainyard.failures import TrainyardFailure
 from trainyard.jobs import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.manifest import ManifestError, confine_storage_path, parse_manifest
-from trainyard.packaging import PackagingError, upload_directory
+from trainyard.packaging import PackagingError, is_archive, unpack_archive, upload_directory
 from trainyard.records import JobState, load_record, save_record
 from trainyard.registry import ModelRegistry, ModelVersion, parse_version
 from trainyard.status import TERMINAL_STATES, JobStatus, job_status, read_metrics
@@ -167,9 +167,14 @@ def submit(
         job_id = new_job_id(tenant.name, manifest.name)
         document = manifest.model_dump(mode="json")
         if manifest.code.path is not None:
-            code_dir = (manifest_file.parent / manifest.code.path).resolve()
+            code = (manifest_file.parent / manifest.code.path).resolve()
             prefix = JobLayout(job_id).code
-            upload_directory(sess.store(tenant.name), code_dir, prefix, "code.path")
+            if is_archive(code.name) and code.is_file():
+                unpack_archive(
+                    sess.store(tenant.name), code.read_bytes(), code.name, prefix, "code.path"
+                )
+            else:
+                upload_directory(sess.store(tenant.name), code, prefix, "code.path")
             document["code"] = {"uri": prefix}
         sess.client.trigger_run(dag_id_for_tenant(tenant.name), job_id, {"manifest": document})
         typer.echo(job_id)

@@ -8,6 +8,7 @@ with the dotted path of the field it concerns (see `ManifestError`).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from fractions import Fraction
@@ -38,6 +39,7 @@ MAX_USER_ERROR_RETRIES = 3
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _EXPECTATION_RE = re.compile(r"expect_[a-z0-9_]+")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+_ENCODED_SEPARATOR_RE = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
 _STORAGE_PATH_HINT = "use a relative path inside the tenant's storage, such as datasets/digits"
 
 
@@ -71,16 +73,26 @@ def _check_dns_label(value: str) -> str:
 def confine_storage_path(value: str) -> str:
     """Normalise a path inside the tenant's storage ("./datasets/x/" -> "datasets/x").
 
-    Rejects anything that could reach outside it: URIs (another bucket, a local file),
-    absolute paths, '..' segments and backslashes.
+    Normalises first (Unicode NFKC, so that look-alikes such as fullwidth dots become the
+    characters a filesystem or server may turn them into), then rejects anything that could
+    reach outside the tenant's storage: URIs (another bucket, a local file), absolute paths,
+    '..' segments, backslashes, percent-encoded dots and slashes, and control characters.
     """
-    if _URI_RE.match(value) or "://" in value:
+    normal = unicodedata.normalize("NFKC", value)
+    if _URI_RE.match(normal) or "://" in normal:
         raise ValueError(f"{value!r} is a URI: {_STORAGE_PATH_HINT}, without a scheme or bucket")
-    if value.startswith("/"):
+    if normal.startswith(("/", "~")):
         raise ValueError(f"{value!r} is an absolute path: {_STORAGE_PATH_HINT}")
-    if "\\" in value:
+    if "\\" in normal:
         raise ValueError(f"{value!r} contains a backslash: separate segments with '/'")
-    segments = [segment for segment in value.split("/") if segment not in ("", ".")]
+    if _ENCODED_SEPARATOR_RE.search(normal):
+        raise ValueError(
+            f"{value!r} contains a percent-encoded '.', '/' or backslash: write the characters "
+            "as they are"
+        )
+    if any(unicodedata.category(char) == "Cc" for char in normal):
+        raise ValueError(f"{value!r} contains a control character: {_STORAGE_PATH_HINT}")
+    segments = [segment for segment in normal.split("/") if segment not in ("", ".")]
     if ".." in segments:
         raise ValueError(f"{value!r} leaves the tenant's storage ('..'): {_STORAGE_PATH_HINT}")
     if not segments:
@@ -146,9 +158,13 @@ class CodeSource(_Strict):
 
     path: NonEmptyStr | None = Field(
         default=None,
-        description="local directory, relative to the manifest; `trainyard submit` packages it",
+        description="local directory or code archive (.tar, .tar.gz, .tgz, .zip), relative to "
+        "the manifest; `trainyard submit` packages it",
     )
-    uri: StoragePath | None = Field(default=None, description="key prefix in the tenant's storage")
+    uri: StoragePath | None = Field(
+        default=None,
+        description="key prefix in the tenant's storage, or the key of a code archive there",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CodeSource:

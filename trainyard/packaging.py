@@ -1,14 +1,30 @@
-"""Uploading a user's directory (job code, datasets) into the tenant's storage.
+"""Uploading a user's directory (job code, datasets) or code archive into the tenant's storage.
 
-Unlike the runtime's own uploads, these directories come from people: symlinks are refused
-(they could point anywhere) and tool caches are left out.
+Unlike the runtime's own uploads, these come from people: symlinks are refused (they could
+point anywhere) and tool caches are left out. A code archive (.tar, .tar.gz, .tgz, .zip) is
+checked entry by entry before anything of it is written: links, special files, absolute names
+and '..' are refused (tarfile's `data` filter refuses those too, but lets links inside the
+archive through). Its files go straight into object storage, never through a local directory.
 """
 
 from __future__ import annotations
 
+import io
+import stat
+import tarfile
+import unicodedata
+import zipfile
 from pathlib import Path
 
 from trainyard.storage import ObjectStore, join_key
+
+#: What to do about an archive that cannot be unpacked.
+ARCHIVE_FIX = (
+    "rebuild the archive from regular files under relative paths, such as "
+    "`tar -czf code.tar.gz -C DIR .` after replacing links with the files they point to"
+)
+#: Names of code archives that `code.path` or `code.uri` may give instead of a directory.
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 #: Directories that are never uploaded.
 SKIPPED_DIRECTORIES = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache"}
@@ -44,5 +60,126 @@ def upload_directory(store: ObjectStore, local_dir: Path, prefix: str, what: str
     for path in directory_files(local_dir, what):
         key = join_key(prefix, path.relative_to(local_dir).as_posix())
         store.put_file(key, path)
+        keys.append(key)
+    return keys
+
+
+def is_archive(name: str) -> bool:
+    """Whether `name` (a file or storage key) is a code archive, by its suffix."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _entry_problem(name: str, kind: str) -> str | None:
+    """Why an archive entry may not be unpacked, or None. `kind`: file, dir, symlink, ..."""
+    normal = unicodedata.normalize("NFKC", name)
+    if kind == "symlink":
+        return "is a symbolic link"
+    if kind == "hardlink":
+        return "is a hard link"
+    if kind not in ("file", "dir"):
+        return f"is a special file ({kind})"
+    if normal.startswith("/") or normal[1:2] == ":":
+        return "has an absolute name"
+    if "\\" in normal:
+        return "has a backslash in its name"
+    if ".." in normal.split("/"):
+        return "leaves the archive ('..')"
+    if any(unicodedata.category(char) == "Cc" for char in normal):
+        return "has a control character in its name"
+    if kind == "file" and not _relative(name):
+        return "has an empty name"
+    return None
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hardlink"
+    return "device or FIFO"
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    # The Unix file type, where the zip tool recorded one (many record only permissions).
+    file_type = stat.S_IFMT(info.external_attr >> 16)
+    if file_type == stat.S_IFLNK:
+        return "symlink"
+    if info.is_dir():
+        return "dir"
+    if file_type not in (0, stat.S_IFREG):
+        return "device or FIFO"
+    return "file"
+
+
+def archive_files(data: bytes, name: str, what: str) -> dict[str, bytes]:
+    """The regular files of a code archive, by their relative path, after checking every entry.
+
+    Args:
+        data: the archive's bytes; its type is found from `name`'s suffix.
+        name: the archive's file name or storage key, for messages.
+        what: the manifest field it came from (code.path or code.uri), for messages.
+
+    Raises:
+        PackagingError: naming the field and every entry that cannot be unpacked.
+    """
+    try:
+        if name.lower().endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                entries = [(info.filename, _zip_kind(info), info) for info in archive.infolist()]
+                problems = _problems(entries)
+                if not problems:
+                    return {
+                        _relative(entry): archive.read(info)
+                        for entry, kind, info in entries
+                        if kind == "file"
+                    }
+        else:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                members = [(m.name, _tar_kind(m), m) for m in tar.getmembers()]
+                problems = _problems(members)
+                if not problems:
+                    files = {}
+                    for entry, kind, member in members:
+                        if kind == "file":
+                            reader = tar.extractfile(member)
+                            assert reader is not None  # a regular file always has data
+                            files[_relative(entry)] = reader.read()
+                    return files
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise PackagingError(f"{what}: {name} is not a readable archive ({error})") from error
+    raise PackagingError(f"{what}: {name} cannot be unpacked: {'; '.join(problems)}")
+
+
+def _problems(entries: list[tuple[str, str, object]]) -> list[str]:
+    return [
+        f"entry {entry!r} {problem}"
+        for entry, kind, _ in entries
+        if (problem := _entry_problem(entry, kind)) is not None
+    ]
+
+
+def _relative(entry: str) -> str:
+    """An entry's name as a key: './a//b' -> 'a/b' (checked by _entry_problem already)."""
+    parts = unicodedata.normalize("NFKC", entry).split("/")
+    return "/".join(part for part in parts if part not in ("", "."))
+
+
+def unpack_archive(store: ObjectStore, data: bytes, name: str, prefix: str, what: str) -> list[str]:
+    """Check a code archive whole, then write its files under `prefix`; return the keys.
+
+    Raises:
+        PackagingError: an entry cannot be unpacked (nothing is written) or none is a file.
+    """
+    files = archive_files(data, name, what)
+    if not files:
+        raise PackagingError(f"{what}: {name} holds no files")
+    keys = []
+    for relative, content in sorted(files.items()):
+        key = join_key(prefix, relative)
+        store.put_bytes(key, content)
         keys.append(key)
     return keys
