@@ -419,12 +419,15 @@ ESCAPING_PATHS = [
 
 @pytest.mark.parametrize("field", ["data.path", "code.uri", "schedule.on_new_data"])
 @pytest.mark.parametrize(("path", "problem"), ESCAPING_PATHS)
-def test_a_path_outside_the_tenants_storage_is_rejected_naming_the_field(field, path, problem):
-    changes: dict[str, Any] = {
+def test_a_path_outside_the_tenants_storage_is_rejected_naming_the_field(
+    field: str, path: str, problem: str
+) -> None:
+    options: dict[str, dict[str, Any]] = {
         "data.path": {"data.path": path},
         "code.uri": {"code": {"uri": path}},
         "schedule.on_new_data": {"schedule": {"on_new_data": path}},
-    }[field]
+    }
+    changes = options[field]
 
     with pytest.raises(ManifestError) as raised:
         parse_manifest(changed(changes))

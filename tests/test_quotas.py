@@ -51,7 +51,7 @@ def tenant(**fields: Any) -> TenantConfig:
 def test_the_learner_takes_gpus_x_learners_gpu_slots_or_learners_cpu_slots(
     resources: dict[str, int], expected: PoolRequest
 ) -> None:
-    assert learner_pool("acme-labs", Resources(**resources)) == expected
+    assert learner_pool("acme-labs", Resources.model_validate(resources)) == expected
 
 
 def test_tenant_pools_are_sized_by_the_quotas() -> None:
@@ -108,7 +108,7 @@ def test_a_job_over_the_whole_quota_is_a_resource_error_naming_the_field(
     quotas: dict[str, int], resources: dict[str, int], field: str, fix: str
 ) -> None:
     with pytest.raises(ResourceError) as raised:
-        check_quota(Resources(**resources), tenant(**quotas))
+        check_quota(Resources.model_validate(resources), tenant(**quotas))
 
     assert field in raised.value.cause
     assert fix in raised.value.fix
@@ -123,7 +123,7 @@ def test_a_job_over_the_whole_quota_is_a_resource_error_naming_the_field(
     ],
 )
 def test_a_job_within_the_quota_passes(quotas: dict[str, int], resources: dict[str, int]) -> None:
-    check_quota(Resources(**resources), tenant(**({"gpu_quota": 4} | quotas)))
+    check_quota(Resources.model_validate(resources), tenant(**({"gpu_quota": 4} | quotas)))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import stat
 import tarfile
 import unicodedata
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from trainyard.storage import ObjectStore, join_key
@@ -154,7 +155,7 @@ def archive_files(data: bytes, name: str, what: str) -> dict[str, bytes]:
     raise PackagingError(f"{what}: {name} cannot be unpacked: {'; '.join(problems)}")
 
 
-def _problems(entries: list[tuple[str, str, object]]) -> list[str]:
+def _problems(entries: Sequence[tuple[str, str, object]]) -> list[str]:
     return [
         f"entry {entry!r} {problem}"
         for entry, kind, _ in entries

@@ -15,6 +15,7 @@ from trainyard.backends import LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.kubernetes import (
     ATTEMPT_LABEL,
     JOB_ID_LABEL,
+    KUEUE_QUEUE_LABEL,
     MAX_LABEL_VALUE,
     POD_WORK_DIR,
     TENANT_LABEL,
@@ -335,6 +336,23 @@ def test_the_pod_of_an_attempt() -> None:
     assert pod.termination_grace_seconds == 300
     assert [m.mount_path for m in pod.volume_mounts] == [POD_WORK_DIR]
     assert pod.volumes[0].empty_dir is not None
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"),
+    [
+        pytest.param("team-acme", {KUEUE_QUEUE_LABEL: "team-acme"}, id="tenant-names-a-queue"),
+        pytest.param(None, {}, id="no-queue-no-label"),
+    ],
+)
+def test_learner_pods_carry_the_tenants_kueue_queue(
+    queue: str | None, expected: dict[str, str]
+) -> None:
+    tenant = TENANT.model_copy(update={"kueue_queue": queue})
+
+    pod = learner_pod(make_spec(), make_manifest(), tenant, CLUSTER)
+
+    assert pod.labels == {TENANT_LABEL: "acme", JOB_ID_LABEL: JOB_ID} | expected
 
 
 def test_multi_learner_jobs_are_refused_for_now() -> None:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 TENANT_LABEL = "trainyard.io/tenant"
 JOB_ID_LABEL = "trainyard.io/job-id"
 ATTEMPT_LABEL = "trainyard.io/attempt"
+#: Kueue admits a pod labelled with a LocalQueue of its namespace against that queue's quota.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: The KubernetesPodOperator's name for the container it runs and follows.
 LEARNER_CONTAINER = "base"
@@ -100,7 +102,7 @@ def learner_pod(
         arguments=[spec.mode.value],
         env=learner_env(spec, tenant),
         resources=learner_resources(spec),
-        labels=learner_labels(spec),
+        labels=learner_labels(spec) | kueue_labels(tenant),
         attempt_labels={ATTEMPT_LABEL: str(spec.attempt)},
         annotations={JOB_ID_LABEL: spec.job_id},  # in full: the label may be shortened
         node_selector=node_selector,
@@ -201,6 +203,11 @@ def learner_env(spec: LearnerSpec, tenant: TenantConfig) -> list[k8s.V1EnvVar]:
 def learner_labels(spec: LearnerSpec) -> dict[str, str]:
     """Labels that find a job's pods: `kubectl get pods -l trainyard.io/job-id=...`."""
     return {TENANT_LABEL: label_value(spec.tenant), JOB_ID_LABEL: label_value(spec.job_id)}
+
+
+def kueue_labels(tenant: TenantConfig) -> dict[str, str]:
+    """The Kueue queue label of the tenant's learner pods, when its config names a queue."""
+    return {KUEUE_QUEUE_LABEL: tenant.kueue_queue} if tenant.kueue_queue else {}
 
 
 def label_value(text: str) -> str:
