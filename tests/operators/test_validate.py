@@ -1,0 +1,101 @@
+"""The validate task: quota admission, and code archives checked whole before unpacking."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+import yaml
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from operators.validate import ValidateJobOperator, snapshot_code
+from trainyard.config import CONFIG_ENV
+from trainyard.failures import UserError
+from trainyard.jobs import JobLayout
+from trainyard.manifest import parse_manifest
+from trainyard.storage.local import LocalStore
+from trainyard.submission import example_manifest
+
+LAYOUT = JobLayout("acme.digits-mlp.20261124-215908-abcd")
+
+
+def tar_gz(files: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for name, target in (symlinks or {}).items():
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
+    return buffer.getvalue()
+
+
+def manifest_with_code(uri: str) -> Any:
+    return parse_manifest(example_manifest("acme") | {"code": {"uri": uri}})
+
+
+def test_a_code_archive_in_storage_is_unpacked_into_the_jobs_code(local_store: LocalStore) -> None:
+    local_store.put_bytes("uploads/code.tar.gz", tar_gz({"train.py": b"print(1)"}))
+
+    snapshot_code(local_store, manifest_with_code("uploads/code.tar.gz"), LAYOUT)
+
+    assert [info.key for info in local_store.list(LAYOUT.code)] == [f"{LAYOUT.code}/train.py"]
+
+
+@pytest.mark.parametrize(
+    ("archive", "problem"),
+    [
+        pytest.param(
+            tar_gz({"train.py": b"x"}, symlinks={"creds": "/var/run/secrets/token"}),
+            "entry 'creds' is a symbolic link",
+            id="symlink",
+        ),
+        pytest.param(tar_gz({"../../jobs/other/x.py": b"x"}), "leaves the archive", id="dotdot"),
+    ],
+)
+def test_an_unsafe_code_archive_fails_validation_naming_code_uri(
+    local_store: LocalStore, archive: bytes, problem: str
+) -> None:
+    local_store.put_bytes("uploads/code.tar.gz", archive)
+
+    with pytest.raises(UserError) as raised:
+        snapshot_code(local_store, manifest_with_code("uploads/code.tar.gz"), LAYOUT)
+
+    assert raised.value.cause.startswith("code.uri: uploads/code.tar.gz cannot be unpacked")
+    assert problem in raised.value.cause
+    assert "tar -czf" in raised.value.fix
+    assert list(local_store.list(LAYOUT.code)) == []
+
+
+def test_a_missing_code_archive_names_code_uri(local_store: LocalStore) -> None:
+    with pytest.raises(UserError, match=r"^code\.uri: no archive 'uploads/code\.zip'"):
+        snapshot_code(local_store, manifest_with_code("uploads/code.zip"), LAYOUT)
+
+
+def test_a_job_over_the_whole_gpu_quota_fails_validation_without_a_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = tmp_path / "acme"
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(storage)}}],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    manifest = example_manifest("acme") | {"resources": {"gpus": 1}}  # gpu_quota is 0
+    context = {"params": {"manifest": manifest}, "dag_run": SimpleNamespace(run_id="run-1")}
+
+    with pytest.raises(AirflowFailException) as raised:
+        ValidateJobOperator(task_id="validate", tenant="acme").execute(cast(Context, context))
+
+    assert str(raised.value).startswith("[resource_error] resources.gpus: ")
+    assert "gpu_quota" in str(raised.value)
+    assert not list(LocalStore(storage).list()), "a rejected job leaves no trace in storage"
