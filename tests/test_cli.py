@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,58 @@ def test_invalid_manifest_exits_2_naming_the_field(
     assert f"{field}:" in text_of(result)
     assert "Traceback" not in result.output
     assert stored_keys(deployment, "acme") == [], "a rejected job leaves nothing in storage"
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "fix"),
+    [
+        pytest.param({"gpus": 1}, "resources.gpus", "gpu_quota", id="gpus-over-the-gpu-quota"),
+        pytest.param(
+            {"learners": 5}, "resources.learners", "cpu_quota", id="learners-over-the-cpu-quota"
+        ),
+    ],
+)
+def test_a_job_over_the_tenants_whole_quota_exits_2_before_anything_happens(
+    deployment: Path, resources: dict[str, int], field: str, fix: str
+) -> None:
+    result = invoke("submit", str(manifest_file(deployment, resources=resources)))
+
+    assert result.exit_code == 2, result.output
+    output = text_of(result)
+    assert f"error (resource_error): {field}:" in output
+    assert fix in output
+    assert stored_keys(deployment, "acme") == [], "no code is uploaded for a rejected job"
+
+
+def test_a_code_archive_with_a_symlink_exits_2_naming_code_path(deployment: Path) -> None:
+    archive = deployment / "code.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(manifest_file(deployment).parent / "code" / "train.py", arcname="train.py")
+        link = tarfile.TarInfo("secrets")
+        link.type, link.linkname = tarfile.SYMTYPE, "/home/me/.aws/credentials"
+        tar.addfile(link)
+
+    result = invoke("submit", str(manifest_file(deployment, code={"path": "code.tar.gz"})))
+
+    assert result.exit_code == 2, result.output
+    assert "code.path: code.tar.gz cannot be unpacked: entry 'secrets' is a symbolic link" in (
+        text_of(result)
+    )
+    assert stored_keys(deployment, "acme") == []
+
+
+def test_a_clean_code_archive_is_unpacked_into_the_jobs_code(deployment: Path) -> None:
+    archive = deployment / "code.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("train.py", "print('training')\n")
+        bundle.writestr("pkg/model.py", "M = 1\n")
+
+    # Airflow is unreachable: the code is stored, then triggering fails.
+    result = invoke("submit", str(manifest_file(deployment, code={"path": "code.zip"})))
+
+    assert result.exit_code == 1, result.output
+    keys = stored_keys(deployment, "acme")
+    assert [key.split("/code/")[1] for key in keys] == ["pkg/model.py", "train.py"]
 
 
 def test_unknown_tenant_exits_2_listing_the_known_tenants(deployment: Path) -> None:
