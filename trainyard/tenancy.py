@@ -11,13 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trainyard.config import TenantConfig
+from trainyard.config import TenantConfig, TrainyardConfig
 from trainyard.failures import ResourceError
 from trainyard.manifest import Resources
 
 if TYPE_CHECKING:
     from trainyard.client import AirflowClient
-    from trainyard.config import TrainyardConfig
 
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
 PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
