@@ -196,9 +196,7 @@ NON_EMPTY_BY_GREAT_EXPECTATIONS = {
         pytest.param(HEADER, id="header-only"),
         pytest.param(HEADER + "\n\n", id="header-and-blank-lines"),
         pytest.param(HEADER + "1,2,3\n", id="one-row"),
-        pytest.param(
-            HEADER + '1,2,"3\n"\n\n4,5,6', id="quoted-newline-blank-line-no-final-newline"
-        ),
+        pytest.param(HEADER + '1,2,"3\n"\n\n4,5,6', id="quoted-newline-blank-line"),
     ],
 )
 def test_default_check_without_great_expectations_agrees_with_it(
