@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.checkpoints import MANIFEST, CheckpointStore
+from trainyard.checkpoints import MANIFEST, CheckpointStore, file_digest
 from trainyard.jobs import JobLayout
+from trainyard.storage.base import Rewindable
 from trainyard.storage.local import LocalStore
 
 LAYOUT = JobLayout("acme.demo.1")
@@ -27,9 +28,9 @@ class RecordingStore(LocalStore):
         self.writes.append(key)
         super().put_bytes(key, data)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
         self.writes.append(key)
-        super().put_file(key, path)
+        super().put_stream(key, stream, size)
 
 
 def make_step(root: Path, step: int) -> Path:
@@ -171,3 +172,13 @@ def test_empty_or_missing_directory_is_not_committed(
     with pytest.raises(FileNotFoundError):
         checkpoints.commit(local / "step-2", 2)
     assert checkpoints.committed_steps() == []
+
+
+def test_manifest_describes_the_files_as_uploaded(store: RecordingStore, local: Path) -> None:
+    # The digests are taken while uploading (one read of each file), not in a pass before.
+    CheckpointStore(store, LAYOUT).commit(make_step(local, 5), 5)
+
+    files = store.get_json(f"{CKPTS}/step-000000005/{MANIFEST}")["files"]
+    assert files == {
+        name: file_digest(local / "step-5" / name) for name in ("model.bin", "nested/state.json")
+    }
