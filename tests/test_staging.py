@@ -235,3 +235,42 @@ print(sorted(name for name in sys.modules if name.startswith(("great_expectation
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_data_that_passed_before_is_not_checked_again(
+    local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    first = stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+
+    def no_checks(*args: object) -> None:
+        raise AssertionError("great-expectations ran again on data that passed before")
+
+    monkeypatch.setattr("trainyard.staging.validate_tables", no_checks)
+    again = stage_data(local_store, data([LABEL_IN_RANGE]), JobLayout(JOB_ID + "-rerun"))
+
+    assert again == first
+    assert again.data_digest.startswith("sha256:")
+    assert stored_report(local_store)["data_digest"] == first.data_digest
+
+
+@pytest.mark.parametrize(
+    ("files", "expectations"),
+    [
+        pytest.param({"train.csv": BAD_LABEL}, [LABEL_IN_RANGE], id="changed-data"),
+        pytest.param(
+            {"train.csv": GOOD},
+            [{**LABEL_IN_RANGE, "kwargs": {"column": "label", "max_value": 2}}],
+            id="changed-expectations",
+        ),
+    ],
+)
+def test_changed_data_or_expectations_are_checked_again(
+    local_store: LocalStore, files: dict[str, str], expectations: list[dict[str, Any]]
+) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+    upload(local_store, files)
+
+    with pytest.raises(UserError, match="expect_column_values_to_be_between"):
+        stage_data(local_store, data(expectations), LAYOUT)

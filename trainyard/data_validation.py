@@ -36,6 +36,13 @@ class ExpectationOutcome:
 @dataclass
 class ValidationReport:
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
+    data_digest: str = ""  # of the data checked (trainyard.lineage.digest_prefix)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ValidationReport:
+        """The inverse of `as_dict`."""
+        outcomes = [ExpectationOutcome(**outcome) for outcome in value["outcomes"]]
+        return cls(outcomes, value.get("data_digest", ""))
 
     @property
     def success(self) -> bool:
@@ -54,6 +61,7 @@ class ValidationReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "success": self.success,
+            "data_digest": self.data_digest,
             "outcomes": [vars(outcome) for outcome in self.outcomes],
         }
 
