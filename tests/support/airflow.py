@@ -16,7 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy
+from trainyard.airflow_env import (
+    REPO_ROOT,
+    airflow_environment,
+    airflow_healthy,
+    prepare_metadata_db,
+)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent
@@ -122,12 +127,7 @@ def running_airflow(
         )
     )
     cluster = AirflowCluster(home, env)
-    subprocess.run(
-        [str(BIN_DIR / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    prepare_metadata_db(env)
     try:
         for component in COMPONENTS:
             cluster.start(component)
