@@ -34,7 +34,7 @@ from trainyard.config import dag_id_for_tenant
 
 TENANT = "globex"  # local storage: the embedded default
 DAG_ID = dag_id_for_tenant(TENANT)
-TASK_NOTES = {"stage_data": " (copy, validation reused)", "evaluate": " (python evaluate.py)"}
+TASK_NOTES = {"stage_data": " (copy, check the data)", "evaluate": " (python evaluate.py)"}
 DATASET = "datasets/digits"
 TRAIN_SECONDS = 60.0  # what "relative overhead" refers to: a ~60 s training run
 QUICK_EPOCHS = 5
