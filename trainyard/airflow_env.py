@@ -6,10 +6,8 @@ a known password, so the CLI can log in without reading generated files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import sqlite3
 import subprocess
 import time
 from collections.abc import Mapping
@@ -89,19 +87,6 @@ def airflow_environment(
         "TRAINYARD_USERNAME": username,
         "TRAINYARD_PASSWORD": password,
     }
-
-
-def prepare_metadata_db(env: Mapping[str, str]) -> None:
-    """Create or upgrade the SQLite metadata DB, in write-ahead-log mode.
-
-    Without WAL, a reader blocks writers: concurrent REST submissions then queued every
-    component behind SQLite's lock until requests timed out (bench/RESULTS.md, control plane).
-    The mode is stored in the DB file, so every component opening it uses it.
-    """
-    subprocess.run(["airflow", "db", "migrate"], env=dict(env), check=True, capture_output=True)
-    db_file = Path(env["AIRFLOW_HOME"]) / "airflow.db"
-    with contextlib.closing(sqlite3.connect(db_file)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
 
 
 def airflow_healthy(api_url: str) -> bool:

@@ -15,13 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainyard.airflow_env import (
-    REPO_ROOT,
-    airflow_environment,
-    airflow_healthy,
-    prepare_metadata_db,
-    wait_for_dags,
-)
+from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
 
 DEMO_DIR = REPO_ROOT / ".demo"
 AIRFLOW_HOME = DEMO_DIR / "airflow"
@@ -60,7 +54,6 @@ def start_airflow(env: dict[str, str]) -> None:
         return
     print(f"Starting airflow standalone (log: {LOG_FILE.relative_to(REPO_ROOT)}) ...", flush=True)
     DEMO_DIR.mkdir(exist_ok=True)
-    prepare_metadata_db(env)
     with LOG_FILE.open("ab") as log:
         process = subprocess.Popen(
             ["airflow", "standalone"],

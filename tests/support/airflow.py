@@ -16,12 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainyard.airflow_env import (
-    REPO_ROOT,
-    airflow_environment,
-    airflow_healthy,
-    prepare_metadata_db,
-)
+from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent
@@ -127,7 +122,12 @@ def running_airflow(
         )
     )
     cluster = AirflowCluster(home, env)
-    prepare_metadata_db(env)
+    subprocess.run(
+        [str(BIN_DIR / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     try:
         for component in COMPONENTS:
             cluster.start(component)
