@@ -6,13 +6,13 @@ from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.jobs import JobLayout
-from trainyard.lineage import digest_prefix
 from trainyard.records import update_record
 from trainyard.staging import stage_data
 
 
 class StageDataOperator(TrainyardOperator):
-    """Snapshot `data.path` into the job's prefix and check it with great-expectations."""
+    """Snapshot `data.path` into the job's prefix and check it with great-expectations
+    (unless the same data passed the same expectations before)."""
 
     def execute(self, context: Context) -> None:
         _, manifest = self.load_job()
@@ -25,7 +25,7 @@ class StageDataOperator(TrainyardOperator):
         update_record(
             self.store,
             self.job_id,
-            data_digest=digest_prefix(self.store, layout.data),
+            data_digest=report.data_digest,
             data_validation={"success": report.success, "expectations": len(report.outcomes)},
         )
         self.log.info("staged %s: %d expectations met", manifest.data.path, len(report.outcomes))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.checkpoints import MANIFEST, CheckpointStore
+from trainyard.checkpoints import MANIFEST, CheckpointStore, file_digest
 from trainyard.jobs import JobLayout
+from trainyard.storage.base import Rewindable, StorageError
 from trainyard.storage.local import LocalStore
 
 LAYOUT = JobLayout("acme.demo.1")
@@ -27,9 +28,9 @@ class RecordingStore(LocalStore):
         self.writes.append(key)
         super().put_bytes(key, data)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
         self.writes.append(key)
-        super().put_file(key, path)
+        super().put_stream(key, stream, size)
 
 
 def make_step(root: Path, step: int) -> Path:
@@ -72,12 +73,9 @@ def test_pointer_is_written_after_files_and_manifest(store: RecordingStore, loca
     CheckpointStore(store, LAYOUT).commit(make_step(local, 3), 3)
 
     prefix = f"{CKPTS}/step-000000003"
-    assert store.writes == [
-        f"{prefix}/model.bin",
-        f"{prefix}/nested/state.json",
-        f"{prefix}/{MANIFEST}",
-        f"{CKPTS}/latest",
-    ]
+    files = {f"{prefix}/model.bin", f"{prefix}/nested/state.json"}
+    assert set(store.writes[:2]) == files  # uploaded in parallel: in any order
+    assert store.writes[2:] == [f"{prefix}/{MANIFEST}", f"{CKPTS}/latest"]
     assert store.get_json(f"{CKPTS}/latest") == {"step": 3}
 
 
@@ -171,3 +169,33 @@ def test_empty_or_missing_directory_is_not_committed(
     with pytest.raises(FileNotFoundError):
         checkpoints.commit(local / "step-2", 2)
     assert checkpoints.committed_steps() == []
+
+
+def test_manifest_describes_the_files_as_uploaded(store: RecordingStore, local: Path) -> None:
+    # The digests are taken while uploading (one read of each file), not in a pass before.
+    CheckpointStore(store, LAYOUT).commit(make_step(local, 5), 5)
+
+    files = store.get_json(f"{CKPTS}/step-000000005/{MANIFEST}")["files"]
+    assert files == {
+        name: file_digest(local / "step-5" / name) for name in ("model.bin", "nested/state.json")
+    }
+
+
+class FailingStore(RecordingStore):
+    """Storage that refuses one file, as an outage in the middle of a commit would."""
+
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
+        if key.endswith("/model.bin"):
+            raise StorageError(f"cannot upload {key!r}: connection refused")
+        super().put_stream(key, stream, size)
+
+
+def test_a_failed_upload_commits_nothing(tmp_path: Path, local: Path) -> None:
+    store = FailingStore(tmp_path / "storage")
+    checkpoints = CheckpointStore(store, LAYOUT)
+
+    with pytest.raises(StorageError, match="connection refused"):
+        checkpoints.commit(make_step(local, 4), 4)
+
+    assert checkpoints.committed_steps() == []
+    assert not any(key.endswith((MANIFEST, "/latest")) for key in store.writes)

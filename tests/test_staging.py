@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +182,95 @@ def test_restaging_replaces_the_previous_snapshot(local_store: LocalStore) -> No
     stage_data(local_store, data(), LAYOUT)
 
     assert staged(local_store) == {"a.csv": (GOOD + "1,1,1\n").encode(), "c.csv": GOOD.encode()}
+
+
+NON_EMPTY_BY_GREAT_EXPECTATIONS = {
+    "type": "expect_table_row_count_to_be_between",
+    "kwargs": {"min_value": 1, "max_value": None},
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(HEADER, id="header-only"),
+        pytest.param(HEADER + "\n\n", id="header-and-blank-lines"),
+        pytest.param(HEADER + "1,2,3\n", id="one-row"),
+        pytest.param(HEADER + '1,2,"3\n"\n\n4,5,6', id="quoted-newline-blank-line"),
+    ],
+)
+def test_default_check_without_great_expectations_agrees_with_it(
+    local_store: LocalStore, text: str
+) -> None:
+    upload(local_store, {"train.csv": text})
+
+    def outcome(expectations: list[dict[str, Any]] | None) -> tuple[bool, str]:
+        try:
+            report = stage_data(local_store, data(expectations), LAYOUT)
+        except UserError as error:
+            return False, error.cause.rsplit("failed: ", 1)[1]
+        return report.success, ""
+
+    # The same check spelled differently from the default goes through great-expectations.
+    assert outcome(None) == outcome([NON_EMPTY_BY_GREAT_EXPECTATIONS])
+
+
+def test_default_check_does_not_import_great_expectations(tmp_path: Path) -> None:
+    # Importing great-expectations takes seconds of every job's stage_data task.
+    program = f"""
+import sys
+from trainyard.jobs import JobLayout
+from trainyard.manifest import DataSpec
+from trainyard.staging import stage_data
+from trainyard.storage.local import LocalStore
+from pathlib import Path
+store = LocalStore(Path({str(tmp_path)!r}))
+store.put_bytes("{DATASET}/train.csv", {GOOD!r}.encode())
+report = stage_data(store, DataSpec(path="{DATASET}"), JobLayout("{JOB_ID}"))
+assert report.success and report.outcomes, report
+print(sorted(name for name in sys.modules if name.startswith(("great_expectations", "pandas"))))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[]"
+
+
+def test_data_that_passed_before_is_not_checked_again(
+    local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    first = stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+
+    def no_checks(*args: object) -> None:
+        raise AssertionError("great-expectations ran again on data that passed before")
+
+    monkeypatch.setattr("trainyard.staging.validate_tables", no_checks)
+    again = stage_data(local_store, data([LABEL_IN_RANGE]), JobLayout(JOB_ID + "-rerun"))
+
+    assert again == first
+    assert again.data_digest.startswith("sha256:")
+    assert stored_report(local_store)["data_digest"] == first.data_digest
+
+
+@pytest.mark.parametrize(
+    ("files", "expectations"),
+    [
+        pytest.param({"train.csv": BAD_LABEL}, [LABEL_IN_RANGE], id="changed-data"),
+        pytest.param(
+            {"train.csv": GOOD},
+            [{**LABEL_IN_RANGE, "kwargs": {"column": "label", "max_value": 2}}],
+            id="changed-expectations",
+        ),
+    ],
+)
+def test_changed_data_or_expectations_are_checked_again(
+    local_store: LocalStore, files: dict[str, str], expectations: list[dict[str, Any]]
+) -> None:
+    upload(local_store, {"train.csv": GOOD})
+    stage_data(local_store, data([LABEL_IN_RANGE]), LAYOUT)
+    upload(local_store, files)
+
+    with pytest.raises(UserError, match="expect_column_values_to_be_between"):
+        stage_data(local_store, data(expectations), LAYOUT)

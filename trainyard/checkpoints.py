@@ -9,11 +9,14 @@ checks every file against the manifest and falls back to older commits when one 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from trainyard.jobs import JobLayout
 from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
@@ -21,6 +24,9 @@ from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_
 log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
+#: Files of one checkpoint upload in parallel: a large shard's network wait overlaps the next
+#: file's read, hashing and request signing (hashlib and sockets release the GIL).
+UPLOAD_THREADS = 4
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -37,21 +43,58 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
 
 
+class DigestingReader:
+    """A file whose upload also hashes it: one read of the data serves both (the manifest
+    then describes exactly the bytes uploaded, even if the file changes meanwhile)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._start = file.tell()
+        self._sha = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._sha.update(data)
+        self._size += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Only a rewind to the start (an upload's retry), which starts the hash over."""
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("a DigestingReader can only rewind to its start")
+        self._sha = hashlib.sha256()
+        self._size = 0
+        return self._file.seek(self._start)
+
+    def digest(self) -> dict[str, Any]:
+        """Size and sha256 of what was read since the last rewind, as `file_digest` gives."""
+        return {"size": self._size, "sha256": self._sha.hexdigest()}
+
+
 def publish_directory(
     store: ObjectStore, local_dir: Path, prefix: str, **marker: Any
 ) -> dict[str, dict[str, Any]]:
     """Upload every file of `local_dir` under `prefix`, then `prefix/_MANIFEST.json` last.
 
     The manifest (size and sha256 of each file, plus `marker`) is the commit: readers trust
-    the directory only once it exists. Returns the manifest's file table.
+    the directory only once it exists. Files upload `UPLOAD_THREADS` at a time, each hashed
+    while it uploads. Returns the manifest's file table.
     """
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        relative = path.relative_to(local_dir).as_posix()
-        if relative == MANIFEST:
-            raise ValueError(f"{path}: {MANIFEST} is reserved for the commit marker")
-        files[relative] = file_digest(path)
-        store.put_file(join_key(prefix, relative), path)
+    paths = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    names = [path.relative_to(local_dir).as_posix() for path in paths]
+    if MANIFEST in names:
+        raise ValueError(f"{local_dir}: {MANIFEST} is reserved for the commit marker")
+
+    def upload(path: Path, name: str) -> dict[str, Any]:
+        with path.open("rb") as file:
+            reader = DigestingReader(file)
+            store.put_stream(join_key(prefix, name), reader, os.fstat(file.fileno()).st_size)
+        return reader.digest()
+
+    # Leaving the pool waits for every upload; a failed one raises here, before the commit.
+    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
+        files = dict(zip(names, pool.map(upload, paths, names), strict=True))
     store.put_json(join_key(prefix, MANIFEST), {**marker, "files": files})
     return files
 

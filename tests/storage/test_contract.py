@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.s3_server import FAST_RETRY, S3Server, free_port, running_s3_server
+from trainyard.checkpoints import DigestingReader, file_digest
 from trainyard.storage import (
     InvalidKey,
     ObjectInfo,
@@ -425,6 +426,35 @@ def test_s3_outage_fails_fast_and_a_short_one_is_ridden_out(
             assert patient.get_bytes("before") == b"kept"  # data survives the outage
         finally:
             restart.join()
+
+
+def test_s3_stream_upload_retried_after_an_outage_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream was read once by the failed try: the retry must rewind it, and the digest
+    # taken while reading must describe what was finally uploaded.
+    source = tmp_path / "shard.bin"
+    source.write_bytes(os.urandom(6 * 2**20) + BINARY)  # above minio's 5 MiB part size
+    with running_s3_server(tmp_path) as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        store = S3Store.from_config(
+            server.config("stream-outage"),
+            retry=RetryPolicy(attempts=20, initial_wait=0.1, max_wait=0.2),
+        )
+        store.ensure_bucket()
+        server.stop()
+        restart = threading.Timer(0.5, server.start)
+        restart.start()
+        try:
+            with source.open("rb") as file:
+                reader = DigestingReader(file)
+                store.put_stream("ckpt/shard.bin", reader, source.stat().st_size)
+        finally:
+            restart.join()
+
+        assert store.get_bytes("ckpt/shard.bin") == source.read_bytes()
+    assert reader.digest() == file_digest(source)
 
 
 # open_store

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 class StorageError(Exception):
@@ -30,6 +31,14 @@ class ObjectNotFound(StorageError, KeyError):
 
 class InvalidKey(ValueError):
     """A key that would leave the tenant's storage or is malformed."""
+
+
+class Rewindable(Protocol):
+    """A binary stream to upload: read from its start, rewound with `seek(0)` to retry."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,12 @@ class ObjectStore(ABC):
         """Read the object at `key`; raise ObjectNotFound if absent."""
 
     @abstractmethod
-    def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file to `key`, replacing it atomically."""
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
+        """Upload the `size` bytes of `stream` to `key`, replacing it atomically.
+
+        The caller sees every byte uploaded pass through `stream.read` (a retry rewinds it
+        first), so it can hash what it uploads in the same single read of the data.
+        """
 
     @abstractmethod
     def get_file(self, key: str, path: Path) -> None:
@@ -123,6 +136,11 @@ class ObjectStore(ABC):
         except ObjectNotFound:
             return False
         return True
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file to `key`, replacing it atomically."""
+        with path.open("rb") as source:
+            self.put_stream(key, source, os.fstat(source.fileno()).st_size)
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode())

@@ -19,6 +19,7 @@ from trainyard.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    Rewindable,
     StorageError,
     check_key,
     check_object_key,
@@ -75,7 +76,7 @@ def _token(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write(target: Path, source: BinaryIO) -> None:
+def atomic_write(target: Path, source: Rewindable) -> None:
     """Copy `source` to `target` so that readers see the old file or the whole new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name[:100]}.{secrets.token_hex(6)}{TMP_SUFFIX}")
@@ -121,7 +122,7 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StorageError(f"cannot read {key!r} in {self.root}: {exc}") from exc
 
-    def _write(self, key: str, source: BinaryIO) -> None:
+    def _write(self, key: str, source: Rewindable) -> None:
         path = self._object_path(key)
         try:
             atomic_write(path, source)
@@ -135,9 +136,8 @@ class LocalStore(ObjectStore):
         with self._open(key) as src:
             return src.read()
 
-    def put_file(self, key: str, path: Path) -> None:
-        with open(path, "rb") as src:
-            self._write(key, src)
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
+        self._write(key, stream)
 
     def get_file(self, key: str, path: Path) -> None:
         with self._open(key) as src:

@@ -15,12 +15,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import DictType
 from tenacity import (
@@ -36,6 +37,7 @@ from trainyard.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    Rewindable,
     StorageError,
     check_key,
     check_object_key,
@@ -222,9 +224,15 @@ class S3Store(ObjectStore):
 
         return self._call(f"write {key!r} conditionally", put)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
         name = self._name(key)
-        self._call(f"upload {key!r}", lambda: self.client.fput_object(self.bucket, name, str(path)))
+
+        def put() -> None:
+            stream.seek(0)  # a retry starts over
+            # minio reads the stream in parts (multipart above 5 MiB), never past `size`.
+            self.client.put_object(self.bucket, name, cast(BinaryIO, stream), size)
+
+        self._call(f"upload {key!r}", put)
 
     def get_file(self, key: str, path: Path) -> None:
         name = self._name(key)
@@ -263,3 +271,20 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         name = self._name(key)
         self._call(f"delete {key!r}", lambda: self.client.remove_object(self.bucket, name))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under `prefix` with one DeleteObjects request per 1000 keys
+        (pruning a checkpoint of many files costs one round trip, not one per file)."""
+        doomed = [DeleteObject(self._name(info.key)) for info in self.list(prefix)]
+
+        def delete() -> None:
+            # The iterator sends the requests as it is consumed; it yields only failures.
+            failed = next(iter(self.client.remove_objects(self.bucket, doomed)), None)
+            if failed is not None:
+                raise StorageError(
+                    f"cannot delete {failed.name!r} in {self.describe()}: "
+                    f"{failed.code}: {failed.message}"
+                )
+
+        if doomed:
+            self._call(f"delete under {prefix!r}", delete)
