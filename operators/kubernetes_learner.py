@@ -1,4 +1,8 @@
-"""The learner task on Kubernetes: the provider's KubernetesPodOperator, set up per job."""
+"""The learner tasks on Kubernetes: the provider's KubernetesPodOperator, set up per job.
+
+Training and evaluation both run the learner runtime in a pod (`train` and `evaluate` mode), so
+a Kubernetes tenant's user code never runs on an Airflow worker.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.base import TrainyardOperator, classified_failures
-from operators.learner import LearnerRunningOperator, learner_failure
+from operators.evaluate import EvaluateModelOperator
+from operators.learner import LearnerOperator, learner_failure
 from trainyard.backends import RunMode
 from trainyard.backends.base import LearnerSpec
 from trainyard.backends.kubernetes import (
@@ -28,7 +33,7 @@ from trainyard.failures import PlatformFault, TrainyardFailure
 from trainyard.manifest import JobManifest
 
 
-class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
+class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
     """Train in a pod: the runtime in the framework's image, in the tenant's namespace.
 
     Both the provider's operator and Trainyard's learner task, by multiple inheritance rather
@@ -69,20 +74,24 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
         self.attempt_labels: dict[str, str] = {}
         self.final_status: dict[str, Any] | None = None
 
-    def execute(self, context: Context) -> None:
+    def execute(self, context: Context) -> Any:
+        # The provider's execute comes first in the method order; the task's is the learner's.
+        return LearnerOperator.execute(self, context)
+
+    def run_learners(self, manifest: JobManifest, context: Context) -> None:
+        """Run the learner pod (the provider's execute) and conclude the attempt from its end."""
         with classified_failures():
-            manifest = self.configure(context)
+            self.configure(manifest, context)
         started_at = datetime.now(UTC)
         try:
-            super().execute(context)
+            KubernetesPodOperator.execute(self, context)
         except Exception as error:  # what happened is read from the pod, not the exception
             self.conclude(manifest, started_at, error)
         else:
             self.conclude(manifest, started_at, None)
 
-    def configure(self, context: Context) -> JobManifest:
-        """Set the pod up for this job and attempt, from its record and the deployment config."""
-        _, manifest = self.load_job()
+    def configure(self, manifest: JobManifest, context: Context) -> None:
+        """Set the pod up for this job and attempt, from its manifest and the deployment config."""
         cluster = self.trainyard_config.kubernetes
         if cluster is None:
             raise PlatformFault(
@@ -110,7 +119,6 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
         self.schedule_timeout_seconds = cluster.startup_timeout_seconds
         self.in_cluster = cluster.in_cluster
         self.config_file = str(cluster.config_file) if cluster.config_file else None
-        return manifest
 
     def build_pod_request_obj(
         self, context: Context | None = None, *, dry_run: bool = False
@@ -173,3 +181,13 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
             f"learner pod ended before its {LEARNER_CONTAINER!r} container did: {reason}",
             RESUME_FIX,
         )
+
+
+class KubernetesEvaluateOperator(KubernetesLearnerOperator, EvaluateModelOperator):
+    """Evaluate in a pod: the runtime's `evaluate` mode, in the same image, namespace and
+    resources as training; the metrics are stored as the local evaluate task stores them."""
+
+    mode = RunMode.EVALUATE
+
+    def execute(self, context: Context) -> Any:
+        return EvaluateModelOperator.execute(self, context)

@@ -323,7 +323,7 @@ def test_the_pod_of_an_attempt() -> None:
 
     pod = learner_pod(spec, manifest, TENANT, CLUSTER)
 
-    assert pod.name == "digits-mlp"
+    assert pod.name == "digits-mlp-train"
     assert pod.image == "registry.example/trainyard/pytorch:2.13.0-cuda"
     assert (pod.namespace, pod.service_account) == ("trainyard-acme", "trainyard-learner")
     assert pod.arguments == ["train"]

@@ -135,7 +135,8 @@ def learner_task(
 
 def built_pod(operator: KubernetesLearnerOperator, try_number: int = 2) -> k8s.V1Pod:
     ctx = context(try_number, operator.tenant)
-    operator.configure(ctx)
+    _, manifest = operator.load_job()
+    operator.configure(manifest, ctx)
     return operator.build_pod_request_obj(ctx)
 
 
@@ -330,7 +331,7 @@ def test_every_template_field_renders(config_dir: Path, local_store: LocalStore)
 
 def test_configured_fields_render_unchanged(config_dir: Path, local_store: LocalStore) -> None:
     operator = learner_task(local_store)
-    operator.configure(context())
+    operator.configure(operator.load_job()[1], context())
     before = {name: repr(getattr(operator, name)) for name in operator.template_fields}
 
     operator.render_template_fields(context())

@@ -93,7 +93,7 @@ def learner_pod(
         )
     node_selector, tolerations = gpu_placement(manifest.resources, cluster)
     return LearnerPod(
-        name=manifest.name,
+        name=f"{manifest.name}-{spec.mode.value}",
         image=learner_image(manifest.framework, cluster),
         namespace=tenant.namespace,
         service_account=tenant.service_account,
