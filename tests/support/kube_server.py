@@ -292,7 +292,9 @@ class FakeKubernetes:
             raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required")
         with self.lock:
             if (namespace, name) in self.pods:
-                raise ApiError(HTTPStatus.CONFLICT, "AlreadyExists", f'pods "{name}" already exists')
+                raise ApiError(
+                    HTTPStatus.CONFLICT, "AlreadyExists", f'pods "{name}" already exists'
+                )
             self.created.append(json.loads(json.dumps(body)))
             body["metadata"]["namespace"] = namespace
             pod = FakePod(body, str(uuid.uuid4()))
