@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +27,8 @@ from tests.support.kube_server import (
     running_kube_server,
 )
 from tests.support.learners import wait_for_end, wait_until
-from tests.support.s3_server import S3Server
-from trainyard.backends.kubernetes import JOB_ID_LABEL, TENANT_LABEL, label_value
+from tests.support.s3_server import S3Server, free_port
+from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.checkpoints import CheckpointStore
 from trainyard.client import AirflowClient
 from trainyard.jobs import JobLayout, RunMode
@@ -43,12 +44,20 @@ NAMESPACE = "trainyard-acme"
 GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
 LONG_TRAINING = "python train.py --epochs 40"
+DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
     "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "2s", "keep": 5}},
     "oom": {"command": LONG_TRAINING, "resources": {"memory": "3Gi"}},
     "bad-image": {"framework": {"name": "custom", "version": "1", "image": UNKNOWN_IMAGE}},
     "no-fit": {"resources": {"gpus": 4}},
+    "ddp": {
+        "code": {"path": str(DDP_JOB)},
+        "command": "python train.py",
+        "resources": {"learners": 2},
+        "checkpoint": {"interval": "2s", "keep": 5},
+        "evaluation": None,
+    },
 }
 
 
@@ -78,6 +87,7 @@ def deployment(
         "gpu_node_selectors": {"t4": GPU_SELECTOR},
         "startup_timeout_seconds": STARTUP_TIMEOUT,
         "termination_grace_seconds": 30,
+        "rendezvous_port": free_port(),
         "in_cluster": False,
         "config_file": str(cluster.write_kubeconfig(root / "kubeconfig")),
     }
@@ -106,16 +116,17 @@ def job_pods(cluster: FakeKubernetes, job_id: str, mode: RunMode = RunMode.TRAIN
     return [pod for pod in pods if pod.container.get("args") == [mode.value]]
 
 
-def running_learner(cluster: FakeKubernetes, job_id: str) -> FakePod:
-    """The job's training pod once its container runs the runtime and the user's code."""
+def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod:
+    """The job's training pod of `rank` once its container runs the runtime and user code."""
 
     def found() -> FakePod | None:
         for pod in job_pods(cluster, job_id):
-            if len(container_processes(pod)) >= 2:
+            labels = pod.body["metadata"]["labels"]
+            if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
                 return pod
         return None
 
-    return wait_until(found, f"the running learner pod of {job_id}")
+    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}")
 
 
 def record_of(store: ObjectStore, job_id: str) -> JobRecord:
@@ -258,6 +269,36 @@ def test_a_gpu_request_no_node_can_fit_fails_after_the_startup_timeout_naming_it
     assert final.attempt == 1
     log = "\n".join(client.task_log(final.dag_id, final.dag_run_id, "learner", 1))
     assert f"More than {STARTUP_TIMEOUT}s" in log  # the provider's schedule timeout ran out
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    """Two learner pods rendezvous at rank 0's Service (gloo); evicting rank 1 mid-training
+    stops rank 0 too, and the retry starts both from the newest committed checkpoint."""
+    job_id = jobs["ddp"]
+    checkpoints = CheckpointStore(store, JobLayout(job_id))
+    worker = running_learner(cluster, job_id, rank=1)
+    wait_until(checkpoints.committed_steps, f"a committed checkpoint of {job_id}")
+
+    cluster.evict(worker)
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
+    for rank in (0, 1):
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, rank)).decode()
+        assert re.search(rf"rank {rank} resumed from step-\d+", log), log[-2000:]
+        assert f"rank {rank} of 2: step 600 loss" in log  # each rank trained and reported
+    assert {row["attempt"] for row in read_metrics(store, job_id)} == {1, 2}
+    created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+    ranks = sorted(body["metadata"]["labels"][RANK_LABEL] for body in created)
+    assert ranks == ["0", "0", "1", "1"]  # the whole group, twice
+    env = {var["name"]: var.get("value") for var in created[-1]["spec"]["containers"][0]["env"]}
+    assert env["MASTER_ADDR"].endswith(".trainyard-acme.svc.cluster.local")
+    assert env["WORLD_SIZE"] == "2"
+    assert cluster.services == {}
     assert_no_pod_left(cluster, job_id)
 
 
