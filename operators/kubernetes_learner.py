@@ -272,11 +272,14 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self, manifest: JobManifest, started_at: datetime, error: Exception | None
     ) -> None:
         """Record the attempt and raise its failure class, as the local learner task does."""
+        if error is not None:  # its first line: the rest is the whole pod
+            first = (str(error).splitlines() or [""])[0]
+            self.log.info("the pod operator raised %s: %s", type(error).__name__, first)
         spec = self.learner_spec(manifest, self.pod_attempt())
         with classified_failures():
             failure = self.attempt_failure(spec, manifest, error)
         if failure is None and error is not None:
-            self.log.warning("the learner succeeded; ignoring the pod operator's %r", error)
+            self.log.warning("the learner succeeded; ignoring the pod operator's error")
         self.conclude_attempt(manifest, spec.attempt, started_at, failure)
 
     def pod_attempt(self) -> int:
