@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
-from operators.kubernetes_learner import KubernetesLearnerOperator
+from operators.kubernetes_learner import KubernetesEvaluateOperator, KubernetesLearnerOperator
 from trainyard.backends import RunMode
 from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
 from trainyard.config import CONFIG_ENV
@@ -317,10 +317,17 @@ def test_storage_keys_appear_nowhere(config_dir: Path, local_store: LocalStore) 
         assert SECRET_KEY not in place
 
 
-def test_every_template_field_renders(config_dir: Path, local_store: LocalStore) -> None:
+@pytest.mark.parametrize(
+    "operator_type",
+    [KubernetesLearnerOperator, KubernetesEvaluateOperator],
+    ids=["learner", "evaluate"],
+)
+def test_every_template_field_renders(
+    config_dir: Path, local_store: LocalStore, operator_type: type[KubernetesLearnerOperator]
+) -> None:
     """As Airflow does: render first (job_id from the validate task), then execute."""
     learner_task(local_store)
-    operator = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id="{{ run_id }}")
+    operator = operator_type(task_id="learner", tenant="acme", job_id="{{ run_id }}")
 
     operator.render_template_fields(context())
 
@@ -722,3 +729,22 @@ def test_an_evicted_rank_makes_the_attempt_a_preemption(
 
     assert type(caught.value) is AirflowException  # retried
     assert isinstance(caught.value.__cause__, Preemption)
+
+
+def test_the_evaluation_pod_runs_the_runtimes_evaluate_mode_alone(
+    config_dir: Path, local_store: LocalStore
+) -> None:
+    evaluation = {"command": "python evaluate.py", "metric": "accuracy"}
+    learner_task(local_store, {"resources": {"learners": 2, "gpus": 1}, "evaluation": evaluation})
+    operator = KubernetesEvaluateOperator(task_id="evaluate", tenant="acme", job_id=JOB_ID)
+    operator.store = local_store
+
+    pod = built_pod(operator)
+
+    [container] = pod.spec.containers
+    env = {var.name: var.value for var in container.env}
+    assert container.args == ["evaluate"]
+    assert env["TRAINYARD_COMMAND"] == "python evaluate.py"
+    assert env["TRAINYARD_NUM_LEARNERS"] == "1"
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert operator.rendezvous is None
