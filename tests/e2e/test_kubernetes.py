@@ -43,11 +43,11 @@ UNKNOWN_IMAGE = "registry.test/nobody/learner:404"
 NAMESPACE = "trainyard-acme"
 GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
-LONG_TRAINING = "python train.py --epochs 40"
+LONG_TRAINING = "python train.py --epochs 150"
 DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
-    "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "2s", "keep": 5}},
+    "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "1s", "keep": 5}},
     "oom": {"command": LONG_TRAINING, "resources": {"memory": "3Gi"}},
     "bad-image": {"framework": {"name": "custom", "version": "1", "image": UNKNOWN_IMAGE}},
     "no-fit": {"resources": {"gpus": 4}},
