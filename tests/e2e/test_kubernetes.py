@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,34 @@ def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
     return job_ids
 
 
+@pytest.fixture(scope="module")
+def faults(
+    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str]
+) -> Iterator[dict[str, Future[int]]]:
+    """Scenario -> its fault, injected as soon as its job is far enough (all run at once).
+
+    Each result is the newest committed checkpoint step when the fault struck (0 if none).
+    """
+    store = deployment.stores["acme"]
+
+    def evict(job_id: str, rank: int) -> int:
+        pod = running_learner(cluster, job_id, rank)
+        steps = wait_until(CheckpointStore(store, JobLayout(job_id)).committed_steps, job_id)
+        cluster.evict(pod)
+        return steps[-1]
+
+    def oom_kill(job_id: str) -> int:
+        cluster.oom_kill(running_learner(cluster, job_id))
+        return 0
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        yield {
+            "evicted": pool.submit(evict, jobs["evicted"], 0),
+            "oom": pool.submit(oom_kill, jobs["oom"]),
+            "ddp": pool.submit(evict, jobs["ddp"], 1),
+        }
+
+
 @pytest.fixture
 def store(deployment: Deployment) -> ObjectStore:
     return deployment.stores["acme"]
@@ -199,16 +227,14 @@ def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_setting
 
 
 def test_an_evicted_learner_is_retried_and_resumes_from_the_newest_checkpoint(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
 ) -> None:
     job_id = jobs["evicted"]
-    checkpoints = CheckpointStore(store, JobLayout(job_id))
-    pod = running_learner(cluster, job_id)
-    wait_until(checkpoints.committed_steps, f"a committed checkpoint of {job_id}")
-    time.sleep(1.0)
-    newest = checkpoints.committed_steps()[-1]
-
-    cluster.evict(pod)
+    newest = faults["evicted"].result()  # evicted after a checkpoint was committed
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure
@@ -229,12 +255,14 @@ def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
 
 
 def test_an_oom_killed_learner_fails_once_as_a_resource_error(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
 ) -> None:
     job_id = jobs["oom"]
-    pod = running_learner(cluster, job_id)
-
-    cluster.oom_kill(pod)
+    faults["oom"].result()  # OOM-killed while training
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.FAILED
@@ -281,23 +309,25 @@ def test_a_gpu_request_no_node_can_fit_fails_after_the_startup_timeout_naming_it
 
 
 def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
 ) -> None:
     """Two learner pods rendezvous at rank 0's Service (gloo); evicting rank 1 mid-training
     stops rank 0 too, and the retry starts both from the newest committed checkpoint."""
     job_id = jobs["ddp"]
-    checkpoints = CheckpointStore(store, JobLayout(job_id))
-    worker = running_learner(cluster, job_id, rank=1)
-    wait_until(checkpoints.committed_steps, f"a committed checkpoint of {job_id}")
-
-    cluster.evict(worker)
+    newest = faults["ddp"].result()  # rank 1 evicted after a checkpoint was committed
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
     for rank in (0, 1):
         log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, rank)).decode()
-        assert re.search(rf"rank {rank} resumed from step-\d+", log), log[-2000:]
+        resumed = re.search(rf"rank {rank} resumed from step-(\d+)", log)
+        assert resumed, log[-2000:]
+        assert int(resumed.group(1)) >= newest
         assert f"rank {rank} of 2: step 600 loss" in log  # each rank trained and reported
     assert {row["attempt"] for row in read_metrics(store, job_id)} == {1, 2}
     created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
