@@ -91,7 +91,9 @@ def deployment(
         "in_cluster": False,
         "config_file": str(cluster.write_kubeconfig(root / "kubeconfig")),
     }
-    with deploy(root, s3_server, kubernetes) as deployed:
+    # Every job runs at once: faults are injected while the others run.
+    acme = {"learner_backend": "kubernetes", "max_running_jobs": len(JOBS)}
+    with deploy(root, s3_server, kubernetes, acme) as deployed:
         yield deployed
 
 
@@ -162,7 +164,7 @@ def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> Fake
                 return pod
         return None
 
-    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}")
+    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}", timeout=420)
 
 
 def record_of(store: ObjectStore, job_id: str) -> JobRecord:

@@ -61,23 +61,26 @@ class Deployment:
         return self.cluster.trainyard("submit", str(manifest)).stdout.split()[0]
 
 
-def write_config(root: Path, s3_server: S3Server, kubernetes: dict[str, Any] | None = None) -> Path:
-    """The deployment's config; with `kubernetes` (the cluster section), acme's learners are
-    pods (a per-tenant override: the deployment's default stays local)."""
+def write_config(
+    root: Path,
+    s3_server: S3Server,
+    kubernetes: dict[str, Any] | None = None,
+    acme: dict[str, Any] | None = None,
+) -> Path:
+    """The deployment's config: `kubernetes` is the cluster section, `acme` more fields of
+    tenant acme (such as a per-tenant `learner_backend: kubernetes`)."""
     acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
     acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
-    acme: dict[str, Any] = {"name": "acme", "storage": acme_storage}
     config: dict[str, Any] = {
         "learner_backend": "local",
         "work_dir": str(root / "work"),
         "jobs_dir": str(root / "jobs"),
         "tenants": [
-            acme,
+            {"name": "acme", "storage": acme_storage, **(acme or {})},
             {"name": "globex", "storage": {"kind": "local", "root": str(root / "globex")}},
         ],
     }
     if kubernetes is not None:
-        acme["learner_backend"] = "kubernetes"
         config["kubernetes"] = kubernetes
     config_file = root / "trainyard.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -86,10 +89,13 @@ def write_config(root: Path, s3_server: S3Server, kubernetes: dict[str, Any] | N
 
 @contextmanager
 def deploy(
-    root: Path, s3_server: S3Server, kubernetes: dict[str, Any] | None = None
+    root: Path,
+    s3_server: S3Server,
+    kubernetes: dict[str, Any] | None = None,
+    acme: dict[str, Any] | None = None,
 ) -> Iterator[Deployment]:
     """Start Airflow for both tenants, with the dataset and example code uploaded."""
-    config_file = write_config(root, s3_server, kubernetes)
+    config_file = write_config(root, s3_server, kubernetes, acme)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in credentials.items():
