@@ -199,6 +199,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
                     phase = self.pod_manager.read_pod(worker).status.phase
                 except ApiException as error:
                     phase = "Deleted" if error.status == 404 else None
+                except AirflowException:  # the API is unreachable: look again next time
+                    phase = None
                 if phase not in ("Failed", "Deleted"):
                     continue
                 self.failed_rank = rank
@@ -226,7 +228,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             except (AirflowException, ApiException) as error:
                 self.log.warning("cannot read the final status of learner rank %d: %s", rank, error)
             self._delete_pod(worker)
-        if self.rendezvous is not None and self.workers:
+        if self.rendezvous is not None:
             try:
                 self.client.delete_namespaced_service(
                     self.rendezvous.metadata.name, self.rendezvous.metadata.namespace
