@@ -116,11 +116,12 @@ def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
     return job_ids
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def faults(
     cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str]
 ) -> Iterator[dict[str, Future[int]]]:
-    """Scenario -> its fault, injected as soon as its job is far enough (all run at once).
+    """Scenario -> its fault, injected as soon as its job is far enough (all run at once);
+    autouse, so that the injections start with the module's first test.
 
     Each result is the newest committed checkpoint step when the fault struck (0 if none).
     """
