@@ -26,10 +26,10 @@ which cannot resolve here) become 127.0.0.1.
 A fake node with labels and an `nvidia.com/gpu` capacity schedules pods: a pod whose GPU
 request does not fit, or whose node selector the node does not match, stays Pending with
 PodScheduled False (Unschedulable), as the scheduler leaves it (the fake schedules each pod
-once: a pod that did not fit stays Pending even after capacity frees up). Faults: `evict` (the kubelet's
-eviction: SIGTERM, SIGKILL after the grace period, then phase Failed, reason Evicted and a
-DisruptionTarget condition), `oom_kill` (SIGKILL, container reason OOMKilled), an unknown image
-(ErrImagePull) or an invalid image name (InvalidImageName), a missing Secret
+once: a pod that did not fit stays Pending even after capacity frees up). Faults: `evict` (the
+kubelet's eviction: SIGTERM, SIGKILL after the grace period, then phase Failed, reason Evicted
+and a DisruptionTarget condition), `oom_kill` (SIGKILL, container reason OOMKilled), an unknown
+image (ErrImagePull) or an invalid image name (InvalidImageName), a missing Secret
 (CreateContainerConfigError). Every created pod body is kept in `created`.
 """
 
