@@ -1,14 +1,15 @@
-"""A multi-learner group against the fake API server: the real operator, without Airflow.
+"""The real learner operator against the fake API server, without Airflow.
 
-The learner "image" only sleeps, so these tests show what the group does with its pods (gang
-start, deletion) in seconds; training a real DDP job on pods is tests/e2e/test_kubernetes.py.
+The learner "image" only sleeps (SIGTERM ends it), so these tests show in seconds what the
+operator makes of a pod's end (eviction, OOM kill) and what a multi-learner group does with its
+pods (gang start, deletion); real jobs on pods are tests/e2e/test_kubernetes.py.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +17,7 @@ from typing import Any, cast
 import pytest
 import yaml
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.kubernetes_learner import KubernetesLearnerOperator
 from tests.support.kube_server import (
@@ -29,7 +30,7 @@ from tests.support.kube_server import (
 from tests.support.learners import wait_until
 from trainyard.backends.kubernetes import RANK_LABEL
 from trainyard.config import CONFIG_ENV
-from trainyard.failures import ResourceError
+from trainyard.failures import Preemption, ResourceError
 from trainyard.manifest import parse_manifest
 from trainyard.records import JobRecord, load_record, save_record
 from trainyard.storage.local import LocalStore
@@ -112,6 +113,52 @@ def context() -> Context:
     return cast(Context, {"ti": ti, "run_id": JOB_ID, "dag": SimpleNamespace()})
 
 
+def running_pod(cluster: FakeKubernetes, rank: int) -> FakePod:
+    def running() -> FakePod | None:
+        pods = cluster.pods_of(**{RANK_LABEL: str(rank)})
+        return next((pod for pod in pods if container_processes(pod)), None)
+
+    return wait_until(running, f"rank {rank} to run", timeout=30)
+
+
+def run_with_fault(
+    operator: KubernetesLearnerOperator, fault: Callable[[], None]
+) -> AirflowException:
+    """Execute the task while `fault` strikes from another thread; return what it raised."""
+    striker = threading.Thread(target=fault)
+    striker.start()
+    with pytest.raises(AirflowException) as caught:
+        operator.execute(context())
+    striker.join()
+    return caught.value
+
+
+def test_an_evicted_pod_is_a_preemption_to_retry(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 1})
+
+    raised = run_with_fault(operator, lambda: cluster.evict(running_pod(cluster, 0)))
+
+    assert type(raised) is AirflowException  # retried
+    assert isinstance(raised.__cause__, Preemption)
+    assert "TerminationByKubelet" in str(raised)
+    assert no_pod_left(cluster)
+
+
+def test_an_oom_killed_pod_is_a_resource_error_without_retry(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 1, "memory": "3Gi"})
+
+    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 0)))
+
+    assert isinstance(raised, AirflowFailException)
+    assert isinstance(raised.__cause__, ResourceError)
+    assert "resources.memory = 3Gi" in str(raised)
+    assert no_pod_left(cluster)
+
+
 def no_pod_left(cluster: FakeKubernetes) -> bool:
     """Deleted pods go once their container has stopped (SIGTERM ends the sleeping learner)."""
     wait_until(lambda: not cluster.pods_of(), "the group's pods to be deleted", timeout=30)
@@ -144,22 +191,10 @@ def test_a_failed_rank_stops_the_others_and_the_attempt_takes_its_class(
 ) -> None:
     operator = learner_task(local_store, {"learners": 3})
 
-    def oom_kill_rank_2() -> None:
-        def running() -> FakePod | None:
-            return next(
-                (pod for pod in cluster.pods_of(**{RANK_LABEL: "2"}) if container_processes(pod)),
-                None,
-            )
+    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 2)))
 
-        cluster.oom_kill(wait_until(running, "rank 2 to run", timeout=30))
-
-    killer = threading.Thread(target=oom_kill_rank_2)
-    killer.start()
-    with pytest.raises(AirflowFailException) as caught:
-        operator.execute(context())
-    killer.join()
-
-    assert isinstance(caught.value.__cause__, ResourceError)
-    assert "OOM-killed" in str(caught.value)
+    assert isinstance(raised, AirflowFailException)
+    assert isinstance(raised.__cause__, ResourceError)
+    assert "OOM-killed" in str(raised)
     assert operator.failed_rank == 2
     assert no_pod_left(cluster)  # ranks 0 and 1 were stopped, not left running
