@@ -1,8 +1,14 @@
-"""The learner task on Kubernetes: the provider's KubernetesPodOperator, set up per job."""
+"""The learner tasks on Kubernetes: the provider's KubernetesPodOperator, set up per job.
+
+Training and evaluation both run the learner runtime in a pod (`train` and `evaluate` mode), so
+a Kubernetes tenant's user code never runs on an Airflow worker.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,22 +19,25 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.base import TrainyardOperator, classified_failures
-from operators.learner import LearnerRunningOperator, learner_failure
+from operators.evaluate import EvaluateModelOperator
+from operators.learner import LearnerOperator, learner_failure
 from trainyard.backends import RunMode
 from trainyard.backends.base import LearnerSpec
 from trainyard.backends.kubernetes import (
     ATTEMPT_LABEL,
     LEARNER_CONTAINER,
+    RANK_LABEL,
     RESUME_FIX,
     classify_pod_failure,
     learner_exit,
     learner_pod,
+    rendezvous_service,
 )
 from trainyard.failures import PlatformFault, TrainyardFailure
 from trainyard.manifest import JobManifest
 
 
-class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
+class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
     """Train in a pod: the runtime in the framework's image, in the tenant's namespace.
 
     Both the provider's operator and Trainyard's learner task, by multiple inheritance rather
@@ -42,6 +51,14 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
     The pod is set up in `execute`, after Airflow rendered the template fields, so that no
     manifest value (a command with `{{`) is ever taken for a template. It runs synchronously:
     classifying its end needs its final status, read before the provider deletes it.
+
+    A multi-learner job (`resources.learners > 1`) is a group: the provider's pod is rank 0 (the
+    one whose log is followed and that a retry reattaches to); the task creates the other ranks
+    from the same pod spec, plus a headless Service through which they reach rank 0 (PyTorch's
+    `env://` rendezvous). All pods must start, each within the startup timeout, or the attempt
+    fails (gang start); once running, a failed rank stops the group (rank 0 is deleted with its
+    grace period, so it commits a final checkpoint), and the whole group goes with the attempt,
+    so the retry starts every rank afresh from the newest committed checkpoint.
     """
 
     template_fields: Sequence[str] = (
@@ -68,21 +85,32 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
         )
         self.attempt_labels: dict[str, str] = {}
         self.final_status: dict[str, Any] | None = None
+        # The other ranks of a multi-learner job: their env, then their pods once created.
+        self.rank_envs: dict[int, list[k8s.V1EnvVar]] = {}
+        self.rendezvous: k8s.V1Service | None = None
+        self.workers: dict[int, k8s.V1Pod] = {}
+        self.worker_statuses: dict[int, dict[str, Any]] = {}
+        self.failed_rank: int | None = None
+        self._group_done = threading.Event()
 
-    def execute(self, context: Context) -> None:
+    def execute(self, context: Context) -> Any:
+        # The provider's execute comes first in the method order; the task's is the learner's.
+        return LearnerOperator.execute(self, context)
+
+    def run_learners(self, manifest: JobManifest, context: Context) -> None:
+        """Run the learner pod (the provider's execute) and conclude the attempt from its end."""
         with classified_failures():
-            manifest = self.configure(context)
+            self.configure(manifest, context)
         started_at = datetime.now(UTC)
         try:
-            super().execute(context)
+            KubernetesPodOperator.execute(self, context)
         except Exception as error:  # what happened is read from the pod, not the exception
             self.conclude(manifest, started_at, error)
         else:
             self.conclude(manifest, started_at, None)
 
-    def configure(self, context: Context) -> JobManifest:
-        """Set the pod up for this job and attempt, from its record and the deployment config."""
-        _, manifest = self.load_job()
+    def configure(self, manifest: JobManifest, context: Context) -> None:
+        """Set the pod up for this job and attempt, from its manifest and the deployment config."""
         cluster = self.trainyard_config.kubernetes
         if cluster is None:
             raise PlatformFault(
@@ -110,7 +138,108 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
         self.schedule_timeout_seconds = cluster.startup_timeout_seconds
         self.in_cluster = cluster.in_cluster
         self.config_file = str(cluster.config_file) if cluster.config_file else None
-        return manifest
+        if spec.num_learners > 1:
+            self.rank_envs = {
+                rank: learner_pod(spec, manifest, self.tenant_config, cluster, rank).env
+                for rank in range(1, spec.num_learners)
+            }
+            self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
+
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
+        """Rank 0 as the provider creates (or finds) it, then the group's other pods."""
+        pod = super().get_or_create_pod(pod_request_obj, context)
+        if self.rendezvous is not None:
+            try:
+                self.start_group(pod)
+            except Exception:
+                self.remote_pod = pod  # so that cleanup deletes rank 0 and what was created
+                raise
+        return pod
+
+    def start_group(self, leader: k8s.V1Pod) -> None:
+        """The rendezvous Service and ranks 1..N-1, named after rank 0 (kept on reattach)."""
+        assert self.rendezvous is not None
+        assert self.pod_request_obj is not None
+        self._create(self.client.create_namespaced_service, self.rendezvous)
+        for rank, env in self.rank_envs.items():
+            worker = copy.deepcopy(self.pod_request_obj)
+            worker.metadata.name = f"{leader.metadata.name}-rank-{rank}"
+            worker.metadata.labels[RANK_LABEL] = str(rank)
+            worker.spec.containers[0].env = env
+            self._create(self.client.create_namespaced_pod, worker)
+            self.workers[rank] = worker
+        self.log.info(
+            "started learner ranks 1-%d beside %s", len(self.workers), leader.metadata.name
+        )
+
+    def _create(self, create: Callable[..., Any], body: Any) -> None:
+        """Create `body`; one that exists already (a reattached group) is kept."""
+        try:
+            create(namespace=self.namespace, body=body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def await_pod_start(self, pod: k8s.V1Pod) -> None:
+        """Gang start: rank 0, then every other rank, each within the startup timeout."""
+        super().await_pod_start(pod)
+        for worker in self.workers.values():
+            super().await_pod_start(worker)
+        if self.workers:
+            threading.Thread(
+                target=self.watch_group, args=(pod,), name="trainyard-group", daemon=True
+            ).start()
+
+    def watch_group(self, leader: k8s.V1Pod) -> None:
+        """Stop rank 0 once another rank failed, so that the group does not hang in a
+        collective: its deletion gives it the grace period for a final checkpoint."""
+        while not self._group_done.wait(GROUP_POLL_SECONDS):
+            for rank, worker in self.workers.items():
+                try:
+                    phase = self.pod_manager.read_pod(worker).status.phase
+                except ApiException as error:
+                    phase = "Deleted" if error.status == 404 else None
+                except AirflowException:  # the API is unreachable: look again next time
+                    phase = None
+                if phase not in ("Failed", "Deleted"):
+                    continue
+                self.failed_rank = rank
+                self.log.warning("learner rank %d ended (%s): stopping the group", rank, phase)
+                self._delete_pod(leader)
+                return
+
+    def _delete_pod(self, pod: k8s.V1Pod) -> None:
+        try:
+            self.client.delete_namespaced_pod(
+                pod.metadata.name,
+                pod.metadata.namespace,
+                grace_period_seconds=self.termination_grace_period,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                self.log.warning("cannot delete pod %s: %s", pod.metadata.name, error)
+
+    def stop_group(self) -> None:
+        """Keep each other rank's final status, then delete its pod and the Service."""
+        self._group_done.set()
+        for rank, worker in self.workers.items():
+            try:
+                self.worker_statuses[rank] = self.pod_manager.read_pod(worker).status.to_dict()
+            except (AirflowException, ApiException) as error:
+                self.log.warning("cannot read the final status of learner rank %d: %s", rank, error)
+            self._delete_pod(worker)
+        if self.rendezvous is not None:
+            try:
+                self.client.delete_namespaced_service(
+                    self.rendezvous.metadata.name, self.rendezvous.metadata.namespace
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    self.log.warning("cannot delete the rendezvous Service: %s", error)
+
+    def on_kill(self) -> None:
+        super().on_kill()
+        self.stop_group()
 
     def build_pod_request_obj(
         self, context: Context | None = None, *, dry_run: bool = False
@@ -137,17 +266,22 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
             except (AirflowException, ApiException) as error:  # keep the last status seen
                 self.log.warning("cannot read the final status of the pod: %s", error)
             self.final_status = remote_pod.status.to_dict()
+        if not self._killed:
+            self.stop_group()
         super().cleanup(pod, remote_pod, xcom_result, context)
 
     def conclude(
         self, manifest: JobManifest, started_at: datetime, error: Exception | None
     ) -> None:
         """Record the attempt and raise its failure class, as the local learner task does."""
+        if error is not None:  # its first line: the rest is the whole pod
+            first = (str(error).splitlines() or [""])[0]
+            self.log.info("the pod operator raised %s: %s", type(error).__name__, first)
         spec = self.learner_spec(manifest, self.pod_attempt())
         with classified_failures():
             failure = self.attempt_failure(spec, manifest, error)
         if failure is None and error is not None:
-            self.log.warning("the learner succeeded; ignoring the pod operator's %r", error)
+            self.log.warning("the learner succeeded; ignoring the pod operator's error")
         self.conclude_attempt(manifest, spec.attempt, started_at, failure)
 
     def pod_attempt(self) -> int:
@@ -158,14 +292,22 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
     def attempt_failure(
         self, spec: LearnerSpec, manifest: JobManifest, error: Exception | None
     ) -> TrainyardFailure | None:
-        """The pod's failure (OOM, eviction, image, scheduling), else the learner's outcome."""
-        status = self.final_status or {}
-        failure = classify_pod_failure(status, manifest.resources)
-        if failure is not None:
-            return failure
-        ended = learner_exit(status)
-        if ended is not None:
-            return learner_failure(self.store, spec, [ended])
+        """A pod's failure (OOM, eviction, image, scheduling), else the learners' outcomes.
+
+        In a group, the rank that failed first (and stopped the others) is looked at first.
+        """
+        statuses = {0: self.final_status or {}, **self.worker_statuses}
+        ranks = sorted(statuses, key=lambda rank: rank != self.failed_rank)
+        for rank in ranks:
+            failure = classify_pod_failure(statuses[rank], manifest.resources)
+            if failure is not None:
+                return failure
+        ended = {rank: learner_exit(statuses[rank]) for rank in ranks}
+        known = {rank: end for rank, end in ended.items() if end is not None}
+        if known:
+            failure = learner_failure(self.store, spec, list(known.values()), ranks=list(known))
+            if failure is not None or len(known) == spec.num_learners:
+                return failure
         if error is None:  # the provider saw the pod succeed
             return None
         reason = (str(error).splitlines() or [type(error).__name__])[0]
@@ -173,3 +315,17 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerRunningOperator):
             f"learner pod ended before its {LEARNER_CONTAINER!r} container did: {reason}",
             RESUME_FIX,
         )
+
+
+#: How often the other ranks of a running group are checked for a failure.
+GROUP_POLL_SECONDS = 2.0
+
+
+class KubernetesEvaluateOperator(KubernetesLearnerOperator, EvaluateModelOperator):
+    """Evaluate in a pod: the runtime's `evaluate` mode, in the same image, namespace and
+    resources as training; the metrics are stored as the local evaluate task stores them."""
+
+    mode = RunMode.EVALUATE
+
+    def execute(self, context: Context) -> Any:
+        return EvaluateModelOperator.execute(self, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,16 +37,20 @@ FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
 
 
 def learner_failure(
-    store: ObjectStore, spec: LearnerSpec, exits: list[LearnerExit]
+    store: ObjectStore,
+    spec: LearnerSpec,
+    exits: Sequence[LearnerExit],
+    ranks: Sequence[int] | None = None,
 ) -> TrainyardFailure | None:
     """The failure of this attempt, from the backend's view and the learners' outcomes, or None.
 
     The backend's view wins where it knows more (it OOM-killed the learner). A learner that
     died without writing its outcome (killed hard, node lost) is a platform fault: the retry
-    resumes from the newest committed checkpoint.
+    resumes from the newest committed checkpoint. `ranks` names the rank of each exit, in the
+    order to look at them (default: exits are by rank).
     """
     layout = JobLayout(spec.job_id)
-    for rank, learner in enumerate(exits):
+    for rank, learner in zip(ranks or range(len(exits)), exits, strict=True):
         if learner.reason == OOM_KILLED:
             limit = format_bytes(spec.memory_bytes)
             return ResourceError(

@@ -176,7 +176,7 @@ def test_s3_tenant(tmp_path):
             {"work_dir": "w", "tenants": [tenant("acme")], "kubernetes": {"cluster": "prod"}},
             "kubernetes.cluster: field is not allowed here; allowed fields: images, "
             "gpu_node_selectors, gpu_tolerations, startup_timeout_seconds, "
-            "termination_grace_seconds, in_cluster, config_file",
+            "termination_grace_seconds, rendezvous_port, in_cluster, config_file",
             id="unknown-kubernetes-field",
         ),
         pytest.param(

@@ -91,3 +91,35 @@ def test_the_dag_file_loads_without_import_errors_despite_broken_manifests(
     assert {"trainyard_acme", "trainyard_acme__nightly", "trainyard_acme__broken"} <= set(
         bag.dag_ids
     )
+
+
+def test_learner_and_evaluate_run_on_the_tenants_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-tenant override picks the Kubernetes tasks; the DAG keeps its shape."""
+    s3 = {"kind": "s3", "endpoint": "minio:9000", "bucket": "b", "credentials_env": "S3"}
+    config = {
+        "learner_backend": "local",
+        "work_dir": "work",
+        "tenants": [
+            {"name": "acme", "storage": s3, "learner_backend": "kubernetes"},
+            {"name": "globex", "storage": {"kind": "local", "root": "storage/globex"}},
+        ],
+        "kubernetes": {"images": {"pytorch:2.13": "registry.example/pytorch:2.13"}},
+    }
+    path = tmp_path / "trainyard.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    dags = tenant_dags(load_config(path))
+
+    kinds = {
+        dag_id: {task_id: type(dag.get_task(task_id)).__name__ for task_id in dag.task_ids}
+        for dag_id, dag in dags.items()
+    }
+    assert kinds["trainyard_acme"]["learner"] == "KubernetesLearnerOperator"
+    assert kinds["trainyard_acme"]["evaluate"] == "KubernetesEvaluateOperator"
+    assert kinds["trainyard_globex"]["learner"] == "LearnerOperator"
+    assert kinds["trainyard_globex"]["evaluate"] == "EvaluateModelOperator"
+    assert dags["trainyard_acme"].task_ids == dags["trainyard_globex"].task_ids
+    learner = dags["trainyard_acme"].get_task("learner")
+    assert learner.retries == dags["trainyard_globex"].get_task("learner").retries

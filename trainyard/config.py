@@ -119,6 +119,13 @@ class KubernetesConfig(BaseModel):
         gt=0,
         description="time a stopped learner gets to write and upload its final checkpoint",
     )
+    rendezvous_port: int = Field(
+        default=29500,
+        gt=0,
+        lt=65536,
+        description="port of rank 0's torch.distributed rendezvous in multi-learner jobs "
+        "(MASTER_PORT), reached through the job's headless Service",
+    )
     in_cluster: bool = Field(
         default=True, description="Airflow runs in the cluster: use its service account"
     )

@@ -1,10 +1,12 @@
 """Builds the training DAGs: one per tenant, plus one per scheduled job manifest.
 
 Every DAG has the same tasks: validate -> stage_data -> learner -> commit -> evaluate ->
-register_model. The learner retries platform faults with exponential backoff and resumes from
-the newest committed checkpoint; user errors fail at once (the operators raise
-AirflowFailException for them). A scheduled job that cannot be built gets a DAG that says why,
-so one broken manifest never hides the tenant's other DAGs.
+register_model, whatever the tenant's learner backend: with `kubernetes`, learner and evaluate
+are KubernetesPodOperator tasks running the learner runtime in pods. The learner retries
+platform faults with exponential backoff and resumes from the newest committed checkpoint; user
+errors fail at once (the operators raise AirflowFailException for them). A scheduled job that
+cannot be built gets a DAG that says why, so one broken manifest never hides the tenant's other
+DAGs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from operators.retry import LearnerRetryPolicy
 from operators.stage_data import StageDataOperator
 from operators.validate import InvalidJobOperator, ValidateJobOperator
 from trainyard.config import (
+    LearnerBackendName,
     ScheduledJob,
     TenantConfig,
     TrainyardConfig,
@@ -96,10 +99,29 @@ def data_asset(tenant: str, path: str) -> Asset:
     return Asset(name=f"{tenant}:{path}", uri=data_asset_uri(tenant, path))
 
 
+def learner_operators(
+    backend: LearnerBackendName,
+) -> tuple[type[LearnerOperator], type[EvaluateModelOperator]]:
+    """The train and evaluate task types of a backend: local processes, or Kubernetes pods.
+
+    The Kubernetes operators are imported here, not at the top: a deployment without
+    Kubernetes tenants never imports the provider and the kubernetes client to parse DAGs.
+    """
+    if backend == "kubernetes":
+        from operators.kubernetes_learner import (
+            KubernetesEvaluateOperator,
+            KubernetesLearnerOperator,
+        )
+
+        return KubernetesLearnerOperator, KubernetesEvaluateOperator
+    return LearnerOperator, EvaluateModelOperator
+
+
 def _training_dag(
     dag_id: str,
     tenant: TenantConfig,
     *,
+    backend: LearnerBackendName,
     manifest: dict[str, Any],
     schedule: CronTriggerTimetable | Sequence[Asset] | None,
     max_active_runs: int,
@@ -131,10 +153,11 @@ def _training_dag(
             "weight_rule": "absolute",
         },
     ) as dag:
+        train, evaluate_model = learner_operators(backend)
         validate = ValidateJobOperator(task_id="validate", tenant=tenant.name)
         job_id = validate.output
         stage = StageDataOperator(task_id="stage_data", tenant=tenant.name, job_id=job_id)
-        learner = LearnerOperator(
+        learner = train(
             task_id="learner",
             tenant=tenant.name,
             job_id=job_id,
@@ -144,7 +167,7 @@ def _training_dag(
             pool_slots=pool.slots,
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
-        evaluate = EvaluateModelOperator(task_id="evaluate", tenant=tenant.name, job_id=job_id)
+        evaluate = evaluate_model(task_id="evaluate", tenant=tenant.name, job_id=job_id)
         register = RegisterModelOperator(
             task_id="register_model", tenant=tenant.name, job_id=job_id
         )
@@ -152,11 +175,12 @@ def _training_dag(
     return dag
 
 
-def build_tenant_dag(tenant: TenantConfig) -> DAG:
+def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
     dag_id = dag_id_for_tenant(tenant.name)
     return _training_dag(
         dag_id,
         tenant,
+        backend=backend,
         manifest=example_manifest(tenant.name),
         schedule=None,
         max_active_runs=tenant.max_running_jobs,
@@ -166,7 +190,9 @@ def build_tenant_dag(tenant: TenantConfig) -> DAG:
     )
 
 
-def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest) -> DAG:
+def build_scheduled_dag(
+    tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest, backend: LearnerBackendName
+) -> DAG:
     """The DAG of one scheduled job: cron-driven, or driven by new data under a path."""
     trigger = manifest.schedule
     schedule: CronTriggerTimetable | list[Asset]
@@ -182,6 +208,7 @@ def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobMa
     return _training_dag(
         job.dag_id,
         tenant,
+        backend=backend,
         manifest=manifest.model_dump(mode="json"),
         schedule=schedule,
         # A retraining never overlaps itself; the tenant's max_running_jobs bounds its
@@ -211,11 +238,16 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
 def tenant_dags(config: TrainyardConfig | None = None) -> dict[str, DAG]:
     """Every training DAG of the deployment, by dag_id."""
     config = config or load_config()
-    dags = {dag_id_for_tenant(t.name): build_tenant_dag(t) for t in config.tenants}
+    dags = {
+        dag_id_for_tenant(t.name): build_tenant_dag(t, config.learner_backend_of(t.name))
+        for t in config.tenants
+    }
     for job in scheduled_jobs(config):
         tenant = config.tenant(job.tenant)
         if job.manifest is None:
             dags[job.dag_id] = build_invalid_job_dag(tenant, job)
         else:
-            dags[job.dag_id] = build_scheduled_dag(tenant, job, job.manifest)
+            dags[job.dag_id] = build_scheduled_dag(
+                tenant, job, job.manifest, config.learner_backend_of(tenant.name)
+            )
     return dags

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from trainyard.backends.kubernetes import (
     KUEUE_QUEUE_LABEL,
     MAX_LABEL_VALUE,
     POD_WORK_DIR,
+    RANK_LABEL,
     TENANT_LABEL,
     classify_pod_failure,
     gpu_placement,
@@ -27,6 +29,7 @@ from trainyard.backends.kubernetes import (
     learner_image,
     learner_pod,
     learner_resources,
+    rendezvous_service,
 )
 from trainyard.config import KubernetesConfig, TenantConfig
 from trainyard.failures import PlatformFault, Preemption, ResourceError, TrainyardFailure
@@ -236,7 +239,7 @@ def test_env_is_the_runtime_contract_with_keys_from_the_tenants_secret(
     monkeypatch.setenv("TRAINYARD_S3_ACME_ACCESS_KEY", "AKIA-WORKER-ACCESS")
     monkeypatch.setenv("TRAINYARD_S3_ACME_SECRET_KEY", "worker-secret-value")
 
-    env = as_mapping(learner_env(make_spec(), TENANT))
+    env = as_mapping(learner_env(make_spec(), TENANT, CLUSTER))
 
     for variable, key in [
         ("TRAINYARD_STORAGE_ACCESS_KEY", "access_key"),
@@ -258,6 +261,13 @@ def test_env_is_the_runtime_contract_with_keys_from_the_tenants_secret(
         "TRAINYARD_CHECKPOINT_KEEP": "3",
         "TRAINYARD_WATCHDOG": "600.0",
         "TRAINYARD_WORK_DIR": POD_WORK_DIR,
+        # torch.distributed's contract, as on the local backend: a world of one.
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "OMP_NUM_THREADS": "1",
     }
     assert "AKIA-WORKER-ACCESS" not in repr(env)
     assert "worker-secret-value" not in repr(env)
@@ -270,7 +280,7 @@ def test_the_runtime_accepts_the_pod_env_once_the_kubelet_fills_the_secret(
     secret = {"access_key": "from-the-secret", "secret_key": "also-from-the-secret"}
     pod_env = {
         var.name: var.value if var.value_from is None else secret[var.value_from.secret_key_ref.key]
-        for var in learner_env(make_spec(), TENANT)
+        for var in learner_env(make_spec(), TENANT, CLUSTER)
     }
 
     settings = RuntimeSettings.from_env(pod_env)
@@ -286,7 +296,7 @@ def test_local_storage_is_refused() -> None:
     tenant = TenantConfig(name="acme", storage=LocalStorageConfig(root=Path("/srv/acme")))
 
     with pytest.raises(ResourceError, match="local storage, which learner pods cannot reach"):
-        learner_env(make_spec(storage=tenant.storage), tenant)
+        learner_env(make_spec(storage=tenant.storage), tenant, CLUSTER)
 
 
 LONG_RUN_ID = "acme.digits-mlp.manual__2026-11-24T21-59-08.123456-00-00-retrained-by-hand"
@@ -324,11 +334,11 @@ def test_the_pod_of_an_attempt() -> None:
 
     pod = learner_pod(spec, manifest, TENANT, CLUSTER)
 
-    assert pod.name == "digits-mlp"
+    assert pod.name == "digits-mlp-train"
     assert pod.image == "registry.example/trainyard/pytorch:2.13.0-cuda"
     assert (pod.namespace, pod.service_account) == ("trainyard-acme", "trainyard-learner")
     assert pod.arguments == ["train"]
-    assert pod.labels == {TENANT_LABEL: "acme", JOB_ID_LABEL: JOB_ID}
+    assert pod.labels == {TENANT_LABEL: "acme", JOB_ID_LABEL: JOB_ID, RANK_LABEL: "0"}
     assert pod.attempt_labels == {ATTEMPT_LABEL: "3"}
     assert pod.annotations == {JOB_ID_LABEL: JOB_ID}
     assert pod.node_selector == {"gpu.example/type": "t4"}
@@ -352,12 +362,41 @@ def test_learner_pods_carry_the_tenants_kueue_queue(
 
     pod = learner_pod(make_spec(), make_manifest(), tenant, CLUSTER)
 
-    assert pod.labels == {TENANT_LABEL: "acme", JOB_ID_LABEL: JOB_ID} | expected
+    assert pod.labels == {TENANT_LABEL: "acme", JOB_ID_LABEL: JOB_ID, RANK_LABEL: "0"} | expected
 
 
-def test_multi_learner_jobs_are_refused_for_now() -> None:
-    with pytest.raises(ResourceError, match=r"resources.learners = 2"):
-        learner_pod(make_spec(num_learners=2), make_manifest(), TENANT, CLUSTER)
+@pytest.mark.parametrize(
+    ("rank", "expected"),
+    [
+        pytest.param(0, {"RANK": "0", "TRAINYARD_LEARNER_RANK": "0"}, id="rank-0-hosts-it"),
+        pytest.param(2, {"RANK": "2", "TRAINYARD_LEARNER_RANK": "2"}, id="rank-2-joins"),
+    ],
+)
+def test_multi_learner_pods_rendezvous_at_rank_0s_headless_service(
+    rank: int, expected: dict[str, str]
+) -> None:
+    spec = make_spec(num_learners=3)
+
+    pod = learner_pod(spec, make_manifest(), TENANT, CLUSTER, rank=rank)
+    service = rendezvous_service(spec, TENANT, CLUSTER)
+
+    env = as_mapping(pod.env)
+    name = service.metadata.name
+    assert {key: env[key] for key in expected} == expected
+    assert env["MASTER_ADDR"] == f"{name}.trainyard-acme.svc.cluster.local"
+    assert (env["MASTER_PORT"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("29500", "3", "0")
+    assert env["TRAINYARD_NUM_LEARNERS"] == "3"
+    assert pod.labels[RANK_LABEL] == str(rank)
+    assert service.spec.cluster_ip == "None"
+    assert service.spec.selector == {
+        TENANT_LABEL: "acme",
+        JOB_ID_LABEL: JOB_ID,
+        ATTEMPT_LABEL: "2",
+        RANK_LABEL: "0",
+    }
+    assert [port.port for port in service.spec.ports] == [29500]
+    assert len(name) <= 63
+    assert name != rendezvous_service(replace(spec, attempt=3), TENANT, CLUSTER).metadata.name
 
 
 # Pod statuses, built with the client's models so that their dict form is the real one.

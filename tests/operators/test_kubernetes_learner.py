@@ -22,9 +22,9 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.hooks import storage_connection
-from operators.kubernetes_learner import KubernetesLearnerOperator
+from operators.kubernetes_learner import KubernetesEvaluateOperator, KubernetesLearnerOperator
 from trainyard.backends import RunMode
-from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, TENANT_LABEL
+from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
 from trainyard.config import CONFIG_ENV, load_config
 from trainyard.failures import (
     PlatformFault,
@@ -139,7 +139,8 @@ def learner_task(
 
 def built_pod(operator: KubernetesLearnerOperator, try_number: int = 2) -> k8s.V1Pod:
     ctx = context(try_number, operator.tenant)
-    operator.configure(ctx)
+    _, manifest = operator.load_job()
+    operator.configure(manifest, ctx)
     return operator.build_pod_request_obj(ctx)
 
 
@@ -320,10 +321,17 @@ def test_storage_keys_appear_nowhere(config_dir: Path, local_store: LocalStore) 
         assert SECRET_KEY not in place
 
 
-def test_every_template_field_renders(config_dir: Path, local_store: LocalStore) -> None:
+@pytest.mark.parametrize(
+    "operator_type",
+    [KubernetesLearnerOperator, KubernetesEvaluateOperator],
+    ids=["learner", "evaluate"],
+)
+def test_every_template_field_renders(
+    config_dir: Path, local_store: LocalStore, operator_type: type[KubernetesLearnerOperator]
+) -> None:
     """As Airflow does: render first (job_id from the validate task), then execute."""
     learner_task(local_store)
-    operator = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id="{{ run_id }}")
+    operator = operator_type(task_id="learner", tenant="acme", job_id="{{ run_id }}")
 
     operator.render_template_fields(context())
 
@@ -334,7 +342,7 @@ def test_every_template_field_renders(config_dir: Path, local_store: LocalStore)
 
 def test_configured_fields_render_unchanged(config_dir: Path, local_store: LocalStore) -> None:
     operator = learner_task(local_store)
-    operator.configure(context())
+    operator.configure(operator.load_job()[1], context())
     before = {name: repr(getattr(operator, name)) for name in operator.template_fields}
 
     operator.render_template_fields(context())
@@ -657,3 +665,90 @@ def test_cleanup_keeps_the_last_status_seen_when_the_pod_cannot_be_read(
 
     assert operator.final_status == last_seen.status.to_dict()
     assert pods.deleted == [pod.metadata.name]
+
+
+def test_a_multi_learner_job_is_rank_0_plus_a_group_the_task_creates(
+    config_dir: Path, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"resources": {"learners": 3}})
+
+    pod = built_pod(operator)
+
+    assert pod.metadata.labels[RANK_LABEL] == "0"
+    assert sorted(operator.rank_envs) == [1, 2]
+    ranks = {
+        rank: {var.name: var.value for var in env if var.value is not None}
+        for rank, env in operator.rank_envs.items()
+    }
+    assert [(ranks[r]["RANK"], ranks[r]["TRAINYARD_LEARNER_RANK"]) for r in (1, 2)] == [
+        ("1", "1"),
+        ("2", "2"),
+    ]
+    assert operator.rendezvous is not None
+    service = operator.rendezvous.metadata.name
+    assert ranks[2]["MASTER_ADDR"] == f"{service}.trainyard-acme.svc.cluster.local"
+    # Only rank 0 is the provider's pod: the others never match the reattach selector.
+    assert f"{RANK_LABEL}=0" in operator._build_find_pod_label_selector(context())
+
+
+def test_a_single_learner_job_has_no_group(config_dir: Path, local_store: LocalStore) -> None:
+    operator = learner_task(local_store)
+
+    built_pod(operator)
+
+    assert operator.rank_envs == {}
+    assert operator.rendezvous is None
+
+
+def test_the_rank_that_stopped_the_group_is_judged_first(
+    config_dir: Path, local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1 failed in user code and the task stopped rank 0 (SIGTERM, a preemption)."""
+    operator = learner_task(local_store, {"resources": {"learners": 2}})
+    stopped = Outcome(
+        exit_code=143, signal=None, failure=Preemption("stopped after SIGTERM", "none")
+    )
+    write_outcome(local_store, stopped)
+    local_store.put_json(JobLayout(JOB_ID).outcome(RunMode.TRAIN, 2, 1), USER_ERROR.to_json())
+    operator.worker_statuses = {1: final_status("Failed", exit_code=1, reason="Error")}
+    operator.failed_rank = 1
+
+    with pytest.raises(AirflowFailException) as caught:
+        run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=143))
+
+    assert isinstance(caught.value.__cause__, UserError)
+    assert "learner 1: the command exited with code 1" in str(caught.value)
+
+
+def test_an_evicted_rank_makes_the_attempt_a_preemption(
+    config_dir: Path, local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = learner_task(local_store, {"resources": {"learners": 2}})
+    operator.worker_statuses = {
+        1: final_status("Failed", exit_code=143, reason="Error", pod_reason="Evicted")
+    }
+
+    with pytest.raises(AirflowException) as caught:
+        run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=143))
+
+    assert type(caught.value) is AirflowException  # retried
+    assert isinstance(caught.value.__cause__, Preemption)
+
+
+def test_the_evaluation_pod_runs_the_runtimes_evaluate_mode_alone(
+    config_dir: Path, local_store: LocalStore
+) -> None:
+    evaluation = {"command": "python evaluate.py", "metric": "accuracy"}
+    learner_task(local_store, {"resources": {"learners": 2, "gpus": 1}, "evaluation": evaluation})
+    operator = KubernetesEvaluateOperator(task_id="evaluate", tenant="acme", job_id=JOB_ID)
+    operator.store = local_store
+
+    pod = built_pod(operator)
+
+    [container] = pod.spec.containers
+    env = {var.name: var.value for var in container.env}
+    assert container.args == ["evaluate"]
+    assert env["TRAINYARD_COMMAND"] == "python evaluate.py"
+    assert env["TRAINYARD_NUM_LEARNERS"] == "1"
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert operator.rendezvous is None

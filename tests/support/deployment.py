@@ -70,30 +70,33 @@ class Deployment:
 
 
 def write_config(
-    root: Path, s3_server: S3Server, tenant_settings: dict[str, dict[str, Any]] | None = None
+    root: Path,
+    s3_server: S3Server,
+    tenant_settings: dict[str, dict[str, Any]] | None = None,
+    kubernetes: dict[str, Any] | None = None,
 ) -> Path:
-    """Both tenants' config; `tenant_settings` adds fields (quotas, ...) per tenant."""
+    """Both tenants' config: `tenant_settings` adds fields (quotas, a per-tenant
+    `learner_backend: kubernetes`, ...) per tenant; `kubernetes` is the cluster section."""
     settings = tenant_settings or {}
     acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
     acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
-    config_file = root / "trainyard.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
+    config: dict[str, Any] = {
+        "learner_backend": "local",
+        "work_dir": str(root / "work"),
+        "jobs_dir": str(root / "jobs"),
+        "tenants": [
+            {"name": "acme", "storage": acme_storage, **settings.get("acme", {})},
             {
-                "learner_backend": "local",
-                "work_dir": str(root / "work"),
-                "jobs_dir": str(root / "jobs"),
-                "tenants": [
-                    {"name": "acme", "storage": acme_storage, **settings.get("acme", {})},
-                    {
-                        "name": "globex",
-                        "storage": {"kind": "local", "root": str(root / "globex")},
-                        **settings.get("globex", {}),
-                    },
-                ],
-            }
-        )
-    )
+                "name": "globex",
+                "storage": {"kind": "local", "root": str(root / "globex")},
+                **settings.get("globex", {}),
+            },
+        ],
+    }
+    if kubernetes is not None:
+        config["kubernetes"] = kubernetes
+    config_file = root / "trainyard.yaml"
+    config_file.write_text(yaml.safe_dump(config))
     return config_file
 
 
@@ -102,13 +105,15 @@ def deploy(
     root: Path,
     s3_server: S3Server,
     tenant_settings: dict[str, dict[str, Any]] | None = None,
+    kubernetes: dict[str, Any] | None = None,
     airflow_env: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
     """Start Airflow for both tenants, with their pools, the dataset and example code uploaded.
 
-    `tenant_settings` adds config fields per tenant; `airflow_env` adds Airflow settings.
+    `tenant_settings` adds config fields per tenant, `kubernetes` the cluster section, and
+    `airflow_env` Airflow settings.
     """
-    config_file = write_config(root, s3_server, tenant_settings)
+    config_file = write_config(root, s3_server, tenant_settings, kubernetes)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
     config = load_config(config_file)
     connection = storage_connection(config.tenant("acme"), ACME_CONNECTION_KEYS)

@@ -8,16 +8,16 @@ from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, Lea
 def get_backend(name: str) -> LearnerBackend:
     """The process backend named in the deployment config (`learner_backend`).
 
-    Kubernetes learners are pods run by operators/kubernetes_learner.py, not a process
-    backend, and the DAG factory does not use that operator yet.
+    Kubernetes learners are pods run by operators/kubernetes_learner.py, the tasks the DAG
+    factory builds for such tenants: they never ask for a process backend.
     """
     if name == "local":
         from trainyard.backends.local import LocalProcessBackend
 
         return LocalProcessBackend()
     raise ValueError(
-        f"learner_backend {name!r} cannot run learners in this version of the training DAG "
-        "(the Kubernetes learner task is not wired in yet): use learner_backend: local"
+        f"learner_backend {name!r} has no process backend: Kubernetes learners run as pods of "
+        "the KubernetesLearnerOperator task, which the DAG factory builds for such tenants"
     )
 
 

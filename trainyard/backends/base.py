@@ -71,6 +71,24 @@ class LearnerSpec:
         return env
 
 
+def distributed_environment(
+    spec: LearnerSpec, rank: int, *, master_addr: str, master_port: int, local_rank: int
+) -> dict[str, str]:
+    """torch.distributed's `env://` rendezvous for learner `rank`, the same on every backend.
+
+    Rank 0 listens on `master_addr:master_port`; `local_rank` is the learner's index on its
+    machine (all learners share one machine locally; each pod is its own on Kubernetes).
+    """
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "WORLD_SIZE": str(spec.num_learners),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(local_rank),
+        "OMP_NUM_THREADS": str(max(1, int(spec.cpus))),
+    }
+
+
 #: Termination reason of a learner its backend killed for using more than resources.memory.
 OOM_KILLED = "OOMKilled"
 

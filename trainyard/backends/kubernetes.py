@@ -17,7 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainyard.backends.base import RUNTIME_CREDENTIALS_ENV, LearnerExit, LearnerSpec
+from trainyard.backends.base import (
+    RUNTIME_CREDENTIALS_ENV,
+    LearnerExit,
+    LearnerSpec,
+    distributed_environment,
+)
 from trainyard.config import KubernetesConfig, TenantConfig
 from trainyard.failures import PlatformFault, Preemption, ResourceError, TrainyardFailure
 from trainyard.manifest import Framework, JobManifest, Resources
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 TENANT_LABEL = "trainyard.io/tenant"
 JOB_ID_LABEL = "trainyard.io/job-id"
 ATTEMPT_LABEL = "trainyard.io/attempt"
+RANK_LABEL = "trainyard.io/rank"
 #: Kueue admits a pod labelled with a LocalQueue of its namespace against that queue's quota.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -82,27 +88,30 @@ class LearnerPod:
 
 
 def learner_pod(
-    spec: LearnerSpec, manifest: JobManifest, tenant: TenantConfig, cluster: KubernetesConfig
+    spec: LearnerSpec,
+    manifest: JobManifest,
+    tenant: TenantConfig,
+    cluster: KubernetesConfig,
+    rank: int = 0,
 ) -> LearnerPod:
-    """The pod of one learner attempt; raises ResourceError for a job this cluster cannot run."""
+    """The pod of learner `rank` in one attempt; raises ResourceError for a job this cluster
+    cannot run.
+
+    Rank 0 is the pod the task follows (and reattaches to); the other ranks differ only in their
+    rank (env and label), and reach rank 0 through `rendezvous_service`.
+    """
     from kubernetes.client import models as k8s
 
-    if spec.num_learners > 1:
-        raise ResourceError(
-            f"resources.learners = {spec.num_learners}: learners on Kubernetes run one per job "
-            "so far",
-            "set resources.learners: 1",
-        )
     node_selector, tolerations = gpu_placement(manifest.resources, cluster)
     return LearnerPod(
-        name=manifest.name,
+        name=f"{manifest.name}-{spec.mode.value}",
         image=learner_image(manifest.framework, cluster),
         namespace=tenant.namespace,
         service_account=tenant.service_account,
         arguments=[spec.mode.value],
-        env=learner_env(spec, tenant),
+        env=learner_env(spec, tenant, cluster, rank),
         resources=learner_resources(spec),
-        labels=learner_labels(spec) | kueue_labels(tenant),
+        labels=learner_labels(spec) | kueue_labels(tenant) | {RANK_LABEL: str(rank)},
         attempt_labels={ATTEMPT_LABEL: str(spec.attempt)},
         annotations={JOB_ID_LABEL: spec.job_id},  # in full: the label may be shortened
         node_selector=node_selector,
@@ -170,7 +179,42 @@ def gpu_placement(
     return selector, tolerations
 
 
-def learner_env(spec: LearnerSpec, tenant: TenantConfig) -> list[k8s.V1EnvVar]:
+def rendezvous_service_name(spec: LearnerSpec) -> str:
+    """The headless Service of one attempt's learners: a DNS label unique per job and attempt."""
+    digest = hashlib.sha256(f"{spec.job_id}/{spec.attempt}".encode()).hexdigest()[:12]
+    return f"trainyard-{digest}"
+
+
+def rendezvous_address(spec: LearnerSpec, tenant: TenantConfig) -> str:
+    """Where learners find rank 0: its Service's cluster DNS name (only rank 0 is selected)."""
+    return f"{rendezvous_service_name(spec)}.{tenant.namespace}.svc.cluster.local"
+
+
+def rendezvous_service(
+    spec: LearnerSpec, tenant: TenantConfig, cluster: KubernetesConfig
+) -> k8s.V1Service:
+    """A headless Service selecting rank 0 of this attempt: DNS for MASTER_ADDR, no proxy."""
+    from kubernetes.client import models as k8s
+
+    selector = {**learner_labels(spec), ATTEMPT_LABEL: str(spec.attempt), RANK_LABEL: "0"}
+    return k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(
+            name=rendezvous_service_name(spec),
+            namespace=tenant.namespace,
+            labels={**learner_labels(spec), ATTEMPT_LABEL: str(spec.attempt)},
+        ),
+        spec=k8s.V1ServiceSpec(
+            cluster_ip="None",
+            selector=selector,
+            ports=[k8s.V1ServicePort(name="rendezvous", port=cluster.rendezvous_port)],
+            publish_not_ready_addresses=True,  # ranks rendezvous before any pod is "ready"
+        ),
+    )
+
+
+def learner_env(
+    spec: LearnerSpec, tenant: TenantConfig, cluster: KubernetesConfig, rank: int = 0
+) -> list[k8s.V1EnvVar]:
     """The runtime's environment contract, with the storage keys read from the tenant's Secret.
 
     `LearnerSpec.runtime_environment` would copy the key values from this process's environment;
@@ -188,7 +232,13 @@ def learner_env(spec: LearnerSpec, tenant: TenantConfig) -> list[k8s.V1EnvVar]:
     # A placeholder storage keeps runtime_environment from reading the keys; the real storage
     # config replaces it, naming the variables that the Secret fills.
     pod_spec = replace(spec, work_dir=Path(POD_WORK_DIR), storage=LocalStorageConfig(root=Path()))
-    values = pod_spec.runtime_environment(rank=0)
+    values = pod_spec.runtime_environment(rank)
+    master = rendezvous_address(spec, tenant) if spec.num_learners > 1 else "127.0.0.1"
+    values.update(
+        distributed_environment(
+            spec, rank, master_addr=master, master_port=cluster.rendezvous_port, local_rank=0
+        )
+    )
     pod_storage = storage.model_copy(update={"credentials_env": RUNTIME_CREDENTIALS_ENV})
     values["TRAINYARD_STORAGE"] = json.dumps(pod_storage.model_dump(mode="json"))
     env = [k8s.V1EnvVar(name=name, value=value) for name, value in values.items()]

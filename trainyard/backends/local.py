@@ -24,7 +24,13 @@ from collections.abc import Callable
 
 import psutil
 
-from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, LearnerSpec
+from trainyard.backends.base import (
+    OOM_KILLED,
+    LearnerBackend,
+    LearnerExit,
+    LearnerSpec,
+    distributed_environment,
+)
 from trainyard.units import format_bytes
 
 #: Variables of the parent environment a learner may see; everything else is withheld.
@@ -83,16 +89,11 @@ class LocalProcessBackend(LearnerBackend):
     def learner_environment(self, spec: LearnerSpec, rank: int, master_port: int) -> dict[str, str]:
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         env.update(spec.runtime_environment(rank))
-        # torch.distributed's env:// rendezvous, for multi-learner jobs on one machine.
+        # Multi-learner jobs on one machine: every learner is local to rank 0.
         env.update(
-            {
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(master_port),
-                "WORLD_SIZE": str(spec.num_learners),
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "OMP_NUM_THREADS": str(max(1, int(spec.cpus))),
-            }
+            distributed_environment(
+                spec, rank, master_addr="127.0.0.1", master_port=master_port, local_rank=rank
+            )
         )
         if spec.gpus == 0:
             # A CPU job sees no GPU, so it cannot take one from the GPU jobs.

@@ -1,0 +1,358 @@
+"""The Kubernetes learner backend through real Airflow and the provider's real operator.
+
+Tenant `acme` runs its learners on Kubernetes (a per-tenant override; the deployment's default
+stays local): the fake API server of tests/support/kube_server.py, reached through a kubeconfig
+file, runs each pod's container as a local process. Storage is moto's S3 server; pods read the
+keys from a Secret in the tenant's namespace. All jobs are submitted at once, so the module
+pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.deployment import Deployment, deploy
+from tests.support.kube_server import (
+    FakeKubernetes,
+    FakeNode,
+    FakePod,
+    container_processes,
+    running_kube_server,
+)
+from tests.support.learners import wait_for_end, wait_until
+from tests.support.s3_server import S3Server, free_port
+from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
+from trainyard.checkpoints import CheckpointStore
+from trainyard.client import AirflowClient
+from trainyard.jobs import JobLayout, RunMode
+from trainyard.records import JobRecord, JobState, load_record
+from trainyard.status import read_metrics
+from trainyard.storage import ObjectStore
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "registry.test/trainyard/pytorch:2.13.0-cuda"
+UNKNOWN_IMAGE = "registry.test/nobody/learner:404"
+NAMESPACE = "trainyard-acme"
+GPU_SELECTOR = {"gpu.test/type": "t4"}
+STARTUP_TIMEOUT = 15
+LONG_TRAINING = "python train.py --epochs 150"
+DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
+JOBS: dict[str, dict[str, Any]] = {
+    "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
+    "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "1s", "keep": 5}},
+    "oom": {"command": LONG_TRAINING, "resources": {"memory": "3Gi"}},
+    "bad-image": {"framework": {"name": "custom", "version": "1", "image": UNKNOWN_IMAGE}},
+    "no-fit": {"resources": {"gpus": 4}},
+    "ddp": {
+        "code": {"path": str(DDP_JOB)},
+        "command": "python train.py",
+        "resources": {"learners": 2},
+        "checkpoint": {"interval": "2s", "keep": 5},
+        "evaluation": None,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[FakeKubernetes]:
+    """One node with one (pretend) GPU; the learner image runs the runtime on CPU."""
+    images = {IMAGE: [sys.executable, "-m", "trainyard.runtime"]}
+    node = FakeNode(labels=GPU_SELECTOR, gpus=1)
+    with running_kube_server(tmp_path_factory.mktemp("kube"), images, node) as api:
+        api.add_secret(
+            NAMESPACE,
+            "trainyard-storage",
+            {"access_key": s3_server.access_key, "secret_key": s3_server.secret_key},
+        )
+        yield api
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, cluster: FakeKubernetes
+) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("deployment")
+    kubernetes = {
+        "images": {"pytorch:2.13": IMAGE},
+        "gpu_node_selectors": {"t4": GPU_SELECTOR},
+        "startup_timeout_seconds": STARTUP_TIMEOUT,
+        "termination_grace_seconds": 30,
+        "rendezvous_port": free_port(),
+        "in_cluster": False,
+        "config_file": str(cluster.write_kubeconfig(root / "kubeconfig")),
+    }
+    # Every job runs at once: faults are injected while the others run. The quotas leave room
+    # for all of them (the GPU jobs take 1 + 4 GPUs; the CPU jobs 5 learners).
+    acme = {
+        "learner_backend": "kubernetes",
+        "max_running_jobs": len(JOBS),
+        "gpu_quota": 8,
+        "cpu_quota": 8,
+    }
+    with deploy(root, s3_server, {"acme": acme}, kubernetes) as deployed:
+        yield deployed
+
+
+@pytest.fixture(scope="module")
+def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
+    """Scenario -> job id, every job submitted at once.
+
+    The DAG is paused while they are submitted: on the embedded SQLite metadata DB, a trigger
+    racing the first tasks' start can stall Airflow for its 60 s lock timeout.
+    """
+    dag = "/dags/trainyard_acme"
+    client.request("PATCH", dag, json={"is_paused": True})
+    job_ids = {
+        name: deployment.submit(
+            deployment.write_manifest("acme", f"{name}.yaml", name=name, **changes)
+        )
+        for name, changes in JOBS.items()
+    }
+    client.request("PATCH", dag, json={"is_paused": False})
+    return job_ids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def faults(
+    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str]
+) -> Iterator[dict[str, Future[int]]]:
+    """Scenario -> its fault, injected as soon as its job is far enough (all run at once);
+    autouse, so that the injections start with the module's first test.
+
+    Each result is the newest committed checkpoint step when the fault struck (0 if none).
+    """
+    store = deployment.stores["acme"]
+
+    def evict(job_id: str, rank: int) -> int:
+        pod = running_learner(cluster, job_id, rank)
+        steps = wait_until(CheckpointStore(store, JobLayout(job_id)).committed_steps, job_id)
+        cluster.evict(pod)
+        return steps[-1]
+
+    def oom_kill(job_id: str) -> int:
+        cluster.oom_kill(running_learner(cluster, job_id))
+        return 0
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        yield {
+            "evicted": pool.submit(evict, jobs["evicted"], 0),
+            "oom": pool.submit(oom_kill, jobs["oom"]),
+            "ddp": pool.submit(evict, jobs["ddp"], 1),
+        }
+
+
+@pytest.fixture
+def store(deployment: Deployment) -> ObjectStore:
+    return deployment.stores["acme"]
+
+
+def job_pods(cluster: FakeKubernetes, job_id: str, mode: RunMode = RunMode.TRAIN) -> list[FakePod]:
+    pods = cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)})
+    return [pod for pod in pods if pod.container.get("args") == [mode.value]]
+
+
+def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod:
+    """The job's training pod of `rank` once its container runs the runtime and user code."""
+
+    def found() -> FakePod | None:
+        for pod in job_pods(cluster, job_id):
+            labels = pod.body["metadata"]["labels"]
+            if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
+                return pod
+        return None
+
+    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}", timeout=420)
+
+
+def record_of(store: ObjectStore, job_id: str) -> JobRecord:
+    record = load_record(store, job_id)
+    assert record is not None
+    return record
+
+
+def assert_no_pod_left(cluster: FakeKubernetes, job_id: str) -> None:
+    """Scenario 7: the operator deleted every pod of the job, whatever its end."""
+    assert cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}) == []
+    assert cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+
+
+def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_settings(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    job_id = jobs["gpu"]
+
+    final = wait_for_end(client, store, job_id)
+
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert final.evaluation is not None
+    assert final.evaluation["accuracy"] >= 0.9
+    assert final.model_version == 1
+    created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+    assert sorted(body["spec"]["containers"][0]["args"][0] for body in created) == [
+        "evaluate",
+        "train",
+    ]
+    [train] = [body for body in created if body["spec"]["containers"][0]["args"] == ["train"]]
+    metadata, spec = train["metadata"], train["spec"]
+    [container] = spec["containers"]
+    assert metadata["namespace"] == NAMESPACE
+    assert metadata["labels"][TENANT_LABEL] == "acme"
+    assert metadata["labels"][JOB_ID_LABEL] == label_value(job_id)
+    assert container["image"] == IMAGE
+    assert container["resources"]["limits"] == {
+        "cpu": "1000m",
+        "memory": "2Gi",
+        "nvidia.com/gpu": "1",
+    }
+    assert spec["nodeSelector"] == GPU_SELECTOR
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    assert spec["serviceAccountName"] == "trainyard-learner"
+    assert spec["terminationGracePeriodSeconds"] == 30
+    secret_refs = {
+        var["name"]: var["valueFrom"]["secretKeyRef"]
+        for var in container["env"]
+        if "valueFrom" in var
+    }
+    assert secret_refs == {
+        "TRAINYARD_STORAGE_ACCESS_KEY": {"name": "trainyard-storage", "key": "access_key"},
+        "TRAINYARD_STORAGE_SECRET_KEY": {"name": "trainyard-storage", "key": "secret_key"},
+    }
+    assert "trainyard-test-secret" not in repr(train)
+    log = "\n".join(client.task_log(final.dag_id, final.dag_run_id, "learner", 1))
+    assert "held-out accuracy" in log  # the pod's log streamed into the task log
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_an_evicted_learner_is_retried_and_resumes_from_the_newest_checkpoint(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    job_id = jobs["evicted"]
+    newest = faults["evicted"].result()  # evicted after a checkpoint was committed
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
+    # The evicted learner committed a final checkpoint in its grace period; no step is lost.
+    first = [row for row in read_metrics(store, job_id) if row["attempt"] == 1]
+    assert resumed_step(store, job_id, attempt=2) >= max(newest, first[-1]["step"])
+    log = "\n".join(client.task_log(final.dag_id, final.dag_run_id, "learner", 1))
+    assert "reason: Evicted" in log  # the provider logged the pod's end
+    assert_no_pod_left(cluster, job_id)
+
+
+def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
+    log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, attempt, 0)).decode()
+    match = re.search(r"resumed from step-(\d+)", log)
+    assert match, f"attempt {attempt} did not resume from a checkpoint:\n{log[-2000:]}"
+    return int(match.group(1))
+
+
+def test_an_oom_killed_learner_fails_once_as_a_resource_error(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    job_id = jobs["oom"]
+    faults["oom"].result()  # OOM-killed while training
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.FAILED
+    assert final.failure is not None
+    assert (final.failure.failure_class, final.failure.task) == ("resource_error", "learner")
+    assert "resources.memory = 3Gi" in final.failure.message
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["resource_error"]
+    assert final.attempt == 1
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_an_unknown_image_fails_at_once_naming_the_image(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    job_id = jobs["bad-image"]
+
+    final = wait_for_end(client, store, job_id)
+
+    assert final.state is JobState.FAILED
+    assert final.failure is not None
+    assert final.failure.failure_class == "resource_error"
+    assert UNKNOWN_IMAGE in final.failure.message
+    assert "ErrImagePull" in final.failure.message
+    assert final.attempt == 1
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_a_gpu_request_no_node_can_fit_fails_after_the_startup_timeout_naming_it(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    job_id = jobs["no-fit"]
+
+    final = wait_for_end(client, store, job_id)
+
+    assert final.state is JobState.FAILED
+    assert final.failure is not None
+    assert final.failure.failure_class == "resource_error"
+    assert "no node can fit resources.gpus = 4" in final.failure.message
+    assert "Insufficient nvidia.com/gpu" in final.failure.message
+    assert final.attempt == 1
+    log = "\n".join(client.task_log(final.dag_id, final.dag_run_id, "learner", 1))
+    assert f"More than {STARTUP_TIMEOUT}s" in log  # the provider's schedule timeout ran out
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    faults: dict[str, Future[int]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """Two learner pods rendezvous at rank 0's Service (gloo); evicting rank 1 mid-training
+    stops rank 0 too, and the retry starts both from the newest committed checkpoint."""
+    job_id = jobs["ddp"]
+    newest = faults["ddp"].result()  # rank 1 evicted after a checkpoint was committed
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
+    for rank in (0, 1):
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, rank)).decode()
+        resumed = re.search(rf"rank {rank} resumed from step-(\d+)", log)
+        assert resumed, log[-2000:]
+        assert int(resumed.group(1)) >= newest
+        assert f"rank {rank} of 2: step 600 loss" in log  # each rank trained and reported
+    assert {row["attempt"] for row in read_metrics(store, job_id)} == {1, 2}
+    created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+    ranks = sorted(body["metadata"]["labels"][RANK_LABEL] for body in created)
+    assert ranks == ["0", "0", "1", "1"]  # the whole group, twice
+    env = {var["name"]: var.get("value") for var in created[-1]["spec"]["containers"][0]["env"]}
+    assert env["MASTER_ADDR"].endswith(".trainyard-acme.svc.cluster.local")
+    assert env["WORLD_SIZE"] == "2"
+    assert cluster.services == {}
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_no_pod_is_left_after_every_scenario(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    for job_id in jobs.values():
+        assert wait_for_end(client, store, job_id).state in (JobState.SUCCEEDED, JobState.FAILED)
+    assert [pod.name for pod in cluster.pods_of()] == []
+    assert len(cluster.created) >= len(jobs)

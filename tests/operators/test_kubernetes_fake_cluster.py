@@ -1,0 +1,200 @@
+"""The real learner operator against the fake API server, without Airflow.
+
+The learner "image" only sleeps (SIGTERM ends it), so these tests show in seconds what the
+operator makes of a pod's end (eviction, OOM kill) and what a multi-learner group does with its
+pods (gang start, deletion); real jobs on pods are tests/e2e/test_kubernetes.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+import yaml
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from operators.kubernetes_learner import KubernetesLearnerOperator
+from tests.support.kube_server import (
+    FakeKubernetes,
+    FakeNode,
+    FakePod,
+    container_processes,
+    running_kube_server,
+)
+from tests.support.learners import wait_until
+from trainyard.backends.kubernetes import RANK_LABEL
+from trainyard.config import CONFIG_ENV
+from trainyard.failures import Preemption, ResourceError
+from trainyard.manifest import parse_manifest
+from trainyard.records import JobRecord, load_record, save_record
+from trainyard.storage.local import LocalStore
+
+JOB_ID = "acme.ddp.20261125-020000-abcd"
+IMAGE = "registry.test/trainyard/pytorch:2.13"
+STARTUP_TIMEOUT = 3
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeKubernetes]:
+    """One node with one GPU; the learner only sleeps (deleted pods get SIGTERM)."""
+    images = {IMAGE: [sys.executable, "-c", "import time; time.sleep(120)"]}
+    with running_kube_server(tmp_path / "kube", images, FakeNode(gpus=1)) as api:
+        api.add_secret(
+            "trainyard-acme", "trainyard-storage", {"access_key": "a", "secret_key": "s"}
+        )
+        yield api
+
+
+@pytest.fixture
+def config(tmp_path: Path, cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {
+        "learner_backend": "kubernetes",
+        "work_dir": "work",
+        "tenants": [
+            {
+                "name": "acme",
+                "storage": {"kind": "s3", "endpoint": "127.0.0.1:9", "bucket": "acme"},
+            }
+        ],
+        "kubernetes": {
+            "images": {"pytorch:2.13": IMAGE},
+            "startup_timeout_seconds": STARTUP_TIMEOUT,
+            "termination_grace_seconds": 5,
+            "in_cluster": False,
+            "config_file": str(cluster.write_kubeconfig(tmp_path / "kubeconfig")),
+        },
+    }
+    path = tmp_path / "trainyard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+
+
+def learner_task(local_store: LocalStore, resources: dict[str, Any]) -> KubernetesLearnerOperator:
+    manifest = parse_manifest(
+        {
+            "name": "ddp",
+            "tenant": "acme",
+            "framework": {"name": "pytorch", "version": "2.13"},
+            "code": {"uri": "code"},
+            "command": "python train.py",
+            "resources": resources,
+        }
+    )
+    save_record(
+        local_store,
+        JobRecord(
+            job_id=JOB_ID,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=JOB_ID,
+            manifest=manifest.model_dump(mode="json"),
+        ),
+    )
+    task = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
+    task.store = local_store
+    return task
+
+
+def context() -> Context:
+    ti = SimpleNamespace(
+        dag_id="trainyard_acme",
+        task_id="learner",
+        run_id=JOB_ID,
+        try_number=1,
+        map_index=-1,
+        xcom_push=lambda **_: None,
+    )
+    return cast(Context, {"ti": ti, "run_id": JOB_ID, "dag": SimpleNamespace()})
+
+
+def running_pod(cluster: FakeKubernetes, rank: int) -> FakePod:
+    def running() -> FakePod | None:
+        pods = cluster.pods_of(**{RANK_LABEL: str(rank)})
+        return next((pod for pod in pods if container_processes(pod)), None)
+
+    return wait_until(running, f"rank {rank} to run", timeout=30)
+
+
+def run_with_fault(
+    operator: KubernetesLearnerOperator, fault: Callable[[], None]
+) -> AirflowException:
+    """Execute the task while `fault` strikes from another thread; return what it raised."""
+    striker = threading.Thread(target=fault)
+    striker.start()
+    with pytest.raises(AirflowException) as caught:
+        operator.execute(context())
+    striker.join()
+    return caught.value
+
+
+def test_an_evicted_pod_is_a_preemption_to_retry(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 1})
+
+    raised = run_with_fault(operator, lambda: cluster.evict(running_pod(cluster, 0)))
+
+    assert type(raised) is AirflowException  # retried
+    assert isinstance(raised.__cause__, Preemption)
+    assert "TerminationByKubelet" in str(raised)
+    assert no_pod_left(cluster)
+
+
+def test_an_oom_killed_pod_is_a_resource_error_without_retry(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 1, "memory": "3Gi"})
+
+    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 0)))
+
+    assert isinstance(raised, AirflowFailException)
+    assert isinstance(raised.__cause__, ResourceError)
+    assert "resources.memory = 3Gi" in str(raised)
+    assert no_pod_left(cluster)
+
+
+def no_pod_left(cluster: FakeKubernetes) -> bool:
+    """Deleted pods go once their container has stopped (SIGTERM ends the sleeping learner)."""
+    wait_until(lambda: not cluster.pods_of(), "the group's pods to be deleted", timeout=30)
+    return cluster.services == {}
+
+
+def test_a_group_whose_rank_cannot_start_fails_and_leaves_no_pod(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    # Rank 0 takes the node's one GPU: rank 1 cannot be scheduled (gang start).
+    operator = learner_task(local_store, {"gpus": 1, "learners": 2})
+
+    with pytest.raises(AirflowFailException) as caught:
+        operator.execute(context())
+
+    assert isinstance(caught.value.__cause__, ResourceError)
+    assert "no node can fit resources.gpus = 1" in str(caught.value)
+    created: list[dict[str, Any]] = cluster.created
+    assert sorted(body["metadata"]["labels"][RANK_LABEL] for body in created) == ["0", "1"]
+    assert [body["metadata"]["name"] for body in created][1].endswith("-rank-1")
+    # Rank 0 was running: deleting the group stopped it too, and the Service went with it.
+    assert no_pod_left(cluster)
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert [a.failure_class for a in record.attempts] == ["resource_error"]
+
+
+def test_a_failed_rank_stops_the_others_and_the_attempt_takes_its_class(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 3})
+
+    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 2)))
+
+    assert isinstance(raised, AirflowFailException)
+    assert isinstance(raised.__cause__, ResourceError)
+    assert "OOM-killed" in str(raised)
+    assert operator.failed_rank == 2
+    assert no_pod_left(cluster)  # ranks 0 and 1 were stopped, not left running
