@@ -123,6 +123,10 @@ class AirflowClient:
             return self.get_run(dag_id, run_id)
         return result
 
+    def get_dag(self, dag_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}")
+        return result
+
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return result

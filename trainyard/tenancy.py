@@ -23,6 +23,26 @@ def tenant_role(tenant: str) -> str:
     return f"tenant_{_slug(tenant)}"
 
 
+#: What a tenant's role may do on each of the tenant's DAGs, as a DAG's `access_control` (FAB
+#: resource name -> actions). Triggering a run needs `can_edit` on the DAG as well as
+#: `can_create` on its runs (FAB checks both); cancelling needs the global "DAG Runs" edit the
+#: role holds, combined with `can_edit` on the DAG. Read covers runs, task instances, logs and
+#: XComs, whose global read permissions the role also holds (see trainyard.tenant_sync).
+TENANT_DAG_ACTIONS: dict[str, set[str]] = {
+    "DAGs": {"can_read", "can_edit"},
+    "DAG Runs": {"can_read", "can_create"},
+}
+
+
+def dag_access_control(tenant: str) -> dict[str, dict[str, set[str]]]:
+    """The `access_control` of every DAG of `tenant`: its role, and no other tenant's."""
+    return {
+        tenant_role(tenant): {
+            resource: set(actions) for resource, actions in TENANT_DAG_ACTIONS.items()
+        }
+    }
+
+
 def gpu_pool(tenant: str) -> str:
     """The pool sized in GPUs: a GPU learner task takes `gpus x learners` of its slots."""
     return f"trainyard_{_slug(tenant)}_gpu"
