@@ -19,7 +19,7 @@ import yaml
 
 from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
-from trainyard.airflow_env import REPO_ROOT, wait_for_dags
+from trainyard.airflow_env import REPO_ROOT, AuthManagerName, wait_for_dags
 from trainyard.config import load_config
 from trainyard.storage import ObjectStore, open_store
 from trainyard.storage.s3 import S3Store
@@ -82,7 +82,9 @@ def write_config(root: Path, s3_server: S3Server) -> Path:
 
 
 @contextmanager
-def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
+def deploy(
+    root: Path, s3_server: S3Server, auth_manager: AuthManagerName = "simple"
+) -> Iterator[Deployment]:
     """Start Airflow for both tenants, with the dataset and example code uploaded."""
     config_file = write_config(root, s3_server)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
@@ -94,7 +96,9 @@ def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
-        with running_airflow(root / "airflow", config_file, credentials) as cluster:
+        with running_airflow(root / "airflow", config_file, credentials, auth_manager) as cluster:
+            # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
+            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             dataset = root / "digits"
             subprocess.run(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
@@ -105,5 +109,4 @@ def deploy(root: Path, s3_server: S3Server) -> Iterator[Deployment]:
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )
                 cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
-            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             yield Deployment(root, cluster, stores)
