@@ -57,6 +57,12 @@ class AirflowClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _login(self) -> str:
         response = self._http.post(
             "/auth/token",
