@@ -74,6 +74,7 @@ def start_airflow(env: dict[str, str]) -> None:
 def start() -> None:
     env = demo_environment()
     start_airflow(env)
+    run("trainyard tenants sync", env)  # the tenants' pools and variable
     wait_for_dags(env, [f"trainyard_{TENANT}"])
     dataset = DEMO_DIR / "datasets" / "digits"
     run(f"python {EXAMPLE / 'make_dataset.py'} --out {dataset}", env)
@@ -100,6 +101,7 @@ Done. Job {job_id} trained and passed its evaluation.
   model:      {DEMO_DIR / "model"} (also in {DEMO_DIR / "storage" / TENANT / "jobs" / job_id})
   Airflow UI: {env["TRAINYARD_API_URL"]}  (user {env["TRAINYARD_USERNAME"]}, """
         f"""password {env["TRAINYARD_PASSWORD"]}); DAG trainyard_{TENANT}
+  jobs page:  {env["TRAINYARD_API_URL"]}/trainyard/tenants/{TENANT}/jobs
   CLI:        export TRAINYARD_CONFIG={env["TRAINYARD_CONFIG"]} \\
                 TRAINYARD_API_URL={env["TRAINYARD_API_URL"]}
               .venv/bin/trainyard status {job_id}
