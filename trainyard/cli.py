@@ -30,7 +30,6 @@ from trainyard.config import (
     UnknownTenantError,
     check_manifest_for_tenant,
     dag_id_for_tenant,
-    data_asset_uri,
     load_config,
 )
 from trainyard.jobs import JobLayout, job_id_for_run, new_job_id, tenant_of
@@ -381,14 +380,12 @@ def data_upload(
 def announce_new_data(sess: Session, tenant: str, prefix: str, files: int) -> None:
     """Record an asset event for every data trigger watching `prefix` (or a folder above it).
 
-    The data is safely stored either way; without Airflow, no retraining starts, and we say so.
+    Goes through the Trainyard plugin, which lets a tenant's users post events for their own
+    tenant's assets only. The data is safely stored either way; without Airflow, no retraining
+    starts, and we say so.
     """
-    uploaded = data_asset_uri(tenant, prefix)
     try:
-        watched = sess.client.assets(uri_pattern=data_asset_uri(tenant, ""))
-        triggered = [a for a in watched if f"{uploaded}/".startswith(f"{a['uri'].rstrip('/')}/")]
-        for asset in triggered:
-            sess.client.record_asset_event(asset["id"], {"path": prefix, "files": files})
+        triggered = sess.client.record_data_event(tenant, prefix, files)
     except (ApiError, httpx.HTTPError) as error:
         errors.print(
             f"[yellow]warning:[/yellow] could not tell Airflow about the new data ({error}); "
@@ -396,8 +393,8 @@ def announce_new_data(sess: Session, tenant: str, prefix: str, files: int) -> No
             highlight=False,
         )
         return
-    for asset in triggered:
-        console.print(f"new data event for {asset['uri']}: scheduled jobs on it will start")
+    for uri in triggered:
+        console.print(f"new data event for {uri}: scheduled jobs on it will start")
 
 
 @tenants_app.command("sync")

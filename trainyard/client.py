@@ -82,12 +82,19 @@ class AirflowClient:
         if self._token is None:
             self._token = self._login()
         headers = {**headers, "Authorization": f"Bearer {self._token}"}
-        return self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+        return self._http.request(method, path, headers=headers, **kwargs)
 
     def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        api: str = "/api/v2",
+        **kwargs: Any,
     ) -> Any:
-        """Send an authenticated request to /api/v2 and return the decoded JSON body.
+        """Send an authenticated request to `api` (Airflow's REST API v2, or `/trainyard/api`
+        of the Trainyard plugin) and return the decoded JSON body.
 
         Connection failures are retried for `connect_retry_seconds`, so a call survives an
         API server restart.
@@ -98,7 +105,7 @@ class AirflowClient:
             stop=stop_after_delay(self.settings.connect_retry_seconds),
             reraise=True,
         )
-        return retrying(self._request, method, path, headers or {}, **kwargs)
+        return retrying(self._request, method, f"{api}{path}", headers or {}, **kwargs)
 
     def _request(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
         response = self._send(method, path, headers, **kwargs)
@@ -147,14 +154,17 @@ class AirflowClient:
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
 
-    def assets(self, uri_pattern: str) -> list[dict[str, Any]]:
-        result = self.request("GET", "/assets", params={"uri_pattern": uri_pattern, "limit": 1000})
-        assets: list[dict[str, Any]] = result["assets"]
+    def record_data_event(self, tenant: str, path: str, files: int) -> list[str]:
+        """Tell Airflow (through the Trainyard plugin) that new data landed under `path` of the
+        tenant's storage; return the URIs of the data triggers that fired."""
+        result = self.request(
+            "POST",
+            f"/tenants/{tenant}/data-events",
+            api="/trainyard/api",
+            json={"path": path, "files": files},
+        )
+        assets: list[str] = result["assets"]
         return assets
-
-    def record_asset_event(self, asset_id: int, extra: dict[str, Any]) -> None:
-        """Tell Airflow an asset changed: DAGs scheduled on it start a run."""
-        self.request("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")

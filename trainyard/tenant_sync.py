@@ -107,20 +107,31 @@ def role_permissions() -> dict[str, set[Permission]]:
     """The global permissions of a tenant role and of the platform-admin role.
 
     A tenant role gets what FAB's Viewer and User roles hold, minus every permission on the
-    global "DAGs" resource (which would reach every DAG), menu entries aside: the global reads
-    of runs, task instances, logs and XComs only apply to DAGs the role can read, and those come
-    from the DAGs' `access_control`. The platform admin gets FAB's Op role: every DAG, run,
-    log, pool, connection and variable, but not users and roles (FAB's Admin keeps those).
+    global "DAGs" resource (which would reach every DAG) and the creation of asset events,
+    menu entries aside: the global reads of runs, task instances, logs and XComs only apply to
+    DAGs the role can read, and those come from the DAGs' `access_control`. The platform admin
+    gets FAB's Op role: every DAG, run, log, pool, connection and variable, but not users and
+    roles (FAB's Admin keeps those).
     """
+    from airflow.providers.common.compat.security.permissions import RESOURCE_ASSET
     from airflow.providers.fab.auth_manager.security_manager.override import (
         FabAirflowSecurityManagerOverride as Fab,
     )
     from airflow.providers.fab.www.security import permissions
 
+    def for_tenants(action: str, resource: str) -> bool:
+        if action == permissions.ACTION_CAN_ACCESS_MENU:
+            return True
+        if resource == permissions.RESOURCE_DAG:  # every DAG
+            return False
+        # Assets are global in FAB: an event could start another tenant's data-triggered DAG;
+        # the Trainyard plugin records events for the user's own tenant instead.
+        return resource != RESOURCE_ASSET or action == permissions.ACTION_CAN_READ
+
     tenant = {
         (action, resource)
         for action, resource in [*Fab.VIEWER_PERMISSIONS, *Fab.USER_PERMISSIONS]
-        if resource != permissions.RESOURCE_DAG or action == permissions.ACTION_CAN_ACCESS_MENU
+        if for_tenants(action, resource)
     }
     admin = {*Fab.VIEWER_PERMISSIONS, *Fab.USER_PERMISSIONS, *Fab.OP_PERMISSIONS}
     return {"tenant": tenant, "admin": admin}

@@ -2,7 +2,10 @@
 
 `GET /trainyard/api/tenants/{tenant}/jobs` lists a tenant's jobs from the job records in its
 storage; `GET /trainyard/tenants/{tenant}/jobs` shows the same as a page, and `GET /trainyard/`
-links the tenants the caller may see.
+links the tenants the caller may see. `POST /trainyard/api/tenants/{tenant}/data-events`
+records new data for the tenant's data triggers: FAB's asset permissions are not per tenant, so
+tenant roles may not post asset events themselves, and this route lets them do it for their own
+tenant's assets only.
 
 Airflow does not protect a plugin's routes: each one here authenticates the caller with the API
 server's own JWT check (bearer token, or the UI's session cookie) and asks the auth manager
@@ -15,14 +18,21 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 
-from trainyard.config import TrainyardConfig, UnknownTenantError, dag_id_for_tenant, load_config
+from trainyard.config import (
+    TrainyardConfig,
+    UnknownTenantError,
+    dag_id_for_tenant,
+    data_asset_uri,
+    load_config,
+)
+from trainyard.manifest import confine_storage_path
 from trainyard.records import JobRecord, JobState
 
 app = FastAPI(title="Trainyard", description="Training jobs of Trainyard's tenants.")
@@ -42,8 +52,9 @@ async def authenticated_user(request: Request) -> Any:
 User = Annotated[Any, Depends(authenticated_user)]
 
 
-def may_read_jobs(user: Any, tenant: str) -> bool:
-    """The auth manager's answer: may `user` read the runs of the tenant's training DAG?"""
+def may_use_runs(user: Any, tenant: str, method: Literal["GET", "POST"] = "GET") -> bool:
+    """The auth manager's answer: may `user` read (GET) or start (POST) runs of the tenant's
+    training DAG?"""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
@@ -51,24 +62,25 @@ def may_read_jobs(user: Any, tenant: str) -> bool:
     )
 
     return get_auth_manager().is_authorized_dag(
-        method="GET",
+        method=method,
         access_entity=DagAccessEntity.RUN,
         details=DagDetails(id=dag_id_for_tenant(tenant)),
         user=user,
     )
 
 
-def authorized_config(user: Any, tenant: str) -> TrainyardConfig:
-    """The deployment config, once `user` may see `tenant`: else 403 (404 for no such tenant)."""
+def authorized_config(
+    user: Any, tenant: str, method: Literal["GET", "POST"] = "GET"
+) -> TrainyardConfig:
+    """The deployment config, once `user` may use `tenant`: else 403 (404 for no such tenant)."""
     config = load_config()
     try:
         config.tenant(tenant)
     except UnknownTenantError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-    if not may_read_jobs(user, tenant):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"you may not see the jobs of tenant {tenant!r}"
-        )
+    if not may_use_runs(user, tenant, method):
+        what = "see the jobs" if method == "GET" else "start jobs"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not {what} of tenant {tenant!r}")
     return config
 
 
@@ -124,6 +136,50 @@ def list_jobs(tenant: str, user: User) -> JobList:
     return tenant_jobs(authorized_config(user, tenant), tenant)
 
 
+class DataEvent(BaseModel):
+    path: str
+    files: int = 0
+
+
+class DataEventResult(BaseModel):
+    assets: list[str]
+
+
+@app.post("/api/tenants/{tenant}/data-events")
+def record_data_event(tenant: str, event: DataEvent, user: User) -> DataEventResult:
+    """New data landed under `path` of the tenant's storage: every data trigger of the tenant
+    watching that path (or a folder above it) gets an asset event, and its DAG starts.
+
+    Allowed to whoever may start runs of the tenant's training DAG.
+    """
+    from airflow.assets.manager import asset_manager
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    authorized_config(user, tenant, "POST")
+    try:
+        prefix = confine_storage_path(event.path)
+    except ValueError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"path: {error}") from error
+    uploaded = data_asset_uri(tenant, prefix)
+    triggered = []
+    with create_session() as session:
+        watched = session.scalars(
+            select(AssetModel).where(AssetModel.uri.startswith(data_asset_uri(tenant, "")))
+        )
+        for asset in watched:
+            if f"{uploaded}/".startswith(f"{asset.uri.rstrip('/')}/"):
+                asset_manager.register_asset_change(
+                    asset=asset,
+                    extra={"path": prefix, "files": event.files},
+                    source_is_api=True,
+                    session=session,
+                )
+                triggered.append(asset.uri)
+    return DataEventResult(assets=triggered)
+
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
@@ -162,7 +218,7 @@ def jobs_page(tenant: str, user: User) -> str:
 @app.get("/", response_class=HTMLResponse)
 def index(user: User) -> str:
     """Links to the job lists of the tenants the caller may see."""
-    names = [name for name in load_config().tenant_names if may_read_jobs(user, name)]
+    names = [name for name in load_config().tenant_names if may_use_runs(user, name)]
     items = "".join(
         f'<li><a href="tenants/{html.escape(n)}/jobs">{html.escape(n)}</a></li>' for n in names
     )
