@@ -340,6 +340,24 @@ def test_plugin_lists_a_tenants_jobs_with_their_state(
     assert f"tenants/{OTHER}/jobs" not in index.text
 
 
+def test_data_events_only_for_ones_own_tenants_assets(
+    deployment: Deployment, jobs: dict[str, str]
+) -> None:
+    base = deployment.cluster.api_url
+    headers = {"Authorization": f"Bearer {token(deployment, ALICE)}"}
+    # Airflow's own route is closed to tenant roles: an asset event reaches any tenant's DAGs.
+    direct = httpx.post(
+        f"{base}/api/v2/assets/events", headers=headers, json={"asset_id": 1, "extra": {}}
+    )
+    assert direct.status_code == 403
+    event = {"path": "datasets/digits", "files": 1}
+    url = base + "/trainyard/api/tenants/{tenant}/data-events"
+    assert httpx.post(url.format(tenant=OTHER), headers=headers, json=event).status_code == 403
+    served = httpx.post(url.format(tenant=OWN), headers=headers, json=event)
+    assert served.status_code == 200
+    assert served.json() == {"assets": []}  # no data-triggered job in this deployment
+
+
 # tenants sync
 
 
