@@ -390,7 +390,7 @@ def sync(deployment: Deployment) -> list[dict[str, str]]:
 
 
 def test_tenants_sync_repairs_drift_and_a_second_run_changes_nothing(
-    deployment: Deployment, jobs: dict[str, str], s3_server: S3Server
+    deployment: Deployment, s3_server: S3Server
 ) -> None:
     with api(deployment, ("admin", "admin")) as admin:
         pool = tenant_pools(
@@ -400,7 +400,7 @@ def test_tenants_sync_repairs_drift_and_a_second_run_changes_nothing(
             "PATCH",
             f"/pools/{pool.name}",
             params={"update_mask": "slots"},
-            json={"pool": pool.name, "slots": pool.slots + 7},
+            json={"pool": pool.name, "slots": pool.slots + 7, "include_deferred": False},
         )
         admin.request("DELETE", "/variables/trainyard_tenants")
 
