@@ -9,9 +9,10 @@ read the tenant's training DAG.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -407,11 +408,13 @@ def tenants_sync(
     credentials in the environment): after `airflow db migrate`, before the DAG processor
     starts, and whenever the config changes. A second run changes nothing.
     """
-    # Imports Airflow's models: only this command pays for it.
-    from trainyard.tenant_sync import Outcome, sync_tenants
-
     try:
-        report = sync_tenants(load_config())
+        # Airflow logs to stdout (import-time warnings included): keep stdout for the report.
+        with redirect_stdout(sys.stderr):
+            # Imports Airflow's models: only this command pays for it.
+            from trainyard.tenant_sync import Outcome, sync_tenants
+
+            report = sync_tenants(load_config())
     except (ConfigError, RuntimeError) as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error

@@ -340,9 +340,7 @@ def test_plugin_lists_a_tenants_jobs_with_their_state(
     assert f"tenants/{OTHER}/jobs" not in index.text
 
 
-def test_data_events_only_for_ones_own_tenants_assets(
-    deployment: Deployment, jobs: dict[str, str]
-) -> None:
+def test_data_events_only_for_ones_own_tenants_assets(deployment: Deployment) -> None:
     base = deployment.cluster.api_url
     headers = {"Authorization": f"Bearer {token(deployment, ALICE)}"}
     # Airflow's own route is closed to tenant roles: an asset event reaches any tenant's DAGs.
