@@ -40,7 +40,7 @@ bench-quick: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy trainyard operators dags examples tests bench
+	$(BIN)/mypy trainyard operators dags plugins examples tests bench
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

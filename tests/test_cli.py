@@ -1,16 +1,22 @@
-"""The CLI's local paths: bad submissions stop before any API call, data upload, download."""
+"""The CLI's local paths: bad submissions stop before any API call, data upload, download.
+
+Airflow is a loopback stand-in that lets the user read both tenants' DAGs (the CLI asks before
+it touches a tenant's storage) and knows nothing else; the real check against FAB is in
+tests/e2e/test_access.py.
+"""
 
 from __future__ import annotations
 
-import socket
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+from tests.support.fake_airflow import FakeAirflow, fake_airflow
 from trainyard.checkpoints import publish_directory
 from trainyard.cli import app
 from trainyard.config import CONFIG_ENV
@@ -30,15 +36,15 @@ VALID = {
 }
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture
+def airflow() -> Iterator[FakeAirflow]:
+    with fake_airflow({"trainyard_acme", "trainyard_globex"}) as api:
+        yield api
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A config with two local tenants; the API URL points at a port nobody listens on."""
+def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow: FakeAirflow) -> Path:
+    """A config with two local tenants; the user may read both tenants' DAGs."""
     config = {
         "work_dir": "work",
         "tenants": [
@@ -48,7 +54,7 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }
     (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
-    monkeypatch.setenv("TRAINYARD_API_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("TRAINYARD_API_URL", airflow.url)
     monkeypatch.setenv("TRAINYARD_API_RETRY_SECONDS", "0")
     return tmp_path
 
@@ -377,3 +383,60 @@ def test_models_of_an_unknown_tenant(deployment: Path) -> None:
 
     assert result.exit_code == 2, result.output
     assert "unknown tenant 'initech'" in text_of(result)
+
+
+# access: Airflow decides, before any storage is touched
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(
+            ("data", "upload", "{dataset}", "datasets/x", "--tenant", "globex"), id="upload"
+        ),
+        pytest.param(("submit", "{manifest}"), id="submit"),
+        pytest.param(("status", "globex.digits-mlp.20261124-215901-abcd"), id="status"),
+        pytest.param(("metrics", "globex.digits-mlp.20261124-215901-abcd"), id="metrics"),
+        pytest.param(("logs", "globex.digits-mlp.20261124-215901-abcd"), id="logs"),
+        pytest.param(("cancel", "globex.digits-mlp.20261124-215901-abcd"), id="cancel"),
+        pytest.param(
+            ("download", "globex.digits-mlp.20261124-215901-abcd", "{dest}"), id="download"
+        ),
+        pytest.param(("models", "list", "digits-mlp", "--tenant", "globex"), id="models-list"),
+        pytest.param(("models", "promote", "digits-mlp", "1", "--tenant", "globex"), id="promote"),
+        pytest.param(("list", "--tenant", "globex"), id="list"),
+    ],
+)
+def test_a_tenant_airflow_refuses_is_refused_before_its_storage_is_touched(
+    deployment: Path, airflow: FakeAirflow, args: tuple[str, ...]
+) -> None:
+    airflow.readable_dags.discard("trainyard_globex")
+    (deployment / "dataset").mkdir()
+    (deployment / "dataset" / "train.csv").write_text("pixel0,label\n0,1\n")
+    store_of(deployment, "globex").put_bytes("jobs/keep", b"x")
+    paths = {
+        "dataset": str(deployment / "dataset"),
+        "manifest": str(manifest_file(deployment, tenant="globex")),
+        "dest": str(deployment / "model"),
+    }
+
+    result = invoke(*(arg.format(**paths) for arg in args))
+
+    assert result.exit_code == 1, result.output
+    assert "access denied: user 'admin' may not use tenant 'globex'" in text_of(result)
+    assert "tenant_globex" in text_of(result)
+    assert stored_keys(deployment, "globex") == ["jobs/keep"]
+    assert not (deployment / "model").exists()
+    assert "GET /api/v2/dags/trainyard_globex" in airflow.requests
+
+
+def test_list_without_a_tenant_shows_only_the_tenants_the_user_may_see(
+    deployment: Path, airflow: FakeAirflow
+) -> None:
+    airflow.readable_dags = set()
+
+    result = invoke("list")
+
+    assert result.exit_code == 0, result.output
+    assert "globex" not in result.output
+    assert "acme" not in result.output

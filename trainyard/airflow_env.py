@@ -1,7 +1,9 @@
 """Airflow settings shared by `make demo` and the end-to-end tests.
 
-Both run Airflow from a private AIRFLOW_HOME on loopback ports with the simple auth manager and
-a known password, so the CLI can log in without reading generated files.
+Both run Airflow from a private AIRFLOW_HOME on loopback ports with a known admin password, so
+the CLI can log in without reading generated files. The auth manager is a deployment choice:
+the simple auth manager (one admin, the embedded default) or FAB's (users, tenant roles; the
+production configuration), whose users `create_user` adds after `airflow db migrate`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -24,6 +27,12 @@ LOCAL_SETTINGS = REPO_ROOT / "config" / "airflow_local_settings.py"
 #: default) when the scheduler, DAG processor, API server and tasks write at once.
 SQLITE_CONNECT_ARGS = {"timeout": 60}
 
+AuthManagerName = Literal["simple", "fab"]
+AUTH_MANAGERS: dict[AuthManagerName, str] = {
+    "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+}
+
 
 def airflow_environment(
     airflow_home: Path,
@@ -34,19 +43,19 @@ def airflow_environment(
     trainyard_config: Path,
     username: str = "admin",
     password: str = "admin",
+    auth_manager: AuthManagerName = "simple",
 ) -> dict[str, str]:
     """Return the environment variables that configure an Airflow installation for Trainyard.
 
-    Writes the simple auth manager's password file so the given user logs in with `password`,
-    and links Trainyard's cluster policies into `<airflow_home>/config`.
+    With the simple auth manager, writes its password file so `username` logs in with
+    `password`; with FAB, that user is created by `create_user` once the database exists.
+    Links Trainyard's cluster policies into `<airflow_home>/config`.
     """
     airflow_home.mkdir(parents=True, exist_ok=True)
     local_settings = airflow_home / "config" / LOCAL_SETTINGS.name
     local_settings.parent.mkdir(exist_ok=True)
     local_settings.unlink(missing_ok=True)
     local_settings.symlink_to(LOCAL_SETTINGS)
-    passwords_file = airflow_home / "simple_auth_manager_passwords.json"
-    passwords_file.write_text(json.dumps({username: password}))
     secret_file = airflow_home / "trainyard-secrets.json"
     if not secret_file.exists():
         secret_file.write_text(
@@ -54,8 +63,9 @@ def airflow_environment(
         )
     shared_secrets = json.loads(secret_file.read_text())
     api_url = f"http://127.0.0.1:{api_port}"
-    return {
+    env = {
         "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[auth_manager],
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -66,8 +76,6 @@ def airflow_environment(
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": api_url,
@@ -95,6 +103,29 @@ def airflow_environment(
         "TRAINYARD_USERNAME": username,
         "TRAINYARD_PASSWORD": password,
     }
+    if auth_manager == "simple":
+        passwords_file = airflow_home / "simple_auth_manager_passwords.json"
+        passwords_file.write_text(json.dumps({username: password}))
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = f"{username}:admin"
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
+    return env
+
+
+def create_user(env: Mapping[str, str], username: str, password: str, role: str) -> None:
+    """Add a FAB user with one role (`airflow users create`); the role must exist."""
+    subprocess.run(
+        [
+            "airflow",
+            "users",
+            "create",
+            *("--username", username, "--password", password, "--role", role),
+            *("--email", f"{username}@trainyard.invalid", "--firstname", username),
+            *("--lastname", "Trainyard"),
+        ],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+    )
 
 
 def airflow_healthy(api_url: str) -> bool:

@@ -1,15 +1,18 @@
 """`trainyard`: submit and follow training jobs from a terminal.
 
 Talks to Airflow's REST API v2 (TRAINYARD_API_URL, TRAINYARD_USERNAME, TRAINYARD_PASSWORD) and
-to the tenant's storage as declared in the deployment config (TRAINYARD_CONFIG).
+to the tenant's storage as declared in the deployment config (TRAINYARD_CONFIG). Airflow decides
+who may do what: before touching a tenant's storage, a command checks that Airflow lets the user
+read the tenant's training DAG.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +31,6 @@ from trainyard.config import (
     UnknownTenantError,
     check_manifest_for_tenant,
     dag_id_for_tenant,
-    data_asset_uri,
     load_config,
 )
 from trainyard.failures import TrainyardFailure
@@ -39,11 +41,16 @@ from trainyard.records import JobState, load_record, save_record
 from trainyard.registry import ModelRegistry, ModelVersion, parse_version
 from trainyard.status import TERMINAL_STATES, JobStatus, job_status, read_metrics
 from trainyard.storage import ObjectStore, StorageError, open_store
-from trainyard.tenancy import check_quota
+from trainyard.tenancy import check_quota, tenant_role
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Manage data in a tenant's storage.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tenants_app = typer.Typer(
+    help="Tenants' Airflow objects: roles, pools, storage connections, variables.",
+    no_args_is_help=True,
+)
+app.add_typer(tenants_app, name="tenants")
 models_app = typer.Typer(
     help="Model versions of a job, and which one is in production.", no_args_is_help=True
 )
@@ -56,6 +63,10 @@ TASKS = ("validate", "stage_data", "learner", "commit", "evaluate")
 POLL_SECONDS = 2.0
 
 
+class AccessDenied(ApiError):
+    """Airflow does not let the user see the tenant: no command may touch its storage."""
+
+
 class Session:
     """The config, API client and stores one command needs, created on first use."""
 
@@ -63,9 +74,43 @@ class Session:
         self.config: TrainyardConfig = load_config()
         self.client = AirflowClient(ApiSettings.from_env())
         self._stores: dict[str, ObjectStore] = {}
+        self._allowed: set[str] = set()
+
+    def check_access(self, tenant: str) -> None:
+        """Raise AccessDenied unless Airflow lets the user read the tenant's training DAG.
+
+        The CLI reaches tenant storage with the credentials of its environment, which Airflow
+        does not see: this is where the user's own rights (a tenant role, or platform admin)
+        are checked first.
+        """
+        self.config.tenant(tenant)
+        if tenant in self._allowed:
+            return
+        dag_id = dag_id_for_tenant(tenant)
+        user = self.client.settings.username
+        try:
+            self.client.get_dag(dag_id)
+        except ApiError as error:
+            if error.status_code in (401, 403):
+                raise AccessDenied(
+                    error.status_code,
+                    f"access denied: user {user!r} may not use tenant {tenant!r} (Airflow "
+                    f"refused its DAG {dag_id}: {error.status_code}); a platform admin can "
+                    f"grant the role {tenant_role(tenant)}",
+                ) from error
+            if error.status_code == 404:
+                raise AccessDenied(
+                    404,
+                    f"tenant {tenant!r} has no DAG {dag_id} in Airflow yet, so access cannot "
+                    "be checked: is the DAG processor running?",
+                ) from error
+            raise
+        self._allowed.add(tenant)
 
     def store(self, tenant: str) -> ObjectStore:
+        """The tenant's storage, once Airflow has confirmed the user's access to the tenant."""
         if tenant not in self._stores:
+            self.check_access(tenant)
             self._stores[tenant] = open_store(self.config.tenant(tenant).storage)
         return self._stores[tenant]
 
@@ -163,6 +208,7 @@ def submit(
     with session() as sess:
         manifest = parse_manifest(manifest_file.read_text())
         tenant = check_manifest_for_tenant(manifest, sess.config)
+        sess.check_access(tenant.name)
         check_quota(manifest.resources, tenant)
         job_id = new_job_id(tenant.name, manifest.name)
         document = manifest.model_dump(mode="json")
@@ -269,12 +315,17 @@ def _cell(value: Any, column: str = "") -> str:
 def list_jobs(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
 ) -> None:
-    """List recent jobs with their Airflow state."""
+    """List recent jobs with their Airflow state (all tenants: those the user may see)."""
     with session() as sess:
         tenants = [tenant] if tenant else sess.config.tenant_names
         rows = []
         for name in tenants:
-            sess.config.tenant(name)
+            try:
+                sess.check_access(name)
+            except AccessDenied:
+                if tenant:
+                    raise
+                continue
             for run in sess.client.list_runs(dag_id_for_tenant(name)):
                 job_name = (run.get("conf") or {}).get("manifest", {}).get("name", "job")
                 started = (run.get("start_date") or "")[:19].replace("T", " ")
@@ -344,14 +395,12 @@ def data_upload(
 def announce_new_data(sess: Session, tenant: str, prefix: str, files: int) -> None:
     """Record an asset event for every data trigger watching `prefix` (or a folder above it).
 
-    The data is safely stored either way; without Airflow, no retraining starts, and we say so.
+    Goes through the Trainyard plugin, which lets a tenant's users post events for their own
+    tenant's assets only. The data is safely stored either way; without Airflow, no retraining
+    starts, and we say so.
     """
-    uploaded = data_asset_uri(tenant, prefix)
     try:
-        watched = sess.client.assets(uri_pattern=data_asset_uri(tenant, ""))
-        triggered = [a for a in watched if f"{uploaded}/".startswith(f"{a['uri'].rstrip('/')}/")]
-        for asset in triggered:
-            sess.client.record_asset_event(asset["id"], {"path": prefix, "files": files})
+        triggered = sess.client.record_data_event(tenant, prefix, files)
     except (ApiError, httpx.HTTPError) as error:
         errors.print(
             f"[yellow]warning:[/yellow] could not tell Airflow about the new data ({error}); "
@@ -359,8 +408,39 @@ def announce_new_data(sess: Session, tenant: str, prefix: str, files: int) -> No
             highlight=False,
         )
         return
-    for asset in triggered:
-        console.print(f"new data event for {asset['uri']}: scheduled jobs on it will start")
+    for uri in triggered:
+        console.print(f"new data event for {uri}: scheduled jobs on it will start")
+
+
+@tenants_app.command("sync")
+def tenants_sync(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Create or update each tenant's role, pools, storage connection and the tenants variable.
+
+    Run it where Airflow runs (its AIRFLOW_HOME or database settings, and the tenants' storage
+    credentials in the environment): after `airflow db migrate`, before the DAG processor
+    starts, and whenever the config changes. A second run changes nothing.
+    """
+    try:
+        # Airflow logs to stdout (import-time warnings included): keep stdout for the report.
+        with redirect_stdout(sys.stderr):
+            # Imports Airflow's models: only this command pays for it.
+            from trainyard.tenant_sync import Outcome, sync_tenants
+
+            report = sync_tenants(load_config())
+    except (ConfigError, RuntimeError) as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    if as_json:
+        typer.echo(json.dumps(report.as_dicts(), indent=2))
+        return
+    table = Table("kind", "name", "result", "detail", box=None)
+    for change in report.changes:
+        table.add_row(change.kind, change.name, change.outcome.value, change.detail)
+    console.print(table)
+    counts = {o: sum(1 for c in report.changes if c.outcome is o) for o in Outcome}
+    console.print(", ".join(f"{n} {o.value}" for o, n in counts.items() if n), highlight=False)
 
 
 JobNameArgument = Annotated[str, typer.Argument(help="The job's name (the manifest's name).")]

@@ -8,7 +8,7 @@ server restart.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 if TYPE_CHECKING:
-    from trainyard.tenancy import PoolSpec
+    pass
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_CONNECT_RETRY_SECONDS = 20.0
@@ -60,6 +60,12 @@ class AirflowClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _login(self) -> str:
         response = self._http.post(
             "/auth/token",
@@ -79,12 +85,19 @@ class AirflowClient:
         if self._token is None:
             self._token = self._login()
         headers = {**headers, "Authorization": f"Bearer {self._token}"}
-        return self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+        return self._http.request(method, path, headers=headers, **kwargs)
 
     def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        api: str = "/api/v2",
+        **kwargs: Any,
     ) -> Any:
-        """Send an authenticated request to /api/v2 and return the decoded JSON body.
+        """Send an authenticated request to `api` (Airflow's REST API v2, or `/trainyard/api`
+        of the Trainyard plugin) and return the decoded JSON body.
 
         Connection failures are retried for `connect_retry_seconds`, so a call survives an
         API server restart.
@@ -95,7 +108,7 @@ class AirflowClient:
             stop=stop_after_delay(self.settings.connect_retry_seconds),
             reraise=True,
         )
-        return retrying(self._request, method, path, headers or {}, **kwargs)
+        return retrying(self._request, method, f"{api}{path}", headers or {}, **kwargs)
 
     def _request(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
         response = self._send(method, path, headers, **kwargs)
@@ -126,6 +139,10 @@ class AirflowClient:
             return self.get_run(dag_id, run_id)
         return result
 
+    def get_dag(self, dag_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}")
+        return result
+
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return result
@@ -140,31 +157,17 @@ class AirflowClient:
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
 
-    def assets(self, uri_pattern: str) -> list[dict[str, Any]]:
-        result = self.request("GET", "/assets", params={"uri_pattern": uri_pattern, "limit": 1000})
-        assets: list[dict[str, Any]] = result["assets"]
+    def record_data_event(self, tenant: str, path: str, files: int) -> list[str]:
+        """Tell Airflow (through the Trainyard plugin) that new data landed under `path` of the
+        tenant's storage; return the URIs of the data triggers that fired."""
+        result = self.request(
+            "POST",
+            f"/tenants/{tenant}/data-events",
+            api="/trainyard/api",
+            json={"path": path, "files": files},
+        )
+        assets: list[str] = result["assets"]
         return assets
-
-    def record_asset_event(self, asset_id: int, extra: dict[str, Any]) -> None:
-        """Tell Airflow an asset changed: DAGs scheduled on it start a run."""
-        self.request("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
-
-    def upsert_pools(self, pools: Sequence[PoolSpec]) -> None:
-        """Create the pools, or overwrite the slots and description of those that exist."""
-        entities = [
-            {
-                "name": p.name,
-                "slots": p.slots,
-                "description": p.description,
-                "include_deferred": False,
-            }
-            for p in pools
-        ]
-        action = {"action": "create", "entities": entities, "action_on_existence": "overwrite"}
-        result = self.request("PATCH", "/pools", json={"actions": [action]})
-        failed = (result.get("create") or {}).get("errors") or []
-        if failed:
-            raise ApiError(400, f"PATCH /pools: {failed}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")

@@ -38,7 +38,7 @@ from trainyard.config import (
 )
 from trainyard.manifest import DataTrigger, JobManifest, parse_manifest
 from trainyard.submission import example_manifest
-from trainyard.tenancy import learner_pool
+from trainyard.tenancy import dag_access_control, learner_pool
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def _training_dag(
         max_active_runs=max_active_runs,
         params=trigger_params(manifest),
         tags=["trainyard", f"tenant:{tenant.name}", *tags],
+        access_control=dag_access_control(tenant.name),
         doc_md=doc_md,
         default_args={
             "retries": STORAGE_RETRIES,
@@ -229,6 +230,7 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
         description=message[:200],
         schedule=None,
         tags=["trainyard", f"tenant:{tenant.name}", "invalid"],
+        access_control=dag_access_control(tenant.name),
         doc_md=f"### This scheduled job cannot run\n\n```\n{message}\n```\n",
     ) as dag:
         InvalidJobOperator(task_id="invalid_manifest", message=message)

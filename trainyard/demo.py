@@ -13,13 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
-from trainyard.client import AirflowClient, ApiSettings
-from trainyard.config import load_config
-from trainyard.tenancy import sync_pools
 
 DEMO_DIR = REPO_ROOT / ".demo"
 AIRFLOW_HOME = DEMO_DIR / "airflow"
@@ -78,10 +74,7 @@ def start_airflow(env: dict[str, str]) -> None:
 def start() -> None:
     env = demo_environment()
     start_airflow(env)
-    # Learner tasks wait for their tenant's pools: create them, sized by the tenants' quotas.
-    with closing(AirflowClient(ApiSettings.from_env(env))) as client:
-        pools = sync_pools(client, load_config(Path(env["TRAINYARD_CONFIG"])))
-    print("pools: " + ", ".join(f"{pool.name} ({pool.slots} slots)" for pool in pools))
+    run("trainyard tenants sync", env)  # the tenants' pools and variable
     wait_for_dags(env, [f"trainyard_{TENANT}"])
     dataset = DEMO_DIR / "datasets" / "digits"
     run(f"python {EXAMPLE / 'make_dataset.py'} --out {dataset}", env)
@@ -108,6 +101,7 @@ Done. Job {job_id} trained and passed its evaluation.
   model:      {DEMO_DIR / "model"} (also in {DEMO_DIR / "storage" / TENANT / "jobs" / job_id})
   Airflow UI: {env["TRAINYARD_API_URL"]}  (user {env["TRAINYARD_USERNAME"]}, """
         f"""password {env["TRAINYARD_PASSWORD"]}); DAG trainyard_{TENANT}
+  jobs page:  {env["TRAINYARD_API_URL"]}/trainyard/tenants/{TENANT}/jobs
   CLI:        export TRAINYARD_CONFIG={env["TRAINYARD_CONFIG"]} \\
                 TRAINYARD_API_URL={env["TRAINYARD_API_URL"]}
               .venv/bin/trainyard status {job_id}

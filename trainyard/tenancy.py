@@ -1,22 +1,18 @@
 """Names of the Airflow objects that hold a tenant's share of the deployment, and its quotas.
 
 One place defines them, so the DAG factory (which uses the pools and roles), the admission
-policy (`trainyard/admission.py`, which sizes a run's learner in its pool), `sync_pools` and
-`trainyard tenants sync` (which create them) and the tests agree.
+policy (`trainyard/admission.py`, which sizes a run's learner in its pool), `trainyard tenants
+sync` (which creates them) and the tests agree.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from trainyard.config import TenantConfig, TrainyardConfig
+from trainyard.config import TenantConfig
 from trainyard.failures import ResourceError
 from trainyard.manifest import Resources
-
-if TYPE_CHECKING:
-    from trainyard.client import AirflowClient
 
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
 PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
@@ -30,6 +26,26 @@ def _slug(tenant: str) -> str:
 def tenant_role(tenant: str) -> str:
     """The FAB role of a tenant's users: read and trigger its DAGs, nothing of other tenants."""
     return f"tenant_{_slug(tenant)}"
+
+
+#: What a tenant's role may do on each of the tenant's DAGs, as a DAG's `access_control` (FAB
+#: resource name -> actions). Triggering a run needs `can_edit` on the DAG as well as
+#: `can_create` on its runs (FAB checks both); cancelling needs the global "DAG Runs" edit the
+#: role holds, combined with `can_edit` on the DAG. Read covers runs, task instances, logs and
+#: XComs, whose global read permissions the role also holds (see trainyard.tenant_sync).
+TENANT_DAG_ACTIONS: dict[str, set[str]] = {
+    "DAGs": {"can_read", "can_edit"},
+    "DAG Runs": {"can_read", "can_create"},
+}
+
+
+def dag_access_control(tenant: str) -> dict[str, dict[str, set[str]]]:
+    """The `access_control` of every DAG of `tenant`: its role, and no other tenant's."""
+    return {
+        tenant_role(tenant): {
+            resource: set(actions) for resource, actions in TENANT_DAG_ACTIONS.items()
+        }
+    }
 
 
 def gpu_pool(tenant: str) -> str:
@@ -55,7 +71,7 @@ class PoolSpec:
 
 
 def tenant_pools(tenant: TenantConfig) -> list[PoolSpec]:
-    """The pools `sync_pools` (and `trainyard tenants sync`) keep in step with the quotas."""
+    """The pools `trainyard tenants sync` keeps in step with the quotas."""
     return [
         PoolSpec(gpu_pool(tenant.name), tenant.gpu_quota, f"GPUs of tenant {tenant.name}"),
         PoolSpec(
@@ -116,14 +132,3 @@ def check_quota(resources: Resources, tenant: TenantConfig) -> None:
             f"use at most {tenant.cpu_quota} learners, or ask the platform admin to raise the "
             "tenant's cpu_quota",
         )
-
-
-def sync_pools(client: AirflowClient, config: TrainyardConfig) -> list[PoolSpec]:
-    """Create or resize every tenant's pools in Airflow to match the config; return them.
-
-    Learner tasks wait for their pool's slots, and a pool that does not exist never has any:
-    a deployment calls this whenever tenants or quotas change.
-    """
-    pools = [pool for tenant in config.tenants for pool in tenant_pools(tenant)]
-    client.upsert_pools(pools)
-    return pools

@@ -1,7 +1,9 @@
 """Real Airflow for end-to-end tests: scheduler, dag-processor, API server and triggerer.
 
 Each component is its own process in a temporary AIRFLOW_HOME (SQLite, LocalExecutor), so a
-test can kill one and start it again, as a crash and a restart would.
+test can kill one and start it again, as a crash and a restart would. Before the components
+start, the deployment is prepared as production prepares it: database migrated, (with FAB) the
+admin created, `trainyard tenants sync` run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainyard.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy
+from trainyard.airflow_env import (
+    REPO_ROOT,
+    AuthManagerName,
+    airflow_environment,
+    airflow_healthy,
+    create_user,
+)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent
@@ -74,11 +82,17 @@ class AirflowCluster:
                 raise RuntimeError("Airflow did not become healthy in time")
             time.sleep(1)
 
-    def trainyard(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the `trainyard` CLI against this Airflow, as a user would."""
+    def trainyard(
+        self, *args: str, check: bool = True, user: tuple[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the `trainyard` CLI against this Airflow, as a user would (`user`: username and
+        password, default the admin)."""
+        env = dict(self.env)
+        if user is not None:
+            env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"] = user
         result = subprocess.run(
             [str(BIN_DIR / "trainyard"), *args],
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             check=False,
@@ -106,9 +120,12 @@ class AirflowCluster:
 
 @contextmanager
 def running_airflow(
-    home: Path, trainyard_config: Path, extra_env: dict[str, str]
+    home: Path,
+    trainyard_config: Path,
+    extra_env: dict[str, str],
+    auth_manager: AuthManagerName = "simple",
 ) -> Iterator[AirflowCluster]:
-    """Migrate a fresh metadata DB, start every component, wait until healthy."""
+    """Migrate a fresh metadata DB, sync the tenants, start every component, wait until healthy."""
     env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     api_port, log_server_port, trigger_log_server_port = free_ports(3)
@@ -119,6 +136,7 @@ def running_airflow(
             log_server_port=log_server_port,
             trigger_log_server_port=trigger_log_server_port,
             trainyard_config=trainyard_config,
+            auth_manager=auth_manager,
         )
     )
     cluster = AirflowCluster(home, env)
@@ -128,6 +146,9 @@ def running_airflow(
         check=True,
         capture_output=True,
     )
+    if auth_manager == "fab":
+        create_user(env, env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"], "Admin")
+    cluster.trainyard("tenants", "sync")
     try:
         for component in COMPONENTS:
             cluster.start(component)

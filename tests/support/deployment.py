@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,10 @@ import yaml
 from operators.hooks import storage_connection
 from tests.support.airflow import AirflowCluster, running_airflow
 from tests.support.s3_server import S3Server
-from trainyard.airflow_env import REPO_ROOT, wait_for_dags
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.airflow_env import REPO_ROOT, AuthManagerName, wait_for_dags
 from trainyard.config import load_config
 from trainyard.storage import ObjectStore, StorageCredentials, open_store
 from trainyard.storage.s3 import S3Store
-from trainyard.tenancy import sync_pools
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
@@ -107,8 +105,10 @@ def deploy(
     tenant_settings: dict[str, dict[str, Any]] | None = None,
     kubernetes: dict[str, Any] | None = None,
     airflow_env: dict[str, str] | None = None,
+    auth_manager: AuthManagerName = "simple",
 ) -> Iterator[Deployment]:
-    """Start Airflow for both tenants, with their pools, the dataset and example code uploaded.
+    """Start Airflow for both tenants (their pools and roles synced), with the dataset and
+    example code uploaded.
 
     `tenant_settings` adds config fields per tenant, `kubernetes` the cluster section, and
     `airflow_env` Airflow settings.
@@ -129,9 +129,9 @@ def deploy(
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
-        with running_airflow(root / "airflow", config_file, settings) as cluster:
-            with closing(AirflowClient(ApiSettings.from_env(cluster.env))) as client:
-                sync_pools(client, config)
+        with running_airflow(root / "airflow", config_file, settings, auth_manager) as cluster:
+            # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
+            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             dataset = root / "digits"
             subprocess.run(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
@@ -142,5 +142,4 @@ def deploy(
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )
                 cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
-            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             yield Deployment(root, cluster, stores)

@@ -1,0 +1,23 @@
+"""Airflow plugin: Trainyard's job list (API and page) inside Airflow's API server, at /trainyard.
+
+The routes authenticate and authorize every call themselves (see trainyard.web): Airflow does
+not protect a plugin's routes.
+"""
+
+from airflow.plugins_manager import AirflowPlugin
+
+from trainyard.web import app
+
+APP = {"app": app, "url_prefix": "/trainyard", "name": "Trainyard jobs"}
+NAV_LINK = {
+    "name": "Trainyard jobs",
+    "href": "/trainyard/",
+    "destination": "nav",
+    "url_route": "trainyard",
+}
+
+
+class TrainyardPlugin(AirflowPlugin):
+    name = "trainyard"
+    fastapi_apps = [APP]  # noqa: RUF012 (AirflowPlugin declares plain class attributes)
+    external_views = [NAV_LINK]  # noqa: RUF012
