@@ -19,6 +19,7 @@ import yaml
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesLearnerOperator
 from tests.support.kube_server import (
     FakeKubernetes,
@@ -29,10 +30,11 @@ from tests.support.kube_server import (
 )
 from tests.support.learners import wait_until
 from trainyard.backends.kubernetes import RANK_LABEL
-from trainyard.config import CONFIG_ENV
+from trainyard.config import CONFIG_ENV, load_config
 from trainyard.failures import Preemption, ResourceError
 from trainyard.manifest import parse_manifest
 from trainyard.records import JobRecord, load_record, save_record
+from trainyard.storage import StorageCredentials
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.ddp.20261125-020000-abcd"
@@ -73,6 +75,11 @@ def config(tmp_path: Path, cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "trainyard.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv(CONFIG_ENV, str(path))
+    # The task reads the job's records with the keys of the tenant's Airflow connection.
+    connection = storage_connection(
+        load_config(path).tenant("acme"), StorageCredentials("access", "secret")
+    )
+    monkeypatch.setenv(f"AIRFLOW_CONN_{connection.conn_id.upper()}", connection.as_json())
 
 
 def learner_task(local_store: LocalStore, resources: dict[str, Any]) -> KubernetesLearnerOperator:
