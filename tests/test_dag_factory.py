@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, cast
+from unittest import mock
 
+import pendulum
 import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import Asset, AssetAll, Context, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
+from airflow.serialization.decoders import decode_timetable
+from airflow.serialization.encoders import encode_timetable
+from airflow.timetables import trigger
+from airflow.timetables.base import TimeRestriction
 
 from trainyard.airflow_env import REPO_ROOT
 from trainyard.config import CONFIG_ENV, load_config
@@ -61,6 +67,31 @@ def test_each_scheduled_manifest_is_its_own_dag(config_file: Path) -> None:
     assert isinstance(on_data, AssetAll)
     assert list(on_data.objects) == [Asset(name="acme:inbox", uri="trainyard://acme/inbox")]
     assert {"trainyard_acme", "trainyard_globex"} <= set(dags)
+
+
+@pytest.mark.parametrize(
+    ("now", "first_run"),
+    [
+        pytest.param("2026-11-25T03:15:00", "2026-11-26T03:00:00", id="just-after-a-slot"),
+        pytest.param("2026-11-25T02:59:00", "2026-11-25T03:00:00", id="just-before-a-slot"),
+    ],
+)
+def test_a_new_cron_job_waits_for_its_next_slot(
+    config_file: Path, now: str, first_run: str
+) -> None:
+    """A nightly job added at 03:15 runs first the next night, not at once for 03:00."""
+    dag = tenant_dags(load_config(config_file))["trainyard_acme__nightly"]
+    # The scheduler's side of the timetable, as it reads it from the serialized DAG.
+    timetable = decode_timetable(encode_timetable(dag.timetable))
+
+    with mock.patch.object(trigger, "utcnow", return_value=pendulum.parse(now)):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+        )
+
+    assert info is not None
+    assert info.run_after == pendulum.parse(first_run)
 
 
 @pytest.mark.parametrize(

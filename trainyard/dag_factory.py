@@ -202,9 +202,10 @@ def build_scheduled_dag(
         when = f"whenever new data is registered under `{trigger.on_new_data}`"
     else:
         assert trigger is not None  # scheduled_jobs() only returns manifests with a schedule
-        # No start date and no run_immediately: a new job waits for its next scheduled time
-        # instead of running at once for the slot it just missed.
-        schedule = CronTriggerTimetable(trigger, timezone="UTC")
+        # No start date, and run_immediately of zero: a new job waits for its next scheduled
+        # time instead of running at once for the slot it just missed. (run_immediately=False
+        # still runs a slot missed by less than a tenth of the interval.)
+        schedule = CronTriggerTimetable(trigger, timezone="UTC", run_immediately=timedelta(0))
         when = f"on the schedule `{trigger}` (UTC)"
     return _training_dag(
         job.dag_id,
