@@ -57,26 +57,30 @@ def deployment(
 
 @pytest.fixture(scope="module")
 def jobs(deployment: Deployment) -> dict[str, str]:
-    """Tenant -> job id of a short digits run its own user submitted, both at once."""
-    submissions = {}
+    """Tenant -> job id of a short digits run its own user submitted.
+
+    One after the other: on the embedded SQLite metadata DB, two triggers at once can stall
+    the API server on the database lock (bench/RESULTS.md, "parallel submissions").
+    """
+    job_ids = {}
     for tenant, (username, password) in ((OWN, ALICE), (OTHER, BOB)):
         manifest = deployment.write_manifest(tenant, f"job-{tenant}.yaml", command=TRAIN)
-        submissions[tenant] = subprocess.Popen(
+        submitted = subprocess.run(
             [str(Path(sys.executable).parent / "trainyard"), "submit", str(manifest), "--wait"],
             env={
                 **deployment.cluster.env,
                 "TRAINYARD_USERNAME": username,
                 "TRAINYARD_PASSWORD": password,
             },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=600,
+            check=False,
         )
-    job_ids = {}
-    for tenant, process in submissions.items():
-        stdout, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, f"{tenant} job failed:\n{stdout}\n{stderr}"
-        job_ids[tenant] = stdout.split()[0]
+        assert submitted.returncode == 0, (
+            f"{tenant} job failed:\n{submitted.stdout}\n{submitted.stderr}"
+        )
+        job_ids[tenant] = submitted.stdout.split()[0]
     return job_ids
 
 

@@ -11,13 +11,16 @@ import json
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.support.deployment import TENANTS, Deployment
+from tests.support.learners import wait_until
 from trainyard.checkpoints import CheckpointStore
 from trainyard.client import AirflowClient
+from trainyard.config import dag_id_for_tenant
 from trainyard.jobs import JobLayout, job_id_for_run
 from trainyard.records import JobState, load_record
 from trainyard.submission import example_manifest
@@ -27,31 +30,35 @@ pytestmark = pytest.mark.e2e
 TRAIN_COMMAND = "python train.py --epochs 60"
 
 
+def triggered(client: AirflowClient, tenant: str) -> bool:
+    runs = client.request("GET", f"/dags/{dag_id_for_tenant(tenant)}/dagRuns")
+    return bool(runs["total_entries"])
+
+
 @pytest.fixture(scope="module")
-def jobs(deployment: Deployment) -> dict[str, str]:
-    """Tenant -> job id of a digits run submitted with `trainyard submit --wait`, both at once."""
-    submissions = {
-        tenant: subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "trainyard"),
-                "submit",
-                str(
-                    deployment.write_manifest(
-                        tenant,
-                        f"job-{tenant}.yaml",
-                        command=TRAIN_COMMAND,
-                        checkpoint={"interval": "0.5s"},  # several checkpoints commit
-                    )
-                ),
-                "--wait",
-            ],
+def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
+    """Tenant -> job id of a digits run submitted with `trainyard submit --wait`.
+
+    The jobs run at the same time, but each is triggered only once the one before is: on the
+    embedded SQLite metadata DB, two triggers at once can stall the API server on the database
+    lock (bench/RESULTS.md, "parallel submissions").
+    """
+    submissions = {}
+    for tenant in TENANTS:
+        manifest = deployment.write_manifest(
+            tenant,
+            f"job-{tenant}.yaml",
+            command=TRAIN_COMMAND,
+            checkpoint={"interval": "0.5s"},  # several checkpoints commit
+        )
+        submissions[tenant] = subprocess.Popen(
+            [str(Path(sys.executable).parent / "trainyard"), "submit", str(manifest), "--wait"],
             env=deployment.cluster.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for tenant in TENANTS
-    }
+        wait_until(partial(triggered, client, tenant), f"{tenant}'s job to start")
     job_ids = {}
     for tenant, process in submissions.items():
         stdout, stderr = process.communicate(timeout=600)
