@@ -58,6 +58,8 @@ from urllib.parse import parse_qs, urlsplit
 import psutil
 import yaml
 
+from tests.support.http_server import serving
+
 HOST = "127.0.0.1"
 GPU = "nvidia.com/gpu"
 #: Variables of the test's environment that a pod's process gets, as an image would bake them.
@@ -714,15 +716,10 @@ def running_kube_server(
     """Serve a fake cluster on a free port until the block ends; then kill what still runs."""
     root.mkdir(parents=True, exist_ok=True)
     api = FakeKubernetes(root, images, node)
-    server = _Server(api)
-    api.url = f"http://{HOST}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield api
+        with serving(_Server(api)) as api.url:
+            yield api
     finally:
-        server.shutdown()
-        server.server_close()
         api.shutdown()
 
 
