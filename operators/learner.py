@@ -103,7 +103,7 @@ class LearnerRunningOperator(TrainyardOperator):
             mode=self.mode,
             command=command,
             attempt=attempt,
-            num_learners=resources.learners if self.mode is RunMode.TRAIN else 1,
+            num_learners=resources.learners_in(self.mode),
             checkpoint_interval=manifest.checkpoint.interval,
             checkpoint_keep=manifest.checkpoint.keep,
             storage=self.tenant_config.storage,

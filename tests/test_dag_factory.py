@@ -17,6 +17,7 @@ from airflow.serialization.encoders import encode_timetable
 from airflow.timetables import trigger
 from airflow.timetables.base import TimeRestriction
 
+from operators.submit import SubmitJobOperator
 from trainyard.airflow_env import REPO_ROOT
 from trainyard.config import CONFIG_ENV, load_config
 from trainyard.dag_factory import tenant_dags
@@ -63,6 +64,11 @@ def test_each_scheduled_manifest_is_its_own_dag(config_file: Path) -> None:
     assert isinstance(nightly.timetable, CronTriggerTimetable)
     assert nightly.timetable.expression == "0 3 * * *"
     assert nightly.params["manifest"]["name"] == "nightly"
+    assert nightly.max_active_runs == 1  # a retraining never overlaps itself
+    # Its job runs in the tenant's DAG, under the tenant's limit on running jobs.
+    [submit] = nightly.tasks
+    assert isinstance(submit, SubmitJobOperator)
+    assert submit.trigger_dag_id == "trainyard_acme"
     on_data = dags["trainyard_acme__on_data"].timetable.asset_condition
     assert isinstance(on_data, AssetAll)
     assert list(on_data.objects) == [Asset(name="acme:inbox", uri="trainyard://acme/inbox")]

@@ -1,5 +1,5 @@
 """Quotas: pool slots per job, rejection of jobs over the whole quota, and the admission policy
-that sizes each run's learner task in its tenant's pool."""
+that sizes each run's learner and evaluation tasks in its tenant's pool."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.sdk import DAG
@@ -19,6 +18,7 @@ from trainyard.airflow_env import LOCAL_SETTINGS
 from trainyard.config import TenantConfig, TrainyardConfig
 from trainyard.dag_factory import tenant_dags
 from trainyard.failures import ResourceError
+from trainyard.jobs import RunMode
 from trainyard.manifest import Resources
 from trainyard.submission import example_manifest
 from trainyard.tenancy import (
@@ -38,20 +38,22 @@ def tenant(**fields: Any) -> TenantConfig:
 
 
 @pytest.mark.parametrize(
-    ("resources", "expected"),
+    ("resources", "training", "evaluation"),
     [
-        pytest.param({}, PoolRequest("trainyard_acme_labs_cpu", 1), id="cpu-default"),
-        pytest.param({"learners": 3}, PoolRequest("trainyard_acme_labs_cpu", 3), id="cpu-3"),
-        pytest.param({"gpus": 1}, PoolRequest("trainyard_acme_labs_gpu", 1), id="one-gpu"),
-        pytest.param(
-            {"gpus": 2, "learners": 4}, PoolRequest("trainyard_acme_labs_gpu", 8), id="2x4-gpus"
-        ),
+        pytest.param({}, ("cpu", 1), ("cpu", 1), id="cpu-default"),
+        pytest.param({"learners": 3}, ("cpu", 3), ("cpu", 1), id="cpu-3"),
+        pytest.param({"gpus": 1}, ("gpu", 1), ("gpu", 1), id="one-gpu"),
+        pytest.param({"gpus": 2, "learners": 4}, ("gpu", 8), ("gpu", 2), id="2x4-gpus"),
     ],
 )
-def test_the_learner_takes_gpus_x_learners_gpu_slots_or_learners_cpu_slots(
-    resources: dict[str, int], expected: PoolRequest
+def test_training_takes_gpus_x_learners_gpu_slots_and_evaluation_one_learners_share(
+    resources: dict[str, int], training: tuple[str, int], evaluation: tuple[str, int]
 ) -> None:
-    assert learner_pool("acme-labs", Resources.model_validate(resources)) == expected
+    """Evaluation runs one learner with the job's resources: GPUs of the GPU pool too."""
+    job = Resources.model_validate(resources)
+    for mode, (kind, slots) in ((RunMode.TRAIN, training), (RunMode.EVALUATE, evaluation)):
+        expected = PoolRequest(f"trainyard_acme_labs_{kind}", slots)
+        assert learner_pool("acme-labs", job, mode) == expected
 
 
 def test_tenant_pools_are_sized_by_the_quotas() -> None:
@@ -73,7 +75,8 @@ def test_tenant_pools_are_sized_by_the_quotas() -> None:
 def test_the_tenant_of_a_learner_pool(pool: str, expected: str | None) -> None:
     assert learner_pool_tenant(pool) == expected
     if expected is not None:  # the slug gives back the tenant's pools
-        assert learner_pool(expected, Resources()) == learner_pool("acme-labs", Resources())
+        slug_pool = learner_pool(expected, Resources(), RunMode.TRAIN)
+        assert slug_pool == learner_pool("acme-labs", Resources(), RunMode.TRAIN)
 
 
 @pytest.mark.parametrize(
@@ -149,8 +152,10 @@ def test_the_dag_declares_the_tenants_pool_priority_and_run_limit(
 ) -> None:
     dag = tenant_dags(config)["trainyard_acme"]
 
-    learner = dag.get_task("learner")
-    assert (learner.pool, learner.pool_slots) == ("trainyard_acme_cpu", 1)  # the form's default
+    # The form's default manifest: a CPU job of one learner.
+    for task_id in ("learner", "evaluate"):
+        task = dag.get_task(task_id)
+        assert (task.pool, task.pool_slots) == ("trainyard_acme_cpu", 1)
     assert {task.priority_weight for task in dag.tasks} == {5}
     assert {str(task.weight_rule) for task in dag.tasks} == {"absolute"}
     assert dag.max_active_runs == 3
@@ -165,62 +170,45 @@ def run_task_instance(dag: DAG, conf: dict[str, Any], task_id: str = "learner") 
     return ti
 
 
+GPU_JOB = {"manifest": example_manifest("acme") | {"resources": {"gpus": 2, "learners": 3}}}
+
+
 @pytest.mark.parametrize(
-    ("conf", "pool", "slots"),
+    ("conf", "learner", "evaluate"),
     [
-        pytest.param({}, "trainyard_acme_cpu", 1, id="form-defaults"),
-        pytest.param(
-            {"manifest": example_manifest("acme") | {"resources": {"gpus": 2, "learners": 3}}},
-            "trainyard_acme_gpu",
-            6,
-            id="gpu-manifest",
-        ),
+        pytest.param({}, ("cpu", 1), ("cpu", 1), id="form-defaults"),
+        pytest.param(GPU_JOB, ("gpu", 6), ("gpu", 2), id="gpu-manifest"),
         pytest.param(
             {"manifest": example_manifest("acme") | {"resources": {"learners": 2}}},
-            "trainyard_acme_cpu",
-            2,
+            ("cpu", 2),
+            ("cpu", 1),
             id="cpu-manifest-with-two-learners",
         ),
-        pytest.param({"gpus": 4}, "trainyard_acme_gpu", 4, id="form-override-of-gpus"),
+        pytest.param({"gpus": 4}, ("gpu", 4), ("gpu", 4), id="form-override-of-gpus"),
         pytest.param(
-            {"manifest": {"name": "Bad Name"}}, "trainyard_acme_cpu", 1, id="invalid-manifest"
+            {"manifest": {"name": "Bad Name"}}, ("cpu", 1), ("cpu", 1), id="invalid-manifest"
         ),
     ],
 )
-def test_the_admission_policy_sizes_the_learner_from_the_runs_manifest(
-    config: TrainyardConfig, conf: dict[str, Any], pool: str, slots: int
+def test_the_admission_policy_sizes_training_and_evaluation_from_the_runs_manifest(
+    config: TrainyardConfig,
+    conf: dict[str, Any],
+    learner: tuple[str, int],
+    evaluate: tuple[str, int],
 ) -> None:
-    ti = run_task_instance(tenant_dags(config)["trainyard_acme"], conf)
+    dag = tenant_dags(config)["trainyard_acme"]
+    for task_id, (kind, slots) in (("learner", learner), ("evaluate", evaluate)):
+        ti = run_task_instance(dag, conf, task_id)
+        assert (ti.pool, ti.pool_slots) == (f"trainyard_acme_{kind}", slots), task_id
 
-    assert (ti.pool, ti.pool_slots) == (pool, slots)
 
-
-def test_the_admission_policy_leaves_other_tasks_alone(config: TrainyardConfig) -> None:
-    conf = {"manifest": example_manifest("acme") | {"resources": {"gpus": 2}}}
-    ti = run_task_instance(tenant_dags(config)["trainyard_acme"], conf, task_id="evaluate")
+@pytest.mark.parametrize("task_id", ["validate", "stage_data", "commit", "register_model"])
+def test_the_admission_policy_leaves_other_tasks_alone(
+    config: TrainyardConfig, task_id: str
+) -> None:
+    ti = run_task_instance(tenant_dags(config)["trainyard_acme"], GPU_JOB, task_id)
 
     assert (ti.pool, ti.pool_slots) == ("default_pool", 1)
-
-
-def test_a_scheduled_gpu_job_declares_its_gpu_share(
-    config: TrainyardConfig, tmp_path: Path
-) -> None:
-    job = example_manifest("acme") | {
-        "name": "nightly",
-        "schedule": "@daily",
-        "resources": {"gpus": 2, "learners": 2},
-    }
-    (tmp_path / "jobs" / "acme").mkdir(parents=True)
-    (tmp_path / "jobs" / "acme" / "nightly.yaml").write_text(yaml.safe_dump(job))
-    scheduled = config.model_copy(update={"jobs_dir": tmp_path / "jobs"})
-
-    dag = tenant_dags(scheduled)["trainyard_acme__nightly"]
-    learner = dag.get_task("learner")
-
-    assert (learner.pool, learner.pool_slots) == ("trainyard_acme_gpu", 4)
-    assert dag.max_active_runs == 1  # a retraining never overlaps itself
-    ti = run_task_instance(dag, {})  # a scheduled run has an empty conf
-    assert (ti.pool, ti.pool_slots) == ("trainyard_acme_gpu", 4)
 
 
 def test_airflow_loads_the_policy_from_the_shipped_local_settings() -> None:

@@ -1,12 +1,15 @@
 """Builds the training DAGs: one per tenant, plus one per scheduled job manifest.
 
-Every DAG has the same tasks: validate -> stage_data -> learner -> commit -> evaluate ->
+A tenant's DAG runs its jobs: validate -> stage_data -> learner -> commit -> evaluate ->
 register_model, whatever the tenant's learner backend: with `kubernetes`, learner and evaluate
 are KubernetesPodOperator tasks running the learner runtime in pods. The learner retries
 platform faults with exponential backoff and resumes from the newest committed checkpoint; user
-errors fail at once (the operators raise AirflowFailException for them). A scheduled job that
-cannot be built gets a DAG that says why, so one broken manifest never hides the tenant's other
-DAGs.
+errors fail at once (the operators raise AirflowFailException for them).
+
+A scheduled job's DAG (cron or new data) has one task, which runs the job as a run of the
+tenant's DAG and waits for it: every job of a tenant is a run of one DAG, whose
+`max_active_runs` is the tenant's `max_running_jobs`. A scheduled job that cannot be built gets
+a DAG that says why, so one broken manifest never hides the tenant's other DAGs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from operators.learner import LearnerOperator
 from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy
 from operators.stage_data import StageDataOperator
+from operators.submit import SubmitJobOperator
 from operators.validate import InvalidJobOperator, ValidateJobOperator
 from trainyard.config import (
     LearnerBackendName,
@@ -36,9 +40,10 @@ from trainyard.config import (
     load_config,
     scheduled_jobs,
 )
+from trainyard.jobs import RunMode
 from trainyard.manifest import DataTrigger, JobManifest, parse_manifest
 from trainyard.submission import example_manifest
-from trainyard.tenancy import dag_access_control, learner_pool
+from trainyard.tenancy import POOLED_TASKS, dag_access_control, learner_pool
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,9 @@ Follow it with `trainyard status <job-id>`; the job id is the XCom of the `valid
 JOB_DOC = """
 ### Scheduled Trainyard job `{job}` of tenant `{tenant}`
 
-Retrains `{job}` {when}, from the manifest `{path}`. Every successful run is a model version
+Retrains `{job}` {when}, from the manifest `{path}`. Each run starts the job as a run of
+`{dag_id}` (see the task's "Triggered DAG" link), so it shares the tenant's limit on running
+jobs, and succeeds when the job does. Every successful job is a model version
 (`trainyard models list {job} --tenant {tenant}`); only a better model is promoted.
 """
 
@@ -117,11 +124,10 @@ def learner_operators(
     return LearnerOperator, EvaluateModelOperator
 
 
-def _training_dag(
+def _trainyard_dag(
     dag_id: str,
     tenant: TenantConfig,
     *,
-    backend: LearnerBackendName,
     manifest: dict[str, Any],
     schedule: CronTriggerTimetable | Sequence[Asset] | None,
     max_active_runs: int,
@@ -129,10 +135,8 @@ def _training_dag(
     doc_md: str,
     tags: list[str],
 ) -> DAG:
-    # The learner's pool as the DAG's own manifest sizes it; the admission policy
-    # (trainyard/admission.py) resizes it for each run from the run's conf.
-    pool = learner_pool(tenant.name, parse_manifest(manifest).resources)
-    with DAG(
+    """A DAG of `tenant` whose trigger form starts from `manifest`; the caller adds tasks."""
+    return DAG(
         dag_id=dag_id,
         description=description,
         schedule=schedule,
@@ -153,22 +157,49 @@ def _training_dag(
             "priority_weight": tenant.priority,
             "weight_rule": "absolute",
         },
+    )
+
+
+def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
+    """The DAG that runs every job of `tenant`, at most `max_running_jobs` at once."""
+    dag_id = dag_id_for_tenant(tenant.name)
+    manifest = example_manifest(tenant.name)
+    # The learner's and the evaluation's pools as the form's manifest sizes them; the admission
+    # policy (trainyard/admission.py) resizes them for each run from the run's conf.
+    resources = parse_manifest(manifest).resources
+    with _trainyard_dag(
+        dag_id,
+        tenant,
+        manifest=manifest,
+        schedule=None,
+        max_active_runs=tenant.max_running_jobs,
+        description=f"Trainyard training jobs of tenant {tenant.name}",
+        doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
+        tags=[],
     ) as dag:
         train, evaluate_model = learner_operators(backend)
         validate = ValidateJobOperator(task_id="validate", tenant=tenant.name)
         job_id = validate.output
         stage = StageDataOperator(task_id="stage_data", tenant=tenant.name, job_id=job_id)
+        training = learner_pool(tenant.name, resources, RunMode.TRAIN)
         learner = train(
-            task_id="learner",
-            tenant=tenant.name,
-            job_id=job_id,
+            task_id=POOLED_TASKS[RunMode.TRAIN],
             retries=LEARNER_RETRY_POLICY.total_retries,
             retry_policy=LEARNER_RETRY_POLICY,
-            pool=pool.pool,
-            pool_slots=pool.slots,
+            pool=training.pool,
+            pool_slots=training.slots,
+            tenant=tenant.name,
+            job_id=job_id,
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
-        evaluate = evaluate_model(task_id="evaluate", tenant=tenant.name, job_id=job_id)
+        evaluation = learner_pool(tenant.name, resources, RunMode.EVALUATE)
+        evaluate = evaluate_model(
+            task_id=POOLED_TASKS[RunMode.EVALUATE],
+            pool=evaluation.pool,
+            pool_slots=evaluation.slots,
+            tenant=tenant.name,
+            job_id=job_id,
+        )
         register = RegisterModelOperator(
             task_id="register_model", tenant=tenant.name, job_id=job_id
         )
@@ -176,25 +207,12 @@ def _training_dag(
     return dag
 
 
-def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
-    dag_id = dag_id_for_tenant(tenant.name)
-    return _training_dag(
-        dag_id,
-        tenant,
-        backend=backend,
-        manifest=example_manifest(tenant.name),
-        schedule=None,
-        max_active_runs=tenant.max_running_jobs,
-        description=f"Trainyard training jobs of tenant {tenant.name}",
-        doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
-        tags=[],
-    )
+def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest) -> DAG:
+    """The DAG of one scheduled job: cron-driven, or driven by new data under a path.
 
-
-def build_scheduled_dag(
-    tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest, backend: LearnerBackendName
-) -> DAG:
-    """The DAG of one scheduled job: cron-driven, or driven by new data under a path."""
+    Its one task runs the job in the tenant's DAG, so the job counts against the tenant's
+    `max_running_jobs` like any other; a retraining never overlaps itself (one run at a time).
+    """
     trigger = manifest.schedule
     schedule: CronTriggerTimetable | list[Asset]
     if isinstance(trigger, DataTrigger):
@@ -207,19 +225,24 @@ def build_scheduled_dag(
         # still runs a slot missed by less than a tenth of the interval.)
         schedule = CronTriggerTimetable(trigger, timezone="UTC", run_immediately=timedelta(0))
         when = f"on the schedule `{trigger}` (UTC)"
-    return _training_dag(
+    with _trainyard_dag(
         job.dag_id,
         tenant,
-        backend=backend,
         manifest=manifest.model_dump(mode="json"),
         schedule=schedule,
-        # A retraining never overlaps itself; the tenant's max_running_jobs bounds its
-        # submitted jobs (its own DAG), so the tenant runs at most that plus one per schedule.
         max_active_runs=1,
         description=f"Scheduled job {manifest.name} of tenant {tenant.name}",
-        doc_md=JOB_DOC.format(job=manifest.name, tenant=tenant.name, when=when, path=job.path.name),
+        doc_md=JOB_DOC.format(
+            job=manifest.name,
+            tenant=tenant.name,
+            when=when,
+            path=job.path.name,
+            dag_id=dag_id_for_tenant(tenant.name),
+        ),
         tags=["scheduled"],
-    )
+    ) as dag:
+        SubmitJobOperator(task_id="submit_job", tenant=tenant.name)
+    return dag
 
 
 def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
@@ -250,7 +273,5 @@ def tenant_dags(config: TrainyardConfig | None = None) -> dict[str, DAG]:
         if job.manifest is None:
             dags[job.dag_id] = build_invalid_job_dag(tenant, job)
         else:
-            dags[job.dag_id] = build_scheduled_dag(
-                tenant, job, job.manifest, config.learner_backend_of(tenant.name)
-            )
+            dags[job.dag_id] = build_scheduled_dag(tenant, job, job.manifest)
     return dags

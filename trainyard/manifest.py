@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from trainyard.jobs import RunMode
 from trainyard.storage.base import check_key
 from trainyard.units import format_bytes, parse_cpu, parse_duration, parse_memory
 
@@ -189,6 +190,10 @@ class Resources(_Strict):
         if value is not None and info.data.get("gpus") == 0:
             raise ValueError("gpu_type needs gpus > 0: set resources.gpus or remove gpu_type")
         return value
+
+    def learners_in(self, mode: RunMode) -> int:
+        """How many learners a run of `mode` starts: all of them to train, one to evaluate."""
+        return self.learners if mode is RunMode.TRAIN else 1
 
 
 class Expectation(_Strict):

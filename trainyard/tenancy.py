@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from trainyard.config import TenantConfig
 from trainyard.failures import ResourceError
+from trainyard.jobs import RunMode
 from trainyard.manifest import Resources
 
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
@@ -90,11 +91,18 @@ class PoolRequest:
     slots: int
 
 
-def learner_pool(tenant: str, resources: Resources) -> PoolRequest:
-    """The learner task's share: `gpus x learners` GPU slots, or `learners` CPU slots."""
+#: The task of a tenant's DAG that runs the learners of each mode; both hold pool slots while
+#: they run, so an evaluation on GPUs counts against the GPU quota as training does.
+POOLED_TASKS: dict[RunMode, str] = {RunMode.TRAIN: "learner", RunMode.EVALUATE: "evaluate"}
+
+
+def learner_pool(tenant: str, resources: Resources, mode: RunMode) -> PoolRequest:
+    """The share of a task running `mode`'s learners: `gpus` GPU slots per learner, or one CPU
+    slot per learner (training runs `learners` of them, evaluation one)."""
+    learners = resources.learners_in(mode)
     if resources.gpus > 0:
-        return PoolRequest(gpu_pool(tenant), resources.gpus * resources.learners)
-    return PoolRequest(cpu_pool(tenant), resources.learners)
+        return PoolRequest(gpu_pool(tenant), resources.gpus * learners)
+    return PoolRequest(cpu_pool(tenant), learners)
 
 
 def learner_pool_tenant(pool: str) -> str | None:

@@ -17,7 +17,8 @@ from tests.support.deployment import EXAMPLE_CODE, Deployment
 from tests.support.learners import wait_until
 from trainyard.airflow_env import wait_for_dags
 from trainyard.client import AirflowClient
-from trainyard.config import dag_id_for_job
+from trainyard.config import dag_id_for_job, dag_id_for_tenant
+from trainyard.jobs import job_id_for_run
 from trainyard.lineage import digest_prefix
 from trainyard.registry import ModelRegistry
 
@@ -76,11 +77,14 @@ def test_cron_job_is_its_own_dag_and_its_first_run_is_promoted(
     run = client.trigger_run(dag_id, "first", {})["dag_run_id"]
     wait_for_run(client, dag_id, run)
 
+    # The job ran as a run of the tenant's DAG, under the tenant's limit on running jobs.
+    job_id = job_id_for_run(TENANT, NIGHTLY, run)
+    assert client.get_run(dag_id_for_tenant(TENANT), job_id)["state"] == "success"
     production = registry(scheduled, NIGHTLY).production()
     assert production is not None
     assert production.version == 1
     assert production.status == "promoted"
-    assert production.lineage.airflow_run_id == run
+    assert (production.job_id, production.lineage.airflow_run_id) == (job_id, job_id)
 
 
 def test_a_worse_model_is_kept_as_a_version_but_not_promoted(

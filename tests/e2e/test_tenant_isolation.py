@@ -1,9 +1,10 @@
 """Quotas and isolation between tenants on real Airflow, with real learner processes.
 
 One Airflow for the module: `acme` (tenant A, S3 storage) and `globex` (tenant B, local
-storage), each with a GPU quota of 2. The jobs are short: the user command records when it
-started and ended, sleeps a few seconds, and saves a one-line model. The machine has no GPU:
-the local backend runs GPU jobs on the CPU, and the pools still count their GPUs.
+storage, at most 2 running jobs), each with a GPU quota of 2. The jobs are short: the user
+command records when it started and ended, sleeps a few seconds, and saves a one-line model.
+The machine has no GPU: the local backend runs GPU jobs on the CPU, and the pools still count
+their GPUs.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.deployment import ACME_CONNECTION_KEYS, Deployment, deploy
-from tests.support.learners import wait_for_end
+from tests.support.learners import wait_for_end, wait_until
 from tests.support.s3_server import S3Server
+from trainyard.airflow_env import wait_for_dags
 from trainyard.client import AirflowClient
-from trainyard.config import dag_id_for_tenant
-from trainyard.jobs import JobLayout, new_job_id
+from trainyard.config import dag_id_for_job, dag_id_for_tenant
+from trainyard.jobs import JobLayout, job_id_for_run, new_job_id
 from trainyard.records import JobState
 from trainyard.status import read_metrics
 
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.e2e
 
 TENANT_A, TENANT_B = "acme", "globex"
 GPU_QUOTA = 2
+B_RUNNING_JOBS = 2
 CODE_PREFIX = "code/sleeper"
 #: The user command: its start and end as a metric row, then a model file for the commit task.
 SLEEPER = textwrap.dedent(
@@ -54,7 +58,7 @@ def deployment(
     root = tmp_path_factory.mktemp("isolation")
     tenants = {
         TENANT_A: {"gpu_quota": GPU_QUOTA, "max_running_jobs": 8},
-        TENANT_B: {"gpu_quota": GPU_QUOTA},
+        TENANT_B: {"gpu_quota": GPU_QUOTA, "max_running_jobs": B_RUNNING_JOBS},
     }
     with deploy(
         root, s3_server, tenant_settings=tenants, airflow_env={"AIRFLOW__CORE__PARALLELISM": "64"}
@@ -121,6 +125,35 @@ def test_a_burst_stays_within_its_gpu_quota_and_does_not_delay_the_other_tenant(
     instances = client.task_instances(dag_id_for_tenant(TENANT_A), a_jobs[0])
     learner = next(ti for ti in instances if ti["task_id"] == "learner")
     assert (learner["pool"], learner["pool_slots"]) == ("trainyard_acme_gpu", 1)
+
+
+def test_the_running_jobs_limit_counts_the_tenants_scheduled_jobs_too(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    """B may run 2 jobs at once: a scheduled job's run in B's own DAG is one of them, so with
+    two submitted jobs beside it the third waits (its CPU pool would let all three run)."""
+    name = "nightly-sleeper"
+    path = deployment.jobs_dir / TENANT_B / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(manifest(TENANT_B, name) | {"schedule": "0 3 * * *"}))
+    scheduled_dag = dag_id_for_job(TENANT_B, name)
+    wait_for_dags(deployment.cluster.env, [scheduled_dag])
+
+    run_id = client.trigger_run(scheduled_dag, "now", {})["dag_run_id"]
+    submitted = [trigger(client, manifest(TENANT_B, f"adhoc-{i}")) for i in range(2)]
+
+    def run_ended() -> str | None:
+        state = str(client.get_run(scheduled_dag, run_id)["state"])
+        return state if state in ("success", "failed") else None
+
+    assert wait_until(run_ended, f"run {run_id} of {scheduled_dag}", timeout=300) == "success"
+    scheduled_job = job_id_for_run(TENANT_B, name, run_id)
+    assert client.get_run(dag_id_for_tenant(TENANT_B), scheduled_job)["state"] == "success"
+    for job_id in [scheduled_job, *submitted]:
+        final = wait_for_end(client, deployment.stores[TENANT_B], job_id)
+        assert final.state is JobState.SUCCEEDED, f"{job_id}: {final}"
+    intervals = [learner_interval(deployment, job_id) for job_id in [scheduled_job, *submitted]]
+    assert most_at_once(intervals) <= B_RUNNING_JOBS
 
 
 def test_a_job_over_the_whole_quota_fails_validation_as_a_resource_error(
