@@ -130,6 +130,35 @@ def test_the_dag_file_loads_without_import_errors_despite_broken_manifests(
     )
 
 
+@pytest.mark.parametrize(
+    ("only", "expected"),
+    [
+        pytest.param("trainyard_acme", {"trainyard_acme"}, id="a-tenants-dag"),
+        pytest.param(
+            "trainyard_acme__nightly",
+            {
+                "trainyard_acme",
+                "trainyard_acme__nightly",
+                "trainyard_acme__on_data",
+                "trainyard_acme__broken",
+            },
+            id="a-scheduled-jobs-dag",
+        ),
+    ],
+)
+def test_a_task_process_builds_only_what_its_dag_needs(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch, only: str, expected: set[str]
+) -> None:
+    """A task parses the DAG file with Airflow's parsing context naming its DAG."""
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", only)
+
+    bag = DagBag(dag_folder=REPO_ROOT / "dags")
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == expected
+    assert set(tenant_dags(load_config(config_file))) > expected  # the DAG processor's view
+
+
 def test_learner_and_evaluate_run_on_the_tenants_backend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

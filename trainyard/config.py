@@ -359,8 +359,9 @@ class ScheduledJob:
         return dag_id_for_job(self.tenant, job_name)
 
 
-def scheduled_jobs(config: TrainyardConfig) -> list[ScheduledJob]:
-    """Every manifest in `<jobs_dir>/<tenant>/`, each validated on its own.
+def scheduled_jobs(config: TrainyardConfig, tenants: list[str] | None = None) -> list[ScheduledJob]:
+    """Every manifest in `<jobs_dir>/<tenant>/` (of `tenants`, default all), each validated on
+    its own.
 
     A broken file does not hide the others: it comes back with its error (naming the field),
     so the DAG factory can show it where the tenant looks.
@@ -369,6 +370,8 @@ def scheduled_jobs(config: TrainyardConfig) -> list[ScheduledJob]:
         return []
     jobs = []
     for tenant in config.tenants:
+        if tenants is not None and tenant.name not in tenants:
+            continue
         folder = config.jobs_dir / tenant.name
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
             try:

@@ -261,17 +261,31 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
     return dag
 
 
-def tenant_dags(config: TrainyardConfig | None = None) -> dict[str, DAG]:
-    """Every training DAG of the deployment, by dag_id."""
+def tenant_dags(config: TrainyardConfig | None = None, only: str | None = None) -> dict[str, DAG]:
+    """Every training DAG of the deployment, by dag_id; with `only`, just what that DAG needs.
+
+    A task process parses the DAG file to find its own DAG (Airflow's parsing context names
+    it): a task of a tenant's DAG builds that DAG alone, a scheduled job's task its tenant's
+    DAGs, instead of every tenant's DAGs and every scheduled manifest.
+    """
     config = config or load_config()
+    tenants = [t for t in config.tenants if only is None or _belongs_to(only, t.name)]
     dags = {
         dag_id_for_tenant(t.name): build_tenant_dag(t, config.learner_backend_of(t.name))
-        for t in config.tenants
+        for t in tenants
     }
-    for job in scheduled_jobs(config):
+    if only is not None and only in dags:
+        return {only: dags[only]}
+    for job in scheduled_jobs(config, [t.name for t in tenants]):
         tenant = config.tenant(job.tenant)
         if job.manifest is None:
             dags[job.dag_id] = build_invalid_job_dag(tenant, job)
         else:
             dags[job.dag_id] = build_scheduled_dag(tenant, job, job.manifest)
     return dags
+
+
+def _belongs_to(dag_id: str, tenant: str) -> bool:
+    """Whether `dag_id` is the tenant's DAG or one of its scheduled jobs' DAGs."""
+    own = dag_id_for_tenant(tenant)
+    return dag_id == own or dag_id.startswith(f"{own}__")
