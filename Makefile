@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-stop test test-fast lint bench bench-quick clean
+.PHONY: demo demo-stop test test-fast services lint bench bench-quick clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo-stop: $(VENV)/.installed
 	$(BIN)/python -m trainyard.demo stop
 
 ## test: lint, type-check and run every test (end-to-end ones start real Airflow)
-test: lint
+test: lint services
 	$(BIN)/pytest -q
 
 ## test-fast: the tests that start no Airflow
@@ -36,6 +36,18 @@ bench: $(VENV)/.installed
 ## bench-quick: every benchmark once at tiny sizes (a CI smoke run; says nothing about speed)
 bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
+
+## services: the Debian packages whose servers the production-configuration test starts
+## (PostgreSQL, Redis); installed with apt-get when missing and running as root
+services:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+	else \
+		echo "make test needs PostgreSQL and Redis: sudo apt-get install postgresql redis-server" >&2; \
+		exit 1; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

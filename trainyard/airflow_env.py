@@ -44,12 +44,17 @@ def airflow_environment(
     username: str = "admin",
     password: str = "admin",
     auth_manager: AuthManagerName = "simple",
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
 ) -> dict[str, str]:
     """Return the environment variables that configure an Airflow installation for Trainyard.
 
     With the simple auth manager, writes its password file so `username` logs in with
     `password`; with FAB, that user is created by `create_user` once the database exists.
-    Links Trainyard's cluster policies into `<airflow_home>/config`.
+    Links Trainyard's cluster policies into `<airflow_home>/config`. The metadata DB is SQLite
+    in `airflow_home` with the LocalExecutor (the embedded default) unless `database_url`
+    names another (PostgreSQL in production); `celery_broker_url` (Redis) selects the
+    CeleryExecutor, whose workers then run the tasks (`airflow celery worker`).
     """
     airflow_home.mkdir(parents=True, exist_ok=True)
     local_settings = airflow_home / "config" / LOCAL_SETTINGS.name
@@ -69,11 +74,6 @@ def airflow_environment(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "trainyard.airflow_env.SQLITE_CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
-            "trainyard.airflow_env.SQLITE_CONNECT_ARGS"
-        ),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -103,12 +103,35 @@ def airflow_environment(
         "TRAINYARD_USERNAME": username,
         "TRAINYARD_PASSWORD": password,
     }
+    env.update(_metadata_db(database_url, celery_broker_url))
     if auth_manager == "simple":
         passwords_file = airflow_home / "simple_auth_manager_passwords.json"
         passwords_file.write_text(json.dumps({username: password}))
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = f"{username}:admin"
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
     return env
+
+
+def _metadata_db(database_url: str | None, celery_broker_url: str | None) -> dict[str, str]:
+    """Settings of the metadata DB and the executor."""
+    if database_url is None:
+        connect_args = "trainyard.airflow_env.SQLITE_CONNECT_ARGS"
+        db = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": connect_args,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": connect_args,
+        }
+    else:
+        db = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url}
+    if celery_broker_url is None:
+        return {**db, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    if database_url is None:
+        raise ValueError("the CeleryExecutor needs a database_url: Celery cannot use SQLite")
+    return {
+        **db,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database_url}",
+    }
 
 
 def create_user(env: Mapping[str, str], username: str, password: str, role: str) -> None:

@@ -1,6 +1,7 @@
 """Real Airflow for end-to-end tests: scheduler, dag-processor, API server and triggerer.
 
-Each component is its own process in a temporary AIRFLOW_HOME (SQLite, LocalExecutor), so a
+Each component is its own process in a temporary AIRFLOW_HOME (SQLite and the LocalExecutor,
+or the production configuration's PostgreSQL and CeleryExecutor with a Celery worker), so a
 test can kill one and start it again, as a crash and a restart would. Before the components
 start, the deployment is prepared as production prepares it: database migrated, (with FAB) the
 admin created, `trainyard tenants sync` run.
@@ -59,7 +60,7 @@ class AirflowCluster:
     def start(self, component: str) -> None:
         with self.log_path(component).open("ab") as log:
             self.processes[component] = subprocess.Popen(
-                [str(BIN_DIR / "airflow"), component],
+                [str(BIN_DIR / "airflow"), *component.split()],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -124,8 +125,13 @@ def running_airflow(
     trainyard_config: Path,
     extra_env: dict[str, str],
     auth_manager: AuthManagerName = "simple",
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
 ) -> Iterator[AirflowCluster]:
-    """Migrate a fresh metadata DB, sync the tenants, start every component, wait until healthy."""
+    """Migrate a fresh metadata DB, sync the tenants, start every component, wait until healthy.
+
+    `database_url` and `celery_broker_url`: see `airflow_environment`.
+    """
     env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     api_port, log_server_port, trigger_log_server_port = free_ports(3)
@@ -137,6 +143,8 @@ def running_airflow(
             trigger_log_server_port=trigger_log_server_port,
             trainyard_config=trainyard_config,
             auth_manager=auth_manager,
+            database_url=database_url,
+            celery_broker_url=celery_broker_url,
         )
     )
     cluster = AirflowCluster(home, env)
@@ -150,7 +158,8 @@ def running_airflow(
         create_user(env, env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"], "Admin")
     cluster.trainyard("tenants", "sync")
     try:
-        for component in COMPONENTS:
+        workers = ("celery worker",) if celery_broker_url else ()
+        for component in (*COMPONENTS, *workers):
             cluster.start(component)
         cluster.wait_healthy()
         yield cluster

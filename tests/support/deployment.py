@@ -106,12 +106,15 @@ def deploy(
     kubernetes: dict[str, Any] | None = None,
     airflow_env: dict[str, str] | None = None,
     auth_manager: AuthManagerName = "simple",
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
 ) -> Iterator[Deployment]:
     """Start Airflow for both tenants (their pools and roles synced), with the dataset and
     example code uploaded.
 
     `tenant_settings` adds config fields per tenant, `kubernetes` the cluster section, and
-    `airflow_env` Airflow settings.
+    `airflow_env` Airflow settings; `database_url` and `celery_broker_url` make it the
+    production configuration (PostgreSQL, CeleryExecutor).
     """
     config_file = write_config(root, s3_server, tenant_settings, kubernetes)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
@@ -129,7 +132,14 @@ def deploy(
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
-        with running_airflow(root / "airflow", config_file, settings, auth_manager) as cluster:
+        with running_airflow(
+            root / "airflow",
+            config_file,
+            settings,
+            auth_manager,
+            database_url=database_url,
+            celery_broker_url=celery_broker_url,
+        ) as cluster:
             # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
             wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
             dataset = root / "digits"
