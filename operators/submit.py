@@ -77,6 +77,6 @@ class SubmitJobOperator(TriggerDagRunOperator):
         except AirflowException as failed:
             job_id = self.trigger_run_id
             raise AirflowFailException(
-                f"job {job_id} (run {job_id} of {self.trigger_dag_id}) did not succeed; "
+                f"job {job_id} (a run of {self.trigger_dag_id}) did not succeed; "
                 f"'trainyard status {job_id}' shows why"
             ) from failed
