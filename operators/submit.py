@@ -21,7 +21,7 @@ from trainyard.jobs import job_id_for_run
 from trainyard.submission import manifest_from_conf
 
 #: Seconds between two looks at the job's run while the task waits (deferred, in the triggerer).
-JOB_POLL_SECONDS = 5.0
+JOB_POLL_SECONDS = 5
 
 
 class SubmitJobOperator(TriggerDagRunOperator):
@@ -41,7 +41,7 @@ class SubmitJobOperator(TriggerDagRunOperator):
             trigger_dag_id=dag_id_for_tenant(tenant),
             wait_for_completion=True,
             deferrable=True,
-            poke_interval=int(JOB_POLL_SECONDS),
+            poke_interval=JOB_POLL_SECONDS,
             openlineage_inject_parent_info=False,
             **kwargs,
         )

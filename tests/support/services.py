@@ -25,7 +25,10 @@ INSTALL_HINT = "install the Debian packages postgresql and redis-server (.ci/run
 
 def _postgres_bin() -> Path:
     """The newest installed PostgreSQL's server binaries (Debian keeps them off PATH)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda initdb: int(initdb.parts[-3]) if initdb.parts[-3].isdigit() else -1,
+    )
     if not found:
         raise RuntimeError(f"no PostgreSQL server found: {INSTALL_HINT}")
     return found[-1].parent
