@@ -75,6 +75,7 @@ def run_runtime(ctx: Context, epochs: int, interval: float) -> RuntimeRun:
         checkpoint_interval=interval,
         checkpoint_keep=3,
         watchdog=0,
+        watchdog_startup=0,
         storage=storage,
         work_dir=root / "work",
         cpus=1,

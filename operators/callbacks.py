@@ -23,12 +23,14 @@ def record_failure(context: Context) -> None:
     failure_class = (
         cause.failure_class if isinstance(cause, TrainyardFailure) else FailureClass.PLATFORM_FAULT
     )
-    failure = FailureInfo(
-        failure_class=failure_class.value, task=task.task_id, message=str(exception)
-    )
     record = load_record(task.store, task.job_id)
     if record is None:
         return
+    message = str(exception)
+    if failure_class is FailureClass.HANG:
+        hung = record.count_attempts(FailureClass.HANG.value)
+        message += f" (hung on {hung} of {len(record.attempts)} attempts)"
+    failure = FailureInfo(failure_class=failure_class.value, task=task.task_id, message=message)
     record.failure = failure
     record.state = JobState.CANCELLED if record.cancel_requested else JobState.FAILED
     save_record(task.store, record)

@@ -112,6 +112,8 @@ class LearnerRunningOperator(TrainyardOperator):
             memory_bytes=resources.memory,
             gpus=resources.gpus,
             watchdog=manifest.watchdog or self.tenant_config.default_watchdog,
+            watchdog_startup=manifest.watchdog_startup
+            or self.tenant_config.default_watchdog_startup,
             credentials=self.storage_hook.get_credentials(),
         )
 

@@ -1,23 +1,26 @@
 """Retry budgets of the learner task, as an Airflow 3 retry policy.
 
-Airflow counts every retry against one `retries` number. A training job needs two budgets:
-preemptions (spot reclaim, drain, eviction) are the platform's business and must not use up
-the retries meant for real faults, and they resume at once instead of backing off. The learner
-task therefore gets `retries = platform_retries + preemption_retries`, and this policy fails the
-task once either kind has used up its own share.
+Airflow counts every retry against one `retries` number. A training job needs a budget per
+failure class: preemptions (spot reclaim, drain, eviction) are the platform's business and must
+not use up the retries meant for real faults, and they resume at once instead of backing off;
+a job that hangs again and again makes no progress however often it is retried, so hangs get a
+small budget of their own. The learner task therefore gets `retries` = the sum of the budgets,
+and this policy fails the task once one kind has used up its own share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import RetryDecision, RetryPolicy
 
-from trainyard.failures import FailureClass, Preemption, TrainyardFailure
+from trainyard.failures import FailureClass, TrainyardFailure
 from trainyard.records import load_record
 
-PLATFORM_CLASSES = (FailureClass.PLATFORM_FAULT.value, FailureClass.HANG.value)
+#: The failure classes with a retry budget; the others (user and resource errors) fail at once.
+RETRIED_CLASSES = (FailureClass.PREEMPTION, FailureClass.PLATFORM_FAULT, FailureClass.HANG)
 
 
 class LearnerRetryPolicy(RetryPolicy):
@@ -26,48 +29,45 @@ class LearnerRetryPolicy(RetryPolicy):
         *,
         platform_retries: int = 3,
         preemption_retries: int = 10,
+        hang_retries: int = 2,
         base_delay: timedelta = timedelta(seconds=5),
         max_delay: timedelta = timedelta(minutes=5),
         preemption_delay: timedelta = timedelta(seconds=1),
     ) -> None:
-        self.platform_retries = platform_retries
-        self.preemption_retries = preemption_retries
+        self.budgets = {
+            FailureClass.PREEMPTION: preemption_retries,
+            FailureClass.PLATFORM_FAULT: platform_retries,
+            FailureClass.HANG: hang_retries,
+        }
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.preemption_delay = preemption_delay
 
     @property
     def total_retries(self) -> int:
-        """What the task's `retries` must be so that both budgets fit."""
-        return self.platform_retries + self.preemption_retries
+        """What the task's `retries` must be so that every budget fits."""
+        return sum(self.budgets.values())
 
     def decide(
-        self, failure: TrainyardFailure, preemptions: int, platform_faults: int
+        self, failure: TrainyardFailure, attempts: Mapping[FailureClass, int]
     ) -> RetryDecision:
-        """The decision for `failure`, given the attempts recorded so far (this one included)."""
-        if isinstance(failure, Preemption):
-            if preemptions > self.preemption_retries:
-                return RetryDecision.fail(
-                    f"preempted {preemptions} times: the preemption budget "
-                    f"({self.preemption_retries} retries) is used up"
-                )
+        """The decision for `failure`, given the attempts per class so far (this one included)."""
+        kind = failure.failure_class
+        if kind not in self.budgets:
+            return RetryDecision.default()
+        count, budget = attempts.get(kind, 0), self.budgets[kind]
+        if count > budget:
+            return RetryDecision.fail(
+                f"{count} attempts ended as {kind.value}: its budget of {budget} retries is used up"
+            )
+        if kind is FailureClass.PREEMPTION:
             return RetryDecision.retry(
                 self.preemption_delay,
-                f"preemption {preemptions}: resuming from the newest checkpoint "
+                f"preemption {count}: resuming from the newest checkpoint "
                 "(does not count against the platform-fault budget)",
             )
-        if failure.failure_class.value in PLATFORM_CLASSES:
-            if platform_faults > self.platform_retries:
-                return RetryDecision.fail(
-                    f"{platform_faults} platform faults: the budget of "
-                    f"{self.platform_retries} retries is used up"
-                )
-            delay = min(self.base_delay * 2 ** (platform_faults - 1), self.max_delay)
-            return RetryDecision.retry(
-                delay,
-                f"platform fault {platform_faults} of {self.platform_retries} allowed retries",
-            )
-        return RetryDecision.default()
+        delay = min(self.base_delay * 2 ** (count - 1), self.max_delay)
+        return RetryDecision.retry(delay, f"{kind.value} {count} of {budget} allowed retries")
 
     def evaluate(
         self,
@@ -84,7 +84,5 @@ class LearnerRetryPolicy(RetryPolicy):
         if record is None:
             return RetryDecision.default()
         return self.decide(
-            failure,
-            preemptions=record.count_attempts(FailureClass.PREEMPTION.value),
-            platform_faults=record.count_attempts(*PLATFORM_CLASSES),
+            failure, {kind: record.count_attempts(kind.value) for kind in RETRIED_CLASSES}
         )

@@ -178,8 +178,14 @@ class TenantConfig(BaseModel):
     )
     default_watchdog: Seconds = Field(
         default=30 * 60.0,
-        description="seconds a training job may go without a new metric row or checkpoint "
-        "before it is stopped as hung, unless its manifest sets watchdog",
+        description="seconds a training job, once it has shown progress, may go without a new "
+        "metric row or checkpoint before it is stopped as hung, unless its manifest sets watchdog",
+    )
+    default_watchdog_startup: Seconds = Field(
+        default=10 * 60.0,
+        description="seconds a training job may take to show its first metric row or "
+        "checkpoint before it is stopped as hung at start-up, unless its manifest sets "
+        "watchdog_startup",
     )
     learner_backend: LearnerBackendName | None = Field(
         default=None, description="where this tenant's learners run (default: the deployment's)"

@@ -307,8 +307,14 @@ class JobManifest(_Strict):
     )
     watchdog: Seconds | None = Field(
         default=None,
-        description="stop training as hung after this long without a new metric row or "
-        "checkpoint (default: the tenant's default_watchdog)",
+        description="once training has shown progress, stop it as hung after this long "
+        "without a new metric row or checkpoint (default: the tenant's default_watchdog)",
+    )
+    watchdog_startup: Seconds | None = Field(
+        default=None,
+        description="how long training may take to show its first metric row or checkpoint "
+        "(imports, data loading, the first epoch) before it is stopped as hung at start-up "
+        "(default: the tenant's default_watchdog_startup)",
     )
 
 

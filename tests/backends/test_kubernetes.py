@@ -63,6 +63,7 @@ def make_spec(**changes: Any) -> LearnerSpec:
         "checkpoint_interval": 30.0,
         "checkpoint_keep": 3,
         "watchdog": 600.0,
+        "watchdog_startup": 600.0,
         "storage": S3,
         "work_dir": Path("/airflow/scratch"),
         "cpus": 1.5,
@@ -260,6 +261,7 @@ def test_env_is_the_runtime_contract_with_keys_from_the_tenants_secret(
         "TRAINYARD_CHECKPOINT_INTERVAL": "30.0",
         "TRAINYARD_CHECKPOINT_KEEP": "3",
         "TRAINYARD_WATCHDOG": "600.0",
+        "TRAINYARD_WATCHDOG_STARTUP": "600.0",
         "TRAINYARD_WORK_DIR": POD_WORK_DIR,
         # torch.distributed's contract, as on the local backend: a world of one.
         "MASTER_ADDR": "127.0.0.1",

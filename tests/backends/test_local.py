@@ -41,6 +41,7 @@ def make_spec(
         "checkpoint_interval": 15.0,
         "checkpoint_keep": 4,
         "watchdog": 600.0,
+        "watchdog_startup": 600.0,
         "storage": storage,
         "work_dir": work_dir,
         "cpus": 2.0,
@@ -67,6 +68,7 @@ def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
         "TRAINYARD_CHECKPOINT_INTERVAL": "15.0",
         "TRAINYARD_CHECKPOINT_KEEP": "4",
         "TRAINYARD_WATCHDOG": "600.0",
+        "TRAINYARD_WATCHDOG_STARTUP": "600.0",
         "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
         "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(tmp_path / "storage")}),
     }

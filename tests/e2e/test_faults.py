@@ -185,9 +185,14 @@ def test_hung_learner_is_killed_by_the_watchdog_and_the_retry_succeeds(
     code.mkdir()
     for source in EXAMPLE.glob("*.py"):
         (code / source.name).write_text(source.read_text())
+    # The first attempt shows progress (one metric row), then hangs: the hang window starts
+    # there. The retry's start-up (torch, data) may take longer than the window on a busy
+    # machine: the start-up allowance covers it.
     (code / "hang_once.py").write_text(
-        "import os, runpy, time\n"
+        "import json, os, runpy, time\n"
         "if os.environ['TRAINYARD_ATTEMPT'] == '1':\n"
+        "    with open(os.environ['TRAINYARD_METRICS_FILE'], 'a') as metrics:\n"
+        "        metrics.write(json.dumps({'step': 1, 'loss': 2.3}) + '\\n')\n"
         "    print('stuck on a dead data loader', flush=True)\n"
         "    time.sleep(3600)\n"
         "runpy.run_path('train.py', run_name='__main__')\n"
@@ -198,12 +203,14 @@ def test_hung_learner_is_killed_by_the_watchdog_and_the_retry_succeeds(
         "hang",
         code={"path": str(code)},
         command="python hang_once.py --epochs 20",
-        watchdog="5s",
+        watchdog="10s",
+        watchdog_startup="10m",
     )
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure
-    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["hang", None]
+    attempts = record_of(store, job_id).attempts
+    assert [a.failure_class for a in attempts] == ["hang", None]
 
 
 def test_user_code_exception_fails_once_as_a_user_error(

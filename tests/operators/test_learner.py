@@ -75,6 +75,7 @@ def attempt_spec(mode: RunMode, attempt: int = ATTEMPT) -> LearnerSpec:
         memory_bytes=2 * 2**30,
         gpus=0,
         watchdog=0.0,
+        watchdog_startup=0.0,
     )
 
 

@@ -9,47 +9,85 @@ import pytest
 from airflow.sdk import RetryAction
 
 from operators.retry import LearnerRetryPolicy
-from trainyard.failures import Hang, PlatformFault, Preemption, TrainyardFailure, UserError
+from trainyard.failures import (
+    FailureClass,
+    Hang,
+    PlatformFault,
+    Preemption,
+    TrainyardFailure,
+    UserError,
+)
 from trainyard.records import AttemptInfo, JobRecord, save_record
 from trainyard.storage.local import LocalStore
 
 STARTED = datetime(2026, 11, 24, tzinfo=UTC)
 POLICY = LearnerRetryPolicy(
-    platform_retries=3, preemption_retries=2, base_delay=timedelta(seconds=5)
+    platform_retries=3, preemption_retries=2, hang_retries=2, base_delay=timedelta(seconds=5)
+)
+PREEMPTION, FAULT, HANG = (
+    FailureClass.PREEMPTION,
+    FailureClass.PLATFORM_FAULT,
+    FailureClass.HANG,
 )
 
 
 @pytest.mark.parametrize(
-    ("failure", "preemptions", "platform_faults", "action", "delay"),
+    ("failure", "attempts", "action", "delay"),
     [
-        pytest.param(Preemption("x"), 1, 0, RetryAction.RETRY, 1, id="preemption-resumes-at-once"),
         pytest.param(
-            Preemption("x"), 2, 3, RetryAction.RETRY, 1, id="preemption-ignores-fault-budget"
+            Preemption("x"), {PREEMPTION: 1}, RetryAction.RETRY, 1, id="preemption-resumes-at-once"
         ),
-        pytest.param(Preemption("x"), 3, 0, RetryAction.FAIL, None, id="preemption-budget-used"),
-        pytest.param(PlatformFault("x"), 0, 1, RetryAction.RETRY, 5, id="first-fault-base-delay"),
-        pytest.param(PlatformFault("x"), 5, 2, RetryAction.RETRY, 10, id="backoff-doubles"),
-        pytest.param(Hang("x"), 0, 3, RetryAction.RETRY, 20, id="hang-is-a-platform-fault"),
-        pytest.param(PlatformFault("x"), 0, 4, RetryAction.FAIL, None, id="fault-budget-used"),
-        pytest.param(UserError("x"), 0, 0, RetryAction.DEFAULT, None, id="user-error-untouched"),
+        pytest.param(
+            Preemption("x"),
+            {PREEMPTION: 2, FAULT: 3},
+            RetryAction.RETRY,
+            1,
+            id="preemption-ignores-fault-budget",
+        ),
+        pytest.param(
+            Preemption("x"), {PREEMPTION: 3}, RetryAction.FAIL, None, id="preemption-budget-used"
+        ),
+        pytest.param(
+            PlatformFault("x"), {FAULT: 1}, RetryAction.RETRY, 5, id="first-fault-base-delay"
+        ),
+        pytest.param(
+            PlatformFault("x"),
+            {PREEMPTION: 5, FAULT: 2},
+            RetryAction.RETRY,
+            10,
+            id="backoff-doubles",
+        ),
+        pytest.param(
+            PlatformFault("x"), {FAULT: 4}, RetryAction.FAIL, None, id="fault-budget-used"
+        ),
+        pytest.param(
+            Hang("x"), {HANG: 2, FAULT: 3}, RetryAction.RETRY, 10, id="hang-has-its-own-budget"
+        ),
+        pytest.param(Hang("x"), {HANG: 3}, RetryAction.FAIL, None, id="hang-budget-used"),
+        pytest.param(UserError("x"), {}, RetryAction.DEFAULT, None, id="user-error-untouched"),
     ],
 )
 def test_decision_per_failure_and_history(
     failure: TrainyardFailure,
-    preemptions: int,
-    platform_faults: int,
+    attempts: dict[FailureClass, int],
     action: RetryAction,
     delay: int | None,
 ) -> None:
-    decision = POLICY.decide(failure, preemptions=preemptions, platform_faults=platform_faults)
+    decision = POLICY.decide(failure, attempts)
 
     assert decision.action is action
     expected_delay = timedelta(seconds=delay) if delay is not None else None
     assert decision.retry_delay == expected_delay
 
 
-def test_task_retries_cover_both_budgets() -> None:
-    assert POLICY.total_retries == 5
+def test_a_used_up_budget_says_how_many_attempts_ended_so() -> None:
+    decision = POLICY.decide(Hang("x"), {HANG: 3})
+
+    assert decision.reason == "3 attempts ended as hang: its budget of 2 retries is used up"
+
+
+def test_task_retries_cover_every_budget() -> None:
+    assert POLICY.total_retries == 7
 
 
 def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:

@@ -72,6 +72,15 @@ elif mode == "hang":  # a worker too, like a data loader's, in the command's pro
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     print(f"pids {os.getpid()} {worker.pid}", flush=True)
     time.sleep(600)
+elif mode == "slow-start":  # imports and data loading take longer than the hang window
+    time.sleep(float(sys.argv[2]))
+    for step in range(start + 1, start + 6):
+        metric(step=step, loss=1 / step)
+        time.sleep(0.2)
+    (results / "model.txt").write_text(f"model after step {start + 5}")
+elif mode == "stuck":  # never shows progress
+    print("waiting for a dead data loader", flush=True)
+    time.sleep(600)
 elif mode == "steady":
     for step in range(start + 1, start + 9):
         metric(step=step, loss=1 / step)
@@ -234,10 +243,10 @@ def test_sigterm_is_forwarded_and_final_checkpoint_committed(
 
 
 def test_hung_command_is_stopped_by_the_watchdog(store: LocalStore, tmp_path: Path) -> None:
-    started = time.monotonic()
-    code, output = run_runtime(store, tmp_path, "hang", TRAINYARD_WATCHDOG="2")
+    code, output = run_runtime(
+        store, tmp_path, "hang", TRAINYARD_WATCHDOG="2", TRAINYARD_WATCHDOG_STARTUP="60"
+    )
 
-    assert time.monotonic() - started < 15, output
     assert code != 0, output
     assert "watchdog: no new metric or checkpoint for 2 s" in output
     result = outcome(store)
@@ -280,6 +289,39 @@ def test_stop_kills_a_command_ignoring_sigterm_and_its_workers_after_the_grace(
     assert finished.returncode == -signal.SIGKILL
     assert Outcome.of(finished).failure is hang
     assert still_running(pids) == []
+
+
+def test_start_up_longer_than_the_hang_window_is_not_a_hang(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """The hang window starts at the first progress; before it, the start-up allowance holds."""
+    code, output = run_runtime(
+        store,
+        tmp_path,
+        "slow-start 5",
+        TRAINYARD_WATCHDOG="2",
+        TRAINYARD_WATCHDOG_STARTUP="120",
+    )
+
+    assert code == 0, output
+    assert "watchdog" not in output
+    assert outcome(store)["status"] == "succeeded"
+
+
+def test_no_progress_within_the_start_up_allowance_is_a_hang_at_start_up(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    code, output = run_runtime(
+        store, tmp_path, "stuck", TRAINYARD_WATCHDOG="60", TRAINYARD_WATCHDOG_STARTUP="2"
+    )
+
+    assert code != 0, output
+    result = outcome(store)
+    assert result["failure_class"] == "hang"
+    assert result["message"] == (
+        "hung at start-up: no first metric row or checkpoint within 2 s of the start"
+    )
+    assert "raise the manifest's watchdog_startup" in str(result["fix"])
 
 
 def test_command_making_progress_is_not_stopped(store: LocalStore, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ class LearnerSpec:
     checkpoint_interval: float
     checkpoint_keep: int
     watchdog: float  # seconds without a new metric or checkpoint before a hang; 0 = off
+    watchdog_startup: float  # seconds until the first metric or checkpoint; 0 = no limit
     storage: StorageConfig
     work_dir: Path
     cpus: float
@@ -56,6 +57,7 @@ class LearnerSpec:
             "TRAINYARD_CHECKPOINT_INTERVAL": str(self.checkpoint_interval),
             "TRAINYARD_CHECKPOINT_KEEP": str(self.checkpoint_keep),
             "TRAINYARD_WATCHDOG": str(self.watchdog),
+            "TRAINYARD_WATCHDOG_STARTUP": str(self.watchdog_startup),
             "TRAINYARD_WORK_DIR": str(self.work_dir),
         }
         if isinstance(storage, S3StorageConfig):

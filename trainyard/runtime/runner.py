@@ -87,8 +87,14 @@ class Runner:
         # Only the leader's progress is visible (other ranks need not write metrics), and a
         # rank hung in a collective stalls the leader too.
         watchdog = (
-            Watchdog(process, ws.metrics_file, ws.checkpoints, settings.watchdog)
-            if training_leader and settings.watchdog
+            Watchdog(
+                process,
+                ws.metrics_file,
+                ws.checkpoints,
+                window=settings.watchdog,
+                startup=settings.watchdog_startup,
+            )
+            if training_leader and (settings.watchdog or settings.watchdog_startup)
             else None
         )
         syncer = Syncer(

@@ -32,6 +32,8 @@ class RuntimeSettings(BaseModel):
     checkpoint_keep: int = Field(alias="TRAINYARD_CHECKPOINT_KEEP", ge=1)
     # Seconds training may show no progress before it is stopped as a hang; 0: no watchdog.
     watchdog: float = Field(default=0.0, alias="TRAINYARD_WATCHDOG", ge=0)
+    # Seconds the command may take to show its first progress; 0: no start-up limit.
+    watchdog_startup: float = Field(default=0.0, alias="TRAINYARD_WATCHDOG_STARTUP", ge=0)
     work_dir: Path = Field(alias="TRAINYARD_WORK_DIR")
     storage: Json[StorageConfig] = Field(alias="TRAINYARD_STORAGE")
 

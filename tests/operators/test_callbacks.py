@@ -1,0 +1,75 @@
+"""The failure callback: what the job record says once a task has failed for good."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException
+
+from operators.base import TrainyardOperator
+from operators.callbacks import record_failure
+from trainyard.failures import Hang, PlatformFault, TrainyardFailure
+from trainyard.records import AttemptInfo, JobRecord, JobState, load_record, save_record
+from trainyard.storage.local import LocalStore
+
+JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
+STARTED = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def failed_task(store: LocalStore, classes: list[str | None]) -> TrainyardOperator:
+    save_record(
+        store,
+        JobRecord(
+            job_id=JOB_ID,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=JOB_ID,
+            manifest={},
+            attempts=[
+                AttemptInfo(attempt=n, failure_class=kind, started_at=STARTED)
+                for n, kind in enumerate(classes, start=1)
+            ],
+        ),
+    )
+    task = TrainyardOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
+    task.__dict__["store"] = store  # the cached property, without an Airflow connection
+    return task
+
+
+def fail(task: TrainyardOperator, failure: TrainyardFailure) -> None:
+    error = AirflowException(f"[{failure.failure_class.value}] {failure.cause}")
+    error.__cause__ = failure
+    record_failure(cast(Context, cast(Any, {"task": task, "exception": error})))
+
+
+@pytest.mark.parametrize(
+    ("classes", "failure", "expected"),
+    [
+        pytest.param(
+            ["hang", "platform_fault", "hang", "hang"],
+            Hang("no new metric or checkpoint for 600 s"),
+            "[hang] no new metric or checkpoint for 600 s (hung on 3 of 4 attempts)",
+            id="hang-says-how-many-attempts-hung",
+        ),
+        pytest.param(
+            ["platform_fault"],
+            PlatformFault("storage unavailable"),
+            "[platform_fault] storage unavailable",
+            id="other-classes-keep-their-message",
+        ),
+    ],
+)
+def test_the_record_gets_the_final_class_and_message(
+    local_store: LocalStore, classes: list[str | None], failure: TrainyardFailure, expected: str
+) -> None:
+    fail(failed_task(local_store, classes), failure)
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.failure_class == failure.failure_class.value
+    assert record.failure.message == expected
