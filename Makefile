@@ -15,11 +15,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 
 ## demo: start Airflow standalone, train the digits example through Trainyard, show the result
 demo: $(VENV)/.installed
-	$(BIN)/python -m trainyard.demo start
+	$(BIN)/python -m devkit.demo start
 
 ## demo-stop: stop the demo's Airflow
 demo-stop: $(VENV)/.installed
-	$(BIN)/python -m trainyard.demo stop
+	$(BIN)/python -m devkit.demo stop
 
 ## test: lint, type-check and run every test (end-to-end ones start real Airflow)
 test: lint services
@@ -49,10 +49,12 @@ services:
 		exit 1; \
 	fi
 
+## lint: ruff, mypy, and the import contracts between the layers (pyproject.toml)
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy trainyard operators dags plugins examples tests bench
+	$(BIN)/mypy trainyard operators dags plugins devkit examples tests bench
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

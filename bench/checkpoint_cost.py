@@ -27,12 +27,12 @@ from bench.common import (
     run_bare,
     steps_per_second,
 )
-from tests.support.deployment import EXAMPLE
+from devkit.deployment import EXAMPLE
 from trainyard.backends.base import LearnerSpec
 from trainyard.backends.local import LocalProcessBackend
-from trainyard.jobs import JobLayout, RunMode
-from trainyard.packaging import upload_directory
-from trainyard.status import read_metrics
+from trainyard.cli.status import read_metrics
+from trainyard.data.packaging import upload_directory
+from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
 

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from tests.support.deployment import EXAMPLE, Deployment, deploy
-from tests.support.s3_server import S3Server, running_s3_server
+from devkit.deployment import EXAMPLE, Deployment, deploy
+from devkit.s3_server import S3Server, running_s3_server
 from trainyard.backends.local import INHERITED_VARIABLES
-from trainyard.client import AirflowClient, ApiSettings
+from trainyard.cli.client import AirflowClient, ApiSettings
 
 # Wide enough for the tables when the output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 150)

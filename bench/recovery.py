@@ -29,10 +29,10 @@ from bench.common import (
     wall,
 )
 from bench.overhead import COMMAND_STARTED, DAG_ID, TENANT
-from tests.support.learners import learner_processes
-from trainyard.checkpoints import CheckpointStore
-from trainyard.jobs import JobLayout, RunMode
-from trainyard.status import read_metrics
+from devkit.learners import learner_processes
+from trainyard.cli.status import read_metrics
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.storage import ObjectStore
 
 QUICK_INTERVAL = 2.0
@@ -124,7 +124,7 @@ def recover_once(
 
 
 def run(ctx: Context) -> list[Table]:
-    from trainyard.dag_factory import LEARNER_RETRY_POLICY  # imports Airflow: only when needed
+    from operators.dag_factory import LEARNER_RETRY_POLICY  # imports Airflow: only when needed
 
     retry_delay = LEARNER_RETRY_POLICY.base_delay.total_seconds()
     interval = QUICK_INTERVAL if ctx.quick else EXAMPLE_CHECKPOINT_INTERVAL

@@ -15,8 +15,8 @@ from pathlib import Path
 from minio import Minio
 
 from bench.common import Context, Figure, Table, Target, environment
-from trainyard.checkpoints import CheckpointStore
-from trainyard.jobs import JobLayout
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout
 from trainyard.storage.s3 import S3Store
 
 MIB = 2**20

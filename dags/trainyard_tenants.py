@@ -6,6 +6,6 @@ A task process only needs its own DAG, which Airflow's parsing context names.
 
 from airflow.sdk import get_parsing_context
 
-from trainyard.dag_factory import tenant_dags
+from operators.dag_factory import tenant_dags
 
 globals().update(tenant_dags(only=get_parsing_context().dag_id))

@@ -11,11 +11,11 @@ from airflow.sdk import BaseOperator, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.hooks import TenantStorageHook
-from trainyard.config import TenantConfig, TrainyardConfig, load_config
 from trainyard.failures import FailureClass, TrainyardFailure, UserError
-from trainyard.manifest import JobManifest, ManifestError, parse_manifest
-from trainyard.records import JobRecord, load_record
+from trainyard.jobs.records import JobRecord, load_record
+from trainyard.manifest.schema import JobManifest, ManifestError, parse_manifest
 from trainyard.storage import ObjectStore, StorageError
+from trainyard.tenancy.config import TenantConfig, TrainyardConfig, load_config
 
 #: Failure classes that a retry cannot fix: the task fails at once.
 NOT_RETRYABLE = {FailureClass.USER_ERROR, FailureClass.RESOURCE_ERROR}

@@ -6,7 +6,7 @@ from airflow.sdk import Context
 
 from operators.base import TrainyardOperator
 from trainyard.failures import FailureClass, TrainyardFailure
-from trainyard.records import FailureInfo, JobState, load_record, save_record
+from trainyard.jobs.records import FailureInfo, JobState, load_record, save_record
 
 
 def record_failure(context: Context) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
-from trainyard.jobs import JobLayout
-from trainyard.model import commit_model
-from trainyard.records import update_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.model import commit_model
+from trainyard.jobs.records import update_record
 
 
 class CommitModelOperator(TrainyardOperator):

@@ -8,8 +8,8 @@ from airflow.sdk import Context
 
 from operators.learner import LearnerRunningOperator
 from trainyard.backends import RunMode
-from trainyard.jobs import JobLayout
-from trainyard.records import update_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import update_record
 
 
 class EvaluateModelOperator(LearnerRunningOperator):

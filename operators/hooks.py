@@ -8,11 +8,11 @@ from typing import Any
 from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from trainyard.config import TenantConfig
 from trainyard.failures import PlatformFault
 from trainyard.storage import ObjectStore, open_store
 from trainyard.storage.config import S3StorageConfig, StorageCredentials
-from trainyard.tenancy import storage_connection_id
+from trainyard.tenancy.config import TenantConfig
+from trainyard.tenancy.names import storage_connection_id
 
 
 class TenantStorageHook(BaseHook):

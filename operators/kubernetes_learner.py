@@ -34,7 +34,7 @@ from trainyard.backends.kubernetes import (
     rendezvous_service,
 )
 from trainyard.failures import PlatformFault, TrainyardFailure
-from trainyard.manifest import JobManifest
+from trainyard.manifest.schema import JobManifest
 
 
 class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):

@@ -25,11 +25,11 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs import JobLayout
-from trainyard.manifest import JobManifest
-from trainyard.records import AttemptInfo, load_record, save_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import AttemptInfo, load_record, save_record
+from trainyard.manifest.schema import JobManifest
+from trainyard.manifest.units import format_bytes
 from trainyard.storage import ObjectNotFound, ObjectStore
-from trainyard.units import format_bytes
 
 FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
     cls.failure_class.value: cls for cls in TrainyardFailure.__subclasses__()

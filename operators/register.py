@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
-from trainyard.evaluation import check_threshold
 from trainyard.failures import PlatformFault
-from trainyard.lineage import Lineage
-from trainyard.manifest import JobManifest
-from trainyard.records import JobRecord, JobState, update_record
-from trainyard.registry import ModelRegistry
+from trainyard.jobs.evaluation import check_threshold
+from trainyard.jobs.lineage import Lineage
+from trainyard.jobs.records import JobRecord, JobState, update_record
+from trainyard.jobs.registry import ModelRegistry
+from trainyard.manifest.schema import JobManifest
 
 
 def lineage_of(record: JobRecord, manifest: JobManifest) -> Lineage:

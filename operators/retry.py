@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import RetryDecision, RetryPolicy
 
 from trainyard.failures import FailureClass, TrainyardFailure
-from trainyard.records import load_record
+from trainyard.jobs.records import load_record
 
 #: The failure classes with a retry budget; the others (user and resource errors) fail at once.
 RETRIED_CLASSES = (FailureClass.PREEMPTION, FailureClass.PLATFORM_FAULT, FailureClass.HANG)

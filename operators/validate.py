@@ -8,16 +8,16 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures
-from trainyard.config import check_manifest_for_tenant, dag_id_for_tenant
+from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
 from trainyard.failures import UserError
-from trainyard.jobs import JobLayout, job_id_for_run
-from trainyard.lineage import digest_prefix
-from trainyard.manifest import JobManifest
-from trainyard.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
-from trainyard.records import JobRecord, load_record, save_record
+from trainyard.jobs.layout import JobLayout, job_id_for_run
+from trainyard.jobs.lineage import digest_prefix
+from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.manifest.schema import JobManifest
+from trainyard.manifest.submission import manifest_from_conf
 from trainyard.storage import ObjectNotFound, ObjectStore
-from trainyard.submission import manifest_from_conf
-from trainyard.tenancy import check_quota
+from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
+from trainyard.tenancy.quotas import check_quota
 
 
 class ValidateJobOperator(TrainyardOperator):

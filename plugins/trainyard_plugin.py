@@ -5,8 +5,7 @@ not protect a plugin's routes.
 """
 
 from airflow.plugins_manager import AirflowPlugin
-
-from trainyard.web import app
+from trainyard_web import app
 
 APP = {"app": app, "url_prefix": "/trainyard", "name": "Trainyard jobs"}
 NAV_LINK = {

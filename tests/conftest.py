@@ -15,7 +15,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="trainyard-tests-a
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from tests.support.s3_server import FAST_RETRY, S3Server, running_s3_server
+from devkit.s3_server import FAST_RETRY, S3Server, running_s3_server
 from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
 

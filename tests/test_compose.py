@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.airflow import COMPONENTS
-from trainyard.airflow_env import AUTH_MANAGERS, REPO_ROOT
-from trainyard.config import load_config
+from devkit.airflow_env import REPO_ROOT
+from devkit.cluster import COMPONENTS
+from operators.auth_managers import AUTH_MANAGERS
 from trainyard.storage.config import S3StorageConfig
+from trainyard.tenancy.config import load_config
 
 COMPOSE = REPO_ROOT / "docker-compose.yaml"
 IMAGE_ROOT = Path("/opt/trainyard")  # where images/airflow/Dockerfile puts the repository

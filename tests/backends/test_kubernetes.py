@@ -31,11 +31,17 @@ from trainyard.backends.kubernetes import (
     learner_resources,
     rendezvous_service,
 )
-from trainyard.config import KubernetesConfig, TenantConfig
 from trainyard.failures import PlatformFault, Preemption, ResourceError, TrainyardFailure
-from trainyard.manifest import Framework, FrameworkName, JobManifest, Resources, parse_manifest
+from trainyard.manifest.schema import (
+    Framework,
+    FrameworkName,
+    JobManifest,
+    Resources,
+    parse_manifest,
+)
 from trainyard.runtime.settings import RuntimeSettings
 from trainyard.storage.config import LocalStorageConfig, S3StorageConfig
+from trainyard.tenancy.config import KubernetesConfig, TenantConfig
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
 S3 = S3StorageConfig(endpoint="minio:9000", bucket="acme", credentials_env="TRAINYARD_S3_ACME")

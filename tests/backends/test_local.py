@@ -15,7 +15,7 @@ from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
 from trainyard.failures import Preemption
-from trainyard.jobs import JobLayout
+from trainyard.jobs.layout import JobLayout
 from trainyard.storage import join_key
 from trainyard.storage.config import (
     LocalStorageConfig,

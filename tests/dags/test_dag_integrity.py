@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.airflow_env import REPO_ROOT
+from devkit.airflow_env import REPO_ROOT
 
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 #: Modules that must never load while the DAG processor parses a file.
@@ -43,7 +43,7 @@ def test_dag_file_imports_in_a_fresh_interpreter_without_heavy_modules(dag_file:
 def test_dagbag_has_one_training_dag_per_tenant_and_no_import_errors() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from trainyard.config import load_config
+    from trainyard.tenancy.config import load_config
 
     bag = DagBag(dag_folder=REPO_ROOT / "dags")
     assert bag.import_errors == {}

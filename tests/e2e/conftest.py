@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.deployment import Deployment, deploy
-from tests.support.s3_server import S3Server
-from trainyard.client import AirflowClient, ApiSettings
+from devkit.deployment import Deployment, deploy
+from devkit.s3_server import S3Server
+from trainyard.cli.client import AirflowClient, ApiSettings
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.deployment import Deployment, deploy
-from tests.support.s3_server import S3Server
-from trainyard.airflow_env import create_user
-from trainyard.client import AirflowClient, ApiError, ApiSettings
-from trainyard.config import load_config
-from trainyard.jobs import JobLayout
-from trainyard.tenancy import (
+from devkit.airflow_env import create_user
+from devkit.deployment import Deployment, deploy
+from devkit.s3_server import S3Server
+from trainyard.cli.client import AirflowClient, ApiError, ApiSettings
+from trainyard.jobs.layout import JobLayout
+from trainyard.tenancy.config import load_config
+from trainyard.tenancy.names import (
     PLATFORM_ADMIN_ROLE,
     storage_connection_id,
     tenant_pools,

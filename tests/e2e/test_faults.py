@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.deployment import EXAMPLE, Deployment
-from tests.support.learners import learner_processes, wait_for_end, wait_until
-from tests.support.s3_server import S3Server
-from trainyard.checkpoints import MANIFEST, CheckpointStore, file_digest
-from trainyard.client import AirflowClient
-from trainyard.jobs import JobLayout, RunMode
-from trainyard.records import JobRecord, JobState, load_record
-from trainyard.status import JobStatus, read_metrics
+from devkit.deployment import EXAMPLE, Deployment
+from devkit.learners import learner_processes, wait_for_end, wait_until
+from devkit.s3_server import S3Server
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import JobStatus, read_metrics
+from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore, file_digest
+from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore, join_key
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.deployment import Deployment, deploy
+from devkit.deployment import Deployment, deploy
+from devkit.learners import wait_for_end, wait_until
+from devkit.s3_server import S3Server, free_port
 from tests.support.kube_server import (
     FakeKubernetes,
     FakeNode,
@@ -26,14 +28,12 @@ from tests.support.kube_server import (
     container_processes,
     running_kube_server,
 )
-from tests.support.learners import wait_for_end, wait_until
-from tests.support.s3_server import S3Server, free_port
 from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
-from trainyard.checkpoints import CheckpointStore
-from trainyard.client import AirflowClient
-from trainyard.jobs import JobLayout, RunMode
-from trainyard.records import JobRecord, JobState, load_record
-from trainyard.status import read_metrics
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import read_metrics
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore
 
 pytestmark = pytest.mark.e2e

@@ -14,14 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy
 
-from tests.support.deployment import Deployment, deploy
-from tests.support.s3_server import S3Server
+from devkit.deployment import Deployment, deploy
+from devkit.s3_server import S3Server
 from tests.support.services import postgres_server, redis_server
-from trainyard.client import AirflowClient, ApiSettings
-from trainyard.config import dag_id_for_tenant
-from trainyard.jobs import new_job_id
-from trainyard.records import JobState, load_record
-from trainyard.submission import example_manifest
+from trainyard.cli.client import AirflowClient, ApiSettings
+from trainyard.jobs.layout import new_job_id
+from trainyard.jobs.records import JobState, load_record
+from trainyard.manifest.submission import example_manifest
+from trainyard.tenancy.config import dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

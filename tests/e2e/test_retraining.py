@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.deployment import EXAMPLE_CODE, Deployment
-from tests.support.learners import wait_until
-from trainyard.airflow_env import wait_for_dags
-from trainyard.client import AirflowClient
-from trainyard.config import dag_id_for_job, dag_id_for_tenant
-from trainyard.jobs import job_id_for_run
-from trainyard.lineage import digest_prefix
-from trainyard.registry import ModelRegistry
+from devkit.airflow_env import wait_for_dags
+from devkit.deployment import EXAMPLE_CODE, Deployment
+from devkit.learners import wait_until
+from trainyard.cli.client import AirflowClient
+from trainyard.jobs.layout import job_id_for_run
+from trainyard.jobs.lineage import digest_prefix
+from trainyard.jobs.registry import ModelRegistry
+from trainyard.tenancy.config import dag_id_for_job, dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

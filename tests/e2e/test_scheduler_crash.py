@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from tests.support.deployment import Deployment
-from tests.support.learners import wait_for_end, wait_until
-from trainyard.checkpoints import CheckpointStore
-from trainyard.client import AirflowClient
-from trainyard.jobs import JobLayout, RunMode
-from trainyard.records import JobState
+from devkit.deployment import Deployment
+from devkit.learners import wait_for_end, wait_until
+from trainyard.cli.client import AirflowClient
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.records import JobState
 
 pytestmark = pytest.mark.e2e
 

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.deployment import ACME_CONNECTION_KEYS, Deployment, deploy
-from tests.support.learners import wait_for_end, wait_until
-from tests.support.s3_server import S3Server
-from trainyard.airflow_env import wait_for_dags
-from trainyard.client import AirflowClient
-from trainyard.config import dag_id_for_job, dag_id_for_tenant
-from trainyard.jobs import JobLayout, job_id_for_run, new_job_id
-from trainyard.records import JobState
-from trainyard.status import read_metrics
+from devkit.airflow_env import wait_for_dags
+from devkit.deployment import ACME_CONNECTION_KEYS, Deployment, deploy
+from devkit.learners import wait_for_end, wait_until
+from devkit.s3_server import S3Server
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import read_metrics
+from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id
+from trainyard.jobs.records import JobState
+from trainyard.tenancy.config import dag_id_for_job, dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.deployment import TENANTS, Deployment
-from tests.support.learners import wait_until
-from trainyard.checkpoints import CheckpointStore
-from trainyard.client import AirflowClient
-from trainyard.config import dag_id_for_tenant
-from trainyard.jobs import JobLayout, job_id_for_run
-from trainyard.records import JobState, load_record
-from trainyard.submission import example_manifest
+from devkit.deployment import TENANTS, Deployment
+from devkit.learners import wait_until
+from trainyard.cli.client import AirflowClient
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, job_id_for_run
+from trainyard.jobs.records import JobState, load_record
+from trainyard.manifest.submission import example_manifest
+from trainyard.tenancy.config import dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import trainyard.runtime
-from trainyard.config import KubernetesConfig
+from trainyard.tenancy.config import KubernetesConfig
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"

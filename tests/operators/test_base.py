@@ -15,7 +15,7 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.manifest import ManifestError
+from trainyard.manifest.schema import ManifestError
 from trainyard.storage import StorageError
 
 FAILURES = [

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 from operators.base import TrainyardOperator
 from operators.callbacks import record_failure
 from trainyard.failures import Hang, PlatformFault, TrainyardFailure
-from trainyard.records import AttemptInfo, JobRecord, JobState, load_record, save_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, load_record, save_record
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"

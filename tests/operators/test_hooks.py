@@ -12,11 +12,11 @@ import yaml
 from operators.hooks import TenantStorageHook, storage_connection
 from operators.learner import LearnerOperator
 from trainyard.backends.local import LocalProcessBackend
-from trainyard.config import CONFIG_ENV, TrainyardConfig, load_config
 from trainyard.failures import PlatformFault
-from trainyard.manifest import parse_manifest
+from trainyard.manifest.schema import parse_manifest
+from trainyard.manifest.submission import example_manifest
 from trainyard.storage.config import StorageCredentials
-from trainyard.submission import example_manifest
+from trainyard.tenancy.config import CONFIG_ENV, TrainyardConfig, load_config
 
 KEYS = {
     "acme": StorageCredentials("AKIA-ACME-4f1d", "acme-secret-77c0e1"),

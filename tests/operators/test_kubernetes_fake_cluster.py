@@ -19,6 +19,7 @@ import yaml
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from devkit.learners import wait_until
 from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesLearnerOperator
 from tests.support.kube_server import (
@@ -28,14 +29,13 @@ from tests.support.kube_server import (
     container_processes,
     running_kube_server,
 )
-from tests.support.learners import wait_until
 from trainyard.backends.kubernetes import RANK_LABEL
-from trainyard.config import CONFIG_ENV, load_config
 from trainyard.failures import Preemption, ResourceError
-from trainyard.manifest import parse_manifest
-from trainyard.records import JobRecord, load_record, save_record
+from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.manifest.schema import parse_manifest
 from trainyard.storage import StorageCredentials
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import CONFIG_ENV, load_config
 
 JOB_ID = "acme.ddp.20261125-020000-abcd"
 IMAGE = "registry.test/trainyard/pytorch:2.13"

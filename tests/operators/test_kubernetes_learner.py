@@ -25,7 +25,6 @@ from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesEvaluateOperator, KubernetesLearnerOperator
 from trainyard.backends import RunMode
 from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
-from trainyard.config import CONFIG_ENV, load_config
 from trainyard.failures import (
     PlatformFault,
     Preemption,
@@ -33,12 +32,13 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs import JobLayout
-from trainyard.manifest import parse_manifest
-from trainyard.records import JobRecord, load_record, save_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.manifest.schema import parse_manifest
 from trainyard.runtime.outcome import Outcome
 from trainyard.storage.config import StorageCredentials
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import CONFIG_ENV, load_config
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
 ACCESS_KEY = "AKIA-TRAINYARD-WORKER-ONLY"

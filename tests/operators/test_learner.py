@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator, LearnerRunningOperator, learner_failure
 from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
-from trainyard.config import CONFIG_ENV
 from trainyard.failures import (
     Hang,
     PlatformFault,
@@ -23,13 +22,14 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs import JobLayout
-from trainyard.manifest import JobManifest, parse_manifest
-from trainyard.records import JobRecord, save_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import JobRecord, save_record
+from trainyard.manifest.schema import JobManifest, parse_manifest
 from trainyard.runtime.outcome import Outcome
 from trainyard.storage import join_key
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import CONFIG_ENV
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
 ATTEMPT = 2

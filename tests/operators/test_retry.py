@@ -17,7 +17,7 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.records import AttemptInfo, JobRecord, save_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, save_record
 from trainyard.storage.local import LocalStore
 
 STARTED = datetime(2026, 11, 24, tzinfo=UTC)

@@ -14,11 +14,11 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, DagRunTriggerException, TaskDeferred
 from airflow.serialization.serialized_objects import DagSerialization
 
+from operators.admission import task_instance_mutation_hook
+from operators.dag_factory import build_tenant_dag
 from operators.submit import SubmitJobOperator
-from trainyard.admission import task_instance_mutation_hook
-from trainyard.config import TenantConfig
-from trainyard.dag_factory import build_tenant_dag
-from trainyard.submission import example_manifest
+from trainyard.manifest.submission import example_manifest
+from trainyard.tenancy.config import TenantConfig
 
 RUN_ID = "scheduled__2026-11-25T03:00:00+00:00"
 JOB_ID = "acme.nightly.scheduled-2026-11-25t03-00-00-00-00"

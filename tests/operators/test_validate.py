@@ -14,12 +14,12 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.validate import ValidateJobOperator, snapshot_code
-from trainyard.config import CONFIG_ENV
 from trainyard.failures import UserError
-from trainyard.jobs import JobLayout
-from trainyard.manifest import parse_manifest
+from trainyard.jobs.layout import JobLayout
+from trainyard.manifest.schema import parse_manifest
+from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
-from trainyard.submission import example_manifest
+from trainyard.tenancy.config import CONFIG_ENV
 
 LAYOUT = JobLayout("acme.digits-mlp.20261124-215908-abcd")
 

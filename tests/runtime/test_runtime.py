@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import still_running
-from trainyard.checkpoints import CheckpointStore
 from trainyard.failures import Hang
-from trainyard.jobs import JobLayout, RunMode
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime import helpers
 from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3_server import FAST_RETRY, S3Server, free_port, running_s3_server
-from trainyard.checkpoints import DigestingReader, file_digest
+from devkit.s3_server import FAST_RETRY, S3Server, free_port, running_s3_server
+from trainyard.jobs.checkpoints import DigestingReader, file_digest
 from trainyard.storage import (
     InvalidKey,
     ObjectInfo,

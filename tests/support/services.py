@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from tests.support.airflow import free_ports
+from devkit.cluster import free_ports
 
 INSTALL_HINT = "install the Debian packages postgresql and redis-server (.ci/run does)"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainyard.jobs import RunMode
+from trainyard.jobs.layout import RunMode
 from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).

@@ -23,11 +23,11 @@ from trainyard.backends.base import (
     LearnerSpec,
     distributed_environment,
 )
-from trainyard.config import KubernetesConfig, TenantConfig
 from trainyard.failures import PlatformFault, Preemption, ResourceError, TrainyardFailure
-from trainyard.manifest import Framework, JobManifest, Resources
+from trainyard.manifest.schema import Framework, JobManifest, Resources
+from trainyard.manifest.units import format_bytes
 from trainyard.storage.config import LocalStorageConfig, S3StorageConfig
-from trainyard.units import format_bytes
+from trainyard.tenancy.config import KubernetesConfig, TenantConfig
 
 if TYPE_CHECKING:
     from kubernetes.client import models as k8s

@@ -31,7 +31,7 @@ from trainyard.backends.base import (
     LearnerSpec,
     distributed_environment,
 )
-from trainyard.units import format_bytes
+from trainyard.manifest.units import format_bytes
 
 #: Variables of the parent environment a learner may see; everything else is withheld.
 INHERITED_VARIABLES = (

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from trainyard.jobs import RunMode
+from trainyard.jobs.layout import RunMode
 from trainyard.runtime.runner import Runner
 from trainyard.runtime.settings import RuntimeSettings, SettingsError
 from trainyard.storage import open_store

@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from trainyard.checkpoints import CheckpointStore, publish_directory
 from trainyard.failures import PlatformFault, TrainyardFailure
-from trainyard.jobs import JobLayout, RunMode
+from trainyard.jobs.checkpoints import CheckpointStore, publish_directory
+from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess
 from trainyard.runtime.settings import RuntimeSettings

@@ -22,7 +22,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from trainyard.checkpoints import CheckpointStore
+from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.runtime.helpers import checkpoint_steps
 from trainyard.runtime.watchdog import Watchdog
 from trainyard.storage.base import ObjectNotFound, ObjectStore, StorageError

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainyard.jobs import RunMode
+from trainyard.jobs.layout import RunMode
 from trainyard.runtime.settings import RuntimeSettings
 
 # Variables user code may rely on; every other TRAINYARD_* variable (storage config and

@@ -1,0 +1,179 @@
+"""Airflow settings shared by `make demo` and the end-to-end tests.
+
+Both run Airflow from a private AIRFLOW_HOME on loopback ports with a known admin password, so
+the CLI can log in without reading generated files. The auth manager is a deployment choice:
+the simple auth manager (one admin, the embedded default) or FAB's (users, tenant roles; the
+production configuration), whose users `create_user` adds after `airflow db migrate`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from operators.auth_managers import AUTH_MANAGERS, AuthManagerName
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Trainyard's cluster policies (the learner's pool admission); Airflow imports
+#: `airflow_local_settings` from `$AIRFLOW_HOME/config`.
+LOCAL_SETTINGS = REPO_ROOT / "config" / "airflow_local_settings.py"
+
+#: SQLite waits this long for a lock instead of failing with "database is locked" (5 s by
+#: default) when the scheduler, DAG processor, API server and tasks write at once.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
+def airflow_environment(
+    airflow_home: Path,
+    *,
+    api_port: int,
+    log_server_port: int,
+    trigger_log_server_port: int,
+    trainyard_config: Path,
+    username: str = "admin",
+    password: str = "admin",
+    auth_manager: AuthManagerName = "simple",
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
+) -> dict[str, str]:
+    """Return the environment variables that configure an Airflow installation for Trainyard.
+
+    With the simple auth manager, writes its password file so `username` logs in with
+    `password`; with FAB, that user is created by `create_user` once the database exists.
+    Links Trainyard's cluster policies into `<airflow_home>/config`. The metadata DB is SQLite
+    in `airflow_home` with the LocalExecutor (the embedded default) unless `database_url`
+    names another (PostgreSQL in production); `celery_broker_url` (Redis) selects the
+    CeleryExecutor, whose workers then run the tasks (`airflow celery worker`).
+    """
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    local_settings = airflow_home / "config" / LOCAL_SETTINGS.name
+    local_settings.parent.mkdir(exist_ok=True)
+    local_settings.unlink(missing_ok=True)
+    local_settings.symlink_to(LOCAL_SETTINGS)
+    secret_file = airflow_home / "trainyard-secrets.json"
+    if not secret_file.exists():
+        secret_file.write_text(
+            json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)})
+        )
+    shared_secrets = json.loads(secret_file.read_text())
+    api_url = f"http://127.0.0.1:{api_port}"
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[auth_manager],
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__SECRET_KEY": shared_secrets["api"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": shared_secrets["jwt"],
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_server_port),
+        # New DAG files and tenants show up within seconds, not minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        # The scheduler notices a finished task (and a new run) on its next loop; idle, it
+        # sleeps this long between loops (default 1 s). Every run has six task hand-overs, so
+        # this was ~5 s of each job's fixed overhead. At 0.1 s the idle scheduler's CPU use
+        # stayed within the noise of measuring it (10-20 % of a core either way, with its
+        # LocalExecutor workers; bench/RESULTS.md). No timeout depends on it.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
+        # After a worker or scheduler crash, its tasks are retried within ~30 s, not 5 min: a
+        # scheduler missing heartbeats for 15 s counts as dead and its tasks are reset.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+        "TRAINYARD_CONFIG": str(trainyard_config),
+        "TRAINYARD_API_URL": api_url,
+        "TRAINYARD_USERNAME": username,
+        "TRAINYARD_PASSWORD": password,
+    }
+    env.update(_metadata_db(database_url, celery_broker_url))
+    if auth_manager == "simple":
+        passwords_file = airflow_home / "simple_auth_manager_passwords.json"
+        passwords_file.write_text(json.dumps({username: password}))
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = f"{username}:admin"
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
+    return env
+
+
+def _metadata_db(database_url: str | None, celery_broker_url: str | None) -> dict[str, str]:
+    """Settings of the metadata DB and the executor."""
+    if database_url is None:
+        connect_args = "devkit.airflow_env.SQLITE_CONNECT_ARGS"
+        db = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": connect_args,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": connect_args,
+        }
+    else:
+        db = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url}
+    if celery_broker_url is None:
+        return {**db, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    if database_url is None:
+        raise ValueError("the CeleryExecutor needs a database_url: Celery cannot use SQLite")
+    return {
+        **db,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database_url}",
+    }
+
+
+def create_user(env: Mapping[str, str], username: str, password: str, role: str) -> None:
+    """Add a FAB user with one role (`airflow users create`); the role must exist."""
+    subprocess.run(
+        [
+            "airflow",
+            "users",
+            "create",
+            *("--username", username, "--password", password, "--role", role),
+            *("--email", f"{username}@trainyard.invalid", "--firstname", username),
+            *("--lastname", "Trainyard"),
+        ],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+    )
+
+
+def airflow_healthy(api_url: str) -> bool:
+    """Whether every Airflow component reports healthy through the API server."""
+    try:
+        health = httpx.get(f"{api_url}/api/v2/monitor/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+
+def wait_for_dags(env: Mapping[str, str], dag_ids: list[str], timeout: float = 180) -> None:
+    """Block until the DAG processor has serialised every DAG in `dag_ids`.
+
+    Raises:
+        TimeoutError: naming the DAGs that did not appear.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = subprocess.run(
+            ["airflow", "dags", "list", "-o", "plain"],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        missing = [dag_id for dag_id in dag_ids if dag_id not in listing]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"DAGs {missing} were not parsed within {timeout:.0f} s")
+        time.sleep(2)

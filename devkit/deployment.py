@@ -1,0 +1,156 @@
+"""A Trainyard deployment on real Airflow for end-to-end tests.
+
+Two tenants: `acme` on S3 (moto's server, standing in for MinIO) and `globex` on a local
+directory (the embedded default). Both have the digits dataset and the example code uploaded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devkit.airflow_env import REPO_ROOT, wait_for_dags
+from devkit.cluster import AirflowCluster, running_airflow
+from devkit.s3_server import S3Server
+from operators.auth_managers import AuthManagerName
+from operators.hooks import storage_connection
+from trainyard.storage import ObjectStore, StorageCredentials, open_store
+from trainyard.storage.s3 import S3Store
+from trainyard.tenancy.config import load_config
+
+EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
+EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
+TENANTS = ("acme", "globex")
+S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
+#: acme's keys as Airflow holds them, in its storage connection (moto takes any keys); the CLI
+#: uses the ones of `S3_CREDENTIALS_ENV`, as a user's terminal would.
+ACME_CONNECTION_KEYS = StorageCredentials(
+    "AKIA-ACME-IN-AIRFLOW-5e1f", "acme-secret-in-airflow-9b2c7d"
+)
+
+
+@dataclass
+class Deployment:
+    root: Path
+    cluster: AirflowCluster
+    stores: dict[str, ObjectStore]
+
+    def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
+        """The example's manifest for `tenant` with `changes` applied (nested dicts merge,
+        except `code`, which is replaced), written to `file_name` under the root."""
+        manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
+        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(EXAMPLE)}))
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+        path = self.root / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(manifest))
+        return path
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where scheduled job manifests go: <jobs_dir>/<tenant>/<job>.yaml."""
+        return self.root / "jobs"
+
+    def submit(self, manifest: Path) -> str:
+        """Submit with the CLI (without waiting); return the job id."""
+        return self.cluster.trainyard("submit", str(manifest)).stdout.split()[0]
+
+
+def write_config(
+    root: Path,
+    s3_server: S3Server,
+    tenant_settings: dict[str, dict[str, Any]] | None = None,
+    kubernetes: dict[str, Any] | None = None,
+) -> Path:
+    """Both tenants' config: `tenant_settings` adds fields (quotas, a per-tenant
+    `learner_backend: kubernetes`, ...) per tenant; `kubernetes` is the cluster section."""
+    settings = tenant_settings or {}
+    acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
+    acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
+    config: dict[str, Any] = {
+        "learner_backend": "local",
+        "work_dir": str(root / "work"),
+        "jobs_dir": str(root / "jobs"),
+        "tenants": [
+            {"name": "acme", "storage": acme_storage, **settings.get("acme", {})},
+            {
+                "name": "globex",
+                "storage": {"kind": "local", "root": str(root / "globex")},
+                **settings.get("globex", {}),
+            },
+        ],
+    }
+    if kubernetes is not None:
+        config["kubernetes"] = kubernetes
+    config_file = root / "trainyard.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    return config_file
+
+
+@contextmanager
+def deploy(
+    root: Path,
+    s3_server: S3Server,
+    tenant_settings: dict[str, dict[str, Any]] | None = None,
+    kubernetes: dict[str, Any] | None = None,
+    airflow_env: dict[str, str] | None = None,
+    auth_manager: AuthManagerName = "simple",
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
+) -> Iterator[Deployment]:
+    """Start Airflow for both tenants (their pools and roles synced), with the dataset and
+    example code uploaded.
+
+    `tenant_settings` adds config fields per tenant, `kubernetes` the cluster section, and
+    `airflow_env` Airflow settings; `database_url` and `celery_broker_url` make it the
+    production configuration (PostgreSQL, CeleryExecutor).
+    """
+    config_file = write_config(root, s3_server, tenant_settings, kubernetes)
+    credentials = s3_server.env(S3_CREDENTIALS_ENV)
+    config = load_config(config_file)
+    connection = storage_connection(config.tenant("acme"), ACME_CONNECTION_KEYS)
+    settings = {
+        **credentials,
+        f"AIRFLOW_CONN_{connection.conn_id.upper()}": connection.as_json(),
+        **(airflow_env or {}),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in credentials.items():
+            patch.setenv(name, value)
+        stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in TENANTS}
+        acme_store = stores["acme"]
+        assert isinstance(acme_store, S3Store)
+        acme_store.ensure_bucket()
+        with running_airflow(
+            root / "airflow",
+            config_file,
+            settings,
+            auth_manager,
+            database_url=database_url,
+            celery_broker_url=celery_broker_url,
+        ) as cluster:
+            # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
+            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
+            dataset = root / "digits"
+            subprocess.run(
+                [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
+                check=True,
+            )
+            for tenant in TENANTS:
+                cluster.trainyard(
+                    "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
+                )
+                cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
+            yield Deployment(root, cluster, stores)

@@ -1,0 +1,59 @@
+"""Finding and waiting for a job's learner processes and states, for fault injection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psutil
+
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import TERMINAL_STATES, JobStatus, job_status
+from trainyard.storage import ObjectStore
+
+T = TypeVar("T")
+
+
+def learner_processes(job_id: str, *, user_code: bool) -> list[psutil.Process]:
+    """Live processes of `job_id`: the user's command (`user_code`) or the learner runtime.
+
+    Both carry TRAINYARD_JOB_ID in their environment; the runtime runs `-m trainyard.runtime`.
+    """
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.environ().get("TRAINYARD_JOB_ID") != job_id:
+                continue
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        is_runtime = "trainyard.runtime" in " ".join(process.info["cmdline"] or [])
+        if is_runtime != user_code:
+            found.append(process)
+    return found
+
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
+    """Poll `check` until it returns something truthy; fail the test naming `what` if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_for_end(
+    client: AirflowClient, store: ObjectStore, job_id: str, timeout: float = 420
+) -> JobStatus:
+    """The status of `job_id` once it has ended."""
+
+    def ended() -> JobStatus | None:
+        current = job_status(client, store, job_id)
+        return current if current.state in TERMINAL_STATES else None
+
+    return wait_until(ended, f"{job_id} to end", timeout=timeout)

@@ -1,0 +1,96 @@
+"""Job ids: fresh ids for the CLI, stable ids for UI runs, and the tenant they belong to."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from trainyard.jobs.layout import JOB_ID_PATTERN, job_id_for_run, new_job_id, tenant_of
+
+NOW = datetime(2026, 11, 24, 21, 59, 8, 434661, tzinfo=UTC)
+
+
+def test_new_job_id_names_tenant_job_and_time() -> None:
+    job_id = new_job_id("acme", "digits-mlp", now=NOW)
+
+    assert job_id.startswith("acme.digits-mlp.20261124-215908-")
+    assert JOB_ID_PATTERN.match(job_id)
+    assert tenant_of(job_id) == "acme"
+
+
+def test_new_job_ids_differ_within_the_same_second() -> None:
+    ids = {new_job_id("acme", "digits-mlp", now=NOW) for _ in range(8)}
+
+    assert len(ids) > 1
+
+
+def test_new_job_id_defaults_to_now() -> None:
+    before = datetime.now(UTC).strftime("%Y%m%d")
+    job_id = new_job_id("acme", "digits-mlp")
+    after = datetime.now(UTC).strftime("%Y%m%d")
+
+    assert job_id.split(".")[2][:8] in {before, after}
+
+
+RUN_IDS = [
+    pytest.param(
+        "acme.digits-mlp.20261124-215908-3f2a",
+        "acme.digits-mlp.20261124-215908-3f2a",
+        id="cli-id-is-kept",
+    ),
+    pytest.param(
+        "manual__2026-11-24T21:59:08.434661+00:00",
+        "acme.digits-mlp.manual-2026-11-24t21-59-08-434661-00-00",
+        id="ui-run-id-is-sanitised",
+    ),
+    pytest.param(
+        "scheduled__2026-11-24T00:00:00+00:00",
+        "acme.digits-mlp.scheduled-2026-11-24t00-00-00-00-00",
+        id="scheduled-run-id-is-sanitised",
+    ),
+    pytest.param(
+        "globex.digits-mlp.20261124-215908-3f2a",
+        "acme.digits-mlp.globex-digits-mlp-20261124-215908-3f2a",
+        id="another-tenants-id-is-not-taken-over",
+    ),
+    pytest.param("__++__", "acme.digits-mlp.run", id="nothing-left-becomes-run"),
+]
+
+
+@pytest.mark.parametrize(("run_id", "expected"), RUN_IDS)
+def test_job_id_for_run(run_id: str, expected: str) -> None:
+    job_id = job_id_for_run("acme", "digits-mlp", run_id)
+
+    assert job_id == expected
+    assert job_id_for_run("acme", "digits-mlp", run_id) == job_id, "stable across retries"
+    assert tenant_of(job_id) == "acme"
+
+
+def test_long_run_id_still_gives_a_valid_bounded_id() -> None:
+    run_id = "manual__" + "x" * 200
+
+    job_id = job_id_for_run("acme", "digits-mlp", run_id)
+
+    assert JOB_ID_PATTERN.match(job_id)
+    assert len(job_id) <= len("acme.digits-mlp.") + 60
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("acme", id="tenant-only"),
+        pytest.param("acme.digits-mlp", id="no-suffix"),
+        pytest.param("acme.digits-mlp.x.y", id="too-many-parts"),
+        pytest.param("Acme.digits-mlp.x", id="uppercase"),
+        pytest.param("manual__2026-11-24T21:59:08+00:00", id="raw-run-id"),
+        pytest.param("../acme.digits-mlp.x", id="path-traversal"),
+    ],
+)
+def test_tenant_of_rejects_what_is_not_a_job_id(job_id: str) -> None:
+    with pytest.raises(ValueError, match="is not a Trainyard job id") as raised:
+        tenant_of(job_id)
+
+    assert repr(job_id) in str(raised.value)
+    assert "<tenant>.<job-name>.<suffix>" in str(raised.value)

@@ -1,0 +1,96 @@
+"""What `trainyard tenants sync` would grant and write, without Airflow running: the tenant
+role's reach, the storage connection (credentials from the environment only), the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from operators.dag_factory import build_tenant_dag
+from operators.tenant_sync import connection_spec, role_permissions, tenants_variable
+from trainyard.tenancy.config import TrainyardConfig, load_config
+from trainyard.tenancy.names import dag_access_control, storage_connection_id, tenant_role
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> TrainyardConfig:
+    path = tmp_path / "trainyard.yaml"
+    s3 = {"kind": "s3", "endpoint": "minio:9000", "bucket": "b-acme", "region": "eu-1"}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "work_dir": "work",
+                "tenants": [
+                    {"name": "acme", "storage": {**s3, "credentials_env": "ACME_S3"}},
+                    {"name": "globex", "storage": {"kind": "local", "root": "globex"}},
+                ],
+            }
+        )
+    )
+    return load_config(path)
+
+
+def test_a_tenant_role_reaches_no_dag_through_global_permissions() -> None:
+    tenant = role_permissions()["tenant"]
+    dag_wide = {(action, resource) for action, resource in tenant if resource == "DAGs"}
+    assert dag_wide == {("menu_access", "DAGs")}
+    # What FAB checks besides the DAG itself for runs, task instances, logs and XComs.
+    for needed in ("DAG Runs", "Task Instances", "Task Logs", "XComs"):
+        assert ("can_read", needed) in tenant
+    assert ("can_create", "DAG Runs") in tenant
+    assert ("can_edit", "DAG Runs") in tenant  # cancel
+    assert not any(resource in {"Connections", "Variables", "Roles"} for _, resource in tenant)
+    # Asset events are global: tenants record them through the Trainyard plugin instead.
+    assert {action for action, resource in tenant if resource == "Assets"} == {
+        "can_read",
+        "menu_access",
+    }
+
+
+def test_the_platform_admin_reaches_every_dag_but_not_users_and_roles() -> None:
+    admin = role_permissions()["admin"]
+    assert {("can_read", "DAGs"), ("can_edit", "DAGs")} <= admin
+    assert ("can_read", "Task Logs") in admin
+    assert not any(resource in {"Roles", "Passwords"} for _, resource in admin)
+
+
+def test_every_tenant_dag_names_its_own_role_only(config: TrainyardConfig) -> None:
+    for tenant in config.tenants:
+        dag = build_tenant_dag(tenant, config.learner_backend_of(tenant.name))
+        assert dag.access_control == {
+            tenant_role(tenant.name): {
+                "DAGs": {"can_read", "can_edit"},
+                "DAG Runs": {"can_read", "can_create"},
+            }
+        }
+        assert dag.access_control == dag_access_control(tenant.name)
+
+
+def test_an_s3_tenants_connection_takes_its_credentials_from_the_environment(
+    config: TrainyardConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ACME_S3_ACCESS_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="export ACME_S3_ACCESS_KEY and ACME_S3_SECRET_KEY"):
+        connection_spec(config, "acme")
+
+    monkeypatch.setenv("ACME_S3_ACCESS_KEY", "key")
+    monkeypatch.setenv("ACME_S3_SECRET_KEY", "secret")
+    spec = connection_spec(config, "acme")
+    assert spec is not None
+    assert (spec.conn_id, spec.conn_type) == (storage_connection_id("acme"), "aws")
+    assert (spec.login, spec.password) == ("key", "secret")
+    assert spec.extra == {"endpoint_url": "http://minio:9000", "region_name": "eu-1"}
+    assert connection_spec(config, "globex") is None  # local storage: nothing to connect to
+
+
+def test_the_tenants_variable_holds_no_secret(
+    config: TrainyardConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACME_S3_SECRET_KEY", "secret")
+    variable = tenants_variable(config)
+    assert variable["acme"]["role"] == "tenant_acme"
+    assert variable["acme"]["storage_connection"] == "trainyard_storage_acme"
+    assert variable["globex"]["storage_connection"] is None
+    assert "secret" not in str(variable)

@@ -1,0 +1,268 @@
+"""`trainyard`: submit and follow training jobs from a terminal.
+
+Talks to Airflow's REST API v2 (TRAINYARD_API_URL, TRAINYARD_USERNAME, TRAINYARD_PASSWORD) and
+to the tenant's storage as declared in the deployment config (TRAINYARD_CONFIG). Airflow decides
+who may do what: before touching a tenant's storage, a command checks that Airflow lets the user
+read the tenant's training DAG.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainyard.cli import data, models
+from trainyard.cli.groups import add_installed_groups
+from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
+from trainyard.cli.status import TERMINAL_STATES, JobStatus, read_metrics
+from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
+from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, tenant_of
+from trainyard.jobs.records import JobState, load_record, save_record
+from trainyard.manifest.schema import parse_manifest
+from trainyard.tenancy.config import (
+    check_manifest_for_tenant,
+    dag_id_for_tenant,
+)
+from trainyard.tenancy.quotas import check_quota
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+add_installed_groups(app)
+
+#: Task order of the training DAG, for logs.
+TASKS = ("validate", "stage_data", "learner", "commit", "evaluate")
+POLL_SECONDS = 2.0
+
+
+def describe(status: JobStatus) -> str:
+    """The state in a few words: 'running (attempt 2, step 340)'."""
+    details = []
+    if status.attempt:
+        details.append(f"attempt {status.attempt}")
+    if status.step is not None:
+        details.append(f"step {status.step}")
+    return f"{status.state.value} ({', '.join(details)})" if details else status.state.value
+
+
+def wait_for(sess: Session, job_id: str) -> JobStatus:
+    """Show a progress bar until the job ends; return its final status."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(job_id, total=1.0)
+        while True:
+            status = sess.status(job_id)
+            progress.update(bar, completed=status.progress or 0.0, description=describe(status))
+            if status.state in TERMINAL_STATES:
+                return status
+            time.sleep(POLL_SECONDS)
+
+
+def print_status(status: JobStatus) -> None:
+    console.print(f"{status.job_id}: {describe(status)}", highlight=False)
+    if status.progress is not None:
+        console.print(f"  progress: {status.progress:.0%}")
+    if status.evaluation:
+        metrics = ", ".join(f"{k} = {format_cell(v)}" for k, v in sorted(status.evaluation.items()))
+        console.print(f"  evaluation: {metrics}", highlight=False)
+    if status.model:
+        console.print(f"  model: {status.model}", highlight=False)
+    if status.model_version is not None:
+        manifest_name = status.job_id.split(".")[1]
+        console.print(
+            f"  version: v{status.model_version} "
+            f"(trainyard models show {manifest_name} {status.model_version} "
+            f"--tenant {status.tenant})",
+            highlight=False,
+        )
+    if status.failure:
+        console.print(
+            f"  failure ({status.failure.failure_class}, task {status.failure.task}): "
+            f"{status.failure.message}",
+            highlight=False,
+        )
+
+
+@app.command()
+def submit(
+    manifest_file: Annotated[Path, typer.Argument(help="The job manifest (YAML or JSON).")],
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+) -> None:
+    """Validate a job manifest, package its code and start the job. Prints the job id."""
+    with session() as sess:
+        manifest = parse_manifest(manifest_file.read_text())
+        tenant = check_manifest_for_tenant(manifest, sess.config)
+        sess.check_access(tenant.name)
+        check_quota(manifest.resources, tenant)
+        job_id = new_job_id(tenant.name, manifest.name)
+        document = manifest.model_dump(mode="json")
+        if manifest.code.path is not None:
+            code = (manifest_file.parent / manifest.code.path).resolve()
+            prefix = JobLayout(job_id).code
+            if is_archive(code.name) and code.is_file():
+                unpack_archive(
+                    sess.store(tenant.name), code.read_bytes(), code.name, prefix, "code.path"
+                )
+            else:
+                upload_directory(sess.store(tenant.name), code, prefix, "code.path")
+            document["code"] = {"uri": prefix}
+        sess.client.trigger_run(dag_id_for_tenant(tenant.name), job_id, {"manifest": document})
+        typer.echo(job_id)
+        if wait:
+            final = wait_for(sess, job_id)
+            print_status(final)
+            if final.state is not JobState.SUCCEEDED:
+                raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id printed by submit.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job's state, attempt, progress and failure reason."""
+    with session() as sess:
+        current = sess.status(job_id)
+        if as_json:
+            typer.echo(json.dumps(current.as_dict(), default=str, indent=2))
+        else:
+            print_status(current)
+
+
+def _log_lines(sess: Session, job_id: str) -> list[str]:
+    current = sess.status(job_id)
+    instances = {
+        ti["task_id"]: ti for ti in sess.client.task_instances(current.dag_id, current.dag_run_id)
+    }
+    lines = []
+    for task_id in TASKS:
+        ti = instances.get(task_id)
+        if ti is None or not ti.get("try_number"):
+            continue
+        for try_number in range(1, int(ti["try_number"]) + 1):
+            lines.append(f"=== {task_id} (try {try_number}) ===")
+            lines.extend(
+                sess.client.task_log(current.dag_id, current.dag_run_id, task_id, try_number)
+            )
+    return lines
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[bool, typer.Option(help="Keep printing until the job ends.")] = False,
+) -> None:
+    """Print the job's task logs from Airflow, training output included."""
+    with session() as sess:
+        printed = 0
+        while True:
+            lines = _log_lines(sess, job_id)
+            for line in lines[printed:]:
+                typer.echo(line)
+            printed = len(lines)
+            if not follow or sess.status(job_id).state in TERMINAL_STATES:
+                return
+            time.sleep(POLL_SECONDS)
+
+
+@app.command()
+def metrics(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    tail: Annotated[int, typer.Option(help="Only the last N rows (0: all).", min=0)] = 0,
+) -> None:
+    """Print the metric rows the learners reported, step by step."""
+    with session() as sess:
+        rows = read_metrics(sess.store(tenant_of(job_id)), job_id)
+        if tail:
+            rows = rows[-tail:]
+        if as_json:
+            for row in rows:
+                typer.echo(json.dumps(row))
+            return
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(format_cell(row.get(column), column) for column in columns))
+        console.print(table)
+
+
+@app.command("list")
+def list_jobs(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+) -> None:
+    """List recent jobs with their Airflow state (all tenants: those the user may see)."""
+    with session() as sess:
+        tenants = [tenant] if tenant else sess.config.tenant_names
+        rows = []
+        for name in tenants:
+            try:
+                sess.check_access(name)
+            except AccessDenied:
+                if tenant:
+                    raise
+                continue
+            for run in sess.client.list_runs(dag_id_for_tenant(name)):
+                job_name = (run.get("conf") or {}).get("manifest", {}).get("name", "job")
+                started = (run.get("start_date") or "")[:19].replace("T", " ")
+                job_id = job_id_for_run(name, str(job_name), run["dag_run_id"])
+                rows.append((job_id, name, run["state"], started))
+        table = Table(box=None)
+        # Job ids are what people copy into the next command: never cut them short.
+        table.add_column(
+            "job id", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=6)
+        )
+        for column in ("tenant", "state", "started (UTC)"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Stop a job: learners get SIGTERM and commit a final checkpoint; the job ends cancelled."""
+    with session() as sess:
+        store = sess.store(tenant_of(job_id))
+        record = load_record(store, job_id)
+        if record is None:
+            raise LookupError(f"no job record for {job_id!r}: is the job id right?")
+        if record.state in TERMINAL_STATES:
+            raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
+        record.cancel_requested = True
+        save_record(store, record)
+        sess.client.set_run_state(record.dag_id, record.dag_run_id, "failed")
+        record.state = JobState.CANCELLED
+        save_record(store, record)
+        console.print(f"{job_id}: cancelled", highlight=False)
+
+
+@app.command()
+def download(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    dest: Annotated[Path, typer.Argument(help="Local directory for the model files.")],
+) -> None:
+    """Download the job's committed model and results."""
+    with session() as sess:
+        store = sess.store(tenant_of(job_id))
+        record = load_record(store, job_id)
+        if record is None or record.model_key is None:
+            state = record.state.value if record else "unknown"
+            raise LookupError(f"{job_id} has no committed model yet (state: {state})")
+        files = store.download_dir(record.model_key, dest)
+        console.print(f"downloaded {len(files)} files to {dest}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,225 @@
+"""The checkpoint commit protocol: a checkpoint counts only once its manifest exists.
+
+Object stores have no multi-object transactions, so a commit is ordered: the files, then
+`step-<N>/_MANIFEST.json` (size + sha256 of every file), then the `latest` pointer. A crash at
+any point leaves the previous checkpoint or the new one committed. Restore trusts nothing: it
+checks every file against the manifest and falls back to older commits when one is damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from trainyard.jobs.layout import JobLayout
+from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_MANIFEST.json"
+#: Files of one checkpoint upload in parallel: a large shard's network wait overlaps the next
+#: file's read, hashing and request signing (hashlib and sockets release the GIL).
+UPLOAD_THREADS = 4
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+class CorruptCheckpoint(Exception):
+    """A committed checkpoint whose files do not match its manifest."""
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and sha256 of a file, read in chunks so large checkpoints do not fill memory."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
+
+
+class DigestingReader:
+    """A file whose upload also hashes it: one read of the data serves both (the manifest
+    then describes exactly the bytes uploaded, even if the file changes meanwhile)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._start = file.tell()
+        self._sha = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._sha.update(data)
+        self._size += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Only a rewind to the start (an upload's retry), which starts the hash over."""
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("a DigestingReader can only rewind to its start")
+        self._sha = hashlib.sha256()
+        self._size = 0
+        return self._file.seek(self._start)
+
+    def digest(self) -> dict[str, Any]:
+        """Size and sha256 of what was read since the last rewind, as `file_digest` gives."""
+        return {"size": self._size, "sha256": self._sha.hexdigest()}
+
+
+def publish_directory(
+    store: ObjectStore, local_dir: Path, prefix: str, **marker: Any
+) -> dict[str, dict[str, Any]]:
+    """Upload every file of `local_dir` under `prefix`, then `prefix/_MANIFEST.json` last.
+
+    The manifest (size and sha256 of each file, plus `marker`) is the commit: readers trust
+    the directory only once it exists. Files upload `UPLOAD_THREADS` at a time, each hashed
+    while it uploads. Returns the manifest's file table.
+    """
+    paths = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    names = [path.relative_to(local_dir).as_posix() for path in paths]
+    if MANIFEST in names:
+        raise ValueError(f"{local_dir}: {MANIFEST} is reserved for the commit marker")
+
+    def upload(path: Path, name: str) -> dict[str, Any]:
+        with path.open("rb") as file:
+            reader = DigestingReader(file)
+            store.put_stream(join_key(prefix, name), reader, os.fstat(file.fileno()).st_size)
+        return reader.digest()
+
+    # Leaving the pool waits for every upload; a failed one raises here, before the commit.
+    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
+        files = dict(zip(names, pool.map(upload, paths, names), strict=True))
+    store.put_json(join_key(prefix, MANIFEST), {**marker, "files": files})
+    return files
+
+
+class CheckpointStore:
+    """The checkpoints of one job in its tenant's storage."""
+
+    def __init__(self, store: ObjectStore, layout: JobLayout, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.store = store
+        self.layout = layout
+        self.keep = keep
+
+    def _step_prefix(self, step: int) -> str:
+        return join_key(self.layout.checkpoints, f"step-{step:09d}")
+
+    @property
+    def _pointer(self) -> str:
+        return join_key(self.layout.checkpoints, "latest")
+
+    def _stored_steps(self) -> dict[int, bool]:
+        """Every step with objects in storage, mapped to whether it is committed."""
+        base = self.layout.checkpoints + "/"
+        steps: dict[int, bool] = {}
+        for info in self.store.list(self.layout.checkpoints):
+            if not info.key.startswith(base):
+                continue
+            top, _, rest = info.key[len(base) :].partition("/")
+            match = _STEP_DIR.fullmatch(top)
+            if match:
+                step = int(match.group(1))
+                steps[step] = steps.get(step, False) or rest == MANIFEST
+        return steps
+
+    def committed_steps(self) -> list[int]:
+        return sorted(step for step, committed in self._stored_steps().items() if committed)
+
+    def latest_step(self) -> int | None:
+        """The step the pointer names; without a pointer, the newest committed step."""
+        try:
+            return int(self.store.get_json(self._pointer)["step"])
+        except (KeyError, ValueError, TypeError):  # missing (ObjectNotFound) or unreadable
+            committed = self.committed_steps()
+            return committed[-1] if committed else None
+
+    def commit(self, local_dir: Path, step: int) -> None:
+        """Upload `local_dir` as checkpoint `step`, commit it, point `latest` at it, prune.
+
+        Steps are immutable: committing an already committed step only moves the pointer.
+        """
+        prefix = self._step_prefix(step)
+        if not self.store.exists(join_key(prefix, MANIFEST)):
+            if not local_dir.is_dir():
+                raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
+            if not any(p.is_file() for p in local_dir.rglob("*")):
+                raise ValueError(f"checkpoint directory {local_dir} is empty")
+            publish_directory(self.store, local_dir, prefix, step=step)
+        self.store.put_json(self._pointer, {"step": step})
+        self._prune(step)
+
+    def _prune(self, newest: int) -> None:
+        """Drop committed checkpoints beyond `keep` and uncommitted leftovers older than `newest`.
+
+        The manifest goes first, so a crash mid-delete leaves an uncommitted leftover, never a
+        committed checkpoint with missing files.
+        """
+        stored = self._stored_steps()
+        committed = sorted((s for s, ok in stored.items() if ok), reverse=True)
+        for step in committed[self.keep :]:
+            if step != newest:
+                self.store.delete(join_key(self._step_prefix(step), MANIFEST))
+                self.store.delete_prefix(self._step_prefix(step))
+        for step, ok in stored.items():
+            if not ok and step < newest:
+                self.store.delete_prefix(self._step_prefix(step))
+
+    def restore(self, into: Path) -> int | None:
+        """Download the newest intact committed checkpoint into `into/step-<N>`; return N."""
+        committed = self.committed_steps()
+        latest = self.latest_step()
+        if latest is not None and latest in committed:
+            committed = [s for s in committed if s <= latest]
+        for step in reversed(committed):
+            try:
+                self._download(step, into)
+            except CorruptCheckpoint as bad:
+                log.warning("checkpoint step %d is unusable (%s); trying an older one", step, bad)
+                continue
+            return step
+        return None
+
+    def _download(self, step: int, into: Path) -> None:
+        """Fetch and verify every file of `step` in a scratch dir, then move it into place."""
+        scratch = into / f"tmp-restore-{step}"
+        target = into / f"step-{step}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            self._fetch_verified(step, scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        scratch.rename(target)
+
+    def _fetch_verified(self, step: int, scratch: Path) -> None:
+        prefix = self._step_prefix(step)
+        try:
+            files: dict[str, dict[str, Any]] = self.store.get_json(join_key(prefix, MANIFEST))[
+                "files"
+            ]
+            for relative, expected in files.items():
+                path = scratch / check_key(relative)
+                try:
+                    self.store.get_file(join_key(prefix, relative), path)
+                except ObjectNotFound:
+                    raise CorruptCheckpoint(f"file {relative!r} is missing") from None
+                actual = file_digest(path)
+                if actual != {"size": expected["size"], "sha256": expected["sha256"]}:
+                    raise CorruptCheckpoint(
+                        f"file {relative!r} has size {actual['size']}, sha256 {actual['sha256']}; "
+                        f"the manifest says {expected['size']}, {expected['sha256']}"
+                    )
+        except ObjectNotFound:
+            raise CorruptCheckpoint("its manifest is gone") from None
+        except (ValueError, KeyError, TypeError) as bad:
+            raise CorruptCheckpoint(f"unreadable manifest: {bad!r}") from bad

@@ -1,0 +1,60 @@
+"""The job-level commit of a trained model.
+
+The learner runtime publishes the result directory like a checkpoint: the files, then
+`results/_MANIFEST.json` with the size and sha256 of each. The commit task checks that every
+listed file is in storage with its size before the job counts as having a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trainyard.failures import PlatformFault, UserError
+from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore
+from trainyard.jobs.layout import JobLayout
+from trainyard.storage import ObjectNotFound, ObjectStore, join_key
+
+
+@dataclass(frozen=True)
+class ModelCommit:
+    key: str
+    files: dict[str, dict[str, Any]]
+    checkpoint_step: int | None
+
+
+def commit_model(store: ObjectStore, layout: JobLayout) -> ModelCommit:
+    """Verify the published results of a job and return what was committed.
+
+    Raises:
+        UserError: the training command saved no model files.
+        PlatformFault: the publication is missing or incomplete (a retry may complete it).
+    """
+    try:
+        files: dict[str, dict[str, Any]] = store.get_json(join_key(layout.results, MANIFEST))[
+            "files"
+        ]
+    except ObjectNotFound as missing:
+        raise PlatformFault(
+            f"the learner published no results manifest ({missing})",
+            "clear the learner task to train again; the newest checkpoint is kept",
+        ) from missing
+    if not files:
+        raise UserError(
+            "the training command saved no files in TRAINYARD_RESULT_DIR",
+            "save the trained model (and anything evaluation needs) under $TRAINYARD_RESULT_DIR",
+        )
+    stored = {info.key: info.size for info in store.list(layout.results)}
+    for relative, expected in files.items():
+        size = stored.get(join_key(layout.results, relative))
+        if size != expected["size"]:
+            raise PlatformFault(
+                f"model file {relative!r} is missing or incomplete in {store.describe()} "
+                f"(expected {expected['size']} bytes, found {size})",
+                "clear the learner task to publish the model again",
+            )
+    return ModelCommit(
+        key=layout.results,
+        files=files,
+        checkpoint_step=CheckpointStore(store, layout).latest_step(),
+    )

@@ -1,0 +1,91 @@
+"""Names of the Airflow objects that hold a tenant's share of the deployment.
+
+One place defines them, so the DAG factory (which uses the pools and roles), the admission
+policy (`operators/admission.py`, which sizes a run's learner in its pool), `trainyard tenants
+sync` (which creates them) and the tests agree. The quotas those pools enforce are in
+`trainyard.tenancy.quotas`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trainyard.tenancy.config import TenantConfig
+
+#: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
+PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
+_LEARNER_POOL_RE = re.compile(r"trainyard_(?P<slug>.+)_(?P<kind>gpu|cpu)")
+
+
+def _slug(tenant: str) -> str:
+    return tenant.replace("-", "_")
+
+
+def tenant_role(tenant: str) -> str:
+    """The FAB role of a tenant's users: read and trigger its DAGs, nothing of other tenants."""
+    return f"tenant_{_slug(tenant)}"
+
+
+#: What a tenant's role may do on each of the tenant's DAGs, as a DAG's `access_control` (FAB
+#: resource name -> actions). Triggering a run needs `can_edit` on the DAG as well as
+#: `can_create` on its runs (FAB checks both); cancelling needs the global "DAG Runs" edit the
+#: role holds, combined with `can_edit` on the DAG. Read covers runs, task instances, logs and
+#: XComs, whose global read permissions the role also holds (see trainyard.tenant_sync).
+TENANT_DAG_ACTIONS: dict[str, set[str]] = {
+    "DAGs": {"can_read", "can_edit"},
+    "DAG Runs": {"can_read", "can_create"},
+}
+
+
+def dag_access_control(tenant: str) -> dict[str, dict[str, set[str]]]:
+    """The `access_control` of every DAG of `tenant`: its role, and no other tenant's."""
+    return {
+        tenant_role(tenant): {
+            resource: set(actions) for resource, actions in TENANT_DAG_ACTIONS.items()
+        }
+    }
+
+
+def gpu_pool(tenant: str) -> str:
+    """The pool sized in GPUs: a GPU learner task takes `gpus x learners` of its slots."""
+    return f"trainyard_{_slug(tenant)}_gpu"
+
+
+def cpu_pool(tenant: str) -> str:
+    """The pool of CPU-only jobs: a CPU learner task takes `learners` of its slots."""
+    return f"trainyard_{_slug(tenant)}_cpu"
+
+
+def storage_connection_id(tenant: str) -> str:
+    """The Airflow connection holding the tenant's storage endpoint and credentials."""
+    return f"trainyard_storage_{_slug(tenant)}"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    slots: int
+    description: str
+
+
+def tenant_pools(tenant: TenantConfig) -> list[PoolSpec]:
+    """The pools `trainyard tenants sync` keeps in step with the quotas."""
+    return [
+        PoolSpec(gpu_pool(tenant.name), tenant.gpu_quota, f"GPUs of tenant {tenant.name}"),
+        PoolSpec(
+            cpu_pool(tenant.name),
+            tenant.cpu_quota,
+            f"CPU-only learners of tenant {tenant.name}",
+        ),
+    ]
+
+
+def learner_pool_tenant(pool: str) -> str | None:
+    """The tenant (as its pool-name slug) whose learner pool `pool` is, or None.
+
+    The admission policy only knows a task's declared pool; the slug stands for the tenant in
+    `learner_pool`, since a slug's pool names are its tenant's.
+    """
+    match = _LEARNER_POOL_RE.fullmatch(pool)
+    return None if match is None else match["slug"]
