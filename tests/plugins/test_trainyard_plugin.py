@@ -1,0 +1,24 @@
+"""Airflow's plugin loader finds the Trainyard plugin in plugins/ and mounts the web app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.plugins_manager import _load_plugins_from_plugin_directory
+from fastapi.routing import APIRoute
+
+import trainyard_web
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+
+
+def test_the_loader_finds_the_plugin_and_its_web_app() -> None:
+    plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(PLUGINS))
+    assert errors == {}
+    [plugin] = plugins  # trainyard_web.py is in .airflowignore: it is the plugin's module
+    assert plugin.name == "trainyard"
+    [mounted] = plugin.fastapi_apps
+    assert mounted["url_prefix"] == "/trainyard"
+    assert mounted["app"] is trainyard_web.app
+    paths = {route.path for route in trainyard_web.app.routes if isinstance(route, APIRoute)}
+    assert {"/api/tenants/{tenant}/jobs", "/api/tenants/{tenant}/data-events"} <= paths
