@@ -1,7 +1,7 @@
-"""The learner images: pinned, non-root, and running the very runtime the local backend runs.
+"""The learner image: pinned, non-root, and running the very runtime the local backend runs.
 
-No image is built here (that needs a registry and a Docker engine): the Dockerfiles and
-requirements are read and checked against the repository, its constraints and its config.
+No image is built here (that needs a registry and a Docker engine): the Dockerfile and the
+frameworks' requirements are read and checked against the repository, its constraints and its config.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from trainyard.tenancy.config import KubernetesConfig
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
+#: One Dockerfile for every framework, chosen by its FRAMEWORK build argument.
+DOCKERFILE = IMAGES / "learner" / "Dockerfile"
 RUNTIME_REQUIREMENTS = IMAGES / "runtime" / "requirements.txt"
 #: The distribution of each framework image whose version the image map names.
 FRAMEWORKS = {
@@ -85,15 +87,13 @@ def constraints() -> dict[str, Version]:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_each_framework_has_a_dockerfile_and_both_variants(framework: str) -> None:
-    folder = IMAGES / framework
-    for name in ("Dockerfile", *VARIANTS):
-        assert (folder / name).is_file(), f"{framework}/{name} is missing"
+def test_each_framework_has_both_requirement_variants(framework: str) -> None:
+    for name in VARIANTS:
+        assert (IMAGES / framework / name).is_file(), f"{framework}/{name} is missing"
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_base_image_is_pinned(framework: str) -> None:
-    [base] = arguments_of(IMAGES / framework / "Dockerfile", "FROM")
+def test_the_base_image_is_pinned() -> None:
+    [base] = arguments_of(DOCKERFILE, "FROM")
 
     image = base.split()[0]
     assert "$" not in image, "the base must not come from a build argument"
@@ -107,9 +107,8 @@ def test_the_base_image_is_pinned(framework: str) -> None:
     assert not digest or (digest.startswith("sha256:") and len(digest) == 7 + 64)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_runs_as_a_numeric_non_root_user(framework: str) -> None:
-    users = arguments_of(IMAGES / framework / "Dockerfile", "USER")
+def test_runs_as_a_numeric_non_root_user() -> None:
+    users = arguments_of(DOCKERFILE, "USER")
 
     assert users, "no USER: the image would run as root"
     user = users[-1].split(":")[0]
@@ -117,35 +116,41 @@ def test_runs_as_a_numeric_non_root_user(framework: str) -> None:
     assert int(user) != 0
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_entrypoint_is_the_runtime(framework: str) -> None:
-    [entrypoint] = arguments_of(IMAGES / framework / "Dockerfile", "ENTRYPOINT")
+def test_the_entrypoint_is_the_runtime() -> None:
+    [entrypoint] = arguments_of(DOCKERFILE, "ENTRYPOINT")
 
     assert json.loads(entrypoint) == RUNTIME_ENTRYPOINT
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_runtime_is_the_repositorys_own_package(framework: str) -> None:
-    """The image copies the package the local backend runs, and puts it on the path."""
-    dockerfile = IMAGES / framework / "Dockerfile"
-    copies = [arguments.split() for arguments in arguments_of(dockerfile, "COPY")]
+def copied_files() -> set[Path]:
+    """The repository's Python files the Dockerfile copies into /opt/trainyard/trainyard."""
+    files: set[Path] = set()
+    for arguments in arguments_of(DOCKERFILE, "COPY"):
+        *sources, destination = arguments.split()
+        if not destination.startswith("/opt/trainyard/trainyard"):
+            continue
+        for source in sources:
+            path = REPO / source
+            files |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    return {path.resolve() for path in files}
 
-    [source] = [src for src, dest in copies if dest == "/opt/trainyard/trainyard"]
-    assert (REPO / source).resolve() == Path(trainyard.runtime.__file__).resolve().parents[1]
-    env = " ".join(arguments_of(dockerfile, "ENV"))
+
+def test_the_image_copies_the_runtime_and_only_the_core_it_imports() -> None:
+    """The image carries exactly what `python -m trainyard.runtime` imports: no CLI, no DAG
+    factory, no data checks; on the path, so that it runs as the local backend runs it."""
+    _, needed = runtime_imports()
+
+    assert copied_files() == needed
+    env = " ".join(arguments_of(DOCKERFILE, "ENV"))
     assert "PYTHONPATH=/opt/trainyard" in env.split()
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_image_installs_the_runtime_and_its_framework_requirements(framework: str) -> None:
-    dockerfile = IMAGES / framework / "Dockerfile"
-    copied = {
-        src for src, _ in (arguments.split() for arguments in arguments_of(dockerfile, "COPY"))
-    }
+def test_the_image_installs_the_runtime_and_its_frameworks_requirements() -> None:
+    copied = {arguments.split()[0] for arguments in arguments_of(DOCKERFILE, "COPY")}
 
     assert "images/runtime/requirements.txt" in copied
-    assert f"images/{framework}/${{REQUIREMENTS}}" in copied
-    assert "REQUIREMENTS=requirements.txt" in arguments_of(dockerfile, "ARG")
+    assert "images/${FRAMEWORK}/${REQUIREMENTS}" in copied
+    assert {"FRAMEWORK", "REQUIREMENTS=requirements.txt"} <= set(arguments_of(DOCKERFILE, "ARG"))
 
 
 REQUIREMENT_FILES = [RUNTIME_REQUIREMENTS] + [
@@ -162,10 +167,11 @@ def test_every_requirement_is_pinned(path: Path) -> None:
         pinned_version(requirement)
 
 
-def runtime_modules() -> set[str]:
-    """Top-level names of what the runtime imports, following its imports within trainyard."""
+def runtime_imports() -> tuple[set[str], set[Path]]:
+    """What the runtime imports, following its imports within trainyard: the top-level names
+    of the distributions, and trainyard's files (with their packages' `__init__.py`)."""
     package_root = Path(trainyard.runtime.__file__).resolve().parents[1]
-    queue = [path for path in Path(trainyard.runtime.__file__).parent.glob("*.py")]
+    queue = [path.resolve() for path in Path(trainyard.runtime.__file__).parent.glob("*.py")]
     seen: set[Path] = set()
     imported: set[str] = set()
     while queue:
@@ -188,14 +194,19 @@ def runtime_modules() -> set[str]:
                 for candidate in (module.with_suffix(".py"), module / "__init__.py"):
                     if candidate.is_file():
                         queue.append(candidate)
-    return imported - set(sys.stdlib_module_names) - {"__future__"}
+                for package in module.parents:
+                    if package == package_root.parent:
+                        break
+                    if (package / "__init__.py").is_file():
+                        queue.append(package / "__init__.py")
+    return imported - set(sys.stdlib_module_names) - {"__future__"}, seen
 
 
 def test_every_module_the_runtime_imports_comes_from_the_runtime_requirements() -> None:
     provided = {canonicalize_name(req.name) for req in requirements(RUNTIME_REQUIREMENTS)}
     distributions = packages_distributions()
 
-    modules = runtime_modules()
+    modules, _ = runtime_imports()
 
     assert {"pydantic", "minio", "tenacity"} <= modules
     for module in modules:
