@@ -166,7 +166,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
     dag_id = dag_id_for_tenant(tenant.name)
     manifest = example_manifest(tenant.name)
     # The learner's and the evaluation's pools as the form's manifest sizes them; the admission
-    # policy (trainyard/admission.py) resizes them for each run from the run's conf.
+    # policy (operators/admission.py) resizes them for each run from the run's conf.
     resources = parse_manifest(manifest).resources
     with _trainyard_dag(
         dag_id,

@@ -17,7 +17,7 @@ configuration) and uses Airflow's models and FAB's security manager, not the RES
 - FAB's role API only grants permissions that already exist; the security manager creates them.
 
 The DAG-specific permissions of a tenant role (`DAG:trainyard_<tenant>`...) are not managed
-here: the DAG processor grants them from each DAG's `access_control` (trainyard.tenancy) and
+here: the DAG processor grants them from each DAG's `access_control` (trainyard.tenancy.names) and
 revokes them from every other role.
 """
 

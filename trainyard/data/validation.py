@@ -36,7 +36,7 @@ class ExpectationOutcome:
 @dataclass
 class ValidationReport:
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
-    data_digest: str = ""  # of the data checked (trainyard.lineage.digest_prefix)
+    data_digest: str = ""  # of the data checked (trainyard.jobs.lineage.digest_prefix)
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ValidationReport:

@@ -31,7 +31,7 @@ def tenant_role(tenant: str) -> str:
 #: resource name -> actions). Triggering a run needs `can_edit` on the DAG as well as
 #: `can_create` on its runs (FAB checks both); cancelling needs the global "DAG Runs" edit the
 #: role holds, combined with `can_edit` on the DAG. Read covers runs, task instances, logs and
-#: XComs, whose global read permissions the role also holds (see trainyard.tenant_sync).
+#: XComs, whose global read permissions the role also holds (see operators.tenant_sync).
 TENANT_DAG_ACTIONS: dict[str, set[str]] = {
     "DAGs": {"can_read", "can_edit"},
     "DAG Runs": {"can_read", "can_create"},
