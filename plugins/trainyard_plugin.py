@@ -1,7 +1,7 @@
 """Airflow plugin: Trainyard's job list (API and page) inside Airflow's API server, at /trainyard.
 
-The routes authenticate and authorize every call themselves (see trainyard_web.py beside it): Airflow does
-not protect a plugin's routes.
+The routes authenticate and authorize every call themselves (see trainyard_web.py beside it):
+Airflow does not protect a plugin's routes.
 """
 
 from airflow.plugins_manager import AirflowPlugin

@@ -1,7 +1,8 @@
 """The learner image: pinned, non-root, and running the very runtime the local backend runs.
 
 No image is built here (that needs a registry and a Docker engine): the Dockerfile and the
-frameworks' requirements are read and checked against the repository, its constraints and its config.
+frameworks' requirements are read and checked against the repository, its constraints and its
+config.
 """
 
 from __future__ import annotations

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trainyard_web
 from airflow.plugins_manager import _load_plugins_from_plugin_directory
 from fastapi.routing import APIRoute
-
-import trainyard_web
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
