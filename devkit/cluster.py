@@ -19,12 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devkit.airflow_env import (
-    REPO_ROOT,
-    airflow_environment,
-    airflow_healthy,
-    create_user,
-)
+from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, create_user
 from operators.auth_managers import AuthManagerName
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

@@ -16,10 +16,7 @@ import typer
 from rich.table import Table
 
 from trainyard.cli.session import console, errors
-from trainyard.tenancy.config import (
-    ConfigError,
-    load_config,
-)
+from trainyard.tenancy.config import ConfigError, load_config
 
 app = typer.Typer(
     help="Tenants' Airflow objects: roles, pools, storage connections, variables.",

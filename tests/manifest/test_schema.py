@@ -10,12 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from trainyard.manifest.schema import (
-    FrameworkName,
-    JobManifest,
-    ManifestError,
-    parse_manifest,
-)
+from trainyard.manifest.schema import FrameworkName, JobManifest, ManifestError, parse_manifest
 
 EXAMPLE = """\
 name: digits-mlp

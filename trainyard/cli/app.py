@@ -25,10 +25,7 @@ from trainyard.data.packaging import is_archive, unpack_archive, upload_director
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.jobs.records import JobState, load_record, save_record
 from trainyard.manifest.schema import parse_manifest
-from trainyard.tenancy.config import (
-    check_manifest_for_tenant,
-    dag_id_for_tenant,
-)
+from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
