@@ -3,10 +3,15 @@
 The learner "image" only sleeps (SIGTERM ends it), so these tests show in seconds what the
 operator makes of a pod's end (eviction, OOM kill) and what a multi-learner group does with its
 pods (gang start, deletion); real jobs on pods are tests/e2e/test_kubernetes.py.
+
+The task defers once its pods run; the tests then do what Airflow does: serialize the trigger,
+run it as the triggerer would (from its classpath and kwargs), and resume a fresh task with its
+one event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +22,9 @@ from typing import Any, cast
 import pytest
 import yaml
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow.sdk.module_loading import import_string
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from devkit.learners import wait_until
 from operators.hooks import storage_connection
@@ -83,6 +90,7 @@ def config(tmp_path: Path, cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPa
 
 
 def learner_task(local_store: LocalStore, resources: dict[str, Any]) -> KubernetesLearnerOperator:
+    """The task of a new job with `resources`, its record saved."""
     manifest = parse_manifest(
         {
             "name": "ddp",
@@ -103,6 +111,11 @@ def learner_task(local_store: LocalStore, resources: dict[str, Any]) -> Kubernet
             manifest=manifest.model_dump(mode="json"),
         ),
     )
+    return task_of(local_store)
+
+
+def task_of(local_store: LocalStore) -> KubernetesLearnerOperator:
+    """A fresh task of the job (as Airflow builds one to resume a deferred task)."""
     task = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
     task.store = local_store
     return task
@@ -129,15 +142,32 @@ def running_pod(cluster: FakeKubernetes, rank: int) -> FakePod:
 
 
 def run_with_fault(
-    operator: KubernetesLearnerOperator, fault: Callable[[], None]
-) -> AirflowException:
-    """Execute the task while `fault` strikes from another thread; return what it raised."""
+    operator: KubernetesLearnerOperator, fault: Callable[[], None], local_store: LocalStore
+) -> tuple[AirflowException, KubernetesLearnerOperator]:
+    """Execute the task while `fault` strikes from another thread, until it defers; run its
+    trigger, resume a fresh task with the event; return what that raised, and that task."""
     striker = threading.Thread(target=fault)
     striker.start()
-    with pytest.raises(AirflowException) as caught:
+    with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context())
+    assert deferred.value.method_name == "resume_learners"
+    [event] = run_trigger(deferred.value.trigger)
     striker.join()
-    return caught.value
+    resumed = task_of(local_store)
+    with pytest.raises(AirflowException) as caught:
+        resumed.resume_learners(context(), event.payload)
+    return caught.value, resumed
+
+
+def run_trigger(trigger: BaseTrigger) -> list[TriggerEvent]:
+    """Every event of the trigger rebuilt from its serialized form, as the triggerer runs it."""
+    classpath, kwargs = trigger.serialize()
+    restored = import_string(classpath)(**kwargs)
+
+    async def events() -> list[TriggerEvent]:
+        return [event async for event in restored.run()]
+
+    return asyncio.run(events())
 
 
 def test_an_evicted_pod_is_a_preemption_to_retry(
@@ -145,7 +175,9 @@ def test_an_evicted_pod_is_a_preemption_to_retry(
 ) -> None:
     operator = learner_task(local_store, {"learners": 1})
 
-    raised = run_with_fault(operator, lambda: cluster.evict(running_pod(cluster, 0)))
+    raised, _ = run_with_fault(
+        operator, lambda: cluster.evict(running_pod(cluster, 0)), local_store
+    )
 
     assert type(raised) is AirflowException  # retried
     assert isinstance(raised.__cause__, Preemption)
@@ -158,7 +190,9 @@ def test_an_oom_killed_pod_is_a_resource_error_without_retry(
 ) -> None:
     operator = learner_task(local_store, {"learners": 1, "memory": "3Gi"})
 
-    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 0)))
+    raised, _ = run_with_fault(
+        operator, lambda: cluster.oom_kill(running_pod(cluster, 0)), local_store
+    )
 
     assert isinstance(raised, AirflowFailException)
     assert isinstance(raised.__cause__, ResourceError)
@@ -198,10 +232,14 @@ def test_a_failed_rank_stops_the_others_and_the_attempt_takes_its_class(
 ) -> None:
     operator = learner_task(local_store, {"learners": 3})
 
-    raised = run_with_fault(operator, lambda: cluster.oom_kill(running_pod(cluster, 2)))
+    raised, resumed = run_with_fault(
+        operator, lambda: cluster.oom_kill(running_pod(cluster, 2)), local_store
+    )
 
     assert isinstance(raised, AirflowFailException)
     assert isinstance(raised.__cause__, ResourceError)
     assert "OOM-killed" in str(raised)
-    assert operator.failed_rank == 2
+    assert resumed.failed_rank == 2  # the trigger's event named it
+    [rank_0] = [body for body in cluster.created if body["metadata"]["labels"][RANK_LABEL] == "0"]
+    assert rank_0["metadata"]["name"] not in {pod.name for pod in cluster.pods_of()}
     assert no_pod_left(cluster)  # ranks 0 and 1 were stopped, not left running
