@@ -5,11 +5,17 @@ stays local): the fake API server of tests/support/kube_server.py, reached throu
 file, runs each pod's container as a local process. Storage is moto's S3 server; pods read the
 keys from a Secret in the tenant's namespace. All jobs are submitted at once, so the module
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
+
+The executor has 2 slots (parallelism 2) for more concurrent learners than that: learner tasks
+defer while their pods train. Once six jobs train at once, the triggerer and then the scheduler
+(with the LocalExecutor's workers) are SIGKILLed and restarted; only then do the other faults
+strike.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +50,11 @@ NAMESPACE = "trainyard-acme"
 GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
 LONG_TRAINING = "python train.py --epochs 150"
+PARALLELISM = 2
+#: Jobs that train through the triggerer's and the scheduler's crash, untouched by other faults.
+STEADY = ("steady-1", "steady-2", "steady-3", "steady-4")
+#: Six jobs whose learners train at once on PARALLELISM worker slots (before any fault).
+CONCURRENT = ("evicted", "ddp", *STEADY)
 DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
@@ -58,6 +69,7 @@ JOBS: dict[str, dict[str, Any]] = {
         "checkpoint": {"interval": "2s", "keep": 5},
         "evaluation": None,
     },
+    **{name: {"command": "python train.py --epochs 400"} for name in STEADY},
 }
 
 
@@ -97,9 +109,10 @@ def deployment(
         "learner_backend": "kubernetes",
         "max_running_jobs": len(JOBS),
         "gpu_quota": 8,
-        "cpu_quota": 8,
+        "cpu_quota": 16,
     }
-    with deploy(root, s3_server, {"acme": acme}, kubernetes) as deployed:
+    airflow = {"AIRFLOW__CORE__PARALLELISM": str(PARALLELISM)}
+    with deploy(root, s3_server, {"acme": acme}, kubernetes, airflow) as deployed:
         yield deployed
 
 
@@ -122,18 +135,59 @@ def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
     return job_ids
 
 
+@pytest.fixture(scope="module")
+def crashes(
+    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str], client: AirflowClient
+) -> Iterator[Future[list[str]]]:
+    """Once the CONCURRENT jobs all train at once, their learner tasks deferred, SIGKILL the
+    triggerer, then the scheduler (the LocalExecutor's workers are its children), each
+    restarted at once, while the pods train. The result: the learner pods then running."""
+    store = deployment.stores["acme"]
+
+    def learner_states() -> dict[str, str | None]:
+        states = {}
+        for name in CONCURRENT:
+            record = load_record(store, jobs[name])
+            instances = client.task_instances(record.dag_id, record.dag_run_id) if record else []
+            states.update({name: ti["state"] for ti in instances if ti["task_id"] == "learner"})
+        return states
+
+    def training_at_once() -> list[str] | None:
+        pods = [running_pod(cluster, jobs[name]) for name in CONCURRENT]
+        if not all(pods):
+            return None
+        deferred = learner_states()
+        if [deferred.get(name) for name in CONCURRENT] != ["deferred"] * len(CONCURRENT):
+            return None
+        return [pod.name for pod in pods if pod is not None]
+
+    def crash() -> list[str]:
+        running = wait_until(training_at_once, "six jobs training at once", timeout=600)
+        for component in ("triggerer", "scheduler"):
+            deployment.cluster.kill(component, signal.SIGKILL)
+            deployment.cluster.start(component)
+        return running
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(crash)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def faults(
-    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str]
+    cluster: FakeKubernetes,
+    deployment: Deployment,
+    jobs: dict[str, str],
+    crashes: Future[list[str]],
 ) -> Iterator[dict[str, Future[int]]]:
-    """Scenario -> its fault, injected as soon as its job is far enough (all run at once);
-    autouse, so that the injections start with the module's first test.
+    """Scenario -> its fault, injected as soon as its job is far enough (all run at once) and
+    the crashes are over; autouse, so that the injections start with the module's first test.
 
     Each result is the newest committed checkpoint step when the fault struck (0 if none).
     """
     store = deployment.stores["acme"]
 
     def evict(job_id: str, rank: int) -> int:
+        crashes.result()
         pod = running_learner(cluster, job_id, rank)
         steps = wait_until(CheckpointStore(store, JobLayout(job_id)).committed_steps, job_id)
         cluster.evict(pod)
@@ -161,17 +215,22 @@ def job_pods(cluster: FakeKubernetes, job_id: str, mode: RunMode = RunMode.TRAIN
     return [pod for pod in pods if pod.container.get("args") == [mode.value]]
 
 
+def running_pod(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod | None:
+    """The job's training pod of `rank` if its container runs the runtime and user code."""
+    for pod in job_pods(cluster, job_id):
+        labels = pod.body["metadata"]["labels"]
+        if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
+            return pod
+    return None
+
+
 def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod:
     """The job's training pod of `rank` once its container runs the runtime and user code."""
-
-    def found() -> FakePod | None:
-        for pod in job_pods(cluster, job_id):
-            labels = pod.body["metadata"]["labels"]
-            if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
-                return pod
-        return None
-
-    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}", timeout=420)
+    return wait_until(
+        lambda: running_pod(cluster, job_id, rank),
+        f"the running learner pod of rank {rank} of {job_id}",
+        timeout=420,
+    )
 
 
 def record_of(store: ObjectStore, job_id: str) -> JobRecord:
@@ -347,6 +406,35 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     assert env["WORLD_SIZE"] == "2"
     assert cluster.services == {}
     assert_no_pod_left(cluster, job_id)
+
+
+def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_and_worker(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    crashes: Future[list[str]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """The learner tasks deferred while their pods trained, so six trained on two executor
+    slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
+    and the watch picked up again: each steady job ends with its one attempt and one pod."""
+    running = crashes.result()
+    assert len(running) == len(CONCURRENT) > PARALLELISM
+    for name in STEADY:
+        job_id = jobs[name]
+        final = wait_for_end(client, store, job_id)
+        assert final.state is JobState.SUCCEEDED, final.failure
+        assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
+        [train] = [
+            body
+            for body in cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+            if body["spec"]["containers"][0]["args"] == ["train"]
+        ]
+        assert train["metadata"]["name"] in running  # the pod that trained through the crashes
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 1, 0)).decode()
+        assert "resumed from" not in log  # the learner was never restarted
+        assert {row["attempt"] for row in read_metrics(store, job_id)} == {1}
+        assert_no_pod_left(cluster, job_id)
 
 
 def test_no_pod_is_left_after_every_scenario(
