@@ -149,7 +149,9 @@ def crashes(
         for name in CONCURRENT:
             record = load_record(store, jobs[name])
             instances = client.task_instances(record.dag_id, record.dag_run_id) if record else []
-            states.update({name: ti["state"] for ti in instances if ti["task_id"] == "learner"})
+            states[name] = next(
+                (ti["state"] for ti in instances if ti["task_id"] == "learner"), None
+            )
         return states
 
     def training_at_once() -> list[str] | None:

@@ -12,6 +12,7 @@ one event.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import new_client_from_config
 
 from devkit.learners import wait_until
 from operators.hooks import storage_connection
@@ -46,13 +50,17 @@ from trainyard.tenancy.config import CONFIG_ENV, load_config
 
 JOB_ID = "acme.ddp.20261125-020000-abcd"
 IMAGE = "registry.test/trainyard/pytorch:2.13"
+#: A learner that holds 1 GiB of memory (written, so resident) and then sleeps.
+HOG_IMAGE = "registry.test/acme/memory-hog:1"
 STARTUP_TIMEOUT = 3
+SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[FakeKubernetes]:
     """One node with one GPU; the learner only sleeps (deleted pods get SIGTERM)."""
-    images = {IMAGE: [sys.executable, "-c", "import time; time.sleep(120)"]}
+    hog = [sys.executable, "-c", "import time; blob = b'x' * 2**30; time.sleep(120)"]
+    images = {IMAGE: SLEEP, HOG_IMAGE: hog}
     with running_kube_server(tmp_path / "kube", images, FakeNode(gpus=1)) as api:
         api.add_secret(
             "trainyard-acme", "trainyard-storage", {"access_key": "a", "secret_key": "s"}
@@ -89,13 +97,18 @@ def config(tmp_path: Path, cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(f"AIRFLOW_CONN_{connection.conn_id.upper()}", connection.as_json())
 
 
-def learner_task(local_store: LocalStore, resources: dict[str, Any]) -> KubernetesLearnerOperator:
-    """The task of a new job with `resources`, its record saved."""
+def learner_task(
+    local_store: LocalStore, resources: dict[str, Any], image: str | None = None
+) -> KubernetesLearnerOperator:
+    """The task of a new job with `resources` (and a custom `image`), its record saved."""
+    framework = {"name": "pytorch", "version": "2.13"}
+    if image is not None:
+        framework = {"name": "custom", "version": "1", "image": image}
     manifest = parse_manifest(
         {
             "name": "ddp",
             "tenant": "acme",
-            "framework": {"name": "pytorch", "version": "2.13"},
+            "framework": framework,
             "code": {"uri": "code"},
             "command": "python train.py",
             "resources": resources,
@@ -243,3 +256,105 @@ def test_a_failed_rank_stops_the_others_and_the_attempt_takes_its_class(
     [rank_0] = [body for body in cluster.created if body["metadata"]["labels"][RANK_LABEL] == "0"]
     assert rank_0["metadata"]["name"] not in {pod.name for pod in cluster.pods_of()}
     assert no_pod_left(cluster)  # ranks 0 and 1 were stopped, not left running
+
+
+def test_a_learner_past_its_memory_limit_is_oom_killed_by_the_kubelet(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    operator = learner_task(local_store, {"learners": 1, "memory": "256Mi"}, image=HOG_IMAGE)
+
+    raised, _ = run_with_fault(operator, lambda: None, local_store)
+
+    assert isinstance(raised, AirflowFailException)  # no retry
+    assert isinstance(raised.__cause__, ResourceError)
+    assert "OOM-killed: it needed more than resources.memory = 256Mi" in str(raised)
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert [a.failure_class for a in record.attempts] == ["resource_error"]
+    assert no_pod_left(cluster)
+
+
+def pod_body(**spec: Any) -> dict[str, Any]:
+    container = {"name": "base", "image": IMAGE, **spec.pop("container", {})}
+    return {"metadata": {"name": "checked"}, "spec": {"containers": [container], **spec}}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        pytest.param(
+            pod_body(container={"resources": {"limits": {"memory": ["2Gi"]}}}),
+            "spec.containers[0].resources.limits.memory",
+            "is not valid under any of the given schemas",
+            id="wrong-type",
+        ),
+        pytest.param(
+            pod_body(restartPolicyy="Never"),
+            "spec",
+            "'restartPolicyy' was unexpected",
+            id="unknown-field",
+        ),
+        pytest.param(
+            pod_body(container={"env": [{"value": "no name"}]}),
+            "spec.containers[0].env[0]",
+            "'name' is a required property",
+            id="missing-required-field",
+        ),
+    ],
+)
+def test_the_api_server_rejects_an_invalid_pod_naming_the_field(
+    cluster: FakeKubernetes, tmp_path: Path, body: dict[str, Any], field: str, message: str
+) -> None:
+    api = core_api(cluster, tmp_path)
+
+    with pytest.raises(ApiException) as caught:
+        api.create_namespaced_pod(namespace="trainyard-acme", body=body)
+
+    assert caught.value.status == 422
+    status = json.loads(caught.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["message"].startswith(f'Pod "checked" is invalid: {field}: ')
+    assert message in status["message"]
+    assert status["details"]["causes"][0]["field"] == field
+    assert cluster.created == []  # nothing was created
+
+
+def core_api(cluster: FakeKubernetes, tmp_path: Path) -> CoreV1Api:
+    """A client of the fake cluster, as the operator's hook builds one from the kubeconfig."""
+    config = cluster.write_kubeconfig(tmp_path / "client-kubeconfig")
+    return CoreV1Api(new_client_from_config(config_file=str(config)))
+
+
+@pytest.mark.parametrize(
+    ("image_user", "pod_user", "container_user", "refused"),
+    [
+        pytest.param(0, None, None, True, id="root-image"),
+        pytest.param(10001, 0, None, True, id="pod-asks-for-root"),
+        pytest.param(10001, None, 0, True, id="container-asks-for-root"),
+        pytest.param(0, 0, 1000, False, id="container-user-overrides"),
+        pytest.param(10001, None, None, False, id="non-root-image"),
+    ],
+)
+def test_a_run_as_non_root_pod_that_would_run_as_root_is_refused(
+    tmp_path: Path,
+    image_user: int,
+    pod_user: int | None,
+    container_user: int | None,
+    refused: bool,
+) -> None:
+    with running_kube_server(tmp_path / "kube", {IMAGE: SLEEP}, FakeNode(), image_user) as fake:
+        pod_context: dict[str, Any] = {"runAsNonRoot": True}
+        if pod_user is not None:
+            pod_context["runAsUser"] = pod_user
+        container = {} if container_user is None else {"runAsUser": container_user}
+        body = pod_body(securityContext=pod_context, container={"securityContext": container})
+        core_api(fake, tmp_path).create_namespaced_pod(namespace="trainyard-acme", body=body)
+        [pod] = fake.pods_of()
+
+        def started_or_refused() -> str | None:
+            state = (pod.status.get("containerStatuses") or [{}])[0].get("state") or {}
+            return "running" if "running" in state else (state.get("waiting") or {}).get("reason")
+
+        outcome = wait_until(started_or_refused, "the kubelet to start or refuse the pod")
+
+    assert outcome == ("CreateContainerConfigError" if refused else "running")
