@@ -59,7 +59,11 @@ DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
     "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "1s", "keep": 5}},
-    "oom": {"command": LONG_TRAINING, "resources": {"memory": "3Gi"}},
+    # Holds 1 GiB, written so that it is resident: the fake kubelet OOM-kills it (no injection).
+    "oom": {
+        "command": "python -c \"import time; blob = b'x' * 2**30; time.sleep(300)\"",
+        "resources": {"memory": "512Mi"},
+    },
     "bad-image": {"framework": {"name": "custom", "version": "1", "image": UNKNOWN_IMAGE}},
     "no-fit": {"resources": {"gpus": 4}},
     "ddp": {
@@ -195,14 +199,9 @@ def faults(
         cluster.evict(pod)
         return steps[-1]
 
-    def oom_kill(job_id: str) -> int:
-        cluster.oom_kill(running_learner(cluster, job_id))
-        return 0
-
     with ThreadPoolExecutor(max_workers=3) as pool:
         yield {
             "evicted": pool.submit(evict, jobs["evicted"], 0),
-            "oom": pool.submit(oom_kill, jobs["oom"]),
             "ddp": pool.submit(evict, jobs["ddp"], 1),
         }
 
@@ -324,21 +323,18 @@ def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
     return int(match.group(1))
 
 
-def test_an_oom_killed_learner_fails_once_as_a_resource_error(
-    cluster: FakeKubernetes,
-    jobs: dict[str, str],
-    faults: dict[str, Future[int]],
-    client: AirflowClient,
-    store: ObjectStore,
+def test_a_learner_past_its_memory_limit_is_oom_killed_and_fails_once_as_a_resource_error(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
 ) -> None:
     job_id = jobs["oom"]
-    faults["oom"].result()  # OOM-killed while training
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.FAILED
     assert final.failure is not None
     assert (final.failure.failure_class, final.failure.task) == ("resource_error", "learner")
-    assert "resources.memory = 3Gi" in final.failure.message
+    assert "resources.memory = 512Mi" in final.failure.message
+    [train] = [pod for pod in cluster.created_pods() if pod["metadata"]["name"].startswith("oom-")]
+    assert train["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["resource_error"]
     assert final.attempt == 1
     assert_no_pod_left(cluster, job_id)
