@@ -238,7 +238,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         The provider's own deferral would defer at once and watch rank 0 alone. A pod that
         cannot start ends the attempt here, its final status kept and the group deleted.
         """
-        assert self.pod is not None and context is not None  # the provider passes both
+        assert self.pod is not None  # the provider created (or found) it
+        assert context is not None  # the provider passes it
         if not self._resuming:
             try:
                 self.await_pod_start(self.pod)
