@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -358,3 +359,30 @@ def test_a_run_as_non_root_pod_that_would_run_as_root_is_refused(
         outcome = wait_until(started_or_refused, "the kubelet to start or refuse the pod")
 
     assert outcome == ("CreateContainerConfigError" if refused else "running")
+
+
+def test_a_cancelled_deferred_group_loses_every_pod_and_its_service(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    """A user's kill of the deferred task reaches the trigger (`on_kill`, Airflow 3.3): every
+    rank is deleted with its grace period (SIGTERM first, so it can checkpoint) and the
+    rendezvous Service with them."""
+    operator = learner_task(local_store, {"learners": 2})
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context())
+    classpath, kwargs = deferred.value.trigger.serialize()
+    trigger = import_string(classpath)(**kwargs)
+    assert cluster.services
+    pods = cluster.pods_of()
+    assert len(pods) == 2
+
+    async def cancel() -> None:
+        watch = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(1)  # the trigger watches the running group
+        watch.cancel()
+        await trigger.on_kill()
+
+    asyncio.run(cancel())
+
+    assert no_pod_left(cluster)  # the Service too
+    assert [pod.signals[:1] for pod in pods] == [[signal.SIGTERM]] * 2  # graceful first

@@ -221,6 +221,7 @@ class FakePod:
         self.gone = False  # deleted: the kubelet stops working on it
         self.fault_reason: str | None = None  # OOMKilled, or Evicted
         self.grace_timer: threading.Timer | None = None
+        self.signals: list[signal.Signals] = []  # what the kubelet sent its container
 
     @property
     def name(self) -> str:
@@ -268,6 +269,7 @@ class FakePod:
         ]
 
     def signal(self, sig: signal.Signals) -> None:
+        self.signals.append(sig)
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
