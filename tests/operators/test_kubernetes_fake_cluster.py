@@ -135,12 +135,12 @@ def task_of(local_store: LocalStore) -> KubernetesLearnerOperator:
     return task
 
 
-def context() -> Context:
+def context(try_number: int = 1) -> Context:
     ti = SimpleNamespace(
         dag_id="trainyard_acme",
         task_id="learner",
         run_id=JOB_ID,
-        try_number=1,
+        try_number=try_number,
         map_index=-1,
         xcom_push=lambda **_: None,
     )
@@ -386,3 +386,26 @@ def test_a_cancelled_deferred_group_loses_every_pod_and_its_service(
 
     assert no_pod_left(cluster)  # the Service too
     assert [pod.signals[:1] for pod in pods] == [[signal.SIGTERM]] * 2  # graceful first
+
+
+def test_a_retry_after_a_worker_crash_reattaches_to_the_running_group(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore
+) -> None:
+    """The worker died after the group started (its try is retried): the retry finds rank 0 by
+    its labels, keeps the other ranks and the Service, and watches the same pods."""
+    first = learner_task(local_store, {"learners": 2})
+    with pytest.raises(TaskDeferred) as deferred:
+        first.execute(context())
+    running = {pod.name: pod.process for pod in cluster.pods_of()}
+    services = dict(cluster.services)
+
+    with pytest.raises(TaskDeferred) as retried:
+        task_of(local_store).execute(context(try_number=2))
+
+    assert len(cluster.created) == 2  # no pod created again
+    assert {pod.name: pod.process for pod in cluster.pods_of()} == running  # still running
+    assert cluster.services == services
+    _, before = deferred.value.trigger.serialize()
+    _, after = retried.value.trigger.serialize()
+    assert (after["pod_name"], after["workers"]) == (before["pod_name"], before["workers"])
+    assert after["trigger_kwargs"]["attempt"] == 1  # judged by the attempt the pods run
