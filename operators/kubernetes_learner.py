@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +98,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         # The other ranks of a multi-learner job: their env, then their pods once created.
         self.rank_envs: dict[int, list[k8s.V1EnvVar]] = {}
         self.rendezvous: k8s.V1Service | None = None
+        self.group_spec: LearnerSpec | None = None
         self.workers: dict[int, k8s.V1Pod] = {}
         self.worker_statuses: dict[int, dict[str, Any]] = {}
         self.failed_rank: int | None = None
@@ -138,6 +140,10 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             for rank, name in (event.get("workers") or {}).items()
         }
         self.failed_rank = event.get("failed_rank")
+        if event.get("service_name"):  # the group's, of the attempt its pods run
+            self.rendezvous = k8s.V1Service(
+                metadata=k8s.V1ObjectMeta(name=event["service_name"], namespace=self.namespace)
+            )
         error: Exception | None = None
         try:
             KubernetesPodOperator.trigger_reentry(self, context, event)
@@ -182,6 +188,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.schedule_timeout_seconds = cluster.startup_timeout_seconds
         self.in_cluster = cluster.in_cluster
         self.config_file = str(cluster.config_file) if cluster.config_file else None
+        self.group_spec = spec
         if spec.num_learners > 1:
             self.rank_envs = {
                 rank: learner_pod(spec, manifest, self.tenant_config, cluster, rank).env
@@ -190,8 +197,17 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
 
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
-        """Rank 0 as the provider creates (or finds) it, then the group's other pods."""
+        """Rank 0 as the provider creates (or finds) it, then the group's other pods.
+
+        A group reattached to runs the attempt of its pods: its Service is that attempt's.
+        """
         pod = super().get_or_create_pod(pod_request_obj, context)
+        attempt = int((pod.metadata.labels or {}).get(ATTEMPT_LABEL) or 0)
+        if self.rendezvous is not None and self.group_spec is not None and attempt:
+            cluster = self.trainyard_config.kubernetes
+            assert cluster is not None  # configure checked it
+            spec = replace(self.group_spec, attempt=attempt)
+            self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
         if self.rendezvous is not None:
             try:
                 self.start_group(pod)

@@ -24,9 +24,10 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
     """Watch rank 0 as the provider does, and ranks 1..N-1 beside it.
 
     Yields exactly one event: the provider's (rank 0 ended, or the watch failed), with the
-    group added: `workers` (rank -> pod name, as the task gave them) and `failed_rank` (the
-    rank that stopped the group, or None). Serialized as classpath and keyword arguments, so a
-    restarted triggerer picks the watch up where it was: the pods keep running meanwhile.
+    group added: `workers` (rank -> pod name, as the task gave them), `service_name` and
+    `failed_rank` (the rank that stopped the group, or None). Serialized as classpath and
+    keyword arguments, so a restarted triggerer picks the watch up where it was: the pods keep
+    running meanwhile.
     """
 
     def __init__(
@@ -49,7 +50,12 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async for event in super().run():
             yield TriggerEvent(
-                {**event.payload, "workers": self.workers, "failed_rank": self.failed_rank}
+                {
+                    **event.payload,
+                    "workers": self.workers,
+                    "service_name": self.service_name,
+                    "failed_rank": self.failed_rank,
+                }
             )
 
     async def _wait_for_container_completion(self) -> TriggerEvent:
