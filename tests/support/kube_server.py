@@ -1,7 +1,8 @@
 """A small fake Kubernetes API server with a fake kubelet, for tests without a cluster.
 
 It serves, over HTTP on 127.0.0.1, exactly the core/v1 endpoints that the provider's
-KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, synchronous mode) call:
+KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, deferrable mode) and its trigger's
+async client (kubernetes_asyncio: read and delete pods) call:
 
 - pods: create, read, list by label selector, delete (graceful, `gracePeriodSeconds`), patch
   (JSON merge patch: the provider's "already checked" label);
