@@ -7,9 +7,9 @@ keys from a Secret in the tenant's namespace. All jobs are submitted at once, so
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
 
 The executor has 2 slots (parallelism 2) for more concurrent learners than that: learner tasks
-defer while their pods train. Once six jobs train at once, the triggerer and then the scheduler
-(with the LocalExecutor's workers) are SIGKILLed and restarted; only then do the other faults
-strike.
+defer while their pods train. Once six jobs train at once and no task runs on a worker, the
+triggerer and then the scheduler (with the LocalExecutor's workers) are SIGKILLed and
+restarted while the pods train.
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
 LONG_TRAINING = "python train.py --epochs 150"
 PARALLELISM = 2
-#: Jobs that train through the triggerer's and the scheduler's crash, untouched by other faults.
-STEADY = ("steady-1", "steady-2", "steady-3", "steady-4")
-#: Six jobs whose learners train at once on PARALLELISM worker slots (before any fault).
-CONCURRENT = ("evicted", "ddp", *STEADY)
+#: Six jobs that train at once on PARALLELISM worker slots, through the triggerer's and the
+#: scheduler's crash (they train until the crashes are over).
+STEADY = tuple(f"steady-{number}" for number in range(1, 7))
 DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 GATED_JOB = Path(__file__).resolve().parents[1] / "support" / "gated_job"
 #: The steady jobs train until this file exists (the crashes create it once they are over).
@@ -84,6 +83,7 @@ JOBS: dict[str, dict[str, Any]] = {
         name: {
             "code": {"path": str(GATED_JOB)},
             "command": f"python train.py --until {GATE}",
+            "data": None,
             "evaluation": None,
         }
         for name in STEADY
@@ -153,40 +153,43 @@ def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
     return job_ids
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def crashes(
     cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str], client: AirflowClient
 ) -> Iterator[Future[list[str]]]:
-    """Once the CONCURRENT jobs all train at once, their learner tasks deferred, SIGKILL the
-    triggerer, then the scheduler (the LocalExecutor's workers are its children), each
-    restarted at once, while the pods train. The result: the learner pods then running."""
+    """Once the STEADY jobs all train at once, their learner tasks deferred, and no task runs
+    on a worker (so that the crash interrupts nothing but the watch), SIGKILL the triggerer,
+    then the scheduler (the LocalExecutor's workers are its children), each restarted at once.
+    Then the steady jobs may finish. The result: the learner pods that trained meanwhile."""
     store = deployment.stores["acme"]
 
-    def learner_states() -> dict[str, str | None]:
-        states = {}
-        for name in CONCURRENT:
-            record = load_record(store, jobs[name])
-            instances = client.task_instances(record.dag_id, record.dag_run_id) if record else []
-            states[name] = next(
-                (ti["state"] for ti in instances if ti["task_id"] == "learner"), None
-            )
-        return states
+    def learner_state(job_id: str) -> str | None:
+        record = load_record(store, job_id)
+        instances = client.task_instances(record.dag_id, record.dag_run_id) if record else []
+        return next((ti["state"] for ti in instances if ti["task_id"] == "learner"), None)
+
+    def busy_workers() -> int:
+        busy = client.request(
+            "GET",
+            "/dags/~/dagRuns/~/taskInstances",
+            params={"state": ["running", "queued"], "limit": 1},
+        )
+        return int(busy["total_entries"])
 
     def training_at_once() -> list[str] | None:
-        pods = [running_pod(cluster, jobs[name]) for name in CONCURRENT]
-        if not all(pods):
+        pods = [running_pod(cluster, jobs[name]) for name in STEADY]
+        if not all(pods) or busy_workers():
             return None
-        deferred = learner_states()
-        if [deferred.get(name) for name in CONCURRENT] != ["deferred"] * len(CONCURRENT):
+        if any(learner_state(jobs[name]) != "deferred" for name in STEADY):
             return None
         return [pod.name for pod in pods if pod is not None]
 
     def crash() -> list[str]:
-        running = wait_until(training_at_once, "six jobs training at once", timeout=600)
+        running = wait_until(training_at_once, "six jobs training at once", timeout=END_TIMEOUT)
         for component in ("triggerer", "scheduler"):
             deployment.cluster.kill(component, signal.SIGKILL)
             deployment.cluster.start(component)
-        GATE.touch()  # the steady jobs may finish now
+        GATE.touch()
         return running
 
     try:
@@ -201,17 +204,15 @@ def faults(
     cluster: FakeKubernetes,
     deployment: Deployment,
     jobs: dict[str, str],
-    crashes: Future[list[str]],
 ) -> Iterator[dict[str, Future[int]]]:
-    """Scenario -> its fault, injected as soon as its job is far enough (all run at once) and
-    the crashes are over; autouse, so that the injections start with the module's first test.
+    """Scenario -> its fault, injected as soon as its job is far enough (all run at once);
+    autouse, so that the injections start with the module's first test.
 
     Each result is the newest committed checkpoint step when the fault struck (0 if none).
     """
     store = deployment.stores["acme"]
 
     def evict(job_id: str, rank: int) -> int:
-        crashes.result()
         pod = running_learner(cluster, job_id, rank)
         steps = wait_until(CheckpointStore(store, JobLayout(job_id)).committed_steps, job_id)
         cluster.evict(pod)
@@ -435,7 +436,7 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
     slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
     and the watch picked up again: each steady job ends with its one attempt and one pod."""
     running = crashes.result()
-    assert len(running) == len(CONCURRENT) > PARALLELISM
+    assert len(running) == len(STEADY) > PARALLELISM
     for name in STEADY:
         job_id = jobs[name]
         final = wait_for_end(client, store, job_id, END_TIMEOUT)
