@@ -17,8 +17,8 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.base import TrainyardOperator
-from trainyard.checkpoints import MANIFEST
-from trainyard.jobs import JobLayout
+from trainyard.jobs.checkpoints import MANIFEST
+from trainyard.jobs.layout import JobLayout
 from trainyard.storage import StorageError, join_key
 
 #: Seconds between two checks of a sensor's condition.

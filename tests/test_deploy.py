@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devkit.airflow_env import REPO_ROOT
 from tests.support.kube_server import KUBERNETES_VERSION
-from trainyard.airflow_env import REPO_ROOT
 
 MANIFESTS = sorted((REPO_ROOT / "deploy" / "kubernetes").glob("*.yaml"))
 

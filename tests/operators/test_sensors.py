@@ -12,11 +12,11 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor, TrainyardSensor
-from trainyard.checkpoints import MANIFEST
-from trainyard.config import TenantConfig
-from trainyard.jobs import JobLayout
+from trainyard.jobs.checkpoints import MANIFEST
+from trainyard.jobs.layout import JobLayout
 from trainyard.storage import StorageError, join_key
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import TenantConfig
 
 JOB_ID = "acme.digits.20261202-010000-abcd"
 CONTEXT = cast(Context, {"ti": SimpleNamespace(try_number=1)})

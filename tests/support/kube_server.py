@@ -73,7 +73,7 @@ import psutil
 import yaml
 
 from tests.support.http_server import serving
-from trainyard.units import parse_memory
+from trainyard.manifest.units import parse_memory
 
 HOST = "127.0.0.1"
 GPU = "nvidia.com/gpu"
