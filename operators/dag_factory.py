@@ -27,6 +27,7 @@ from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator
 from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy
+from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
 from operators.stage_data import StageDataOperator
 from operators.submit import SubmitJobOperator
 from operators.validate import InvalidJobOperator, ValidateJobOperator
@@ -181,6 +182,9 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         train, evaluate_model = learner_operators(backend)
         validate = ValidateJobOperator(task_id="validate", tenant=tenant.name)
         job_id = validate.output
+        storage_ready = StorageAvailableSensor(
+            task_id="storage_ready", tenant=tenant.name, job_id=job_id
+        )
         stage = StageDataOperator(task_id="stage_data", tenant=tenant.name, job_id=job_id)
         training = learner_pool(tenant.name, resources, RunMode.TRAIN)
         learner = train(
@@ -191,6 +195,12 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
             pool_slots=training.slots,
             tenant=tenant.name,
             job_id=job_id,
+        )
+        storage_ready_for_commit = StorageAvailableSensor(
+            task_id="storage_ready_for_commit", tenant=tenant.name, job_id=job_id
+        )
+        published = ModelPublishedSensor(
+            task_id="model_published", tenant=tenant.name, job_id=job_id
         )
         commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
         evaluation = learner_pool(tenant.name, resources, RunMode.EVALUATE)
@@ -204,7 +214,8 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         register = RegisterModelOperator(
             task_id="register_model", tenant=tenant.name, job_id=job_id
         )
-        stage >> learner >> commit >> evaluate >> register
+        storage_ready >> stage >> learner >> storage_ready_for_commit >> published >> commit
+        commit >> evaluate >> register
     return dag
 
 

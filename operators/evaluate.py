@@ -27,6 +27,10 @@ class EvaluateModelOperator(LearnerRunningOperator):
             self.log.info("the manifest names no evaluation")
             return {}
         self.run_learners(manifest, context)
+        return self.record_metrics()
+
+    def record_metrics(self) -> dict[str, Any]:
+        """The metrics the evaluation stored, copied into the job record."""
         metrics: dict[str, Any] = self.store.get_json(JobLayout(self.job_id).evaluation)["metrics"]
         update_record(self.store, self.job_id, evaluation=metrics)
         self.log.info("evaluation metrics: %s", metrics)

@@ -6,20 +6,22 @@ a Kubernetes tenant's user code never runs on an Airflow worker.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.base import TrainyardOperator, classified_failures
 from operators.evaluate import EvaluateModelOperator
+from operators.kubernetes_trigger import LearnerGroupTrigger
 from operators.learner import LearnerOperator, learner_failure
 from trainyard.backends import RunMode
 from trainyard.backends.base import LearnerSpec
@@ -49,16 +51,23 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
     keyword arguments along cooperatively.
 
     The pod is set up in `execute`, after Airflow rendered the template fields, so that no
-    manifest value (a command with `{{`) is ever taken for a template. It runs synchronously:
-    classifying its end needs its final status, read before the provider deletes it.
+    manifest value (a command with `{{`) is ever taken for a template.
+
+    It runs in the provider's deferrable mode: the worker creates the pods and waits until all
+    of them run (gang start: each within the startup timeout, or the attempt fails), then the
+    task defers and the triggerer watches the group (`LearnerGroupTrigger`), so no worker slot
+    is held while the learners train, and a worker or triggerer that dies meanwhile loses
+    nothing: the pods keep running and the watch resumes from the trigger's serialized state.
+    When rank 0 ends (or the trigger stopped the group for a failed rank), the task resumes on
+    a worker in `resume_learners`: it reads every pod's final status before deleting it and
+    concludes the attempt from them.
 
     A multi-learner job (`resources.learners > 1`) is a group: the provider's pod is rank 0 (the
     one whose log is followed and that a retry reattaches to); the task creates the other ranks
     from the same pod spec, plus a headless Service through which they reach rank 0 (PyTorch's
-    `env://` rendezvous). All pods must start, each within the startup timeout, or the attempt
-    fails (gang start); once running, a failed rank stops the group (rank 0 is deleted with its
-    grace period, so it commits a final checkpoint), and the whole group goes with the attempt,
-    so the retry starts every rank afresh from the newest committed checkpoint.
+    `env://` rendezvous). Once running, a failed rank stops the group (rank 0 is deleted with
+    its grace period, so it commits a final checkpoint), and the whole group goes with the
+    attempt, so the retry starts every rank afresh from the newest committed checkpoint.
     """
 
     template_fields: Sequence[str] = (
@@ -75,7 +84,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             # Reattach to a still-running pod on retry (`durable` replaces the deprecated
             # `reattach_on_restart` on Airflow 3.3 and sets it).
             durable=True,
-            deferrable=False,
+            deferrable=True,
+            poll_interval=POLL_SECONDS,
             get_logs=True,
             log_events_on_failure=True,
             on_finish_action="delete_pod",
@@ -88,26 +98,66 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         # The other ranks of a multi-learner job: their env, then their pods once created.
         self.rank_envs: dict[int, list[k8s.V1EnvVar]] = {}
         self.rendezvous: k8s.V1Service | None = None
+        self.group_spec: LearnerSpec | None = None
         self.workers: dict[int, k8s.V1Pod] = {}
         self.worker_statuses: dict[int, dict[str, Any]] = {}
         self.failed_rank: int | None = None
-        self._group_done = threading.Event()
+        self.started_at = datetime.now(UTC)
+        self._resuming = False
+        self._group_stopped = False
 
     def execute(self, context: Context) -> Any:
         # The provider's execute comes first in the method order; the task's is the learner's.
         return LearnerOperator.execute(self, context)
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
-        """Run the learner pod (the provider's execute) and conclude the attempt from its end."""
+        """Start the learner pods (the provider's execute), then defer until they end.
+
+        An attempt whose pods cannot start ends here; one that started ends in
+        `resume_learners`.
+        """
         with classified_failures():
             self.configure(manifest, context)
-        started_at = datetime.now(UTC)
+        self.started_at = datetime.now(UTC)
         try:
             KubernetesPodOperator.execute(self, context)
         except Exception as error:  # what happened is read from the pod, not the exception
-            self.conclude(manifest, started_at, error)
+            self.conclude(manifest, self.started_at, error)
         else:
-            self.conclude(manifest, started_at, None)
+            self.conclude(manifest, self.started_at, None)
+
+    def resume_learners(self, context: Context, event: dict[str, Any]) -> Any:
+        """The trigger saw rank 0 end: the provider's re-entry (log, final status, deletion),
+        then the group's, then the attempt concluded from the pods' ends."""
+        _, manifest = self.load_job()
+        with classified_failures():
+            self.configure(manifest, context)
+        self._resuming = True
+        self.attempt_labels = {ATTEMPT_LABEL: str(event["attempt"])}
+        self.started_at = datetime.fromisoformat(event["started_at"])
+        self.workers = {
+            int(rank): k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=name, namespace=self.namespace))
+            for rank, name in (event.get("workers") or {}).items()
+        }
+        self.failed_rank = event.get("failed_rank")
+        if event.get("service_name"):  # the group's, of the attempt its pods run
+            self.rendezvous = k8s.V1Service(
+                metadata=k8s.V1ObjectMeta(name=event["service_name"], namespace=self.namespace)
+            )
+        error: Exception | None = None
+        try:
+            KubernetesPodOperator.trigger_reentry(self, context, event)
+        except TaskDeferred:  # the provider watches again (its trigger's watch failed)
+            raise
+        except Exception as raised:  # read from the pods, as in run_learners
+            error = raised
+        self.stop_group()  # also when rank 0 was gone, so the provider skipped its cleanup
+        self.conclude(manifest, self.started_at, error)
+        return self.learners_done()
+
+    def learners_done(self) -> Any:
+        """What the task returns once its learners succeeded: nothing, for training."""
+        return None
 
     def configure(self, manifest: JobManifest, context: Context) -> None:
         """Set the pod up for this job and attempt, from its manifest and the deployment config."""
@@ -138,6 +188,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.schedule_timeout_seconds = cluster.startup_timeout_seconds
         self.in_cluster = cluster.in_cluster
         self.config_file = str(cluster.config_file) if cluster.config_file else None
+        self.group_spec = spec
         if spec.num_learners > 1:
             self.rank_envs = {
                 rank: learner_pod(spec, manifest, self.tenant_config, cluster, rank).env
@@ -146,8 +197,17 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
 
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
-        """Rank 0 as the provider creates (or finds) it, then the group's other pods."""
+        """Rank 0 as the provider creates (or finds) it, then the group's other pods.
+
+        A group reattached to runs the attempt of its pods: its Service is that attempt's.
+        """
         pod = super().get_or_create_pod(pod_request_obj, context)
+        attempt = int((pod.metadata.labels or {}).get(ATTEMPT_LABEL) or 0)
+        if self.rendezvous is not None and self.group_spec is not None and attempt:
+            cluster = self.trainyard_config.kubernetes
+            assert cluster is not None  # configure checked it
+            spec = replace(self.group_spec, attempt=attempt)
+            self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
         if self.rendezvous is not None:
             try:
                 self.start_group(pod)
@@ -185,28 +245,53 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         super().await_pod_start(pod)
         for worker in self.workers.values():
             super().await_pod_start(worker)
-        if self.workers:
-            threading.Thread(
-                target=self.watch_group, args=(pod,), name="trainyard-group", daemon=True
-            ).start()
 
-    def watch_group(self, leader: k8s.V1Pod) -> None:
-        """Stop rank 0 once another rank failed, so that the group does not hang in a
-        collective: its deletion gives it the grace period for a final checkpoint."""
-        while not self._group_done.wait(GROUP_POLL_SECONDS):
-            for rank, worker in self.workers.items():
-                try:
-                    phase = self.pod_manager.read_pod(worker).status.phase
-                except ApiException as error:
-                    phase = "Deleted" if error.status == 404 else None
-                except AirflowException:  # the API is unreachable: look again next time
-                    phase = None
-                if phase not in ("Failed", "Deleted"):
-                    continue
-                self.failed_rank = rank
-                self.log.warning("learner rank %d ended (%s): stopping the group", rank, phase)
-                self._delete_pod(leader)
-                return
+    def invoke_defer_method(
+        self, last_log_time: Any = None, context: Context | None = None
+    ) -> None:
+        """Once every pod runs (gang start, on the worker), hand the watch to the triggerer.
+
+        The provider's own deferral would defer at once and watch rank 0 alone. A pod that
+        cannot start ends the attempt here, its final status kept and the group deleted.
+        """
+        assert self.pod is not None  # the provider created (or found) it
+        assert context is not None  # the provider passes it
+        if not self._resuming:
+            try:
+                self.await_pod_start(self.pod)
+            except Exception:
+                with contextlib.suppress(AirflowException):  # its "pod returned a failure"
+                    self.post_complete_action(
+                        pod=self.pod, remote_pod=self.pod, context=context, result=None
+                    )
+                raise
+        self.convert_config_file_to_dict()
+        trigger = LearnerGroupTrigger(
+            pod_name=self.pod.metadata.name,
+            pod_namespace=self.pod.metadata.namespace,
+            trigger_start_time=datetime.now(UTC),
+            base_container_name=self.base_container_name,
+            config_dict=self._config_dict,
+            in_cluster=self.in_cluster,
+            poll_interval=self.poll_interval,
+            get_logs=self.get_logs,
+            startup_timeout=self.startup_timeout_seconds,
+            startup_check_interval=self.startup_check_interval_seconds,
+            schedule_timeout=self.schedule_timeout_seconds,
+            on_finish_action=self.on_finish_action.value,
+            on_kill_action=self.on_kill_action.value,
+            termination_grace_period=self.termination_grace_period,
+            last_log_time=last_log_time,
+            trigger_kwargs={
+                **(self.trigger_kwargs or {}),
+                "attempt": self.pod_attempt(),
+                "started_at": self.started_at.isoformat(),
+            },
+            log_events_on_startup=False,  # they were logged while the worker waited
+            workers={str(rank): worker.metadata.name for rank, worker in self.workers.items()},
+            service_name=self.rendezvous.metadata.name if self.rendezvous else None,
+        )
+        self.defer(trigger=trigger, method_name="resume_learners")
 
     def _delete_pod(self, pod: k8s.V1Pod) -> None:
         try:
@@ -220,8 +305,10 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
                 self.log.warning("cannot delete pod %s: %s", pod.metadata.name, error)
 
     def stop_group(self) -> None:
-        """Keep each other rank's final status, then delete its pod and the Service."""
-        self._group_done.set()
+        """Keep each other rank's final status, then delete its pod and the Service (once)."""
+        if self._group_stopped:
+            return
+        self._group_stopped = True
         for rank, worker in self.workers.items():
             try:
                 self.worker_statuses[rank] = self.pod_manager.read_pod(worker).status.to_dict()
@@ -317,8 +404,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         )
 
 
-#: How often the other ranks of a running group are checked for a failure.
-GROUP_POLL_SECONDS = 2.0
+#: How often the triggerer reads the pods of a running group.
+POLL_SECONDS = 2.0
 
 
 class KubernetesEvaluateOperator(KubernetesLearnerOperator, EvaluateModelOperator):
@@ -329,3 +416,6 @@ class KubernetesEvaluateOperator(KubernetesLearnerOperator, EvaluateModelOperato
 
     def execute(self, context: Context) -> Any:
         return EvaluateModelOperator.execute(self, context)
+
+    def learners_done(self) -> Any:
+        return self.record_metrics()

@@ -225,6 +225,8 @@ def _sync_roles(config: TrainyardConfig, session: Session, report: SyncReport) -
 
 
 def _sync_pool(spec: PoolSpec, session: Session, report: SyncReport) -> None:
+    """Create or update a quota pool. Deferred tasks count against it: a Kubernetes learner
+    defers while it trains and must keep its share of the quota meanwhile."""
     pool = session.scalar(select(Pool).where(Pool.pool == spec.name))
     if pool is None:
         session.add(
@@ -232,7 +234,7 @@ def _sync_pool(spec: PoolSpec, session: Session, report: SyncReport) -> None:
                 pool=spec.name,
                 slots=spec.slots,
                 description=spec.description,
-                include_deferred=False,
+                include_deferred=True,
             )
         )
         report.changes.append(Change("pool", spec.name, Outcome.CREATED, f"{spec.slots} slots"))
@@ -244,6 +246,9 @@ def _sync_pool(spec: PoolSpec, session: Session, report: SyncReport) -> None:
     if pool.description != spec.description:
         changed.append("description")
         pool.description = spec.description
+    if not pool.include_deferred:
+        changed.append("include_deferred")
+        pool.include_deferred = True
     outcome = Outcome.UPDATED if changed else Outcome.UNCHANGED
     report.changes.append(Change("pool", spec.name, outcome, ", ".join(changed)))
 

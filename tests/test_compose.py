@@ -3,6 +3,7 @@ names the code uses (auth manager, components, config file, credential variables
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from devkit.airflow_env import REPO_ROOT
+from devkit.airflow_env import LOCAL_SETTINGS, REPO_ROOT
 from devkit.cluster import COMPONENTS
+from operators.admission import task_instance_mutation_hook
 from operators.auth_managers import AUTH_MANAGERS
 from trainyard.storage.config import S3StorageConfig
 from trainyard.tenancy.config import load_config
@@ -111,4 +113,29 @@ def test_the_image_copies_what_exists_and_the_build_context_lets_it_through() ->
     }
     for source in sources:
         assert (REPO_ROOT / source).exists(), source
-        assert source in allowed, f"{source} is not in the build context (.dockerignore)"
+        assert any(source == path or source.startswith(f"{path}/") for path in allowed), (
+            f"{source} is not in the build context (.dockerignore)"
+        )
+
+
+def test_the_image_installs_the_cluster_policy_where_airflow_loads_it(
+    services: dict[str, Any],
+) -> None:
+    """Airflow imports `airflow_local_settings` from $AIRFLOW_HOME/config: the image copies it
+    there, and no Airflow service moves AIRFLOW_HOME or mounts over that folder."""
+    dockerfile = (REPO_ROOT / "images" / "airflow" / "Dockerfile").read_text()
+    [home] = re.findall(r"\bAIRFLOW_HOME=(\S+)", dockerfile)
+    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    target = f"{home}/config/airflow_local_settings.py"
+    assert [LOCAL_SETTINGS.relative_to(REPO_ROOT).as_posix(), target] in copies
+    for name in AIRFLOW_SERVICES:
+        service = services[name]
+        assert "AIRFLOW_HOME" not in service.get("environment", {}), name
+        mounts = [volume.split(":")[1] for volume in service.get("volumes", [])]
+        assert not any(target.startswith(mount) for mount in mounts), (name, mounts)
+    spec = importlib.util.spec_from_file_location("airflow_local_settings", LOCAL_SETTINGS)
+    assert spec is not None
+    assert spec.loader is not None
+    policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policy)
+    assert policy.task_instance_mutation_hook is task_instance_mutation_hook

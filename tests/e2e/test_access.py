@@ -423,6 +423,7 @@ def test_tenants_sync_repairs_drift_and_a_second_run_changes_nothing(
         assert s3_server.secret_key not in json.dumps(first)
         after_first = airflow_objects(admin, deployment)
         assert after_first["pools"][pool.name]["slots"] == pool.slots
+        assert after_first["pools"][pool.name]["include_deferred"] is True  # deferred learners
         assert after_first["connection"]["login"] == s3_server.access_key
         # Tenant roles reach their own DAGs only (granted by the DAGs' access_control).
         own = {resource for _, resource in after_first["roles"][tenant_role(OWN)]}

@@ -157,6 +157,49 @@ def test_storage_outage_of_20_seconds_during_training(
     verify_every_checkpoint(store, job_id)
 
 
+def test_a_storage_outage_before_commit_is_waited_out(
+    deployment: Deployment, client: AirflowClient, s3_server: S3Server
+) -> None:
+    """Storage goes down for 30 s between training and commit: the sensor before commit waits
+    (deferred) instead of failing, and the job succeeds with no task retried.
+
+    The DAG is paused while the learner ends, so that no task after it starts before the
+    outage does; the outage starts, then the DAG is unpaused.
+    """
+    store = deployment.stores["acme"]
+    job_id = submit(deployment, "acme", "commit-outage", command="python train.py --epochs 30")
+    record = wait_until(lambda: load_record(store, job_id), "the job record")
+    dag = f"/dags/{record.dag_id}"
+
+    def state(task_id: str) -> str | None:
+        instances = client.task_instances(record.dag_id, record.dag_run_id)
+        return next((ti["state"] for ti in instances if ti["task_id"] == task_id), None)
+
+    wait_until(lambda: state("learner") == "running", "the learner to run", timeout=300)
+    client.request("PATCH", dag, json={"is_paused": True})
+    try:
+        wait_until(lambda: state("learner") == "success", "the learner to succeed", timeout=300)
+        s3_server.stop()
+    finally:
+        client.request("PATCH", dag, json={"is_paused": False})
+    try:
+        wait_until(lambda: state("storage_ready_for_commit") == "deferred", "the sensor to wait")
+        time.sleep(30)  # the outage: 30 s in all
+    finally:
+        s3_server.start()
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
+    tries = {
+        ti["task_id"]: ti["try_number"]
+        for ti in client.task_instances(record.dag_id, record.dag_run_id)
+    }
+    assert tries["storage_ready_for_commit"] == tries["commit"] == 1  # waited, not retried
+    log = client.task_log(record.dag_id, record.dag_run_id, "storage_ready_for_commit", 1)
+    assert "waiting for the tenant's storage to answer" in "\n".join(log)
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
     deployment: Deployment, client: AirflowClient
 ) -> None:

@@ -5,12 +5,20 @@ stays local): the fake API server of tests/support/kube_server.py, reached throu
 file, runs each pod's container as a local process. Storage is moto's S3 server; pods read the
 keys from a Secret in the tenant's namespace. All jobs are submitted at once, so the module
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
+
+The executor has 2 slots (parallelism 2) for more concurrent learners than that: learner tasks
+defer while their pods train. Once six jobs train at once and no task runs on a worker, the
+triggerer and then the scheduler (with the LocalExecutor's workers) are SIGKILLed and
+restarted while the pods train.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -44,11 +52,24 @@ NAMESPACE = "trainyard-acme"
 GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
 LONG_TRAINING = "python train.py --epochs 150"
+PARALLELISM = 2
+#: Six jobs that train at once on PARALLELISM worker slots, through the triggerer's and the
+#: scheduler's crash (they train until the crashes are over).
+STEADY = tuple(f"steady-{number}" for number in range(1, 7))
 DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
+GATED_JOB = Path(__file__).resolve().parents[1] / "support" / "gated_job"
+#: The steady jobs train until this file exists (the crashes create it once they are over).
+GATE = Path(tempfile.gettempdir()) / f"trainyard-k8s-gate-{os.getpid()}"
+#: Ten jobs share two executor slots: each job's tasks wait their turn.
+END_TIMEOUT = 900
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
     "evicted": {"command": LONG_TRAINING, "checkpoint": {"interval": "1s", "keep": 5}},
-    "oom": {"command": LONG_TRAINING, "resources": {"memory": "3Gi"}},
+    # Holds 1 GiB, written so that it is resident: the fake kubelet OOM-kills it (no injection).
+    "oom": {
+        "command": "python -c \"import time; blob = b'x' * 2**30; time.sleep(300)\"",
+        "resources": {"memory": "512Mi"},
+    },
     "bad-image": {"framework": {"name": "custom", "version": "1", "image": UNKNOWN_IMAGE}},
     "no-fit": {"resources": {"gpus": 4}},
     "ddp": {
@@ -57,6 +78,15 @@ JOBS: dict[str, dict[str, Any]] = {
         "resources": {"learners": 2},
         "checkpoint": {"interval": "2s", "keep": 5},
         "evaluation": None,
+    },
+    **{
+        name: {
+            "code": {"path": str(GATED_JOB)},
+            "command": f"python train.py --until {GATE}",
+            "data": None,
+            "evaluation": None,
+        }
+        for name in STEADY
     },
 }
 
@@ -97,9 +127,10 @@ def deployment(
         "learner_backend": "kubernetes",
         "max_running_jobs": len(JOBS),
         "gpu_quota": 8,
-        "cpu_quota": 8,
+        "cpu_quota": 16,
     }
-    with deploy(root, s3_server, {"acme": acme}, kubernetes) as deployed:
+    airflow = {"AIRFLOW__CORE__PARALLELISM": str(PARALLELISM)}
+    with deploy(root, s3_server, {"acme": acme}, kubernetes, airflow) as deployed:
         yield deployed
 
 
@@ -123,8 +154,56 @@ def jobs(deployment: Deployment, client: AirflowClient) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
+def crashes(
+    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str], client: AirflowClient
+) -> Iterator[Future[list[str]]]:
+    """Once the STEADY jobs all train at once, their learner tasks deferred, and no task runs
+    on a worker (so that the crash interrupts nothing but the watch), SIGKILL the triggerer,
+    then the scheduler (the LocalExecutor's workers are its children), each restarted at once.
+    Then the steady jobs may finish. The result: the learner pods that trained meanwhile."""
+    store = deployment.stores["acme"]
+
+    def learner_state(job_id: str) -> str | None:
+        record = load_record(store, job_id)
+        instances = client.task_instances(record.dag_id, record.dag_run_id) if record else []
+        return next((ti["state"] for ti in instances if ti["task_id"] == "learner"), None)
+
+    def busy_workers() -> int:
+        busy = client.request(
+            "GET",
+            "/dags/~/dagRuns/~/taskInstances",
+            params={"state": ["running", "queued"], "limit": 1},
+        )
+        return int(busy["total_entries"])
+
+    def training_at_once() -> list[str] | None:
+        pods = [running_pod(cluster, jobs[name]) for name in STEADY]
+        if not all(pods) or busy_workers():
+            return None
+        if any(learner_state(jobs[name]) != "deferred" for name in STEADY):
+            return None
+        return [pod.name for pod in pods if pod is not None]
+
+    def crash() -> list[str]:
+        running = wait_until(training_at_once, "six jobs training at once", timeout=END_TIMEOUT)
+        for component in ("triggerer", "scheduler"):
+            deployment.cluster.kill(component, signal.SIGKILL)
+            deployment.cluster.start(component)
+        GATE.touch()
+        return running
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            yield pool.submit(crash)
+    finally:
+        GATE.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
 def faults(
-    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str]
+    cluster: FakeKubernetes,
+    deployment: Deployment,
+    jobs: dict[str, str],
 ) -> Iterator[dict[str, Future[int]]]:
     """Scenario -> its fault, injected as soon as its job is far enough (all run at once);
     autouse, so that the injections start with the module's first test.
@@ -139,14 +218,9 @@ def faults(
         cluster.evict(pod)
         return steps[-1]
 
-    def oom_kill(job_id: str) -> int:
-        cluster.oom_kill(running_learner(cluster, job_id))
-        return 0
-
     with ThreadPoolExecutor(max_workers=3) as pool:
         yield {
             "evicted": pool.submit(evict, jobs["evicted"], 0),
-            "oom": pool.submit(oom_kill, jobs["oom"]),
             "ddp": pool.submit(evict, jobs["ddp"], 1),
         }
 
@@ -161,17 +235,22 @@ def job_pods(cluster: FakeKubernetes, job_id: str, mode: RunMode = RunMode.TRAIN
     return [pod for pod in pods if pod.container.get("args") == [mode.value]]
 
 
+def running_pod(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod | None:
+    """The job's training pod of `rank` if its container runs the runtime and user code."""
+    for pod in job_pods(cluster, job_id):
+        labels = pod.body["metadata"]["labels"]
+        if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
+            return pod
+    return None
+
+
 def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod:
     """The job's training pod of `rank` once its container runs the runtime and user code."""
-
-    def found() -> FakePod | None:
-        for pod in job_pods(cluster, job_id):
-            labels = pod.body["metadata"]["labels"]
-            if labels.get(RANK_LABEL) == str(rank) and len(container_processes(pod)) >= 2:
-                return pod
-        return None
-
-    return wait_until(found, f"the running learner pod of rank {rank} of {job_id}", timeout=420)
+    return wait_until(
+        lambda: running_pod(cluster, job_id, rank),
+        f"the running learner pod of rank {rank} of {job_id}",
+        timeout=420,
+    )
 
 
 def record_of(store: ObjectStore, job_id: str) -> JobRecord:
@@ -191,7 +270,7 @@ def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_setting
 ) -> None:
     job_id = jobs["gpu"]
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
 
     assert final.state is JobState.SUCCEEDED, final.failure
     assert final.evaluation is not None
@@ -245,7 +324,7 @@ def test_an_evicted_learner_is_retried_and_resumes_from_the_newest_checkpoint(
     job_id = jobs["evicted"]
     newest = faults["evicted"].result()  # evicted after a checkpoint was committed
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
     # The evicted learner committed a final checkpoint in its grace period; no step is lost.
@@ -263,21 +342,18 @@ def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
     return int(match.group(1))
 
 
-def test_an_oom_killed_learner_fails_once_as_a_resource_error(
-    cluster: FakeKubernetes,
-    jobs: dict[str, str],
-    faults: dict[str, Future[int]],
-    client: AirflowClient,
-    store: ObjectStore,
+def test_a_learner_past_its_memory_limit_is_oom_killed_and_fails_once_as_a_resource_error(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
 ) -> None:
     job_id = jobs["oom"]
-    faults["oom"].result()  # OOM-killed while training
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
     assert final.state is JobState.FAILED
     assert final.failure is not None
     assert (final.failure.failure_class, final.failure.task) == ("resource_error", "learner")
-    assert "resources.memory = 3Gi" in final.failure.message
+    assert "resources.memory = 512Mi" in final.failure.message
+    [train] = [pod for pod in cluster.created_pods() if pod["metadata"]["name"].startswith("oom-")]
+    assert train["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["resource_error"]
     assert final.attempt == 1
     assert_no_pod_left(cluster, job_id)
@@ -288,7 +364,7 @@ def test_an_unknown_image_fails_at_once_naming_the_image(
 ) -> None:
     job_id = jobs["bad-image"]
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
 
     assert final.state is JobState.FAILED
     assert final.failure is not None
@@ -304,7 +380,7 @@ def test_a_gpu_request_no_node_can_fit_fails_after_the_startup_timeout_naming_it
 ) -> None:
     job_id = jobs["no-fit"]
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
 
     assert final.state is JobState.FAILED
     assert final.failure is not None
@@ -329,7 +405,7 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     job_id = jobs["ddp"]
     newest = faults["ddp"].result()  # rank 1 evicted after a checkpoint was committed
 
-    final = wait_for_end(client, store, job_id)
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
     for rank in (0, 1):
@@ -349,10 +425,41 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     assert_no_pod_left(cluster, job_id)
 
 
+def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_and_worker(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    crashes: Future[list[str]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """The learner tasks deferred while their pods trained, so six trained on two executor
+    slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
+    and the watch picked up again: each steady job ends with its one attempt and one pod."""
+    running = crashes.result()
+    assert len(running) == len(STEADY) > PARALLELISM
+    for name in STEADY:
+        job_id = jobs[name]
+        final = wait_for_end(client, store, job_id, END_TIMEOUT)
+        assert final.state is JobState.SUCCEEDED, final.failure
+        assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
+        [train] = [
+            body
+            for body in cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+            if body["spec"]["containers"][0]["args"] == ["train"]
+        ]
+        assert train["metadata"]["name"] in running  # the pod that trained through the crashes
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 1, 0)).decode()
+        assert log.count("training until") == 1  # the learner was never restarted
+        assert_no_pod_left(cluster, job_id)
+
+
 def test_no_pod_is_left_after_every_scenario(
     cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
 ) -> None:
     for job_id in jobs.values():
-        assert wait_for_end(client, store, job_id).state in (JobState.SUCCEEDED, JobState.FAILED)
+        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in (
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+        )
     assert [pod.name for pod in cluster.pods_of()] == []
     assert len(cluster.created) >= len(jobs)

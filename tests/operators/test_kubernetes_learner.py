@@ -298,7 +298,7 @@ def test_the_provider_reattaches_logs_reports_events_and_deletes_the_pod(
     assert operator.on_finish_action is OnFinishAction.DELETE_POD
     assert operator.log_events_on_failure is True
     assert operator.get_logs is True
-    assert operator.deferrable is False
+    assert operator.deferrable is True  # the triggerer watches the pods
     assert (operator.startup_timeout_seconds, operator.schedule_timeout_seconds) == (900, 900)
     assert isinstance(operator.hook, KubernetesHook)
     assert operator.hook.config_file == str(config_dir / "kubeconfig")

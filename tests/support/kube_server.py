@@ -1,7 +1,8 @@
 """A small fake Kubernetes API server with a fake kubelet, for tests without a cluster.
 
 It serves, over HTTP on 127.0.0.1, exactly the core/v1 endpoints that the provider's
-KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, synchronous mode) call:
+KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, deferrable mode) and its trigger's
+async client (kubernetes_asyncio: read and delete pods) call:
 
 - pods: create, read, list by label selector, delete (graceful, `gracePeriodSeconds`), patch
   (JSON merge patch: the provider's "already checked" label);
@@ -11,8 +12,14 @@ KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, synchronous mode) c
   `resourceVersionMatch` are accepted; the provider drops events it has seen by uid);
 - services: create, read, delete (the headless Service of a multi-learner job).
 
-The synchronous operator polls (`await_pod_start` reads the pod and lists its events every
-`startup_check_interval_seconds`), so no watch endpoint is needed.
+The operator polls while it waits for its pods to start (`await_pod_start` reads the pod and
+lists its events every `startup_check_interval_seconds`), and so does the deferred task's
+trigger on the triggerer (the async client reads each pod of the group every `poll_interval`
+and deletes pods), so no watch endpoint is needed.
+
+Like a real API server, it rejects an invalid object: every pod and Service created is
+validated against the OpenAPI schema of KUBERNETES_VERSION (`kubernetes-validate`, strict:
+unknown fields too), and an invalid one gets 422 Invalid naming the field.
 
 The kubelet runs each pod's container as a local process in the test's Python environment:
 a known image maps to an entrypoint command (as the image's ENTRYPOINT), the container's
@@ -30,7 +37,13 @@ once: a pod that did not fit stays Pending even after capacity frees up). Faults
 kubelet's eviction: SIGTERM, SIGKILL after the grace period, then phase Failed, reason Evicted
 and a DisruptionTarget condition), `oom_kill` (SIGKILL, container reason OOMKilled), an unknown
 image (ErrImagePull) or an invalid image name (InvalidImageName), a missing Secret
-(CreateContainerConfigError). Every created pod body is kept in `created`.
+(CreateContainerConfigError). The kubelet also enforces what a node does: a container whose
+processes hold more resident memory than its memory limit is OOMKilled (sampled with psutil,
+as the local backend enforces `resources.memory`), and a container whose securityContext
+(the pod's, overridden by the container's) asks for runAsNonRoot but would run as root
+(runAsUser 0, or none and an image user of 0: `image_user`, by default the learner images'
+USER) does not start (CreateContainerConfigError). Every created pod body is kept in
+`created`.
 """
 
 from __future__ import annotations
@@ -55,13 +68,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import kubernetes_validate
 import psutil
 import yaml
 
 from tests.support.http_server import serving
+from trainyard.manifest.units import parse_memory
 
 HOST = "127.0.0.1"
 GPU = "nvidia.com/gpu"
+#: The Kubernetes version whose OpenAPI schema every object sent is validated against.
+KUBERNETES_VERSION = "1.36.0"
+#: The user an image runs as when the pod names none: Trainyard's learner images' USER.
+IMAGE_USER = 10001
+#: How often the kubelet samples a container's memory against its limit.
+MEMORY_SAMPLE_SECONDS = 0.2
 #: Variables of the test's environment that a pod's process gets, as an image would bake them.
 IMAGE_ENVIRONMENT = ("PATH", "PYTHONPATH", "HOME", "LANG", "VIRTUAL_ENV", "TMPDIR")
 _SERVICE_HOST = re.compile(r"\b[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.svc(\.cluster\.local)?\b")
@@ -116,12 +137,18 @@ class FakeNode:
 
 
 class ApiError(Exception):
-    def __init__(self, code: HTTPStatus, reason: str, message: str) -> None:
+    def __init__(
+        self,
+        code: HTTPStatus,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict[str, Any]:
-        return {
+        status = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -130,10 +157,56 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": int(self.code),
         }
+        if self.details is not None:
+            status["details"] = self.details
+        return status
 
 
 def not_found(kind: str, name: str) -> ApiError:
     return ApiError(HTTPStatus.NOT_FOUND, "NotFound", f'{kind} "{name}" not found')
+
+
+def validate_object(kind: str, body: dict[str, Any]) -> None:
+    """Reject `body` as the API server does an invalid object: 422, naming the field.
+
+    Checked against the OpenAPI schema of KUBERNETES_VERSION, strictly (an unknown field is an
+    error, as with the server's `fieldValidation=Strict`). Kind and apiVersion default to the
+    endpoint's, as the server decodes a body into the endpoint's type.
+    """
+    body.setdefault("apiVersion", "v1")
+    body.setdefault("kind", kind)
+    try:
+        kubernetes_validate.validate(body, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        field = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+        ).lstrip(".")
+        name = (body.get("metadata") or {}).get("name", "")
+        raise ApiError(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "Invalid",
+            f'{kind} "{name}" is invalid: {field or "<root>"}: {error.message}',
+            {
+                "name": name,
+                "kind": kind.lower() + "s",
+                "causes": [
+                    {"reason": "FieldValueInvalid", "message": error.message, "field": field}
+                ],
+            },
+        ) from error
+
+
+def run_as_root(pod: dict[str, Any], image_user: int) -> bool:
+    """Whether the container must not start: it asks for a non-root user and would run as root.
+
+    The container's securityContext overrides the pod's, field by field; without runAsUser the
+    image's user runs it.
+    """
+    pod_context = pod["spec"].get("securityContext") or {}
+    container_context = pod["spec"]["containers"][0].get("securityContext") or {}
+    context = {**pod_context, **{k: v for k, v in container_context.items() if v is not None}}
+    user = context.get("runAsUser")
+    return bool(context.get("runAsNonRoot")) and (image_user if user is None else user) == 0
 
 
 class FakePod:
@@ -149,6 +222,7 @@ class FakePod:
         self.gone = False  # deleted: the kubelet stops working on it
         self.fault_reason: str | None = None  # OOMKilled, or Evicted
         self.grace_timer: threading.Timer | None = None
+        self.signals: list[signal.Signals] = []  # what the kubelet sent its container
 
     @property
     def name(self) -> str:
@@ -196,6 +270,7 @@ class FakePod:
         ]
 
     def signal(self, sig: signal.Signals) -> None:
+        self.signals.append(sig)
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
@@ -207,10 +282,17 @@ class FakePod:
 class FakeKubernetes:
     """The API server's state and the kubelet; `running_kube_server` serves it over HTTP."""
 
-    def __init__(self, root: Path, images: dict[str, list[str]], node: FakeNode) -> None:
+    def __init__(
+        self,
+        root: Path,
+        images: dict[str, list[str]],
+        node: FakeNode,
+        image_user: int = IMAGE_USER,
+    ) -> None:
         self.root = root
         self.images = images
         self.node = node
+        self.image_user = image_user
         self.created: list[dict[str, Any]] = []
         self.pods: dict[tuple[str, str], FakePod] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
@@ -293,6 +375,7 @@ class FakeKubernetes:
         name = body.get("metadata", {}).get("name")
         if not name:
             raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required")
+        validate_object("Pod", body)
         with self.lock:
             if (namespace, name) in self.pods:
                 raise ApiError(
@@ -367,6 +450,7 @@ class FakeKubernetes:
         }
 
     def create_service(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        validate_object("Service", body)
         name = body["metadata"]["name"]
         with self.lock:
             if (namespace, name) in self.services:
@@ -397,7 +481,7 @@ class FakeKubernetes:
             if pod.gone or not self._schedule(pod) or not self._pull(pod):
                 return
             env = self._environment(pod)
-            if env is None:
+            if env is None or not self._user_allowed(pod):
                 return
             command = [*(pod.container.get("command") or self.images[pod.container["image"]])]
             command += pod.container.get("args") or []
@@ -418,6 +502,11 @@ class FakeKubernetes:
             self._event(pod, "Normal", "Started", f"Started container {pod.container['name']}")
             self._version(pod.body)
         started = datetime.now(UTC)
+        limit = ((pod.container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit is not None:
+            threading.Thread(
+                target=self._enforce_memory, args=(pod, parse_memory(limit)), daemon=True
+            ).start()
         assert pod.process.stdout is not None
         for line in pod.process.stdout:
             with pod.changed:
@@ -425,6 +514,34 @@ class FakeKubernetes:
                 pod.changed.notify_all()
         code = pod.process.wait()
         self._finish(pod, code, started)
+
+    def _enforce_memory(self, pod: FakePod, limit: int) -> None:
+        """The memory cgroup's limit: once the container's processes hold more resident
+        memory than `limit` bytes, the kernel kills them (the container ends OOMKilled)."""
+        while pod.process is not None and pod.process.poll() is None:
+            used = 0
+            for process in container_processes(pod):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    used += process.memory_info().rss
+            if used > limit:
+                self.oom_kill(pod)
+                return
+            time.sleep(MEMORY_SAMPLE_SECONDS)
+
+    def _user_allowed(self, pod: FakePod) -> bool:
+        """The kubelet refuses to start a runAsNonRoot container that would run as root."""
+        if not run_as_root(pod.body, self.image_user):
+            return True
+        message = (
+            f'container has runAsNonRoot and image will run as root (pod: "{pod.name}", '
+            f"container: {pod.container['name']})"
+        )
+        pod.set_container_state(
+            {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+        )
+        self._event(pod, "Warning", "Failed", f"Error: {message}")
+        self._version(pod.body)
+        return False
 
     def _schedule(self, pod: FakePod) -> bool:
         selector = pod.body["spec"].get("nodeSelector") or {}
@@ -711,11 +828,11 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def running_kube_server(
-    root: Path, images: dict[str, list[str]], node: FakeNode
+    root: Path, images: dict[str, list[str]], node: FakeNode, image_user: int = IMAGE_USER
 ) -> Iterator[FakeKubernetes]:
     """Serve a fake cluster on a free port until the block ends; then kill what still runs."""
     root.mkdir(parents=True, exist_ok=True)
-    api = FakeKubernetes(root, images, node)
+    api = FakeKubernetes(root, images, node, image_user)
     try:
         with serving(_Server(api)) as api.url:
             yield api

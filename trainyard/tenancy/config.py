@@ -187,6 +187,16 @@ class TenantConfig(BaseModel):
         "checkpoint before it is stopped as hung at start-up, unless its manifest sets "
         "watchdog_startup",
     )
+    storage_wait_timeout: Seconds = Field(
+        default=10 * 60.0,
+        description="seconds a job waits, before staging and before commit, for its storage "
+        "to answer (a storage outage) before the task fails as a platform fault",
+    )
+    publish_wait_timeout: Seconds = Field(
+        default=2 * 60.0,
+        description="seconds the commit waits for the learner's published results to be "
+        "visible in storage",
+    )
     learner_backend: LearnerBackendName | None = Field(
         default=None, description="where this tenant's learners run (default: the deployment's)"
     )
