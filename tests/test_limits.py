@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_manifest import FFDL
+from tests.manifest.test_ffdl import FFDL
 from trainyard.limits import (
     MAX_DEPTH,
     MAX_DOCUMENT_CHARS,
@@ -15,7 +15,8 @@ from trainyard.limits import (
     check_document,
     shorten,
 )
-from trainyard.manifest.schema import ManifestError, import_ffdl_manifest, parse_manifest
+from trainyard.manifest.ffdl import import_ffdl_manifest
+from trainyard.manifest.schema import ManifestError, parse_manifest
 from trainyard.manifest.submission import example_manifest, manifest_from_conf
 from trainyard.safe_yaml import load_yaml
 

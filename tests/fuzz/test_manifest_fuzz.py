@@ -17,11 +17,11 @@ from tests.fuzz.strategies import (
     scalars,
     yaml_texts,
 )
-from tests.test_manifest import FFDL
+from tests.manifest.test_ffdl import FFDL
 from trainyard.limits import ECHO_CHARS
+from trainyard.manifest.ffdl import import_ffdl_manifest
 from trainyard.manifest.schema import (
     ManifestError,
-    import_ffdl_manifest,
     parse_manifest,
     read_manifest_file,
 )
