@@ -94,7 +94,9 @@ def test_hostile_code_archives(
     tmp_path_factory: pytest.TempPathFactory, archive: tuple[bytes, str]
 ) -> None:
     data, name = archive
-    store = LocalStore(tmp_path_factory.getbasetemp() / "archive-store")
+    root = tmp_path_factory.getbasetemp() / "archive-store"
+    shutil.rmtree(root, ignore_errors=True)  # as validate clears the job's code prefix first
+    store = LocalStore(root)
     error = record(
         "unpack_archive",
         lambda: unpack_archive(store, data, name, "jobs/j/code", "code.uri"),

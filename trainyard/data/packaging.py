@@ -123,7 +123,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     file_type = stat.S_IFMT(info.external_attr >> 16)
     if file_type == stat.S_IFLNK:
         return "symlink"
-    if info.is_dir():
+    if info.filename.endswith("/"):  # ZipInfo.is_dir() fails on an empty name
         return "dir"
     if file_type not in (0, stat.S_IFREG):
         return "device or FIFO"
@@ -234,10 +234,20 @@ def _check_sizes(name: str, what: str, sizes: list[int]) -> None:
 
 
 def _problems(entries: Sequence[tuple[str, str, object]]) -> list[str]:
-    return [
+    problems = [
         f"entry {shorten(entry)} {problem}"
         for entry, kind, _ in entries
         if (problem := _entry_problem(entry, kind)) is not None
+    ]
+    if problems:
+        return problems
+    # A file cannot also be a folder: 'a' and 'a/b' would collide in storage.
+    files = {_relative(entry) for entry, kind, _ in entries if kind == "file"}
+    return [
+        f"entry {shorten(name)} is inside {shorten(folder)}, which is a file"
+        for name in sorted(files)
+        for folder in ("/".join(name.split("/")[:end]) for end in range(1, name.count("/") + 1))
+        if folder in files
     ]
 
 
