@@ -347,6 +347,18 @@ def zip_bomb(declared: int, actual: int) -> bytes:
         pytest.param(
             b"PK\x03\x04" + b"\0" * 40, "code.zip", "is not a readable archive", id="junk"
         ),
+        pytest.param(
+            zip_archive([("", b"x", FILE_MODE)]),
+            "code.zip",
+            "has an empty name",
+            id="zip-empty-name",
+        ),
+        pytest.param(
+            tar_archive([("a", b"x"), ("a/b", b"y")]),
+            "code.tar.gz",
+            "entry 'a/b' is inside 'a', which is a file",
+            id="file-and-folder",
+        ),
     ],
 )
 def test_archives_beyond_the_limits_are_refused_before_anything_is_written(
