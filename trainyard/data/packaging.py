@@ -46,7 +46,13 @@ class PackagingError(ValueError):
 
 def directory_files(local_dir: Path, what: str) -> list[Path]:
     """The files to upload from `local_dir`; `what` names it in errors (e.g. 'code.path')."""
-    if not local_dir.is_dir():
+    try:
+        is_dir = local_dir.is_dir()
+    except OSError as error:  # a name too long for the filesystem, ...
+        raise PackagingError(
+            f"{what}: {shorten(str(local_dir))} cannot be read ({error.strerror})"
+        ) from error
+    if not is_dir:
         raise PackagingError(f"{what}: {local_dir} is not a directory")
     files = []
     for path in sorted(local_dir.rglob("*")):
