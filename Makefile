@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-stop test test-fast services lint bench bench-quick clean
+.PHONY: demo demo-stop test test-fast fuzz services lint bench bench-quick clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: lint services
 ## test-fast: the tests that start no Airflow
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest -q -m "not e2e"
+
+## fuzz: the property-based suites (tests/fuzz) at 100,000 examples in all, unseeded; prints
+## how many inputs were valid, rejected with a named field, or crashed (the bar: none)
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 ## bench: the benchmarks (real Airflow, about half an hour), one table per figure; see bench/RESULTS.md
 bench: $(VENV)/.installed

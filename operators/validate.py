@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
-from trainyard.failures import UserError
+from trainyard.failures import FailureClass, TrainyardFailure, UserError
 from trainyard.jobs.layout import JobLayout, job_id_for_run
 from trainyard.jobs.lineage import digest_prefix
-from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
 from trainyard.manifest.schema import JobManifest
-from trainyard.manifest.submission import manifest_from_conf
-from trainyard.storage import ObjectNotFound, ObjectStore
+from trainyard.manifest.submission import manifest_from_conf, run_job_name
+from trainyard.storage import ObjectNotFound, ObjectStore, StorageError
 from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
@@ -24,32 +24,68 @@ class ValidateJobOperator(TrainyardOperator):
     """Validate the manifest against the schema, the tenant and its quota, snapshot the code,
     record the job.
 
-    Returns the job id (XCom) that every later task of the run works on. Nothing of the job is
-    written before the manifest is valid, so a rejected submission leaves no trace in storage.
+    Returns the job id (XCom) that every later task of the run works on. Nothing of the job but
+    its record (state failed, with the reason) is written before the manifest is valid.
     """
 
     template_fields = ()
 
     def execute(self, context: Context) -> str:
-        with classified_failures():
-            manifest = manifest_from_conf(context["params"])
-            self.check_tenant(manifest)
-            check_quota(manifest.resources, self.tenant_config)
-            run_id = context["dag_run"].run_id
-            job_id = job_id_for_run(self.tenant, manifest.name, run_id)
-            layout = JobLayout(job_id)
-            snapshot_code(self.store, manifest, layout)
+        conf, run_id = context["params"], context["dag_run"].run_id
+        try:
+            with classified_failures():
+                return self.accept(conf, run_id)
+        except AirflowFailException as rejected:
+            self.record_rejection(conf, run_id, rejected)
+            # The message says it all: the exception chain (ManifestError, pydantic's errors)
+            # would only repeat it, with long inputs echoed whole.
+            raise AirflowFailException(str(rejected)) from None
+
+    def accept(self, conf: Any, run_id: str) -> str:
+        """Validate the run's conf into a job, snapshot its code and record it."""
+        manifest = manifest_from_conf(conf)
+        self.check_tenant(manifest)
+        check_quota(manifest.resources, self.tenant_config)
+        job_id = job_id_for_run(self.tenant, manifest.name, run_id)
+        layout = JobLayout(job_id)
+        snapshot_code(self.store, manifest, layout)
+        record = load_record(self.store, job_id) or JobRecord(
+            job_id=job_id,
+            tenant=self.tenant,
+            dag_id=self.dag_id,
+            dag_run_id=run_id,
+            manifest=manifest.model_dump(mode="json"),
+        )
+        record.code_digest = digest_prefix(self.store, layout.code)
+        save_record(self.store, record)
+        self.log.info("job %s accepted: %s", job_id, manifest.model_dump_json())
+        return job_id
+
+    def record_rejection(self, conf: Any, run_id: str, rejected: AirflowFailException) -> None:
+        """Keep why the job was refused in its record, where `trainyard status` finds it.
+
+        Only the record is written: the refused job's code and data never reach its prefix.
+        """
+        job_id = job_id_for_run(self.tenant, run_job_name(conf), run_id)
+        cause = rejected.__cause__
+        failure_class = (
+            cause.failure_class if isinstance(cause, TrainyardFailure) else FailureClass.USER_ERROR
+        )
+        failure = FailureInfo(
+            failure_class=failure_class.value, task=self.task_id, message=str(rejected)
+        )
+        try:
             record = load_record(self.store, job_id) or JobRecord(
                 job_id=job_id,
                 tenant=self.tenant,
                 dag_id=self.dag_id,
                 dag_run_id=run_id,
-                manifest=manifest.model_dump(mode="json"),
+                manifest={},
             )
-            record.code_digest = digest_prefix(self.store, layout.code)
+            record.state, record.failure = JobState.FAILED, failure
             save_record(self.store, record)
-        self.log.info("job %s accepted: %s", job_id, manifest.model_dump_json())
-        return job_id
+        except (StorageError, TrainyardFailure, AirflowException) as error:
+            self.log.warning("could not record the rejection of %s: %s", job_id, error)
 
     def check_tenant(self, manifest: JobManifest) -> None:
         if manifest.tenant != self.tenant:

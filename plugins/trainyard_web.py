@@ -21,11 +21,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from trainyard.jobs.records import JobRecord, JobState
+from trainyard.limits import MAX_STRING_CHARS, shorten
 from trainyard.manifest.schema import confine_storage_path
 from trainyard.tenancy.config import (
     TrainyardConfig,
@@ -38,6 +40,24 @@ from trainyard.tenancy.config import (
 app = FastAPI(title="Trainyard", description="Training jobs of Trainyard's tenants.")
 
 RECORD_SUFFIX = "/job.json"
+#: Files one data event may announce (a count for the record, not a limit on uploads).
+MAX_EVENT_FILES = 10**9
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each invalid field of the body or path, with the value echoed cut short."""
+    detail = [
+        {
+            "loc": list(problem.get("loc", ())),
+            "msg": problem.get("msg", ""),
+            "input": shorten(problem.get("input")),
+        }
+        for problem in error.errors()
+    ]
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": detail}
+    )
 
 
 async def authenticated_user(request: Request) -> Any:
@@ -137,8 +157,8 @@ def list_jobs(tenant: str, user: User) -> JobList:
 
 
 class DataEvent(BaseModel):
-    path: str
-    files: int = 0
+    path: str = Field(max_length=MAX_STRING_CHARS)
+    files: int = Field(default=0, ge=0, le=MAX_EVENT_FILES)
 
 
 class DataEventResult(BaseModel):
@@ -152,16 +172,22 @@ def record_data_event(tenant: str, event: DataEvent, user: User) -> DataEventRes
 
     Allowed to whoever may start runs of the tenant's training DAG.
     """
-    from airflow.assets.manager import asset_manager
-    from airflow.models.asset import AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     authorized_config(user, tenant, "POST")
     try:
         prefix = confine_storage_path(event.path)
     except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"path: {error}") from error
+    return DataEventResult(assets=register_data_event(tenant, prefix, event.files))
+
+
+def register_data_event(tenant: str, prefix: str, files: int) -> list[str]:
+    """Record an asset event on every data trigger of `tenant` watching `prefix` (or a folder
+    above it); return their URIs."""
+    from airflow.assets.manager import asset_manager
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
     uploaded = data_asset_uri(tenant, prefix)
     triggered = []
     with create_session() as session:
@@ -172,12 +198,12 @@ def record_data_event(tenant: str, event: DataEvent, user: User) -> DataEventRes
             if f"{uploaded}/".startswith(f"{asset.uri.rstrip('/')}/"):
                 asset_manager.register_asset_change(
                     asset=asset,
-                    extra={"path": prefix, "files": event.files},
+                    extra={"path": prefix, "files": files},
                     source_is_api=True,
                     session=session,
                 )
                 triggered.append(asset.uri)
-    return DataEventResult(assets=triggered)
+    return triggered
 
 
 PAGE = """<!doctype html>

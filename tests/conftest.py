@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Airflow reads its configuration on import: keep tests away from the user's ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="trainyard-tests-airflow-"))
@@ -40,3 +41,24 @@ def s3_store(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
 @pytest.fixture
 def local_store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "storage")
+
+
+# Property-based suites (tests/fuzz): `ci` is the bounded, derandomized default that
+# `make test` runs (about 2,500 examples in all); `make fuzz` picks `fuzz`. Suites that start
+# processes or build DAGs run a fraction of max_examples: 12,000 makes 100,000 in all.
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "fuzz",
+    parent=settings.get_profile("ci"),
+    max_examples=int(os.environ.get("TRAINYARD_FUZZ_EXAMPLES", "12000")),
+    derandomize=False,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

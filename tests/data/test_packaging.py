@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainyard.data.packaging import PackagingError, is_archive, unpack_archive, upload_directory
+from trainyard.limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from trainyard.storage.local import LocalStore
 
 PREFIX = "jobs/acme.digits-mlp.20261124-215908-abcd/code"
@@ -305,3 +306,77 @@ def test_every_bad_entry_is_named_at_once(local_store: LocalStore) -> None:
 )
 def test_archives_are_known_by_their_suffix(name: str, expected: bool) -> None:
     assert is_archive(name) is expected
+
+
+def zip_bomb(declared: int, actual: int) -> bytes:
+    """A zip whose one entry declares `declared` bytes but inflates to `actual` (zeros)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data.bin", b"\0" * actual)
+    data = bytearray(buffer.getvalue())
+    size = actual.to_bytes(4, "little")
+    for offset in (i for i in range(len(data) - 3) if data[i : i + 4] == size):
+        data[offset : offset + 4] = declared.to_bytes(4, "little")  # local and central headers
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("archive", "name", "problem"),
+    [
+        pytest.param(
+            b"\0" * (MAX_ARCHIVE_BYTES + 1), "code.tar", "more than the limit of", id="archive-size"
+        ),
+        pytest.param(
+            tar_archive([(f"f{i}.py", b"") for i in range(MAX_ARCHIVE_ENTRIES + 1)], mode="w"),
+            "code.tar",
+            f"more than {MAX_ARCHIVE_ENTRIES:,} entries",
+            id="entries",
+        ),
+        pytest.param(
+            zip_bomb(declared=1000, actual=10**6),
+            "code.zip",
+            "is not a readable archive",  # read no further than declared: the CRC fails
+            id="zip-lying-about-its-size",
+        ),
+        pytest.param(
+            tar_archive([(f"{'x' * 300}.py", b"x")]),
+            "code.tar.gz",
+            "has a name longer than 255 bytes",
+            id="long-name",
+        ),
+        pytest.param(
+            b"PK\x03\x04" + b"\0" * 40, "code.zip", "is not a readable archive", id="junk"
+        ),
+        pytest.param(
+            zip_archive([("", b"x", FILE_MODE)]),
+            "code.zip",
+            "has an empty name",
+            id="zip-empty-name",
+        ),
+        pytest.param(
+            tar_archive([("a", b"x"), ("a/b", b"y")]),
+            "code.tar.gz",
+            "entry 'a/b' is inside 'a', which is a file",
+            id="file-and-folder",
+        ),
+    ],
+)
+def test_archives_beyond_the_limits_are_refused_before_anything_is_written(
+    local_store: LocalStore, archive: bytes, name: str, problem: str
+) -> None:
+    with pytest.raises(PackagingError) as raised:
+        unpack_archive(local_store, archive, name, PREFIX, "code.uri")
+
+    assert str(raised.value).startswith(f"code.uri: {name} ")
+    assert problem in str(raised.value)
+    assert keys(local_store) == []
+
+
+def test_an_upload_file_name_that_cannot_be_a_key_is_refused_naming_it(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "data", {"a.csv": "x", "b\\c.csv": "y"})
+
+    with pytest.raises(PackagingError, match=r"^LOCAL_DIR: 'b\\\\c.csv' has a backslash"):
+        upload_directory(local_store, path, PREFIX, "LOCAL_DIR")
+    assert keys(local_store) == []

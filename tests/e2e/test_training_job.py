@@ -18,7 +18,7 @@ import pytest
 
 from devkit.deployment import TENANTS, Deployment
 from devkit.learners import wait_until
-from trainyard.cli.client import AirflowClient
+from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, job_id_for_run
 from trainyard.jobs.records import JobState, load_record
@@ -149,3 +149,41 @@ def test_plain_rest_triggers_use_the_form_defaults_and_reject_bad_manifests(
     assert status["state"] == "succeeded"
     assert status["dag_run_id"] == good_run
     assert status["evaluation"]["accuracy"] >= 0.95
+
+
+def test_rest_triggers_with_non_mapping_manifests_and_overrides_fail_as_user_errors(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    """A manifest that is no mapping is refused at the trigger (the form's schema says object);
+    an override into a field that is no mapping fails validate once, with the message in the
+    task log, the job record and `trainyard status`, and no exception chain of ours."""
+    with pytest.raises(ApiError) as refused:
+        client.trigger_run("trainyard_globex", "manifest-false", {"manifest": False})
+    assert refused.value.status_code == 400
+    assert "manifest" in str(refused.value)
+
+    conf = {"manifest": example_manifest("globex") | {"resources": 1}, "gpus": 1}
+    run_id = client.trigger_run("trainyard_globex", "override-into-int", conf)["dag_run_id"]
+
+    assert wait_for_run(client, "trainyard_globex", run_id) == "failed"
+    tasks = {ti["task_id"]: ti for ti in client.task_instances("trainyard_globex", run_id)}
+    assert tasks["validate"]["state"] == "failed"
+    assert tasks["validate"]["try_number"] == 1
+    expected = "resources: is 1 (of type int), so the trigger form's gpus cannot set resources.gpus"
+    log = client.request(
+        "GET",
+        f"/dags/trainyard_globex/dagRuns/{run_id}/taskInstances/validate/logs/1",
+        params={"full_content": "true"},
+        headers={"Accept": "application/json"},
+    )["content"]
+    failures = [error for event in log for error in event.get("error_detail") or []]
+    assert [error["exc_type"] for error in failures] == ["AirflowFailException"]
+    assert expected in failures[0]["exc_value"]
+    assert not any("trainyard/" in frame["filename"] for frame in failures[0]["frames"])
+
+    job_id = job_id_for_run("globex", "digits-mlp", run_id)
+    status = json.loads(deployment.cluster.trainyard("status", job_id, "--json").stdout)
+    assert status["state"] == "failed"
+    assert status["failure"]["failure_class"] == "user_error"
+    assert status["failure"]["task"] == "validate"
+    assert expected in status["failure"]["message"]

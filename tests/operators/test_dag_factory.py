@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, cast
 from unittest import mock
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import Asset, AssetAll, Context, CronTriggerTimetable
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 from airflow.serialization.decoders import decode_timetable
 from airflow.serialization.encoders import encode_timetable
 from airflow.timetables import trigger
@@ -47,10 +48,12 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "acme/on-data.yaml": {**JOB, "name": "on-data", "schedule": {"on_new_data": "inbox"}},
         "acme/broken.yaml": {**JOB, "name": "broken", "schedule": "every day"},
         "globex/stray.yaml": {**JOB, "name": "stray"},  # names tenant acme in globex's folder
+        "acme/my job!.yaml": "schedule: [",  # a file name Airflow takes no DAG id from
     }
     for name, manifest in jobs.items():
         (tmp_path / "jobs" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "jobs" / name).write_text(yaml.safe_dump(manifest))
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        (tmp_path / "jobs" / name).write_text(text)
     path = tmp_path / "trainyard.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv(CONFIG_ENV, str(path))
@@ -105,6 +108,7 @@ def test_a_new_cron_job_waits_for_its_next_slot(
     [
         pytest.param("trainyard_acme__broken", "schedule", id="bad-cron"),
         pytest.param("trainyard_globex__stray", "tenant", id="wrong-tenant-folder"),
+        pytest.param("trainyard_acme__my_job_", "my job!.yaml", id="odd-file-name"),
     ],
 )
 def test_a_broken_manifest_gets_a_dag_that_names_the_field(
@@ -141,6 +145,7 @@ def test_the_dag_file_loads_without_import_errors_despite_broken_manifests(
                 "trainyard_acme__nightly",
                 "trainyard_acme__on_data",
                 "trainyard_acme__broken",
+                "trainyard_acme__my_job_",
             },
             id="a-scheduled-jobs-dag",
         ),
@@ -189,3 +194,16 @@ def test_learner_and_evaluate_run_on_the_tenants_backend(
     assert dags["trainyard_acme"].task_ids == dags["trainyard_globex"].task_ids
     learner = dags["trainyard_acme"].get_task("learner")
     assert learner.retries == dags["trainyard_globex"].get_task("learner").retries
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [pytest.param(False, id="false"), pytest.param([JOB], id="list"), pytest.param(3, id="number")],
+)
+def test_the_trigger_refuses_a_manifest_that_is_no_mapping_naming_manifest(
+    config_file: Path, manifest: object
+) -> None:
+    """What the REST API checks before it creates a run: such a run never reaches validate."""
+    params = copy.deepcopy(tenant_dags(load_config(config_file))["trainyard_acme"].params)
+    with pytest.raises(ParamValidationError, match="Invalid input for param manifest: "):
+        params.update({"manifest": manifest})  # each Param checks the value it is given

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from operators.validate import ValidateJobOperator, snapshot_code
 from trainyard.failures import UserError
 from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.schema import parse_manifest
 from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
@@ -80,7 +81,7 @@ def test_a_missing_code_archive_names_code_uri(local_store: LocalStore) -> None:
         snapshot_code(local_store, manifest_with_code("uploads/code.zip"), LAYOUT)
 
 
-def test_a_job_over_the_whole_gpu_quota_fails_validation_without_a_trace(
+def test_a_job_over_the_whole_gpu_quota_fails_validation_leaving_only_its_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = tmp_path / "acme"
@@ -98,4 +99,63 @@ def test_a_job_over_the_whole_gpu_quota_fails_validation_without_a_trace(
 
     assert str(raised.value).startswith("[resource_error] resources.gpus: ")
     assert "gpu_quota" in str(raised.value)
-    assert not list(LocalStore(storage).list()), "a rejected job leaves no trace in storage"
+    store = LocalStore(storage)
+    assert [info.key for info in store.list()] == ["jobs/acme.digits-mlp.run-1/job.json"]
+    record = load_record(store, "acme.digits-mlp.run-1")  # the reason, for `trainyard status`
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.failure_class == "resource_error"
+    assert record.failure.message == str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("conf", "job_id", "field"),
+    [
+        pytest.param(
+            {"manifest": False}, "acme.job.run-1", "manifest: must be a mapping", id="bool"
+        ),
+        pytest.param(
+            {"manifest": [1, 2]}, "acme.job.run-1", "manifest: must be a mapping", id="list"
+        ),
+        pytest.param(
+            {"manifest": example_manifest("acme") | {"resources": 1}, "gpus": 2},
+            "acme.digits-mlp.run-1",
+            "resources: is 1 (of type int), so the trigger form's gpus cannot set resources.gpus",
+            id="override-into-non-mapping",
+        ),
+        pytest.param(
+            {"manifest": example_manifest("acme") | {"command": "x" * 9000}},
+            "acme.digits-mlp.run-1",
+            "command: 9,000 characters, more than the limit",
+            id="long-string",
+        ),
+    ],
+)
+def test_an_invalid_conf_fails_validation_once_as_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conf: dict[str, Any], job_id: str, field: str
+) -> None:
+    storage = tmp_path / "acme"
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(storage)}}],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    context = {"params": conf, "dag_run": SimpleNamespace(run_id="run-1")}
+
+    with pytest.raises(AirflowFailException) as raised:
+        ValidateJobOperator(task_id="validate", tenant="acme").execute(cast(Context, context))
+
+    message = str(raised.value)
+    assert message.startswith("[user_error] the job manifest is invalid:\n")
+    assert field in message
+    assert len(message) < 1000  # long values are echoed cut short
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    record = load_record(LocalStore(storage), job_id)
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.failure_class == "user_error"
+    assert record.failure.message == message

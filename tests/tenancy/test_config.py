@@ -269,6 +269,15 @@ def test_s3_tenant(tmp_path):
         pytest.param(
             "- work_dir: w\n", "must be a mapping of fields", id="list-instead-of-mapping"
         ),
+        pytest.param(
+            {"work_dir": "w", "tenants": [tenant("acme", default_watchdog=10**400)]},
+            "tenants.0.default_watchdog: the number is too large",
+            id="huge-number",
+        ),
+        pytest.param("a: &a [1]\n" + "b: *a\n" * 17, "YAML aliases", id="alias-bomb"),
+        pytest.param(
+            "work_dir: [[[[[[[[[[[[[[[[[[w]]]]]]]]]]]]]]]]]]\n", "nests deeper", id="deep"
+        ),
     ],
 )
 def test_bad_config_names_file_and_field(tmp_path, document, expected):
@@ -279,6 +288,14 @@ def test_bad_config_names_file_and_field(tmp_path, document, expected):
 
     assert str(path) in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "trainyard.yaml"
+    path.write_bytes(b"work_dir: \xff\n")
+
+    with pytest.raises(ConfigError, match=f"{path} is not UTF-8 text"):
+        load_config(path)
 
 
 def test_missing_config_file_names_the_variable(tmp_path):

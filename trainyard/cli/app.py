@@ -24,7 +24,9 @@ from trainyard.cli.status import TERMINAL_STATES, JobStatus, read_metrics
 from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.jobs.records import JobState, load_record, save_record
-from trainyard.manifest.schema import parse_manifest
+from trainyard.limits import shorten
+from trainyard.manifest.schema import read_manifest_file
+from trainyard.manifest.submission import run_job_name
 from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
@@ -98,7 +100,7 @@ def submit(
 ) -> None:
     """Validate a job manifest, package its code and start the job. Prints the job id."""
     with session() as sess:
-        manifest = parse_manifest(manifest_file.read_text())
+        manifest = read_manifest_file(manifest_file)
         tenant = check_manifest_for_tenant(manifest, sess.config)
         sess.check_access(tenant.name)
         check_quota(manifest.resources, tenant)
@@ -211,9 +213,8 @@ def list_jobs(
                     raise
                 continue
             for run in sess.client.list_runs(dag_id_for_tenant(name)):
-                job_name = (run.get("conf") or {}).get("manifest", {}).get("name", "job")
                 started = (run.get("start_date") or "")[:19].replace("T", " ")
-                job_id = job_id_for_run(name, str(job_name), run["dag_run_id"])
+                job_id = job_id_for_run(name, run_job_name(run.get("conf")), run["dag_run_id"])
                 rows.append((job_id, name, run["state"], started))
         table = Table(box=None)
         # Job ids are what people copy into the next command: never cut them short.
@@ -234,7 +235,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
         store = sess.store(tenant_of(job_id))
         record = load_record(store, job_id)
         if record is None:
-            raise LookupError(f"no job record for {job_id!r}: is the job id right?")
+            raise LookupError(f"no job record for {shorten(job_id)}: is the job id right?")
         if record.state in TERMINAL_STATES:
             raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
         record.cancel_requested = True

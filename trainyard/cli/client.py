@@ -15,11 +15,48 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from trainyard.limits import shorten
+
 if TYPE_CHECKING:
     pass
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_CONNECT_RETRY_SECONDS = 20.0
+#: Longest a CLI call keeps retrying an unreachable API server.
+MAX_CONNECT_RETRY_SECONDS = 3600.0
+
+
+class SettingsError(ValueError):
+    """An environment variable of the client's settings is invalid; the message names it."""
+
+
+def _api_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError) as error:
+        raise SettingsError(
+            f"TRAINYARD_API_URL: {shorten(value)} is not a URL ({error}): use the API server's "
+            f"address, such as {DEFAULT_API_URL}"
+        ) from error
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SettingsError(
+            f"TRAINYARD_API_URL: {shorten(value)} is not an http(s) URL with a host: use the API "
+            f"server's address, such as {DEFAULT_API_URL}"
+        )
+    return value.rstrip("/")
+
+
+def _retry_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_CONNECT_RETRY_SECONDS:  # NaN fails too
+        raise SettingsError(
+            f"TRAINYARD_API_RETRY_SECONDS: {shorten(value)} is not a number of seconds from 0 to "
+            f"{MAX_CONNECT_RETRY_SECONDS:.0f}: use, say, {DEFAULT_CONNECT_RETRY_SECONDS:.0f}"
+        )
+    return seconds
 
 
 class ApiError(Exception):
@@ -40,13 +77,17 @@ class ApiSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ApiSettings:
         """TRAINYARD_API_URL, TRAINYARD_USERNAME, TRAINYARD_PASSWORD and
-        TRAINYARD_API_RETRY_SECONDS (how long to retry an unreachable API server)."""
+        TRAINYARD_API_RETRY_SECONDS (how long to retry an unreachable API server).
+
+        Raises:
+            SettingsError: naming the variable that is invalid.
+        """
         return cls(
-            url=env.get("TRAINYARD_API_URL", DEFAULT_API_URL).rstrip("/"),
+            url=_api_url(env.get("TRAINYARD_API_URL", DEFAULT_API_URL)),
             username=env.get("TRAINYARD_USERNAME", "admin"),
             password=env.get("TRAINYARD_PASSWORD", "admin"),
-            connect_retry_seconds=float(
-                env.get("TRAINYARD_API_RETRY_SECONDS", DEFAULT_CONNECT_RETRY_SECONDS)
+            connect_retry_seconds=_retry_seconds(
+                env.get("TRAINYARD_API_RETRY_SECONDS", str(DEFAULT_CONNECT_RETRY_SECONDS))
             ),
         )
 
@@ -108,7 +149,14 @@ class AirflowClient:
             stop=stop_after_delay(self.settings.connect_retry_seconds),
             reraise=True,
         )
-        return retrying(self._request, method, f"{api}{path}", headers or {}, **kwargs)
+        try:
+            return retrying(self._request, method, f"{api}{path}", headers or {}, **kwargs)
+        except httpx.RequestError as error:
+            raise ApiError(
+                0,
+                f"cannot reach the Airflow API at {self.settings.url} ({error}): is it running? "
+                "check TRAINYARD_API_URL",
+            ) from error
 
     def _request(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
         response = self._send(method, path, headers, **kwargs)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from trainyard.cli.session import console, format_cell, session
 from trainyard.jobs.registry import ModelRegistry, ModelVersion, parse_version
+from trainyard.limits import shorten
 
 app = typer.Typer(
     help="Model versions of a job, and which one is in production.", no_args_is_help=True
@@ -34,7 +35,7 @@ def models_list(job_name: JobNameArgument, tenant: TenantOption) -> None:
         registry = ModelRegistry(sess.store(tenant), job_name)
         versions = registry.versions()
         if not versions:
-            console.print(f"job {job_name!r} of tenant {tenant!r} has no model versions yet")
+            console.print(f"job {shorten(job_name)} of tenant {tenant!r} has no model versions yet")
             return
         pointer = registry.production_pointer()
         table = Table(box=None)
@@ -107,7 +108,7 @@ def models_show(
             chosen = registry.production()
             if chosen is None:
                 raise LookupError(
-                    f"job {job_name!r} of tenant {tenant!r} has no production version yet; "
+                    f"job {shorten(job_name)} of tenant {tenant!r} has no production version yet; "
                     f"`trainyard models list {job_name} --tenant {tenant}` shows its versions"
                 )
         else:

@@ -10,6 +10,7 @@ from typing import Any
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.layout import JobLayout, tenant_of
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.limits import shorten
 from trainyard.storage import ObjectStore
 from trainyard.tenancy.config import dag_id_for_tenant
 
@@ -83,7 +84,7 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
     except ApiError as error:
         if error.status_code != 404 or record is None:
             if error.status_code == 404:
-                raise LookupError(f"no job {job_id!r} in {dag_id}") from error
+                raise LookupError(f"no job {shorten(job_id)} in {dag_id}") from error
             raise
         run = None
     state = _state(run, record)

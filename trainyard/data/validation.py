@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainyard.limits import shorten
 from trainyard.manifest.schema import Expectation
 
 #: Applied when neither the manifest nor the dataset names expectations: tables are not empty.
@@ -67,7 +68,7 @@ class ValidationReport:
 
 
 def _format_kwargs(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    return ", ".join(f"{key}={shorten(value)}" for key, value in kwargs.items())
 
 
 def _describe_result(result: Any) -> str:
@@ -84,7 +85,7 @@ def _describe_result(result: Any) -> str:
         if examples:
             parts.append(f"e.g. {examples[:5]}")
     if "observed_value" in details and details["observed_value"] is not None:
-        parts.append(f"observed {details['observed_value']!r}")
+        parts.append(f"observed {shorten(details['observed_value'])}")
     return ", ".join(parts) or "expectation not met"
 
 

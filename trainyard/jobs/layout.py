@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from trainyard.limits import shorten
 from trainyard.storage.base import join_key
 
 
@@ -100,7 +101,7 @@ def tenant_of(job_id: str) -> str:
     match = JOB_ID_PATTERN.match(job_id)
     if not match:
         raise ValueError(
-            f"{job_id!r} is not a Trainyard job id (expected <tenant>.<job-name>.<suffix>, "
+            f"{shorten(job_id)} is not a Trainyard job id (expected <tenant>.<job-name>.<suffix>, "
             "as printed by 'trainyard submit' or 'trainyard list')"
         )
     return match["tenant"]

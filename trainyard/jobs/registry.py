@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from trainyard.jobs.checkpoints import MANIFEST
 from trainyard.jobs.lineage import Lineage
+from trainyard.limits import shorten
 from trainyard.manifest.schema import EvaluationSpec
 from trainyard.storage import ObjectNotFound, ObjectStore, check_key, join_key
 
@@ -68,7 +69,7 @@ def parse_version(text: str) -> int:
     """'3' or 'v3' -> 3, as people type versions."""
     match = _VERSION_ARG.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"invalid model version {text!r}: use a number such as 3 or v3")
+        raise ValueError(f"invalid model version {shorten(text)}: use a number such as 3 or v3")
     return int(match[1])
 
 
@@ -126,7 +127,7 @@ class ModelRegistry:
 
     def __init__(self, store: ObjectStore, job_name: str) -> None:
         if "/" in job_name:
-            raise ValueError(f"invalid job name {job_name!r}: it contains '/'")
+            raise ValueError(f"invalid job name {shorten(job_name)}: it contains '/'")
         check_key(job_name)
         self.store = store
         self.job_name = job_name
@@ -147,7 +148,8 @@ class ModelRegistry:
             return ModelVersion.model_validate_json(self.store.get_bytes(self._record_key(version)))
         except ObjectNotFound as missing:
             raise LookupError(
-                f"job {self.job_name!r} has no model version v{version} in {self.store.describe()}"
+                f"job {shorten(self.job_name)} has no model version v{version} in "
+                f"{self.store.describe()}"
             ) from missing
 
     def _numbers(self) -> list[int]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
+from trainyard.limits import shorten
 from trainyard.manifest.schema import (
     MAX_NAME_LENGTH,
     FrameworkName,
@@ -17,7 +18,9 @@ from trainyard.manifest.schema import (
 )
 
 # FfDL spells memory like "1Gb", "1000MiB" or "8GiB": GB are powers of 1000, GiB of 1024.
-_FFDL_MEMORY_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<prefix>[kmgt])(?P<binary>i?)b", re.I)
+_FFDL_MEMORY_RE = re.compile(
+    r"(?P<number>\d{1,30}(?:\.\d{1,30})?)\s*(?P<prefix>[kmgt])(?P<binary>i?)b", re.I
+)
 _FFDL_MEMORY_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 # FfDL learners read these variables; Trainyard's runtime provides the same under new names.
 _FFDL_ENV = {
@@ -33,7 +36,8 @@ def _ffdl_memory(value: Any) -> int:
     match = _FFDL_MEMORY_RE.fullmatch(str(value).strip())
     if match is None:
         raise ValueError(
-            f"invalid FfDL memory {value!r}: use a number with a unit MB, MiB, GB, GiB, TB or TiB"
+            f"invalid FfDL memory {shorten(value)}: use a number with a unit MB, MiB, GB, GiB, "
+            "TB or TiB"
         )
     base = 1024 if match["binary"] else 1000
     return int(Fraction(match["number"]) * base ** _FFDL_MEMORY_POWERS[match["prefix"].lower()])
@@ -69,8 +73,8 @@ def import_ffdl_manifest(
                 [
                     (
                         "framework.name",
-                        f"FfDL framework {framework_name!r} has no Trainyard image: pass an image "
-                        "to import it as a custom framework",
+                        f"FfDL framework {shorten(framework_name)} has no Trainyard image: pass "
+                        "an image to import it as a custom framework",
                     )
                 ]
             )

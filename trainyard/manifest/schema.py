@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -31,7 +32,22 @@ from pydantic import (
 )
 
 from trainyard.jobs.layout import RunMode
+from trainyard.limits import (
+    ECHO_CHARS,
+    MAX_CHECKPOINTS_KEPT,
+    MAX_CPUS,
+    MAX_DURATION_SECONDS,
+    MAX_GPUS,
+    MAX_LEARNERS,
+    MAX_MEMORY_BYTES,
+    LimitError,
+    check_document,
+    field_name,
+    key_length_problem,
+    shorten,
+)
 from trainyard.manifest.units import format_bytes, parse_cpu, parse_duration, parse_memory
+from trainyard.safe_yaml import load_yaml
 from trainyard.storage.base import check_key
 
 MAX_NAME_LENGTH = 40
@@ -60,12 +76,12 @@ class ManifestError(ValueError):
         )
 
 
-def _check_dns_label(value: str) -> str:
+def check_dns_label(value: str) -> str:
     if len(value) > MAX_NAME_LENGTH or not _DNS_LABEL_RE.fullmatch(value):
         raise ValueError(
-            f"invalid name {value!r}: use a lowercase DNS label of at most {MAX_NAME_LENGTH} "
-            "characters (a-z, 0-9 and '-', starting and ending with a letter or digit), "
-            "such as digits-mlp"
+            f"invalid name {shorten(value)}: use a lowercase DNS label of at most "
+            f"{MAX_NAME_LENGTH} characters (a-z, 0-9 and '-', starting and ending with a letter "
+            "or digit), such as digits-mlp"
         )
     return value
 
@@ -80,41 +96,49 @@ def confine_storage_path(value: str) -> str:
     """
     normal = unicodedata.normalize("NFKC", value)
     if _URI_RE.match(normal) or "://" in normal:
-        raise ValueError(f"{value!r} is a URI: {_STORAGE_PATH_HINT}, without a scheme or bucket")
+        raise ValueError(
+            f"{shorten(value)} is a URI: {_STORAGE_PATH_HINT}, without a scheme or bucket"
+        )
     if normal.startswith(("/", "~")):
-        raise ValueError(f"{value!r} is an absolute path: {_STORAGE_PATH_HINT}")
+        raise ValueError(f"{shorten(value)} is an absolute path: {_STORAGE_PATH_HINT}")
     if "\\" in normal:
-        raise ValueError(f"{value!r} contains a backslash: separate segments with '/'")
+        raise ValueError(f"{shorten(value)} contains a backslash: separate segments with '/'")
     if _ENCODED_SEPARATOR_RE.search(normal):
         raise ValueError(
-            f"{value!r} contains a percent-encoded '.', '/' or backslash: write the characters "
-            "as they are"
+            f"{shorten(value)} contains a percent-encoded '.', '/' or backslash: write the "
+            "characters as they are"
         )
     if any(unicodedata.category(char) == "Cc" for char in normal):
-        raise ValueError(f"{value!r} contains a control character: {_STORAGE_PATH_HINT}")
+        raise ValueError(f"{shorten(value)} contains a control character: {_STORAGE_PATH_HINT}")
     segments = [segment for segment in normal.split("/") if segment not in ("", ".")]
     if ".." in segments:
-        raise ValueError(f"{value!r} leaves the tenant's storage ('..'): {_STORAGE_PATH_HINT}")
+        raise ValueError(
+            f"{shorten(value)} leaves the tenant's storage ('..'): {_STORAGE_PATH_HINT}"
+        )
     if not segments:
-        raise ValueError(f"{value!r} names no directory: {_STORAGE_PATH_HINT}")
-    return check_key("/".join(segments))
+        raise ValueError(f"{shorten(value)} names no directory: {_STORAGE_PATH_HINT}")
+    key = "/".join(segments)
+    if (problem := key_length_problem(key)) is not None:
+        raise ValueError(f"{shorten(value)} {problem}: {_STORAGE_PATH_HINT}")
+    return check_key(key)
 
 
-DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+DnsLabel = Annotated[str, AfterValidator(check_dns_label)]
 StoragePath = Annotated[str, AfterValidator(confine_storage_path)]
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 MemoryBytes = Annotated[
     int,
     BeforeValidator(parse_memory),
-    Field(gt=0),
+    Field(gt=0, le=MAX_MEMORY_BYTES),
     PlainSerializer(format_bytes, return_type=str, when_used="json"),
 ]
-Cores = Annotated[float, BeforeValidator(parse_cpu), Field(gt=0)]
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Cores = Annotated[float, BeforeValidator(parse_cpu), Field(gt=0, le=MAX_CPUS)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_DURATION_SECONDS)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: NaN passes no comparison, so a threshold of NaN would gate nothing.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FrameworkName(StrEnum):
@@ -177,11 +201,11 @@ class CodeSource(_Strict):
 
 
 class Resources(_Strict):
-    gpus: int = Field(default=0, ge=0)
+    gpus: int = Field(default=0, ge=0, le=MAX_GPUS, description="GPUs of each learner")
     gpu_type: NonEmptyStr | None = None
     cpus: Cores = 1.0
     memory: MemoryBytes = 2 * 2**30
-    learners: int = Field(default=1, ge=1)
+    learners: int = Field(default=1, ge=1, le=MAX_LEARNERS)
 
     @field_validator("gpu_type", mode="after")
     @classmethod
@@ -207,8 +231,9 @@ class Expectation(_Strict):
     def _is_expectation_name(cls, value: str) -> str:
         if not _EXPECTATION_RE.fullmatch(value):
             raise ValueError(
-                f"invalid expectation {value!r}: use a great-expectations expectation name in "
-                "snake_case starting with expect_, such as expect_column_values_to_not_be_null"
+                f"invalid expectation {shorten(value)}: use a great-expectations expectation "
+                "name in snake_case starting with expect_, such as "
+                "expect_column_values_to_not_be_null"
             )
         return value
 
@@ -220,7 +245,7 @@ class DataSpec(_Strict):
 
 class CheckpointSpec(_Strict):
     interval: Seconds = 60.0
-    keep: int = Field(default=3, ge=1)
+    keep: int = Field(default=3, ge=1, le=MAX_CHECKPOINTS_KEPT)
 
 
 class EvaluationSpec(_Strict):
@@ -245,7 +270,7 @@ def _check_cron(value: str) -> str:
 
     if value in CRON_PRESETS or (len(value.split()) == 5 and croniter.is_valid(value)):
         return value
-    raise ValueError(f"invalid schedule {value!r}: {_CRON_HINT}")
+    raise ValueError(f"invalid schedule {shorten(value)}: {_CRON_HINT}")
 
 
 class DataTrigger(_Strict):
@@ -261,9 +286,11 @@ def _parse_schedule(value: Any) -> str | DataTrigger:
     if isinstance(value, str):
         return _check_cron(value)
     if isinstance(value, Mapping) and set(value) == {"on_new_data"}:
-        return DataTrigger(on_new_data=confine_storage_path(str(value["on_new_data"])))
+        path = value["on_new_data"]
+        if isinstance(path, str):
+            return DataTrigger(on_new_data=confine_storage_path(path))
     raise ValueError(
-        f"invalid schedule {value!r}: {_CRON_HINT}, or a data trigger "
+        f"invalid schedule {shorten(value)}: {_CRON_HINT}, or a data trigger "
         "{on_new_data: <path in the tenant's storage>}"
     )
 
@@ -358,7 +385,7 @@ def _describe_location(
             if member is not None:
                 current, discriminator = member, None
                 continue
-        path.append(str(part))
+        path.append(field_name(part))
         owner = _model_of(current)
         if owner is not None and isinstance(part, str):
             field = owner.model_fields.get(part)
@@ -371,6 +398,9 @@ def _describe_location(
             current, discriminator = (args[-1] if args else None), None
             owner = None
     return ".".join(path), owner
+
+
+_LONG_QUOTE_RE = re.compile(rf"'([^']{{{ECHO_CHARS + 1},}})'")
 
 
 def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
@@ -387,19 +417,37 @@ def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[
         elif kind in ("value_error", "assertion_error"):
             message = str(detail["ctx"]["error"])
         else:
-            message = detail["msg"]
+            # pydantic quotes some inputs in its message (a union's tag): cut those short too
+            message = _LONG_QUOTE_RE.sub(lambda quoted: shorten(quoted[1]), detail["msg"])
             if isinstance(detail["input"], str | int | float | bool | NoneType):
-                message += f" (got {detail['input']!r})"
+                message += f" (got {shorten(detail['input'])})"
         problems.append((path, message))
     return problems
 
 
-def load_document(source: str | Mapping[str, Any], what: str) -> dict[str, Any]:
-    """Read YAML/JSON text (or take a mapping) into a dict, as a ManifestError if impossible."""
-    if isinstance(source, Mapping):
-        return dict(source)
+def load_document(source: object, what: str) -> dict[str, Any]:
+    """Read YAML/JSON text (or take a mapping) into a dict within the limits (see
+    trainyard.limits), as a ManifestError naming the field or the document if impossible."""
     try:
-        document = yaml.safe_load(source)
+        document = source if isinstance(source, Mapping) else _parse_text(source, what)
+        if not isinstance(document, Mapping):
+            got = "an empty document" if document is None else f"a {type(document).__name__}"
+            raise ManifestError(
+                [("", f"{what} must be a mapping of fields such as name, got {got}")]
+            )
+        check_document(document)
+    except LimitError as error:
+        raise ManifestError([(error.path, error.message)]) from error
+    return dict(document)
+
+
+def _parse_text(source: object, what: str) -> Any:
+    if not isinstance(source, str):
+        raise ManifestError(
+            [("", f"{what} must be YAML or JSON text, or a mapping; got a {type(source).__name__}")]
+        )
+    try:
+        return load_yaml(source)
     except yaml.YAMLError as error:
         where = ""
         mark = getattr(error, "problem_mark", None)
@@ -409,16 +457,35 @@ def load_document(source: str | Mapping[str, Any], what: str) -> dict[str, Any]:
         raise ManifestError(
             [("", f"invalid YAML{where}: {problem}; check the indentation and quoting")]
         ) from error
-    if not isinstance(document, Mapping):
-        got = "an empty document" if document is None else f"a {type(document).__name__}"
-        raise ManifestError([("", f"{what} must be a mapping of fields such as name, got {got}")])
-    return dict(document)
 
 
 def parse_manifest(source: str | Mapping[str, Any]) -> JobManifest:
-    """Validate a manifest given as YAML or JSON text, or as a mapping (e.g. a DAG run conf)."""
+    """Validate a manifest given as YAML or JSON text, or as a mapping (e.g. a DAG run conf).
+
+    Raises:
+        ManifestError: naming each invalid field, or the document; nothing else.
+    """
     document = load_document(source, "the manifest")
     try:
         return JobManifest.model_validate(document)
     except ValidationError as error:
         raise ManifestError(validation_problems(error, JobManifest)) from error
+
+
+def read_manifest_file(path: Path) -> JobManifest:
+    """Validate the manifest in a file; problems reading it name the file.
+
+    Raises:
+        ManifestError: naming the file, or each invalid field.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            [("", f"{path} is not UTF-8 text ({error.reason}): save the manifest as UTF-8")]
+        ) from error
+    except OSError as error:
+        raise ManifestError(
+            [("", f"cannot read {path}: {error.strerror or error}; check the file name")]
+        ) from error
+    return parse_manifest(text)

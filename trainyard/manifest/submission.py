@@ -12,7 +12,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from trainyard.manifest.schema import JobManifest, parse_manifest
+from trainyard.limits import shorten
+from trainyard.manifest.schema import (
+    JobManifest,
+    ManifestError,
+    check_dns_label,
+    load_document,
+    parse_manifest,
+)
 
 #: Trigger-form field -> path of the manifest field it overrides.
 OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -41,22 +48,73 @@ def example_manifest(tenant: str) -> dict[str, Any]:
     }
 
 
-def manifest_from_conf(conf: Mapping[str, Any]) -> JobManifest:
+def manifest_from_conf(conf: object) -> JobManifest:
     """Build and validate the manifest of a run from its params/conf.
 
+    The manifest is the conf's `manifest`: a mapping, or YAML/JSON text. Each trigger-form
+    field that is set overrides the manifest field of `OVERRIDES`.
+
     Raises:
-        ManifestError: naming each invalid field.
+        ManifestError: naming each invalid field (`manifest` for a manifest that is not a
+            mapping, the manifest field for an override that cannot apply); nothing else.
     """
+    if not isinstance(conf, Mapping):
+        raise ManifestError(
+            [
+                (
+                    "",
+                    "the run conf must be a mapping such as "
+                    f'{{"manifest": {{...}}}}, got {shorten(conf)}',
+                )
+            ]
+        )
     raw = conf.get("manifest")
-    document: Any = copy.deepcopy(raw) if isinstance(raw, Mapping) else raw
-    if isinstance(document, Mapping):
-        document = dict(document)
-        for field, path in OVERRIDES.items():
-            value = conf.get(field)
-            if value is None or value == "":
-                continue
-            target = document
-            for part in path[:-1]:
-                target = target.setdefault(part, {})
-            target[path[-1]] = value
-    return parse_manifest(document if document is not None else "")
+    if raw is None or isinstance(raw, str):
+        return parse_manifest(raw or "")
+    if not isinstance(raw, Mapping):
+        raise ManifestError(
+            [
+                (
+                    "manifest",
+                    "must be a mapping of fields such as name and command, got "
+                    f"{shorten(raw)} (of type {type(raw).__name__})",
+                )
+            ]
+        )
+    document = load_document(raw, "the manifest")  # within the limits before it is copied
+    document = copy.deepcopy(document)
+    for field, path in OVERRIDES.items():
+        value = conf.get(field)
+        if value is None or value == "":
+            continue
+        target: Any = document
+        for depth, part in enumerate(path[:-1]):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                where = ".".join(path[: depth + 1])
+                raise ManifestError(
+                    [
+                        (
+                            where,
+                            f"is {shorten(target)} (of type {type(target).__name__}), so the "
+                            f"trigger form's {field} cannot set {'.'.join(path)}: make {where} "
+                            f"a mapping or leave {field} empty",
+                        )
+                    ]
+                )
+        target[path[-1]] = value
+    return parse_manifest(document)
+
+
+def run_job_name(conf: object) -> str:
+    """The job name a run's conf gives, for its job id: the trigger form's job_name or the
+    manifest's name when it is a valid name, else 'job' (a run whose manifest is missing or
+    invalid still has a job id)."""
+    if not isinstance(conf, Mapping):
+        return "job"
+    manifest = conf.get("manifest")
+    name = conf.get("job_name") or (manifest.get("name") if isinstance(manifest, Mapping) else None)
+    try:
+        return check_dns_label(name) if isinstance(name, str) else "job"
+    except ValueError:
+        return "job"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trainyard.limits import shorten
+
 
 class StorageError(Exception):
     """Storage is unreachable or refused an operation (a platform fault, retryable)."""
@@ -50,11 +52,11 @@ class ObjectInfo:
 def check_key(key: str) -> str:
     """Return `key` if it is a safe relative key, else raise InvalidKey naming the problem."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidKey(f"invalid storage key {key!r}: use a relative '/'-separated path")
+        raise InvalidKey(f"invalid storage key {shorten(key)}: use a relative '/'-separated path")
     parts = key.rstrip("/").split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise InvalidKey(
-            f"invalid storage key {key!r}: empty, '.' and '..' segments are not allowed"
+            f"invalid storage key {shorten(key)}: empty, '.' and '..' segments are not allowed"
         )
     return key
 
@@ -62,7 +64,7 @@ def check_key(key: str) -> str:
 def check_object_key(key: str) -> str:
     """`check_key` for one object: a trailing '/' names a folder, which only S3 could store."""
     if check_key(key).endswith("/"):
-        raise InvalidKey(f"invalid object key {key!r}: it ends with '/'")
+        raise InvalidKey(f"invalid object key {shorten(key)}: it ends with '/'")
     return key
 
 

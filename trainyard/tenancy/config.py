@@ -7,6 +7,7 @@ paths in the file are relative to the file, so a config works from any working d
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,15 +23,18 @@ from pydantic import (
     field_validator,
 )
 
+from trainyard.limits import LimitError, check_document, shorten
 from trainyard.manifest.schema import (
+    MAX_NAME_LENGTH,
     DnsLabel,
     FrameworkName,
     JobManifest,
     ManifestError,
     Seconds,
-    parse_manifest,
+    read_manifest_file,
     validation_problems,
 )
+from trainyard.safe_yaml import load_yaml
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
 
 CONFIG_ENV = "TRAINYARD_CONFIG"
@@ -47,7 +51,7 @@ class UnknownTenantError(KeyError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
-        super().__init__(f"unknown tenant {name!r}: known tenants are {', '.join(known)}")
+        super().__init__(f"unknown tenant {shorten(name)}: known tenants are {', '.join(known)}")
 
     def __str__(self) -> str:
         # KeyError would render the message with quotes around it.
@@ -140,7 +144,7 @@ class KubernetesConfig(BaseModel):
             framework, _, version = key.partition(":")
             if framework not in IMAGE_FRAMEWORKS or not version:
                 raise ValueError(
-                    f"invalid key {key!r}: use <framework>:<version> with framework "
+                    f"invalid key {shorten(key)}: use <framework>:<version> with framework "
                     f"{', '.join(IMAGE_FRAMEWORKS)}, such as pytorch:2.13"
                 )
         return images
@@ -305,14 +309,23 @@ def load_config(path: Path | None = None) -> TrainyardConfig:
         path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
     path = Path(path).expanduser()
     try:
-        document: Any = yaml.safe_load(path.read_text())
+        document: Any = load_yaml(path.read_text(encoding="utf-8"))
+        check_document(document)
     except OSError as error:
         raise ConfigError(
-            f"cannot read the Trainyard config {path}: {error.strerror}; "
+            f"cannot read the Trainyard config {path}: {error.strerror or error}; "
             f"point {CONFIG_ENV} at a config file"
         ) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"the Trainyard config {path} is not UTF-8 text ({error.reason}): save it as UTF-8"
+        ) from error
+    except LimitError as error:
+        raise ConfigError(f"invalid Trainyard config {path}: {error}") from error
     except yaml.YAMLError as error:
-        raise ConfigError(f"invalid YAML in the Trainyard config {path}: {error}") from error
+        raise ConfigError(
+            f"invalid YAML in the Trainyard config {path}: {shorten(str(error), 300)}"
+        ) from error
     if not isinstance(document, dict):
         raise ConfigError(f"the Trainyard config {path} must be a mapping of fields")
     try:
@@ -371,8 +384,9 @@ class ScheduledJob:
 
     @property
     def dag_id(self) -> str:
-        job_name = self.manifest.name if self.manifest else self.path.stem
-        return dag_id_for_job(self.tenant, job_name)
+        # A broken file's stem may hold any character: Airflow takes letters, digits, '-_.'.
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.path.stem)[:MAX_NAME_LENGTH]
+        return dag_id_for_job(self.tenant, self.manifest.name if self.manifest else stem)
 
 
 def scheduled_jobs(config: TrainyardConfig, tenants: list[str] | None = None) -> list[ScheduledJob]:
@@ -391,9 +405,9 @@ def scheduled_jobs(config: TrainyardConfig, tenants: list[str] | None = None) ->
         folder = config.jobs_dir / tenant.name
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
             try:
-                manifest = parse_manifest(path.read_text())
+                manifest = read_manifest_file(path)
                 _check_scheduled(manifest, tenant.name, config)
-            except (ManifestError, OSError) as error:
+            except ManifestError as error:
                 jobs.append(ScheduledJob(tenant.name, path, None, f"{path.name}: {error}"))
             else:
                 jobs.append(ScheduledJob(tenant.name, path, manifest))

@@ -1,0 +1,53 @@
+"""The CLI's API client settings from the environment: an invalid variable is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainyard.cli.client import AirflowClient, ApiError, ApiSettings, SettingsError
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        pytest.param({"TRAINYARD_API_URL": "http://[::1"}, "TRAINYARD_API_URL", id="bad-url"),
+        pytest.param({"TRAINYARD_API_URL": "ftp://host"}, "TRAINYARD_API_URL", id="scheme"),
+        pytest.param({"TRAINYARD_API_URL": "x" * 500}, "TRAINYARD_API_URL", id="no-host"),
+        pytest.param(
+            {"TRAINYARD_API_RETRY_SECONDS": "soon"}, "TRAINYARD_API_RETRY_SECONDS", id="text"
+        ),
+        pytest.param(
+            {"TRAINYARD_API_RETRY_SECONDS": "nan"}, "TRAINYARD_API_RETRY_SECONDS", id="nan"
+        ),
+        pytest.param(
+            {"TRAINYARD_API_RETRY_SECONDS": "-1"}, "TRAINYARD_API_RETRY_SECONDS", id="negative"
+        ),
+        pytest.param(
+            {"TRAINYARD_API_RETRY_SECONDS": "1e400"}, "TRAINYARD_API_RETRY_SECONDS", id="inf"
+        ),
+    ],
+)
+def test_invalid_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        ApiSettings.from_env(env)
+
+    assert str(raised.value).startswith(f"{variable}: ")
+    assert len(str(raised.value)) < 300
+
+
+def test_defaults() -> None:
+    settings = ApiSettings.from_env({})
+
+    assert settings.url == "http://127.0.0.1:8080"
+    assert settings.connect_retry_seconds == 20.0
+
+
+def test_an_unreachable_api_is_an_api_error_naming_the_url() -> None:
+    settings = ApiSettings.from_env(
+        {"TRAINYARD_API_URL": "http://127.0.0.1:9", "TRAINYARD_API_RETRY_SECONDS": "0"}
+    )
+    with AirflowClient(settings) as client, pytest.raises(ApiError) as raised:
+        client.get_dag("trainyard_acme")
+
+    assert "cannot reach the Airflow API at http://127.0.0.1:9" in str(raised.value)
+    assert "TRAINYARD_API_URL" in str(raised.value)
