@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.storage.config import S3StorageConfig, StorageCredentials
-from trainyard.storage.policy import tenant_storage_policy
 from trainyard.storage.s3 import RetryPolicy
+from trainyard.tenancy.storage_policy import tenant_storage_policy
 
 HOST = "127.0.0.1"
 ACCESS_KEY = "trainyard-test"  # moto accepts any credentials, unless it authenticates

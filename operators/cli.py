@@ -17,8 +17,8 @@ from rich.table import Table
 
 from trainyard.cli.session import console, errors
 from trainyard.storage.config import S3StorageConfig
-from trainyard.storage.policy import tenant_storage_policy
 from trainyard.tenancy.config import ConfigError, UnknownTenantError, load_config
+from trainyard.tenancy.storage_policy import tenant_storage_policy
 
 app = typer.Typer(
     help="Tenants' Airflow objects: roles, pools, storage connections, variables.",

@@ -15,8 +15,8 @@ import pytest
 from devkit.s3_server import FAST_RETRY, S3Server, running_s3_server
 from trainyard.storage import ObjectStore, StorageCredentials, StorageError
 from trainyard.storage.config import S3StorageConfig
-from trainyard.storage.policy import tenant_storage_policy
 from trainyard.storage.s3 import S3Store
+from trainyard.tenancy.storage_policy import tenant_storage_policy
 
 #: Two tenants with a bucket each, two sharing a bucket under their own prefix.
 TENANTS = {
