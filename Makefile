@@ -42,15 +42,17 @@ bench: $(VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
 
-## services: the Debian packages whose servers the production-configuration test starts
-## (PostgreSQL, Redis); installed with apt-get when missing and running as root
+## services: the Debian packages the tests need: the servers of the production-configuration
+## test (PostgreSQL, Redis) and the learners' sandbox (bubblewrap); installed with apt-get when
+## missing and running as root
 services:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; then \
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
+		&& command -v bwrap >/dev/null; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server bubblewrap; \
 	else \
-		echo "make test needs PostgreSQL and Redis: sudo apt-get install postgresql redis-server" >&2; \
+		echo "make test needs PostgreSQL, Redis and bubblewrap: sudo apt-get install postgresql redis-server bubblewrap" >&2; \
 		exit 1; \
 	fi
 

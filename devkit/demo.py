@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
+from trainyard.runtime.sandbox import bwrap_available
 
 DEMO_DIR = REPO_ROOT / ".demo"
 AIRFLOW_HOME = DEMO_DIR / "airflow"
@@ -71,8 +72,20 @@ def start_airflow(env: dict[str, str]) -> None:
         time.sleep(2)
 
 
+def sandbox_notice() -> str:
+    """What the demo says about the sandbox of the learners' user code (config: auto)."""
+    if bwrap_available():
+        return "learners run the job's code in a bubblewrap sandbox"
+    return (
+        "bwrap is not installed: learners run the job's code unsandboxed, as the user running "
+        "Airflow, with this machine's files in reach. Install it (apt-get install bubblewrap) "
+        "to sandbox them."
+    )
+
+
 def start() -> None:
     env = demo_environment()
+    print(sandbox_notice(), flush=True)
     start_airflow(env)
     run("trainyard tenants sync", env)  # the tenants' pools and variable
     wait_for_dags(env, [f"trainyard_{TENANT}"])

@@ -1,7 +1,8 @@
 """A Trainyard deployment on real Airflow for end-to-end tests.
 
-Two tenants: `acme` on S3 (moto's server, standing in for MinIO) and `globex` on a local
-directory (the embedded default). Both have the digits dataset and the example code uploaded.
+Two tenants: `acme` on S3 (moto's server, standing in for MinIO; Airflow holds keys of an IAM
+user allowed acme's bucket only) and `globex` on a local directory (the embedded default).
+Both have the digits dataset and the example code uploaded. User code runs sandboxed.
 """
 
 from __future__ import annotations
@@ -23,18 +24,15 @@ from devkit.s3_server import S3Server
 from operators.auth_managers import AuthManagerName
 from operators.hooks import storage_connection
 from trainyard.storage import ObjectStore, StorageCredentials, open_store
+from trainyard.storage.config import S3StorageConfig
 from trainyard.storage.s3 import S3Store
 from trainyard.tenancy.config import load_config
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 TENANTS = ("acme", "globex")
+#: The CLI's keys for acme, as a user's terminal holds them (the S3 server's admin keys).
 S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
-#: acme's keys as Airflow holds them, in its storage connection (moto takes any keys); the CLI
-#: uses the ones of `S3_CREDENTIALS_ENV`, as a user's terminal would.
-ACME_CONNECTION_KEYS = StorageCredentials(
-    "AKIA-ACME-IN-AIRFLOW-5e1f", "acme-secret-in-airflow-9b2c7d"
-)
 
 
 @dataclass
@@ -42,6 +40,9 @@ class Deployment:
     root: Path
     cluster: AirflowCluster
     stores: dict[str, ObjectStore]
+    #: acme's keys as Airflow holds them, in its storage connection: an IAM user of the S3
+    #: server with `trainyard tenants policy acme`, so they reach acme's bucket only.
+    acme_keys: StorageCredentials
 
     def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
         """The example's manifest for `tenant` with `changes` applied (nested dicts merge,
@@ -82,6 +83,7 @@ def write_config(
     config: dict[str, Any] = {
         "learner_backend": "local",
         "work_dir": str(root / "work"),
+        "sandbox": {"enabled": True},  # CI installs bubblewrap: user code runs sandboxed
         "jobs_dir": str(root / "jobs"),
         "tenants": [
             {"name": "acme", "storage": acme_storage, **settings.get("acme", {})},
@@ -120,7 +122,10 @@ def deploy(
     config_file = write_config(root, s3_server, tenant_settings, kubernetes)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
     config = load_config(config_file)
-    connection = storage_connection(config.tenant("acme"), ACME_CONNECTION_KEYS)
+    acme_storage = config.tenant("acme").storage
+    assert isinstance(acme_storage, S3StorageConfig)
+    acme_keys = s3_server.tenant_keys(f"acme-{root.name}", acme_storage)
+    connection = storage_connection(config.tenant("acme"), acme_keys)
     settings = {
         **credentials,
         f"AIRFLOW_CONN_{connection.conn_id.upper()}": connection.as_json(),
@@ -153,4 +158,4 @@ def deploy(
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )
                 cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
-            yield Deployment(root, cluster, stores)
+            yield Deployment(root, cluster, stores, acme_keys)

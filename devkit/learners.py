@@ -10,6 +10,7 @@ import psutil
 
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import TERMINAL_STATES, JobStatus, job_status
+from trainyard.runtime.sandbox import BWRAP, INIT_IN_SANDBOX
 from trainyard.storage import ObjectStore
 
 T = TypeVar("T")
@@ -19,6 +20,7 @@ def learner_processes(job_id: str, *, user_code: bool) -> list[psutil.Process]:
     """Live processes of `job_id`: the user's command (`user_code`) or the learner runtime.
 
     Both carry TRAINYARD_JOB_ID in their environment; the runtime runs `-m trainyard.runtime`.
+    The sandbox around the command (bwrap and its init) carries it too, and is neither.
     """
     found = []
     for process in psutil.process_iter(["cmdline"]):
@@ -29,7 +31,10 @@ def learner_processes(job_id: str, *, user_code: bool) -> list[psutil.Process]:
                 continue
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        is_runtime = "trainyard.runtime" in " ".join(process.info["cmdline"] or [])
+        cmdline = process.info["cmdline"] or []
+        if cmdline[:1] == [BWRAP] or INIT_IN_SANDBOX in cmdline:
+            continue
+        is_runtime = "trainyard.runtime" in " ".join(cmdline)
         if is_runtime != user_code:
             found.append(process)
     return found

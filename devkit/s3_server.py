@@ -4,11 +4,16 @@
 so clients see refused and reset connections, while moto keeps running and keeps its data (a
 restarted moto would come back empty, unlike a restarted MinIO). `start()` listens again on the
 same port, so clients configured with `endpoint` recover by themselves.
+
+`running_s3_server(authenticate=True)` makes moto check credentials as S3 and MinIO do: only
+keys of its IAM users work, each within its policy. The server's own keys are then an admin
+user's, and `tenant_keys()` makes a user whose policy is Trainyard's `tenant_storage_policy`.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import subprocess
 import sys
@@ -17,12 +22,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
-from trainyard.storage.config import S3StorageConfig
+from trainyard.storage.config import S3StorageConfig, StorageCredentials
 from trainyard.storage.s3 import RetryPolicy
+from trainyard.tenancy.storage_policy import tenant_storage_policy
 
 HOST = "127.0.0.1"
-ACCESS_KEY = "trainyard-test"  # moto accepts any credentials
+ACCESS_KEY = "trainyard-test"  # moto accepts any credentials, unless it authenticates
 SECRET_KEY = "trainyard-test-secret"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # For stores in tests: a fault shows up within a second instead of after production's 20 s.
@@ -97,14 +104,53 @@ class _Proxy:
         _close(dst)
 
 
+_ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
 class S3Server:
     """A running moto S3 server; use `running_s3_server()` to get one."""
 
-    access_key = ACCESS_KEY
-    secret_key = SECRET_KEY
-
     def __init__(self, proxy: _Proxy) -> None:
         self._proxy = proxy
+        self.access_key = ACCESS_KEY
+        self.secret_key = SECRET_KEY
+
+    def _iam(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "iam",
+            endpoint_url=f"http://{self.endpoint}",
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+    def iam_user(self, name: str, policy: dict[str, Any]) -> StorageCredentials:
+        """A new IAM user with `policy` (inline), and its keys."""
+        iam = self._iam()
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return StorageCredentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def tenant_keys(self, tenant: str, storage: S3StorageConfig) -> StorageCredentials:
+        """Keys of a user allowed exactly what `trainyard tenants policy` prints for `storage`."""
+        return self.iam_user(f"trainyard-{tenant}", tenant_storage_policy(storage))
+
+    def _authenticate(self) -> None:
+        """From now on, only the keys of IAM users work: the server's own become an admin's."""
+        self.access_key, self.secret_key = self.iam_user("trainyard-admin", _ADMIN_POLICY)
+        connection = http.client.HTTPConnection(HOST, self._proxy.port, timeout=10)
+        try:
+            connection.request("POST", "/moto-api/reset-auth", body=b"0")
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+        finally:
+            connection.close()
 
     @property
     def endpoint(self) -> str:
@@ -148,8 +194,11 @@ def _wait_until_answering(process: subprocess.Popen[bytes], port: int, log: Path
 
 
 @contextmanager
-def running_s3_server(log_dir: Path) -> Iterator[S3Server]:
-    """Start moto on a free port (its output goes to `log_dir`), yield it, then terminate it."""
+def running_s3_server(log_dir: Path, *, authenticate: bool = False) -> Iterator[S3Server]:
+    """Start moto on a free port (its output goes to `log_dir`), yield it, then terminate it.
+
+    `authenticate`: moto checks keys and IAM policies (see the module docstring).
+    """
     port = free_port()
     log = log_dir / "moto.log"
     with open(log, "wb") as out:
@@ -164,7 +213,10 @@ def running_s3_server(log_dir: Path) -> Iterator[S3Server]:
     try:
         _wait_until_answering(process, port, log)
         proxy.start()
-        yield S3Server(proxy)
+        server = S3Server(proxy)
+        if authenticate:
+            server._authenticate()
+        yield server
     finally:
         proxy.stop()
         process.terminate()

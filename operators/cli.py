@@ -16,7 +16,9 @@ import typer
 from rich.table import Table
 
 from trainyard.cli.session import console, errors
-from trainyard.tenancy.config import ConfigError, load_config
+from trainyard.storage.config import S3StorageConfig
+from trainyard.tenancy.config import ConfigError, UnknownTenantError, load_config
+from trainyard.tenancy.storage_policy import tenant_storage_policy
 
 app = typer.Typer(
     help="Tenants' Airflow objects: roles, pools, storage connections, variables.",
@@ -32,7 +34,8 @@ def tenants_sync(
 
     Run it where Airflow runs (its AIRFLOW_HOME or database settings, and the tenants' storage
     credentials in the environment): after `airflow db migrate`, before the DAG processor
-    starts, and whenever the config changes. A second run changes nothing.
+    starts, and whenever the config changes. A second run changes nothing. The keys of an S3
+    tenant need the policy `trainyard tenants policy TENANT` prints, and no more.
     """
     try:
         # Airflow logs to stdout (import-time warnings included): keep stdout for the report.
@@ -53,3 +56,27 @@ def tenants_sync(
     console.print(table)
     counts = {o: sum(1 for c in report.changes if c.outcome is o) for o in Outcome}
     console.print(", ".join(f"{n} {o.value}" for o, n in counts.items() if n), highlight=False)
+
+
+@app.command("policy")
+def tenants_policy(
+    tenant: Annotated[str, typer.Argument(help="A tenant with s3 storage.")],
+) -> None:
+    """Print the IAM/MinIO policy its storage keys need: its own bucket or prefix, nothing else.
+
+    Attach it to the tenant's MinIO user (`mc admin policy create ALIAS trainyard-TENANT
+    policy.json`, `mc admin policy attach ALIAS trainyard-TENANT --user USER`); `tenants sync`
+    puts that user's keys in the tenant's storage connection.
+    """
+    try:
+        storage = load_config().tenant(tenant).storage
+    except (ConfigError, UnknownTenantError) as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    if not isinstance(storage, S3StorageConfig):
+        errors.print(
+            f"[red]error:[/red] tenant {tenant!r} has local storage: no keys, no policy",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    typer.echo(json.dumps(tenant_storage_policy(storage), indent=2))

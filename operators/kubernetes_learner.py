@@ -89,8 +89,6 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             get_logs=True,
             log_events_on_failure=True,
             on_finish_action="delete_pod",
-            security_context=k8s.V1PodSecurityContext(run_as_non_root=True),
-            container_security_context=k8s.V1SecurityContext(allow_privilege_escalation=False),
             **kwargs,
         )
         self.attempt_labels: dict[str, str] = {}
@@ -184,6 +182,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.volumes = pod.volumes
         self.volume_mounts = pod.volume_mounts
         self.termination_grace_period = pod.termination_grace_seconds
+        self.security_context = pod.security_context
+        self.container_security_context = pod.container_security_context
+        self.automount_service_account_token = pod.automount_service_account_token
         self.startup_timeout_seconds = cluster.startup_timeout_seconds
         self.schedule_timeout_seconds = cluster.startup_timeout_seconds
         self.in_cluster = cluster.in_cluster

@@ -115,6 +115,7 @@ class LearnerRunningOperator(TrainyardOperator):
             watchdog_startup=manifest.watchdog_startup
             or self.tenant_config.default_watchdog_startup,
             credentials=self.storage_hook.get_credentials(),
+            sandbox_network=self.trainyard_config.sandbox_network_of(self.tenant),
         )
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:

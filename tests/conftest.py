@@ -23,8 +23,11 @@ from trainyard.storage.s3 import S3Store
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """One moto server for the whole session; tests isolate themselves by bucket."""
-    with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
+    """One moto server for the whole session; tests isolate themselves by bucket.
+
+    It checks keys, as MinIO does: its own are an admin's, a tenant's its IAM user's.
+    """
+    with running_s3_server(tmp_path_factory.mktemp("s3-server"), authenticate=True) as server:
         yield server
 
 

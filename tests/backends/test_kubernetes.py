@@ -352,8 +352,36 @@ def test_the_pod_of_an_attempt() -> None:
     assert pod.node_selector == {"gpu.example/type": "t4"}
     assert pod.tolerations == [DEFAULT_TOLERATION]
     assert pod.termination_grace_seconds == 300
-    assert [m.mount_path for m in pod.volume_mounts] == [POD_WORK_DIR]
-    assert pod.volumes[0].empty_dir is not None
+    assert [m.mount_path for m in pod.volume_mounts] == [POD_WORK_DIR, "/tmp"]
+    assert all(volume.empty_dir is not None for volume in pod.volumes)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param("pod.run_as_non_root", True, id="pod-non-root"),
+        pytest.param("pod.run_as_user", 10001, id="pod-user-of-the-image"),
+        pytest.param("pod.seccomp_profile.type", "RuntimeDefault", id="pod-seccomp"),
+        pytest.param("container.run_as_non_root", True, id="container-non-root"),
+        pytest.param("container.run_as_user", 10001, id="container-user"),
+        pytest.param("container.read_only_root_filesystem", True, id="read-only-root"),
+        pytest.param("container.allow_privilege_escalation", False, id="no-escalation"),
+        pytest.param("container.privileged", False, id="unprivileged"),
+        pytest.param("container.capabilities.drop", ["ALL"], id="no-capabilities"),
+        pytest.param("container.seccomp_profile.type", "RuntimeDefault", id="container-seccomp"),
+        pytest.param("automount_service_account_token", False, id="no-api-token"),
+    ],
+)
+def test_learner_pods_are_locked_down(setting: str, expected: object) -> None:
+    pod = learner_pod(make_spec(), make_manifest(), TENANT, CLUSTER, rank=1)
+    value: Any = {
+        "pod": pod.security_context,
+        "container": pod.container_security_context,
+        "automount_service_account_token": pod.automount_service_account_token,
+    }
+    for part in setting.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    assert value == expected
 
 
 @pytest.mark.parametrize(

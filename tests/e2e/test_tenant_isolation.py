@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from devkit.airflow_env import wait_for_dags
-from devkit.deployment import ACME_CONNECTION_KEYS, Deployment, deploy
+from devkit.deployment import Deployment, deploy
 from devkit.learners import wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
@@ -197,8 +197,8 @@ def test_no_credential_reaches_xcoms_logs_or_the_job_record(
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final
     secrets = {
-        ACME_CONNECTION_KEYS.access_key,
-        ACME_CONNECTION_KEYS.secret_key,
+        deployment.acme_keys.access_key,
+        deployment.acme_keys.secret_key,
         s3_server.access_key,
         s3_server.secret_key,
     }
@@ -220,3 +220,104 @@ def test_no_credential_reaches_xcoms_logs_or_the_job_record(
     assert any(name.startswith("log learner") for name in places)
     leaks = [name for name, text in places.items() if any(key in text for key in secrets)]
     assert leaks == []
+
+
+#: A job that tries to become platform admin: read Airflow's files (the API's signing secret
+#: among them), mint a token, call the API with it. It reports each try in its results.
+INTRUDER = textwrap.dedent(
+    """
+    import json, os, time, urllib.request
+    from pathlib import Path
+
+    targets = json.loads(Path("targets.json").read_text())
+    home = targets["airflow_home"]
+    report = {}
+
+    def attempt(name, tried, action):
+        try:
+            got = action()
+        except Exception as error:
+            report[name] = {"tried": tried, "denied": True, "detail": repr(error)}
+        else:
+            report[name] = {"tried": tried, "denied": not got, "detail": repr(got)[:500]}
+
+    secret = {}
+    def read_secret():
+        secret.update(json.loads(Path(home, "trainyard-secrets.json").read_text()))
+        return secret
+    cfg, db = Path(home, "airflow.cfg"), Path(home, "airflow.db")
+    attempt("read airflow.cfg", str(cfg), lambda: cfg.read_text())
+    attempt("read the metadata DB", str(db), lambda: db.read_bytes())
+    attempt("read the API's signing secret", f"{home}/trainyard-secrets.json", read_secret)
+    attempt("list AIRFLOW_HOME", home, lambda: os.listdir(home))
+    own = os.environ["TRAINYARD_RESULT_DIR"]  # what of the deployment it may see: that path
+    root = targets["root"]
+    attempt(
+        "list the deployment",
+        root,
+        lambda: [n for n in os.listdir(root) if not own.startswith(os.path.join(root, n) + "/")],
+    )
+
+    def call_api():
+        headers = {}
+        if secret:
+            import jwt
+            now = int(time.time())
+            claims = {"sub": "admin", "role": "ADMIN", "teams": [], "nbf": now, "iat": now,
+                      "exp": now + 300, "jti": "x"}
+            headers["Authorization"] = "Bearer " + jwt.encode(claims, secret["jwt"], "HS512")
+        request = urllib.request.Request(targets["api"] + "/api/v2/connections", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read()
+    attempt("call the API as admin", f"GET {targets['api']}/api/v2/connections", call_api)
+
+    results = os.environ["TRAINYARD_RESULT_DIR"]
+    Path(results, "report.json").write_text(json.dumps(report))
+    Path(results, "model.txt").write_text("trained anyway")
+    with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as metrics:
+        metrics.write(json.dumps({"step": 1, "loss": 0.1}) + "\\n")
+    """
+)
+INTRUSIONS = [
+    "read airflow.cfg",
+    "read the metadata DB",
+    "read the API's signing secret",
+    "list AIRFLOW_HOME",
+    "list the deployment",
+    "call the API as admin",
+]
+
+
+@pytest.fixture(scope="module")
+def intrusion(deployment: Deployment, client: AirflowClient) -> dict[str, dict[str, Any]]:
+    """The intruder's report, after its job (of tenant B, local storage) succeeded."""
+    code = deployment.root / "intruder"
+    code.mkdir()
+    (code / "intruder.py").write_text(INTRUDER)
+    targets = {
+        "airflow_home": str(deployment.cluster.home),
+        "root": str(deployment.root),
+        "api": deployment.cluster.api_url,
+    }
+    (code / "targets.json").write_text(json.dumps(targets))
+    deployment.cluster.trainyard("data", "upload", str(code), "code/intruder", "--tenant", TENANT_B)
+    job = manifest(TENANT_B, "intruder") | {
+        "code": {"uri": "code/intruder"},
+        "command": "python intruder.py",
+    }
+    job_id = trigger(client, job)
+    store = deployment.stores[TENANT_B]
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    report: dict[str, dict[str, Any]] = json.loads(
+        store.get_bytes(f"{JobLayout(job_id).results}/report.json")
+    )
+    return report
+
+
+@pytest.mark.parametrize("name", INTRUSIONS)
+def test_a_jobs_code_cannot_reach_airflows_files_or_become_admin(
+    intrusion: dict[str, dict[str, Any]], name: str
+) -> None:
+    entry = intrusion[name]
+    assert entry["denied"], f"{name}: {entry['tried']} gave {entry['detail']}"

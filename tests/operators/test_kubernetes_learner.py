@@ -266,6 +266,20 @@ def test_the_pod_of_a_job(
     assert {key: facts[key] for key in expected} == expected
 
 
+def test_the_built_pod_is_locked_down(config_dir: Path, local_store: LocalStore) -> None:
+    pod = built_pod(learner_task(local_store, {}, "acme"))
+
+    [container] = pod.spec.containers
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.run_as_user == 10001
+    assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert container.security_context.read_only_root_filesystem is True
+    assert container.security_context.allow_privilege_escalation is False
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert {m.mount_path for m in container.volume_mounts} >= {"/scratch", "/tmp"}
+
+
 def test_labels_identify_tenant_job_and_attempt_but_reattaching_ignores_the_attempt(
     config_dir: Path, local_store: LocalStore
 ) -> None:

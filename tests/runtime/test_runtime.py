@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from devkit.learners import learner_processes, wait_until
 from tests.support.processes import still_running
 from trainyard.failures import Hang
 from trainyard.jobs.checkpoints import CheckpointStore
@@ -19,6 +21,7 @@ from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime import helpers
 from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess
+from trainyard.runtime.sandbox import Sandbox, SandboxNetwork
 from trainyard.storage.local import LocalStore
 
 JOB = "acme.fake.20250101-000000-abcd"
@@ -118,6 +121,7 @@ def runtime_env(
         "TRAINYARD_CHECKPOINT_KEEP": "3",
         "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
         "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(store.root)}),
+        "TRAINYARD_SANDBOX_NETWORK": "none",
         **extra,
     }
 
@@ -255,8 +259,12 @@ def test_hung_command_is_stopped_by_the_watchdog(store: LocalStore, tmp_path: Pa
     assert "raise the manifest's watchdog" in str(result["fix"])
     # What it had done before hanging is kept for the retry.
     assert CheckpointStore(store, LAYOUT).committed_steps() == [1]
-    [pids] = [line.split()[1:] for line in output.splitlines() if line.startswith("pids ")]
-    assert still_running([int(pid) for pid in pids]) == [], "the command or its worker survived"
+    # The pids it printed are those of its sandbox; seen from here, nothing of the job is left.
+    assert "pids 2 3" in output
+    # The kernel ends the sandbox's processes with its init, a moment after the runtime.
+    wait_until(
+        lambda: not learner_processes(JOB, user_code=True), "the command and worker to end", 10
+    )
 
 
 STUBBORN = """\
@@ -269,16 +277,27 @@ time.sleep(600)
 """
 
 
+@pytest.mark.parametrize(
+    "sandboxed", [pytest.param(True, id="sandboxed"), pytest.param(False, id="bare")]
+)
 def test_stop_kills_a_command_ignoring_sigterm_and_its_workers_after_the_grace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandboxed: bool
 ) -> None:
     monkeypatch.setattr(signal, "signal", lambda *_: None)  # pytest keeps its own handlers
     (tmp_path / "stubborn.py").write_text(STUBBORN)
+    sandbox = Sandbox(SandboxNetwork.NONE, [tmp_path]) if sandboxed else None
     process = UserProcess(
-        f"{sys.executable} stubborn.py", tmp_path, dict(os.environ), tmp_path / "learner.log"
+        f"{sys.executable} stubborn.py",
+        tmp_path,
+        dict(os.environ),
+        tmp_path / "learner.log",
+        sandbox,
     )
     assert process.proc.stdout is not None
-    pids = [int(pid) for pid in process.proc.stdout.readline().split()]
+    assert process.proc.stdout.readline()  # the command and its worker run
+    started = psutil.Process(process.proc.pid)
+    pids = [started.pid, *(child.pid for child in started.children(recursive=True))]
+    assert len(pids) == (4 if sandboxed else 2)  # (bwrap and its init,) the command, the worker
     hang = Hang("no new metric or checkpoint for 2 s")
 
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from trainyard.manifest.schema import FrameworkName, ManifestError, parse_manifest
+from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import LocalStorageConfig, S3StorageConfig
 from trainyard.tenancy.config import (
     CONFIG_ENV,
@@ -459,3 +461,41 @@ def test_learner_backend_per_tenant(tmp_path, deployment, overrides, expected):
     config = load_config(write_config(tmp_path, document | {"kubernetes": {}}))
 
     assert {name: config.learner_backend_of(name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "tenant_network", "bwrap", "expected"),
+    [
+        pytest.param({}, None, "/usr/bin/bwrap", SandboxNetwork.STORAGE, id="auto-with-bwrap"),
+        pytest.param({}, None, None, None, id="auto-without-bwrap-runs-unsandboxed"),
+        pytest.param({"enabled": True}, None, None, SandboxNetwork.STORAGE, id="on-regardless"),
+        pytest.param({"enabled": False}, None, "/usr/bin/bwrap", None, id="off"),
+        pytest.param(
+            {"enabled": True, "network": "none"}, None, None, SandboxNetwork.NONE, id="deployment"
+        ),
+        pytest.param(
+            {"enabled": True, "network": "none"}, "all", None, SandboxNetwork.ALL, id="tenant-wins"
+        ),
+    ],
+)
+def test_sandbox_network_of_a_tenant(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sandbox: dict[str, Any],
+    tenant_network: str | None,
+    bwrap: str | None,
+    expected: SandboxNetwork | None,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: bwrap if name == "bwrap" else None)
+    fields = {"sandbox": {"network": tenant_network}} if tenant_network else {}
+    document = {"work_dir": "w", "sandbox": sandbox, "tenants": [tenant("acme", **fields)]}
+
+    config = load_config(write_config(tmp_path, document))
+
+    assert config.sandbox_network_of("acme") == expected
+
+
+def test_an_unknown_sandbox_network_is_refused_naming_the_field(tmp_path: Path) -> None:
+    document = {"work_dir": "w", "sandbox": {"network": "lan"}, "tenants": [tenant("acme")]}
+    with pytest.raises(ConfigError, match=r"sandbox.network.*'none', 'storage' or 'all'"):
+        load_config(write_config(tmp_path, document))

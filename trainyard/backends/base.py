@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.jobs.layout import RunMode
+from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
@@ -36,6 +37,8 @@ class LearnerSpec:
     gpus: int
     # The tenant's S3 keys, from its Airflow connection; None for local storage.
     credentials: StorageCredentials | None = None
+    # Local learners: the network of the sandbox their command runs in; None: no sandbox.
+    sandbox_network: SandboxNetwork | None = None
 
     def runtime_environment(self, rank: int) -> dict[str, str]:
         """The runtime's environment contract (docs/architecture.md) for learner `rank`.

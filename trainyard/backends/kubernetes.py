@@ -43,6 +43,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 LEARNER_CONTAINER = "base"
 #: The learner's scratch space in its pod: an emptyDir, gone with the pod.
 POD_WORK_DIR = "/scratch"
+#: Writable scratch besides the work dir: the root filesystem is read-only.
+POD_TMP_DIR = "/tmp"
+#: The learner images' user (images/*/Dockerfile); pods run as it, never as root.
+LEARNER_UID = 10001
 #: Keys of the tenant's storage Secret, by the runtime variable each one fills.
 STORAGE_SECRET_KEYS = {
     f"{RUNTIME_CREDENTIALS_ENV}_ACCESS_KEY": "access_key",
@@ -85,6 +89,10 @@ class LearnerPod:
     volumes: list[k8s.V1Volume]
     volume_mounts: list[k8s.V1VolumeMount]
     termination_grace_seconds: int
+    security_context: k8s.V1PodSecurityContext
+    container_security_context: k8s.V1SecurityContext
+    # No Kubernetes API token in the pod: user code has no business with the cluster.
+    automount_service_account_token: bool = False
 
 
 def learner_pod(
@@ -103,6 +111,7 @@ def learner_pod(
     from kubernetes.client import models as k8s
 
     node_selector, tolerations = gpu_placement(manifest.resources, cluster)
+    pod_security, container_security = learner_security()
     return LearnerPod(
         name=f"{manifest.name}-{spec.mode.value}",
         image=learner_image(manifest.framework, cluster),
@@ -116,9 +125,44 @@ def learner_pod(
         annotations={JOB_ID_LABEL: spec.job_id},  # in full: the label may be shortened
         node_selector=node_selector,
         tolerations=tolerations,
-        volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource())],
-        volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path=POD_WORK_DIR)],
+        volumes=[
+            k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource())
+            for name in ("scratch", "tmp")
+        ],
+        volume_mounts=[
+            k8s.V1VolumeMount(name="scratch", mount_path=POD_WORK_DIR),
+            k8s.V1VolumeMount(name="tmp", mount_path=POD_TMP_DIR),
+        ],
         termination_grace_seconds=cluster.termination_grace_seconds,
+        security_context=pod_security,
+        container_security_context=container_security,
+    )
+
+
+def learner_security() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
+    """The pod's and the container's security contexts: the learner's counterpart of the
+    local backend's sandbox (non-root, read-only root filesystem, no privilege escalation, no
+    capabilities, the runtime's default seccomp profile)."""
+    from kubernetes.client import models as k8s
+
+    seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
+    return (
+        k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=LEARNER_UID,
+            run_as_group=LEARNER_UID,
+            fs_group=LEARNER_UID,
+            seccomp_profile=seccomp,
+        ),
+        k8s.V1SecurityContext(
+            run_as_non_root=True,
+            run_as_user=LEARNER_UID,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            privileged=False,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=seccomp,
+        ),
     )
 
 

@@ -95,6 +95,8 @@ class LocalProcessBackend(LearnerBackend):
                 spec, rank, master_addr="127.0.0.1", master_port=master_port, local_rank=rank
             )
         )
+        if spec.sandbox_network is not None:
+            env["TRAINYARD_SANDBOX_NETWORK"] = spec.sandbox_network.value
         if spec.gpus == 0:
             # A CPU job sees no GPU, so it cannot take one from the GPU jobs.
             env["CUDA_VISIBLE_DEVICES"] = ""

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 from trainyard.jobs.layout import JobLayout
 from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
+from trainyard.storage.untrusted import open_regular, regular_files
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +82,19 @@ def publish_directory(
     the directory only once it exists. Files upload `UPLOAD_THREADS` at a time, each hashed
     while it uploads. Returns the manifest's file table.
     """
-    paths = sorted(p for p in local_dir.rglob("*") if p.is_file())
-    names = [path.relative_to(local_dir).as_posix() for path in paths]
+    names = regular_files(local_dir)  # user code wrote them: symlinks are not followed
     if MANIFEST in names:
         raise ValueError(f"{local_dir}: {MANIFEST} is reserved for the commit marker")
 
-    def upload(path: Path, name: str) -> dict[str, Any]:
-        with path.open("rb") as file:
+    def upload(name: str) -> dict[str, Any]:
+        with open_regular(local_dir, name) as file:
             reader = DigestingReader(file)
             store.put_stream(join_key(prefix, name), reader, os.fstat(file.fileno()).st_size)
         return reader.digest()
 
     # Leaving the pool waits for every upload; a failed one raises here, before the commit.
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
-        files = dict(zip(names, pool.map(upload, paths, names), strict=True))
+        files = dict(zip(names, pool.map(upload, names), strict=True))
     store.put_json(join_key(prefix, MANIFEST), {**marker, "files": files})
     return files
 
@@ -150,7 +150,7 @@ class CheckpointStore:
         if not self.store.exists(join_key(prefix, MANIFEST)):
             if not local_dir.is_dir():
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
-            if not any(p.is_file() for p in local_dir.rglob("*")):
+            if not regular_files(local_dir):
                 raise ValueError(f"checkpoint directory {local_dir} is empty")
             publish_directory(self.store, local_dir, prefix, step=step)
         self.store.put_json(self._pointer, {"step": step})

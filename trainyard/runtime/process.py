@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainyard.failures import TrainyardFailure, UserError
+from trainyard.runtime.sandbox import Sandbox
 
 _PR_SET_PDEATHSIG = 1
 TAIL_LINES = 40
@@ -46,13 +47,22 @@ def _die_with_runtime() -> Callable[[], None] | None:
 class UserProcess:
     """The user's command as a child process; start it before any other thread exists."""
 
-    def __init__(self, command: str, cwd: Path, env: dict[str, str], log_file: Path) -> None:
+    def __init__(
+        self,
+        command: str,
+        cwd: Path,
+        env: dict[str, str],
+        log_file: Path,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.log_file = log_file
         self.stop_signal: int | None = None
         self.stopped_for: TrainyardFailure | None = None
         try:
+            argv = shlex.split(command)
+            self.sandboxed = sandbox.launch(argv, cwd) if sandbox else None
             self.proc = subprocess.Popen(
-                shlex.split(command),
+                self.sandboxed.argv if self.sandboxed else argv,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -60,12 +70,15 @@ class UserProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_runtime(),  # safe: no other thread runs yet
+                pass_fds=self.sandboxed.pass_fds if self.sandboxed else (),
             )
         except (OSError, ValueError) as error:
             raise UserError(
                 f"cannot start command {command!r}: {error}",
                 fix="check the manifest's command and that its program exists in the image",
             ) from error
+        # In a sandbox, its init passes signals on (bwrap itself would just die of them).
+        self._signalled = self.sandboxed.started(self.proc) if self.sandboxed else self.proc.pid
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
 
@@ -76,7 +89,7 @@ class UserProcess:
         and a second buffered write would raise. The outcome reports the forwarded signal.
         """
         self.stop_signal = signum
-        self.proc.send_signal(signum)
+        self._send(signum)
 
     def stop(self, failure: TrainyardFailure, grace: float) -> None:
         """End the command for `failure`: SIGTERM so it can still checkpoint, then SIGKILL.
@@ -85,11 +98,16 @@ class UserProcess:
         as data loader workers cannot keep the output pipe, and so the runtime, waiting.
         """
         self.stopped_for = failure
-        self.proc.send_signal(signal.SIGTERM)
+        self._send(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _send(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._signalled, signum)
 
     def wait(self) -> Finished:
         """Copy every output line to stdout and the learner log until the command exits."""
@@ -104,6 +122,8 @@ class UserProcess:
                 log.flush()
                 tail.append(line.rstrip("\n"))
         returncode = self.proc.wait()
+        if self.sandboxed:
+            returncode = self.sandboxed.returncode(returncode)
         return Finished(
             returncode=returncode,
             stop_signal=self.stop_signal,

@@ -7,16 +7,18 @@ import logging
 import os
 from pathlib import Path
 
-from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.failures import PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.checkpoints import CheckpointStore, publish_directory
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime.outcome import Outcome
 from trainyard.runtime.process import UserProcess
+from trainyard.runtime.sandbox import Sandbox
 from trainyard.runtime.settings import RuntimeSettings
 from trainyard.runtime.sync import Syncer, annotated_rows, storage_retry
 from trainyard.runtime.watchdog import Watchdog
 from trainyard.runtime.workspace import Workspace
 from trainyard.storage.base import ObjectStore, StorageError
+from trainyard.storage.untrusted import UnsafeFile
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,14 @@ class Runner:
     def _execute(self) -> None:
         ws, settings = self.workspace, self.settings
         log.info("running %r in %s", settings.command, ws.code)
+        sandbox = (
+            Sandbox(settings.sandbox_network, ws.user_paths, settings.num_learners)
+            if settings.sandbox_network
+            else None
+        )
         # Start the command before the sync thread: forking is only safe with a single thread.
         process = UserProcess(
-            settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file
+            settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file, sandbox
         )
         training_leader = self.mode is RunMode.TRAIN and self._leader
         # Only the leader's progress is visible (other ranks need not write metrics), and a
@@ -118,9 +125,15 @@ class Runner:
     def _publish(self) -> None:
         if self.mode is RunMode.TRAIN:
             storage_retry(self.store.delete_prefix)(self.layout.results)
-            files = storage_retry(publish_directory)(
-                self.store, self.workspace.results, self.layout.results
-            )
+            try:
+                files = storage_retry(publish_directory)(
+                    self.store, self.workspace.results, self.layout.results
+                )
+            except UnsafeFile as error:
+                raise UserError(
+                    f"the results cannot be published: {error}",
+                    fix="leave only regular files and directories in TRAINYARD_RESULT_DIR",
+                ) from error
             log.info("published %d result files to %s", len(files), self.layout.results)
             return
         metrics: dict[str, object] = {}

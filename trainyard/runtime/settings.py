@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
+from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import StorageConfig
 
 
@@ -36,6 +37,8 @@ class RuntimeSettings(BaseModel):
     watchdog_startup: float = Field(default=0.0, alias="TRAINYARD_WATCHDOG_STARTUP", ge=0)
     work_dir: Path = Field(alias="TRAINYARD_WORK_DIR")
     storage: Json[StorageConfig] = Field(alias="TRAINYARD_STORAGE")
+    # Set: the command runs in a sandbox with this network (trainyard/runtime/sandbox.py).
+    sandbox_network: SandboxNetwork | None = Field(default=None, alias="TRAINYARD_SANDBOX_NETWORK")
 
     @model_validator(mode="after")
     def _rank_in_range(self) -> RuntimeSettings:

@@ -68,6 +68,11 @@ class Workspace:
         return self.root / "metrics.jsonl"
 
     @property
+    def user_paths(self) -> tuple[Path, ...]:
+        """What the user's command may write; not the learner log, which the runtime writes."""
+        return (self.code, self.data, self.checkpoints, self.results, self.metrics_file)
+
+    @property
     def log_file(self) -> Path:
         return self.root / "learner.log"
 

@@ -34,6 +34,7 @@ from trainyard.manifest.schema import (
     read_manifest_file,
     validation_problems,
 )
+from trainyard.runtime.sandbox import SandboxNetwork, bwrap_available
 from trainyard.safe_yaml import load_yaml
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
 
@@ -157,6 +158,35 @@ class KubernetesConfig(BaseModel):
         return None if path is None else _resolve(path, info)
 
 
+class TenantSandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: SandboxNetwork | None = Field(
+        default=None, description="network of its sandboxed user code (default: the deployment's)"
+    )
+
+
+class SandboxConfig(BaseModel):
+    """The sandbox of local learners' user code (trainyard/runtime/sandbox.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: Literal["auto"] | bool = Field(
+        default="auto",
+        description="run user code of local learners in a bubblewrap sandbox: true (fail "
+        "without bwrap), false, or auto (when bwrap is installed)",
+    )
+    network: SandboxNetwork = Field(
+        default=SandboxNetwork.STORAGE,
+        description="none | storage (user code gets no network either way: the runtime "
+        "does the storage I/O) | all",
+    )
+
+    @property
+    def active(self) -> bool:
+        return bwrap_available() if self.enabled == "auto" else self.enabled
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -211,6 +241,7 @@ class TenantConfig(BaseModel):
     service_account: K8sName = Field(
         default="trainyard-learner", description="service account of its learner pods"
     )
+    sandbox: TenantSandboxConfig = Field(default_factory=TenantSandboxConfig)
     storage_secret: K8sName = Field(
         default="trainyard-storage",
         description="Secret in its namespace with the storage credentials (keys access_key, "
@@ -244,6 +275,7 @@ class TrainyardConfig(BaseModel):
         "(<jobs_dir>/<tenant>/<job>.yaml); each becomes its own DAG",
     )
     tenants: list[TenantConfig] = Field(min_length=1)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     # validate_default: a deployment that runs learners on Kubernetes must describe the cluster.
     kubernetes: KubernetesConfig | None = Field(default=None, validate_default=True)
 
@@ -291,6 +323,12 @@ class TrainyardConfig(BaseModel):
     def learner_backend_of(self, tenant: str) -> LearnerBackendName:
         """Where `tenant`'s learners run: its own setting, else the deployment's."""
         return self.tenant(tenant).learner_backend or self.learner_backend
+
+    def sandbox_network_of(self, tenant: str) -> SandboxNetwork | None:
+        """The network of `tenant`'s sandboxed user code; None when it runs unsandboxed."""
+        if not self.sandbox.active:
+            return None
+        return self.tenant(tenant).sandbox.network or self.sandbox.network
 
     @property
     def tenant_names(self) -> list[str]:
