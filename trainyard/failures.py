@@ -47,3 +47,9 @@ class Preemption(TrainyardFailure):
 
 class Hang(TrainyardFailure):
     failure_class = FailureClass.HANG
+
+
+def out_of_memory(cause: str, limit: str | None = None) -> ResourceError:
+    """A learner ran out of memory (whoever noticed): a retry would run out again."""
+    above = f" above {limit}" if limit else ""
+    return ResourceError(cause, f"raise resources.memory{above}, or use less memory per learner")

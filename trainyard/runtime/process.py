@@ -16,9 +16,11 @@ from pathlib import Path
 from types import FrameType
 
 from trainyard.failures import TrainyardFailure, UserError
+from trainyard.runtime.oom import OomWitness
+from trainyard.runtime.signal_report import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
-TAIL_LINES = 40
+TAIL_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,18 @@ class Finished:
     stop_signal: int | None  # the last signal the runtime forwarded, if any
     tail: list[str]  # its last output lines, for failure messages
     stopped_for: TrainyardFailure | None = None  # why the runtime itself stopped it (a hang)
+    # Stop signals the command (or a child of it) caught, by its own report (signal_report).
+    received: frozenset[int] = frozenset()
+    oom_killed: str | None = None  # how the kernel said its OOM killer ended the command
+
+
+def _received(report: Path | None) -> frozenset[int]:
+    if report is None:
+        return frozenset()
+    try:
+        return frozenset(int(line) for line in report.read_text(encoding="ascii").split())
+    except (OSError, ValueError):
+        return frozenset()
 
 
 def _die_with_runtime() -> Callable[[], None] | None:
@@ -46,10 +60,20 @@ def _die_with_runtime() -> Callable[[], None] | None:
 class UserProcess:
     """The user's command as a child process; start it before any other thread exists."""
 
-    def __init__(self, command: str, cwd: Path, env: dict[str, str], log_file: Path) -> None:
+    def __init__(
+        self,
+        command: str,
+        cwd: Path,
+        env: dict[str, str],
+        log_file: Path,
+        signal_report: Path | None = None,
+    ) -> None:
+        """`signal_report`: the file the command's signal_report hook writes (env carries it)."""
         self.log_file = log_file
+        self.signal_report = signal_report
         self.stop_signal: int | None = None
         self.stopped_for: TrainyardFailure | None = None
+        self.oom = OomWitness()
         try:
             self.proc = subprocess.Popen(
                 shlex.split(command),
@@ -66,7 +90,7 @@ class UserProcess:
                 f"cannot start command {command!r}: {error}",
                 fix="check the manifest's command and that its program exists in the image",
             ) from error
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._forward)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
@@ -104,9 +128,12 @@ class UserProcess:
                 log.flush()
                 tail.append(line.rstrip("\n"))
         returncode = self.proc.wait()
+        killed = returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)  # 128+: via a sandbox
         return Finished(
             returncode=returncode,
             stop_signal=self.stop_signal,
             tail=list(tail),
             stopped_for=self.stopped_for,
+            received=_received(self.signal_report),
+            oom_killed=self.oom.killed(self.proc.pid) if killed else None,
         )

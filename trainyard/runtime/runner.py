@@ -81,7 +81,11 @@ class Runner:
         log.info("running %r in %s", settings.command, ws.code)
         # Start the command before the sync thread: forking is only safe with a single thread.
         process = UserProcess(
-            settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file
+            settings.command,
+            ws.code,
+            ws.user_env(settings, os.environ),
+            ws.log_file,
+            signal_report=ws.signal_report,
         )
         training_leader = self.mode is RunMode.TRAIN and self._leader
         # Only the leader's progress is visible (other ranks need not write metrics), and a
@@ -112,7 +116,8 @@ class Runner:
         syncer.start()
         finished = process.wait()
         log.info("the command exited with code %d; uploading what is pending", finished.returncode)
-        self.outcome = Outcome.of(finished)
+        learner_log = self.layout.learner_log(self.mode, settings.attempt, settings.rank)
+        self.outcome = Outcome.of(finished, learner_log=f"{self.store.describe()}/{learner_log}")
         syncer.finish()
 
     def _publish(self) -> None:
