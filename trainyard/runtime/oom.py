@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+PROC_CGROUP = Path("/proc/self/cgroup")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KERNEL_LOG = Path("/dev/kmsg")
 _KILLED = re.compile(r"Killed process (\d+) ")
@@ -43,7 +44,7 @@ def _counter_files(proc_cgroup: str) -> list[Path]:
 def oom_kills() -> int | None:
     """The OOM kills counted in this process's memory cgroup so far; None where unreadable."""
     try:
-        own = Path("/proc/self/cgroup").read_text(encoding="utf-8")
+        own = PROC_CGROUP.read_text(encoding="utf-8")
     except OSError:
         return None
     for counters in _counter_files(own):
@@ -75,8 +76,8 @@ def kernel_logged_oom_kill(pid: int) -> bool:
                 break
             if not record:
                 break
-            match = _KILLED.search(record.decode("utf-8", errors="replace"))
-            killed = killed or (match is not None and int(match.group(1)) == pid)
+            text = record.decode("utf-8", errors="replace")
+            killed = killed or any(int(m.group(1)) == pid for m in _KILLED.finditer(text))
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
