@@ -16,6 +16,7 @@ hands over to any other `sitecustomize` on the path.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -89,7 +90,7 @@ def _hand_over() -> None:
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     this = sys.modules.pop("sitecustomize")
     try:
-        import sitecustomize  # noqa: F401
+        importlib.import_module("sitecustomize")  # not this file: it left the path
     except ModuleNotFoundError as missing:
         sys.modules["sitecustomize"] = this  # the import system expects a module under the name
         if missing.name != "sitecustomize":
