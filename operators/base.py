@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -11,11 +12,13 @@ from airflow.sdk import BaseOperator, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.hooks import TenantStorageHook
-from trainyard.failures import FailureClass, TrainyardFailure, UserError
+from trainyard.failures import FailureClass, InternalError, TrainyardFailure, UserError
 from trainyard.jobs.records import JobRecord, load_record
 from trainyard.manifest.schema import JobManifest, ManifestError, parse_manifest
 from trainyard.storage import ObjectStore, StorageError
 from trainyard.tenancy.config import TenantConfig, TrainyardConfig, load_config
+
+log = logging.getLogger(__name__)
 
 #: Failure classes that a retry cannot fix: the task fails at once.
 NOT_RETRYABLE = {FailureClass.USER_ERROR, FailureClass.RESOURCE_ERROR}
@@ -30,9 +33,11 @@ def describe_failure(failure: TrainyardFailure) -> str:
 def classified_failures() -> Iterator[None]:
     """Turn Trainyard's failure types into Airflow's retry semantics.
 
-    User and resource errors raise AirflowFailException (no retry); platform faults, storage
-    outages and anything unexpected raise a retryable exception. The original failure stays
-    attached as `__cause__` for the failure callback.
+    User and resource errors raise AirflowFailException (no retry); platform faults and storage
+    outages raise a retryable exception. Anything unexpected is a bug in Trainyard, not a
+    fault: an internal error, its traceback in the task log, which the tasks' retry policy
+    (operators/retry.py) retries once. The failure stays attached as `__cause__` for the
+    failure callback and the retry policy.
     """
     try:
         yield
@@ -46,6 +51,17 @@ def classified_failures() -> Iterator[None]:
         raise AirflowException(message) from failure
     except StorageError as error:
         raise AirflowException(f"[platform_fault] storage unavailable: {error}") from error
+    except AirflowException:
+        raise
+    except Exception as error:
+        log.exception("internal error in Trainyard's task code")
+        bug = InternalError(
+            f"internal error in Trainyard: {type(error).__name__}: {error}",
+            "none needed if the retry succeeds; otherwise report it to the platform team with "
+            "the task log, which has the traceback",
+        )
+        bug.__cause__ = error
+        raise AirflowException(describe_failure(bug)) from bug
 
 
 class TrainyardOperator(BaseOperator):

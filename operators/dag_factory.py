@@ -26,7 +26,7 @@ from operators.commit import CommitModelOperator
 from operators.evaluate import EvaluateModelOperator
 from operators.learner import LearnerOperator
 from operators.register import RegisterModelOperator
-from operators.retry import LearnerRetryPolicy
+from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
 from operators.stage_data import StageDataOperator
 from operators.submit import SubmitJobOperator
@@ -153,6 +153,7 @@ def _trainyard_dag(
             "retry_delay": timedelta(seconds=5),
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=5),
+            "retry_policy": TaskRetryPolicy(),
             "on_failure_callback": record_failure,
             # The tenant's priority as is: when tenants wait for the same executor slots, the
             # higher priority's tasks go first, whatever their place in the DAG.

@@ -21,9 +21,9 @@ from trainyard.backends import (
 from trainyard.failures import (
     FailureClass,
     PlatformFault,
-    ResourceError,
     TrainyardFailure,
     UserError,
+    out_of_memory,
 )
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import AttemptInfo, load_record, save_record
@@ -53,9 +53,9 @@ def learner_failure(
     for rank, learner in zip(ranks or range(len(exits)), exits, strict=True):
         if learner.reason == OOM_KILLED:
             limit = format_bytes(spec.memory_bytes)
-            return ResourceError(
+            return out_of_memory(
                 f"learner {rank} was OOM-killed: it needed more than resources.memory = {limit}",
-                f"raise resources.memory above {limit}, or use less memory per learner",
+                limit,
             )
         try:
             outcome: dict[str, Any] = store.get_json(layout.outcome(spec.mode, spec.attempt, rank))

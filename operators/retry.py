@@ -16,14 +16,39 @@ from typing import Any
 
 from airflow.sdk import RetryDecision, RetryPolicy
 
-from trainyard.failures import FailureClass, TrainyardFailure
+from trainyard.failures import FailureClass, InternalError, TrainyardFailure
 from trainyard.jobs.records import load_record
 
 #: The failure classes with a retry budget; the others (user and resource errors) fail at once.
 RETRIED_CLASSES = (FailureClass.PREEMPTION, FailureClass.PLATFORM_FAULT, FailureClass.HANG)
 
 
-class LearnerRetryPolicy(RetryPolicy):
+class TaskRetryPolicy(RetryPolicy):
+    """Every Trainyard task's: an internal error (a bug in Trainyard) is retried once at most.
+
+    A bug is not a fault: retrying it as one would only repeat it. One retry still covers a
+    bug that a transient state triggers. Other failures keep the task's own retries.
+    """
+
+    def evaluate(
+        self,
+        exception: BaseException,
+        try_number: int,
+        max_tries: int,
+        context: Any = None,
+    ) -> RetryDecision:
+        if not isinstance(exception.__cause__, InternalError):
+            return RetryDecision.default()
+        if self.earlier_internal_errors(try_number, context):
+            return RetryDecision.fail("a second internal error: not retried again")
+        return RetryDecision.retry(reason="internal error: retried once")
+
+    def earlier_internal_errors(self, try_number: int, context: Any) -> int:
+        """How many earlier tries may have ended in an internal error: all, unless known better."""
+        return try_number - 1
+
+
+class LearnerRetryPolicy(TaskRetryPolicy):
     def __init__(
         self,
         *,
@@ -77,6 +102,8 @@ class LearnerRetryPolicy(RetryPolicy):
         context: Any = None,
     ) -> RetryDecision:
         failure = exception.__cause__
+        if isinstance(failure, InternalError):
+            return super().evaluate(exception, try_number, max_tries, context)
         task = context["task"] if context else None
         if not isinstance(failure, TrainyardFailure) or task is None:
             return RetryDecision.default()
@@ -86,3 +113,11 @@ class LearnerRetryPolicy(RetryPolicy):
         return self.decide(
             failure, {kind: record.count_attempts(kind.value) for kind in RETRIED_CLASSES}
         )
+
+    def earlier_internal_errors(self, try_number: int, context: Any) -> int:
+        """Earlier tries that did not record their end in the job record (every class does)."""
+        task = context["task"] if context else None
+        record = load_record(task.store, task.job_id) if task is not None else None
+        if record is None:
+            return try_number - 1
+        return try_number - 1 - len(record.attempts)

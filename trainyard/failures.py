@@ -1,7 +1,8 @@
 """Failure classes: every failed job says which one it is, so the platform knows whether to retry.
 
 User errors fail fast; resource errors fail with the fix named; platform faults, preemptions and
-hangs are retried from the newest committed checkpoint.
+hangs are retried from the newest committed checkpoint; an internal error (a bug in Trainyard)
+is retried once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class FailureClass(StrEnum):
     PLATFORM_FAULT = "platform_fault"
     PREEMPTION = "preemption"
     HANG = "hang"
+    INTERNAL_ERROR = "internal_error"
 
 
 class TrainyardFailure(Exception):
@@ -47,3 +49,15 @@ class Preemption(TrainyardFailure):
 
 class Hang(TrainyardFailure):
     failure_class = FailureClass.HANG
+
+
+class InternalError(TrainyardFailure):
+    """A bug in Trainyard's own code, not a fault: retried once, not as a platform fault."""
+
+    failure_class = FailureClass.INTERNAL_ERROR
+
+
+def out_of_memory(cause: str, limit: str | None = None) -> ResourceError:
+    """A learner ran out of memory (whoever noticed): a retry would run out again."""
+    above = f" above {limit}" if limit else ""
+    return ResourceError(cause, f"raise resources.memory{above}, or use less memory per learner")

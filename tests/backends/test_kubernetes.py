@@ -653,7 +653,10 @@ def test_without_resources_the_messages_stay_general() -> None:
     failure = classify_pod_failure(pod_status("Failed", container(terminated=(137, "OOMKilled"))))
 
     assert isinstance(failure, ResourceError)
-    assert (failure.cause, failure.fix) == ("the learner was OOM-killed", "raise resources.memory")
+    assert (failure.cause, failure.fix) == (
+        "the learner was OOM-killed",
+        "raise resources.memory, or use less memory per learner",
+    )
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ checkpoint is committed, so every scenario hits a job mid-training.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -62,17 +63,21 @@ def rows_of(store: ObjectStore, job_id: str, attempt: int) -> list[dict[str, Any
 
 
 def kill_user_code_after_first_checkpoint(
-    store: ObjectStore, job_id: str, sig: signal.Signals, *, runtime: bool = False
+    store: ObjectStore, job_id: str, sig: signal.Signals, *, target: str = "user process"
 ) -> int:
-    """Wait for a committed checkpoint and 1 s more, then signal the learner; return the
-    newest committed step at that moment."""
+    """Wait for a committed checkpoint and 1 s more, then signal the learner's `target` (the
+    user process, its process group, or the runtime); return the newest committed step then."""
     wait_until(lambda: committed(store, job_id), f"a committed checkpoint of {job_id}")
     time.sleep(1.0)
     [process] = wait_until(
-        lambda: learner_processes(job_id, user_code=not runtime), f"the learner of {job_id}"
+        lambda: learner_processes(job_id, user_code=target != "runtime"),
+        f"the learner of {job_id}",
     )
     newest = committed(store, job_id)[-1]
-    process.send_signal(sig)
+    if target == "process group":
+        os.killpg(os.getpgid(process.pid), sig)
+    else:
+        process.send_signal(sig)
     return newest
 
 
@@ -121,13 +126,23 @@ def test_sigkill_resumes_from_the_newest_checkpoint_and_loses_at_most_one_interv
     assert abs(final.evaluation["accuracy"] - reference.evaluation["accuracy"]) <= 0.01
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("runtime", id="to-the-runtime"),
+        pytest.param("user process", id="to-the-user-process"),
+        pytest.param("process group", id="to-the-user-process-group"),
+    ],
+)
 def test_sigterm_preemption_commits_a_final_checkpoint_and_spares_the_fault_budget(
-    deployment: Deployment, client: AirflowClient
+    deployment: Deployment, client: AirflowClient, target: str
 ) -> None:
+    """However the SIGTERM arrives (a drain signals the runtime, a node shutdown or a spot
+    handler the training process or its group), it is a preemption."""
     store = deployment.stores["globex"]
-    job_id = submit(deployment, "globex", "preempted")
+    job_id = submit(deployment, "globex", f"preempted-{target.replace(' ', '-')}")
 
-    kill_user_code_after_first_checkpoint(store, job_id, signal.SIGTERM, runtime=True)
+    kill_user_code_after_first_checkpoint(store, job_id, signal.SIGTERM, target=target)
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure
@@ -264,7 +279,8 @@ def test_user_code_exception_fails_once_as_a_user_error(
         deployment,
         "globex",
         "raises",
-        command="python -c \"raise ValueError('learning rate must be positive')\"",
+        command="python -c \"import warnings; warnings.warn('TypedStorage is deprecated'); "
+        "raise ValueError('learning rate must be positive')\"",
     )
 
     final = wait_for_end(client, store, job_id)
@@ -272,7 +288,8 @@ def test_user_code_exception_fails_once_as_a_user_error(
     assert final.attempt == 1
     assert final.failure is not None
     assert final.failure.failure_class == "user_error"
-    assert "ValueError: learning rate must be positive" in final.failure.message
+    assert "ValueError: learning rate must be positive (<string>:1)" in final.failure.message
+    assert "Warning" not in final.failure.message  # warnings stay in the learner log
 
 
 def test_learner_over_its_memory_limit_is_a_resource_error_without_retry(

@@ -9,6 +9,7 @@ from operators.base import classified_failures
 from trainyard.failures import (
     FailureClass,
     Hang,
+    InternalError,
     PlatformFault,
     Preemption,
     ResourceError,
@@ -95,10 +96,25 @@ def test_storage_outage_is_a_retryable_platform_fault() -> None:
     assert "No space left on device" in str(raised.value)
 
 
-def test_unexpected_errors_pass_through_and_stay_retryable() -> None:
-    # Airflow retries any exception that is not AirflowFailException.
-    with pytest.raises(KeyError, match="surprise"), classified_failures():
-        raise KeyError("surprise")
+def test_an_unexpected_error_is_an_internal_error_with_its_traceback_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(AirflowException) as raised, classified_failures():
+        raise KeyError("surprise")  # a bug in Trainyard's task code
+
+    assert not isinstance(raised.value, AirflowFailException)  # the retry policy decides
+    failure = raised.value.__cause__
+    assert isinstance(failure, InternalError)
+    assert str(raised.value).startswith(
+        "[internal_error] internal error in Trainyard: KeyError: 'surprise'. Fix: "
+    )
+    assert "Traceback" in caplog.text
+    assert "KeyError: 'surprise'" in caplog.text
+
+
+def test_airflow_exceptions_pass_through() -> None:
+    with pytest.raises(AirflowFailException, match="no retry"), classified_failures():
+        raise AirflowFailException("no retry")
 
 
 def test_success_raises_nothing() -> None:

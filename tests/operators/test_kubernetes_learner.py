@@ -466,8 +466,8 @@ USER_ERROR = Outcome(
     exit_code=1,
     signal=None,
     failure=UserError(
-        "the command exited with code 1:\nTraceback (most recent call last):\nZeroDivisionError",
-        "fix the error in this message",
+        "the command failed with ZeroDivisionError: division by zero (train.py:12)",
+        "fix the code at the place named (the whole traceback: see the learner log)",
     ),
 )
 UNSCHEDULABLE = k8s.V1PodCondition(
@@ -731,7 +731,7 @@ def test_the_rank_that_stopped_the_group_is_judged_first(
         run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=143))
 
     assert isinstance(caught.value.__cause__, UserError)
-    assert "learner 1: the command exited with code 1" in str(caught.value)
+    assert "learner 1: the command failed with ZeroDivisionError" in str(caught.value)
 
 
 def test_an_evicted_rank_makes_the_attempt_a_preemption(

@@ -39,15 +39,17 @@ USER_ERROR = Outcome(
     exit_code=1,
     signal=None,
     failure=UserError(
-        "the command exited with code 1:\nZeroDivisionError: division by zero",
-        "fix the error in this message (the full output is in the learner log)",
+        "the command failed with ZeroDivisionError: division by zero (train.py:12)",
+        "fix the code at the place named (the whole traceback: see the learner log at "
+        "jobs/.../learner-train-attempt-1-rank-0.log)",
     ),
 )
 PREEMPTED = Outcome(
-    exit_code=None,
-    signal=15,
+    exit_code=143,
+    signal=None,
     failure=Preemption(
-        "the command stopped after the runtime forwarded SIGTERM",
+        "the command exited with code 143 after SIGTERM: the runtime forwarded it (cancel, "
+        "preemption or eviction)",
         "none needed: a retry resumes from the newest committed checkpoint",
     ),
 )
@@ -106,7 +108,7 @@ CASES = [
         [PREEMPTED],
         [143],
         Preemption,
-        ["learner 0", "forwarded SIGTERM"],
+        ["learner 0", "after SIGTERM: the runtime forwarded it"],
         id="preemption-outcome-is-a-preemption",
     ),
     pytest.param(RunMode.TRAIN, [HUNG], [137], Hang, ["no progress"], id="hang-outcome-is-a-hang"),

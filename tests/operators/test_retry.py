@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk import RetryAction
 
-from operators.retry import LearnerRetryPolicy
+from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from trainyard.failures import (
     FailureClass,
     Hang,
+    InternalError,
     PlatformFault,
     Preemption,
     TrainyardFailure,
@@ -119,3 +120,56 @@ def test_evaluate_without_a_classified_cause_keeps_airflows_default() -> None:
     decision = POLICY.evaluate(RuntimeError("boom"), try_number=1, max_tries=5, context=None)
 
     assert decision.action is RetryAction.DEFAULT
+
+
+def internal_error() -> RuntimeError:
+    error = RuntimeError("[internal_error] internal error in Trainyard: KeyError: 'x'")
+    error.__cause__ = InternalError("internal error in Trainyard: KeyError: 'x'")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("try_number", "action"),
+    [
+        pytest.param(1, RetryAction.RETRY, id="first-internal-error-is-retried"),
+        pytest.param(2, RetryAction.FAIL, id="after-any-earlier-try-it-is-not"),
+    ],
+)
+def test_an_internal_error_is_retried_once_at_most(try_number: int, action: RetryAction) -> None:
+    decision = TaskRetryPolicy().evaluate(internal_error(), try_number, max_tries=4)
+
+    assert decision.action is action
+
+
+@pytest.mark.parametrize(
+    ("recorded", "action"),
+    [
+        pytest.param(2, RetryAction.RETRY, id="earlier-tries-all-recorded-their-end"),
+        pytest.param(1, RetryAction.FAIL, id="an-earlier-try-ended-unrecorded"),
+    ],
+)
+def test_the_learner_counts_earlier_internal_errors_from_the_job_record(
+    local_store: LocalStore, recorded: int, action: RetryAction
+) -> None:
+    """Every other end of a training attempt is in the job record; an internal error is not."""
+    job_id = "acme.digits-mlp.20261124-215908-abcd"
+    attempts = [
+        AttemptInfo(attempt=n, failure_class="preemption", started_at=STARTED)
+        for n in range(1, recorded + 1)
+    ]
+    save_record(
+        local_store,
+        JobRecord(
+            job_id=job_id,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=job_id,
+            manifest={},
+            attempts=attempts,
+        ),
+    )
+    task = SimpleNamespace(store=local_store, job_id=job_id)
+
+    decision = POLICY.evaluate(internal_error(), try_number=3, max_tries=8, context={"task": task})
+
+    assert decision.action is action

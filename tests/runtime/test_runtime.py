@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,15 +61,30 @@ if mode == "train":
     (results / "model.txt").write_text(f"model after step {start + 2}")
 elif mode == "fail":
     raise ValueError("learning rate must be positive, got -1")
-elif mode == "wait":
+elif mode == "wait":  # catches stop signals, checkpoints, exits 128 + the signal
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    print("ready", flush=True)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _: stop.append(signum))
+    print(f"ready {os.getpid()}", flush=True)
     while not stop:
         time.sleep(0.02)
     save(start + 7)
     print("final checkpoint written", flush=True)
+    sys.exit(128 + stop[0])
+elif mode == "sleep":  # leaves every signal to its default action
+    print(f"ready {os.getpid()}", flush=True)
+    time.sleep(600)
+elif mode == "exit-143":  # the code of a SIGTERM stop, with no SIGTERM anywhere
+    print("pretending to be stopped", flush=True)
     sys.exit(143)
+elif mode == "warn-then-fail":
+    import warnings
+    warnings.warn("TypedStorage is deprecated", UserWarning)
+    print("epoch 1 of 3", flush=True)
+    warnings.warn("lr_scheduler.step() before optimizer.step()", UserWarning)
+    raise ValueError("batch_size must divide the dataset, got 7")  # the user's line
+elif mode == "oom":  # more than the address-space limit the test sets
+    ballast = b"x" * (1024 * 2**20)
 elif mode == "hang":  # a worker too, like a data loader's, in the command's process group
     save(start + 1)
     metric(step=start + 1, loss=1.0)
@@ -132,11 +148,15 @@ def start_runtime(
     behaviour: str,
     mode: str = "train",
     attempt: int = 1,
+    *,
+    prefix: str = "",
     **extra: str,
 ) -> subprocess.Popen[str]:
+    """`prefix`: words in front of the command, e.g. `prlimit --as=N `."""
+    command = f"{prefix}python fake_job.py {behaviour}"
     return subprocess.Popen(
         [sys.executable, "-m", "trainyard.runtime", mode],
-        env=runtime_env(store, tmp_path, f"python fake_job.py {behaviour}", attempt, **extra),
+        env=runtime_env(store, tmp_path, command, attempt, **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -149,9 +169,11 @@ def run_runtime(
     behaviour: str,
     mode: str = "train",
     attempt: int = 1,
+    *,
+    prefix: str = "",
     **extra: str,
 ) -> tuple[int, str]:
-    proc = start_runtime(store, tmp_path, behaviour, mode, attempt, **extra)
+    proc = start_runtime(store, tmp_path, behaviour, mode, attempt, prefix=prefix, **extra)
     output, _ = proc.communicate(timeout=60)
     return proc.returncode, output
 
@@ -220,30 +242,148 @@ def test_failing_command_is_a_user_error(store: LocalStore, tmp_path: Path) -> N
     assert result["status"] == "failed"
     assert result["failure_class"] == "user_error"
     assert result["exit_code"] == 1
-    assert "ValueError: learning rate must be positive, got -1" in str(result["message"])
-    assert "Traceback" in str(result["message"])
+    assert result["message"] == (
+        "the command failed with ValueError: learning rate must be positive, got -1 "
+        f"(fake_job.py:{line_of('learning rate must be positive')})"
+    )
+    assert str(result["fix"]).startswith("fix the code at the place named")
+    assert f"{store.root}/{LAYOUT.learner_log(RunMode.TRAIN, 1, 0)}" in str(result["fix"])
     assert not list(store.list(LAYOUT.results))
 
 
-def test_sigterm_is_forwarded_and_final_checkpoint_committed(
+def line_of(text: str) -> int:
+    """The line number of `text` in the fake job, as a traceback names it."""
+    [number] = [n for n, line in enumerate(FAKE_JOB.splitlines(), 1) if text in line]
+    return number
+
+
+def test_warnings_before_an_exception_stay_out_of_the_message(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    proc = start_runtime(store, tmp_path, "wait")
+    code, output = run_runtime(store, tmp_path, "warn-then-fail")
+
+    assert code == 1, output
+    assert "UserWarning: TypedStorage is deprecated" in output  # the log keeps the warnings
+    result = outcome(store)
+    assert result["failure_class"] == "user_error"
+    assert result["message"] == (
+        "the command failed with ValueError: batch_size must divide the dataset, got 7 "
+        f"(fake_job.py:{line_of('# the user')})"
+    )
+
+
+def test_running_out_of_a_real_memory_limit_is_a_resource_error(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """The kernel refuses memory beyond the address-space limit: MemoryError in the command."""
+    code, output = run_runtime(store, tmp_path, "oom", prefix=f"prlimit --as={512 * 2**20} ")
+
+    assert code == 1, output
+    result = outcome(store)
+    assert result["failure_class"] == "resource_error"
+    assert str(result["message"]).startswith("the command ran out of memory: MemoryError")
+    assert result["fix"] == "raise resources.memory, or use less memory per learner"
+
+
+def host_pid(runtime: subprocess.Popen[str], pid_in_sandbox: int) -> int:
+    """The pid, as this machine sees it, of the runtime's descendant that has `pid_in_sandbox`
+    as its innermost pid (the sandbox gives the command a PID namespace of its own)."""
+    for child in psutil.Process(runtime.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error, OSError):
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            [nspids] = [
+                line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")
+            ]
+            if int(nspids[-1]) == pid_in_sandbox and len(nspids) > 1:
+                return child.pid
+    return pid_in_sandbox  # not sandboxed: the same pid
+
+
+def wait_until_ready(proc: subprocess.Popen[str]) -> int:
+    """Read the runtime's output up to the fake job's `ready <pid>` line; return that process's
+    pid on this machine."""
     assert proc.stdout is not None
     lines: list[str] = []
-    while "ready" not in (line := proc.stdout.readline()):
+    while not (line := proc.stdout.readline()).startswith("ready "):
         assert line, "the runtime ended before the job was ready:\n" + "".join(lines)
         lines.append(line)
+    return host_pid(proc, int(line.split()[1]))
 
-    proc.send_signal(signal.SIGTERM)
+
+def send(proc: subprocess.Popen[str], user_pid: int, target: str, signum: int) -> None:
+    if target == "runtime":
+        proc.send_signal(signum)
+    elif target == "user process":
+        os.kill(user_pid, signum)
+    else:  # the command runs in its own session: its process group has the command's pid
+        os.killpg(os.getpgid(user_pid), signum)
+
+
+@pytest.mark.parametrize(
+    ("target", "signum"),
+    [
+        pytest.param("runtime", signal.SIGTERM, id="sigterm-to-the-runtime"),
+        pytest.param("user process", signal.SIGTERM, id="sigterm-to-the-user-process"),
+        pytest.param("process group", signal.SIGTERM, id="sigterm-to-the-process-group"),
+        pytest.param("runtime", signal.SIGHUP, id="sighup-to-the-runtime"),
+        pytest.param("user process", signal.SIGINT, id="sigint-to-the-user-process"),
+        pytest.param("user process", signal.SIGHUP, id="sighup-to-the-user-process"),
+    ],
+)
+def test_a_stop_signal_is_a_preemption_whoever_receives_it(
+    store: LocalStore, tmp_path: Path, target: str, signum: int
+) -> None:
+    proc = start_runtime(store, tmp_path, "wait")
+    user_pid = wait_until_ready(proc)
+
+    send(proc, user_pid, target, signum)
     output, _ = proc.communicate(timeout=60)
 
-    assert proc.returncode == 143, output
+    assert proc.returncode == 128 + signum, output
     assert "final checkpoint written" in output
     assert CheckpointStore(store, LAYOUT).committed_steps() == [7]
     result = outcome(store)
+    assert result["failure_class"] == "preemption", result
+    assert result["exit_code"] == 128 + signum
+    forwarded = "the runtime forwarded it" in str(result["message"])
+    assert forwarded is (target == "runtime")
+    # The retry resumes from the final checkpoint: no step is lost.
+    assert run_runtime(store, tmp_path, "train", attempt=2)[0] == 0
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [7, 8, 9]
+
+
+def test_a_command_killed_by_sigterm_itself_is_a_preemption(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """No handler: SIGTERM's default action ends it, and the wait status says so."""
+    proc = start_runtime(store, tmp_path, "sleep")
+    os.kill(wait_until_ready(proc), signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, output
+    result = outcome(store)
     assert result["failure_class"] == "preemption"
-    assert result["exit_code"] == 143
+    assert result["signal"] == signal.SIGTERM
+    assert result["message"] == (
+        "the command was stopped by SIGTERM: sent to the command or its process group "
+        "(preemption, drain or shutdown)"
+    )
+
+
+def test_exit_143_without_any_sigterm_is_a_user_error_saying_so(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    code, output = run_runtime(store, tmp_path, "exit-143")
+
+    assert code == 143, output
+    result = outcome(store)
+    assert result["failure_class"] == "user_error"
+    assert result["message"] == (
+        "the command exited with code 143, the code for a stop by SIGTERM, but no SIGTERM "
+        "reached it or the runtime: it is not a preemption; its last output: pretending to "
+        "be stopped"
+    )
+    assert str(result["fix"]).startswith("exit with 143 only after SIGTERM; see the learner log")
 
 
 def test_hung_command_is_stopped_by_the_watchdog(store: LocalStore, tmp_path: Path) -> None:
@@ -291,7 +431,7 @@ def test_stop_kills_a_command_ignoring_sigterm_and_its_workers_after_the_grace(
         tmp_path,
         dict(os.environ),
         tmp_path / "learner.log",
-        sandbox,
+        sandbox=sandbox,
     )
     assert process.proc.stdout is not None
     assert process.proc.stdout.readline()  # the command and its worker run

@@ -23,7 +23,13 @@ from trainyard.backends.base import (
     LearnerSpec,
     distributed_environment,
 )
-from trainyard.failures import PlatformFault, Preemption, ResourceError, TrainyardFailure
+from trainyard.failures import (
+    PlatformFault,
+    Preemption,
+    ResourceError,
+    TrainyardFailure,
+    out_of_memory,
+)
 from trainyard.manifest.schema import Framework, JobManifest, Resources
 from trainyard.manifest.units import format_bytes
 from trainyard.storage.config import LocalStorageConfig, S3StorageConfig
@@ -385,11 +391,10 @@ def _image_pull_failure(image: str, reason: str, message: str) -> TrainyardFailu
 
 def _oom_killed(resources: Resources | None) -> ResourceError:
     if resources is None:
-        return ResourceError("the learner was OOM-killed", "raise resources.memory")
+        return out_of_memory("the learner was OOM-killed")
     limit = format_bytes(resources.memory)
-    return ResourceError(
-        f"the learner was OOM-killed: it needed more than resources.memory = {limit}",
-        f"raise resources.memory above {limit}, or use less memory per learner",
+    return out_of_memory(
+        f"the learner was OOM-killed: it needed more than resources.memory = {limit}", limit
     )
 
 

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass
 from typing import Any
 
-from trainyard.failures import PlatformFault, Preemption, TrainyardFailure, UserError
+from trainyard.failures import (
+    PlatformFault,
+    Preemption,
+    TrainyardFailure,
+    UserError,
+    out_of_memory,
+)
 from trainyard.runtime.process import Finished
+from trainyard.runtime.signal_report import STOP_SIGNALS
 
 # The runtime's own exit code when the command succeeded (or never ran) but the platform
 # failed around it: EX_TEMPFAIL, "try again later".
 EXIT_PLATFORM_FAULT = 75
-MESSAGE_LINES = 20
+#: The longest piece of the command's output a message quotes; longer ones are cut with "...".
+QUOTE_CHARS = 300
+
+_FRAME = re.compile(r'\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
+_WARNING = re.compile(r"(.*:\d+: )?\w*Warning: ")
+#: How a Python command says it ran out of memory (MemoryError, torch's allocators).
+_OUT_OF_MEMORY = re.compile(r"MemoryError|OutOfMemoryError|can't allocate memory|out of memory")
+_LIBRARY_PATHS = ("site-packages", "dist-packages", "/lib/python")
+_PREEMPTED_FIX = "none needed: a retry resumes from the newest committed checkpoint"
 
 
 def _signal_name(signum: int) -> str:
@@ -22,10 +38,106 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _error_tail(lines: list[str]) -> str:
-    """The last traceback in the output, or else its last lines: what the user needs to see."""
+def _cut(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3].rstrip() + "..."
+
+
+def user_exception(lines: list[str]) -> str | None:
+    """The last Python traceback's exception and the innermost frame in the user's own code.
+
+    E.g. "ValueError: learning rate must be positive (train.py:41)"; None without a traceback.
+    A frame in the standard library or an installed package is not the user's; if every frame
+    is, the innermost one is named.
+    """
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
-    return "\n".join((lines[starts[-1] :] if starts else lines)[-MESSAGE_LINES:])
+    if not starts:
+        return None
+    frames: list[tuple[str, str]] = []
+    exception = None
+    for line in lines[starts[-1] + 1 :]:
+        frame = _FRAME.match(line)
+        if frame:
+            frames.append((frame["path"], frame["line"]))
+        elif line.strip() and not line[0].isspace():
+            exception = line
+            break
+    if exception is None:
+        return None
+    own = [f for f in frames if not any(part in f[0] for part in _LIBRARY_PATHS)]
+    where = (own or frames)[-1:]
+    located = "".join(f" ({path.rsplit('/', 1)[-1]}:{line})" for path, line in where)
+    return _cut(exception) + located
+
+
+def _last_words(lines: list[str]) -> str | None:
+    """The last line of output that is not a warning (or a warning's quoted source line)."""
+    for line in reversed(lines):
+        if line.strip() and not line[0].isspace() and not _WARNING.match(line):
+            return _cut(line)
+    return None
+
+
+def _preemption(finished: Finished, sig: int | None, code: int | None) -> Preemption | None:
+    """A stop signal ended the command, whoever sent it: to the runtime, to it, to its group."""
+    if sig is not None:
+        if sig not in STOP_SIGNALS:
+            return None
+        seen, how = sig, f"was stopped by {_signal_name(sig)}"
+    else:
+        seen = -1 if code is None else code - 128
+        if seen not in STOP_SIGNALS or not (
+            seen == finished.stop_signal or seen in finished.received
+        ):
+            return None
+        how = f"exited with code {code} after {_signal_name(seen)}"
+    if seen == finished.stop_signal:
+        whence = "the runtime forwarded it (cancel, preemption or eviction)"
+    else:
+        whence = "sent to the command or its process group (preemption, drain or shutdown)"
+    return Preemption(f"the command {how}: {whence}", fix=_PREEMPTED_FIX)
+
+
+def _user_error(finished: Finished, code: int, learner_log: str) -> TrainyardFailure:
+    see_log = f"see the learner log at {learner_log}"
+    exception = user_exception(finished.tail)
+    if exception is not None and _OUT_OF_MEMORY.search(exception):
+        return out_of_memory(f"the command ran out of memory: {exception}")
+    if exception is not None:
+        return UserError(
+            f"the command failed with {exception}",
+            fix=f"fix the code at the place named (the whole traceback: {see_log})",
+        )
+    cause = f"the command exited with code {code}"
+    stop = code - 128
+    if stop in STOP_SIGNALS:
+        name = _signal_name(stop)
+        cause += (
+            f", the code for a stop by {name}, but no {name} reached it or the runtime: "
+            "it is not a preemption"
+        )
+        fix = f"exit with {code} only after {name}; {see_log}"
+    else:
+        fix = see_log
+    last = _last_words(finished.tail)
+    return UserError(f"{cause}; its last output: {last}" if last else cause, fix=fix)
+
+
+def _failure(
+    finished: Finished, sig: int | None, code: int | None, learner_log: str
+) -> TrainyardFailure | None:
+    preemption = _preemption(finished, sig, code)
+    if preemption is not None:
+        return preemption
+    if finished.oom_killed is not None:
+        return out_of_memory(f"the kernel's OOM killer killed the command ({finished.oom_killed})")
+    if sig is not None:
+        return PlatformFault(
+            f"the command was killed by {_signal_name(sig)}, which the runtime did not send",
+            fix="SIGKILL usually means the learner ran out of memory: raise "
+            "resources.memory; a retry resumes from the newest committed checkpoint",
+        )
+    return _user_error(finished, code, learner_log) if code else None
 
 
 @dataclass(frozen=True)
@@ -35,31 +147,14 @@ class Outcome:
     failure: TrainyardFailure | None = None
 
     @classmethod
-    def of(cls, finished: Finished) -> Outcome:
+    def of(cls, finished: Finished, learner_log: str = "the learner log") -> Outcome:
+        """Classify how the command ended; `learner_log` is where its full output is kept."""
         code = finished.returncode if finished.returncode >= 0 else None
         sig = -finished.returncode if finished.returncode < 0 else None
         if finished.stopped_for is not None:
             # However the command took being stopped, the runtime's reason is what happened.
             return cls(exit_code=code, signal=sig, failure=finished.stopped_for)
-        stop = finished.stop_signal
-        failure: TrainyardFailure | None = None
-        if stop is not None and (sig == stop or code == 128 + stop):
-            failure = Preemption(
-                f"the command stopped after the runtime forwarded {_signal_name(stop)} "
-                "(cancel, preemption or eviction)",
-                fix="none needed: a retry resumes from the newest committed checkpoint",
-            )
-        elif sig is not None:
-            failure = PlatformFault(
-                f"the command was killed by {_signal_name(sig)}, which the runtime did not send",
-                fix="SIGKILL usually means the learner ran out of memory: raise "
-                "resources.memory; a retry resumes from the newest committed checkpoint",
-            )
-        elif code:
-            failure = UserError(
-                f"the command exited with code {code}:\n{_error_tail(finished.tail)}",
-                fix="fix the error in this message (the full output is in the learner log)",
-            )
+        failure = _failure(finished, sig, code, learner_log)
         return cls(exit_code=code, signal=sig, failure=failure)
 
     def with_failure(self, failure: TrainyardFailure) -> Outcome:

@@ -16,10 +16,12 @@ from pathlib import Path
 from types import FrameType
 
 from trainyard.failures import TrainyardFailure, UserError
+from trainyard.runtime.oom import OomWitness
 from trainyard.runtime.sandbox import Sandbox
+from trainyard.runtime.signal_report import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
-TAIL_LINES = 40
+TAIL_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,18 @@ class Finished:
     stop_signal: int | None  # the last signal the runtime forwarded, if any
     tail: list[str]  # its last output lines, for failure messages
     stopped_for: TrainyardFailure | None = None  # why the runtime itself stopped it (a hang)
+    # Stop signals the command (or a child of it) caught, by its own report (signal_report).
+    received: frozenset[int] = frozenset()
+    oom_killed: str | None = None  # how the kernel said its OOM killer ended the command
+
+
+def _received(report: Path | None) -> frozenset[int]:
+    if report is None:
+        return frozenset()
+    try:
+        return frozenset(int(line) for line in report.read_text(encoding="ascii").split())
+    except (OSError, ValueError):
+        return frozenset()
 
 
 def _die_with_runtime() -> Callable[[], None] | None:
@@ -53,11 +67,15 @@ class UserProcess:
         cwd: Path,
         env: dict[str, str],
         log_file: Path,
+        signal_report: Path | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
+        """`signal_report`: the file the command's signal_report hook writes (env carries it)."""
         self.log_file = log_file
+        self.signal_report = signal_report
         self.stop_signal: int | None = None
         self.stopped_for: TrainyardFailure | None = None
+        self.oom = OomWitness()
         try:
             argv = shlex.split(command)
             self.sandboxed = sandbox.launch(argv, cwd) if sandbox else None
@@ -79,7 +97,7 @@ class UserProcess:
             ) from error
         # In a sandbox, its init passes signals on (bwrap itself would just die of them).
         self._signalled = self.sandboxed.started(self.proc) if self.sandboxed else self.proc.pid
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._forward)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
@@ -124,9 +142,12 @@ class UserProcess:
         returncode = self.proc.wait()
         if self.sandboxed:
             returncode = self.sandboxed.returncode(returncode)
+        killed = returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)  # 128+: bwrap's own exit
         return Finished(
             returncode=returncode,
             stop_signal=self.stop_signal,
             tail=list(tail),
             stopped_for=self.stopped_for,
+            received=_received(self.signal_report),
+            oom_killed=self.oom.killed(self.proc.pid) if killed else None,
         )

@@ -82,13 +82,23 @@ class Runner:
         ws, settings = self.workspace, self.settings
         log.info("running %r in %s", settings.command, ws.code)
         sandbox = (
-            Sandbox(settings.sandbox_network, ws.user_paths, settings.num_learners)
+            Sandbox(
+                settings.sandbox_network,
+                ws.user_paths,
+                settings.num_learners,
+                readable=(ws.python_hook,),
+            )
             if settings.sandbox_network
             else None
         )
         # Start the command before the sync thread: forking is only safe with a single thread.
         process = UserProcess(
-            settings.command, ws.code, ws.user_env(settings, os.environ), ws.log_file, sandbox
+            settings.command,
+            ws.code,
+            ws.user_env(settings, os.environ),
+            ws.log_file,
+            signal_report=ws.signal_report,
+            sandbox=sandbox,
         )
         training_leader = self.mode is RunMode.TRAIN and self._leader
         # Only the leader's progress is visible (other ranks need not write metrics), and a
@@ -119,7 +129,8 @@ class Runner:
         syncer.start()
         finished = process.wait()
         log.info("the command exited with code %d; uploading what is pending", finished.returncode)
-        self.outcome = Outcome.of(finished)
+        learner_log = self.layout.learner_log(self.mode, settings.attempt, settings.rank)
+        self.outcome = Outcome.of(finished, learner_log=f"{self.store.describe()}/{learner_log}")
         syncer.finish()
 
     def _publish(self) -> None:

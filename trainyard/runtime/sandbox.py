@@ -104,6 +104,7 @@ class Sandbox:
     network: SandboxNetwork
     writable: Sequence[Path]
     num_learners: int = 1
+    readable: Sequence[Path] = ()  # e.g. the runtime's Python hook on the command's PYTHONPATH
 
     @property
     def own_network(self) -> bool:
@@ -147,6 +148,8 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         for device in sorted(Path("/dev").glob("nvidia*")):  # GPUs, when the machine has any
             args += ["--dev-bind", str(device), str(device)]
+        for path in self.readable:
+            args += ["--ro-bind", str(path), str(path)]
         for path in self.writable:
             args += ["--bind", str(path), str(path)]
         return [

@@ -3,9 +3,9 @@
 bubblewrap runs it as `python -I -S init.py STATUS_FD COMMAND...`, so it uses the standard library
 only (the sandbox holds no Trainyard code it could rely on). It is needed because bwrap alone
 loses two things: its own PID 1 ignores SIGTERM (a namespace's init only gets the signals it
-handles), and it reports a command killed by signal N as exit code 128 + N. This init handles
-SIGTERM and SIGINT by passing them to the command, reaps orphans, and writes to STATUS_FD (which
-the command does not inherit) one line `started`, or `error MESSAGE` when the command cannot
+handles), and it reports a command killed by signal N as exit code 128 + N. This init passes
+SIGTERM, SIGINT and SIGHUP on to the command, reaps orphans, and writes to STATUS_FD (which the
+command does not inherit) one line `started`, or `error MESSAGE` when the command cannot
 start, then `returncode N` with N negative for a signal, as subprocess reports it. When it
 exits, the kernel kills whatever is left in the sandbox.
 """
@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # as signal_report.py
 EXIT_CANNOT_START = 127
 
 

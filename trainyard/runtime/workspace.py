@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.jobs.layout import RunMode
+from trainyard.runtime import signal_report
 from trainyard.runtime.settings import RuntimeSettings
 
 # Variables user code may rely on; every other TRAINYARD_* variable (storage config and
@@ -45,6 +46,9 @@ class Workspace:
         for directory in (workspace.code, workspace.data, workspace.checkpoints, workspace.results):
             directory.mkdir(parents=True)
         workspace.metrics_file.touch()
+        workspace.signal_report.touch()
+        workspace.python_hook.mkdir()
+        shutil.copyfile(signal_report.__file__, workspace.python_hook / "sitecustomize.py")
         return workspace
 
     @property
@@ -69,12 +73,33 @@ class Workspace:
 
     @property
     def user_paths(self) -> tuple[Path, ...]:
-        """What the user's command may write; not the learner log, which the runtime writes."""
-        return (self.code, self.data, self.checkpoints, self.results, self.metrics_file)
+        """What the user's command may write; not the learner log, which the runtime writes.
+
+        The signal report is the command's own word that a stop signal reached it: writing a
+        false one only makes its own failure a preemption.
+        """
+        return (
+            self.code,
+            self.data,
+            self.checkpoints,
+            self.results,
+            self.metrics_file,
+            self.signal_report,
+        )
 
     @property
     def log_file(self) -> Path:
         return self.root / "learner.log"
+
+    @property
+    def python_hook(self) -> Path:
+        """On the command's PYTHONPATH: `sitecustomize` reporting stop signals it receives."""
+        return self.root / "python-hook"
+
+    @property
+    def signal_report(self) -> Path:
+        """Where the hook appends each stop signal the command (or a child) received."""
+        return self.root / "stop-signals"
 
     def user_env(self, settings: RuntimeSettings, inherited: Mapping[str, str]) -> dict[str, str]:
         """The inherited environment minus runtime internals, plus the public contract."""
@@ -97,5 +122,9 @@ class Workspace:
                 p for p in (os.path.dirname(sys.executable), inherited.get("PATH", "")) if p
             ),
             PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(
+                p for p in (str(self.python_hook), inherited.get("PYTHONPATH", "")) if p
+            ),
+            **{signal_report.REPORT_VARIABLE: str(self.signal_report)},
         )
         return env
