@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 demo: $(VENV)/.installed
 	$(BIN)/python -m devkit.demo start
 
-## demo-stop: stop the demo's Airflow
+## demo-stop: stop the demo's Airflow, then its PostgreSQL
 demo-stop: $(VENV)/.installed
 	$(BIN)/python -m devkit.demo stop
 

@@ -24,9 +24,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: `airflow_local_settings` from `$AIRFLOW_HOME/config`.
 LOCAL_SETTINGS = REPO_ROOT / "config" / "airflow_local_settings.py"
 
-#: SQLite waits this long for a lock instead of failing with "database is locked" (5 s by
-#: default) when the scheduler, DAG processor, API server and tasks write at once.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
+#: Sized for a burst of submitters on one machine (bench/RESULTS.md, "control plane"): API
+#: server processes (each serves requests from a thread pool), task processes of the
+#: LocalExecutor, and each component's DB connection pool (sync and async engines alike);
+#: `metadata_db.MAX_CONNECTIONS` holds every pool at its fullest.
+API_WORKERS = 2
+PARALLELISM = 32
+DB_POOL_SIZE = 5
+DB_MAX_OVERFLOW = 10
 
 
 def airflow_environment(
@@ -38,18 +43,18 @@ def airflow_environment(
     trainyard_config: Path,
     username: str = "admin",
     password: str = "admin",
+    database_url: str,
     auth_manager: AuthManagerName = "simple",
-    database_url: str | None = None,
     celery_broker_url: str | None = None,
 ) -> dict[str, str]:
     """Return the environment variables that configure an Airflow installation for Trainyard.
 
     With the simple auth manager, writes its password file so `username` logs in with
     `password`; with FAB, that user is created by `create_user` once the database exists.
-    Links Trainyard's cluster policies into `<airflow_home>/config`. The metadata DB is SQLite
-    in `airflow_home` with the LocalExecutor (the embedded default) unless `database_url`
-    names another (PostgreSQL in production); `celery_broker_url` (Redis) selects the
-    CeleryExecutor, whose workers then run the tasks (`airflow celery worker`).
+    Links Trainyard's cluster policies into `<airflow_home>/config`. `database_url` is the
+    PostgreSQL metadata DB: the embedded default's own server (`metadata_db.start_postgres`),
+    or the production one. The LocalExecutor runs the tasks unless `celery_broker_url`
+    (Redis) selects the CeleryExecutor, whose workers then run them (`airflow celery worker`).
     """
     airflow_home.mkdir(parents=True, exist_ok=True)
     local_settings = airflow_home / "config" / LOCAL_SETTINGS.name
@@ -107,20 +112,17 @@ def airflow_environment(
     return env
 
 
-def _metadata_db(database_url: str | None, celery_broker_url: str | None) -> dict[str, str]:
+def _metadata_db(database_url: str, celery_broker_url: str | None) -> dict[str, str]:
     """Settings of the metadata DB and the executor."""
-    if database_url is None:
-        connect_args = "devkit.airflow_env.SQLITE_CONNECT_ARGS"
-        db = {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": connect_args,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": connect_args,
-        }
-    else:
-        db = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url}
+    db = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": str(DB_POOL_SIZE),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": str(DB_MAX_OVERFLOW),
+        "AIRFLOW__API__WORKERS": str(API_WORKERS),
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+    }
     if celery_broker_url is None:
         return {**db, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
-    if database_url is None:
-        raise ValueError("the CeleryExecutor needs a database_url: Celery cannot use SQLite")
     return {
         **db,
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

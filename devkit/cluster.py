@@ -1,7 +1,8 @@
 """Real Airflow for end-to-end tests: scheduler, dag-processor, API server and triggerer.
 
-Each component is its own process in a temporary AIRFLOW_HOME (SQLite and the LocalExecutor,
-or the production configuration's PostgreSQL and CeleryExecutor with a Celery worker), so a
+Each component is its own process in a temporary AIRFLOW_HOME (the embedded default's private
+PostgreSQL server there and the LocalExecutor, or the production configuration's external
+PostgreSQL and CeleryExecutor with a Celery worker), so a
 test can kill one and start it again, as a crash and a restart would. Before the components
 start, the deployment is prepared as production prepares it: database migrated, (with FAB) the
 admin created, `trainyard tenants sync` run.
@@ -10,16 +11,19 @@ admin created, `trainyard tenants sync` run.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, create_user
+from devkit.metadata_db import start_postgres, stop_postgres
 from operators.auth_managers import AuthManagerName
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -115,6 +119,24 @@ class AirflowCluster:
 
 
 @contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """The embedded default's PostgreSQL server in a fresh directory; yields its URL.
+
+    Not under pytest's tmp_path: pytest keeps its temporary root private to its user (every
+    pytest run sets it back to 0700), and under root the server runs as pgserver's own user.
+    """
+    root = Path(tempfile.mkdtemp(prefix="trainyard-pg-"))
+    try:
+        url = start_postgres(root / "data")
+        try:
+            yield url
+        finally:
+            stop_postgres(root / "data")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
 def running_airflow(
     home: Path,
     trainyard_config: Path,
@@ -125,38 +147,40 @@ def running_airflow(
 ) -> Iterator[AirflowCluster]:
     """Migrate a fresh metadata DB, sync the tenants, start every component, wait until healthy.
 
-    `database_url` and `celery_broker_url`: see `airflow_environment`.
+    Without a `database_url`, the metadata DB is the embedded default's own PostgreSQL server
+    (`embedded_postgres`); `database_url` and `celery_broker_url`: see `airflow_environment`.
     """
     env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     api_port, log_server_port, trigger_log_server_port = free_ports(3)
-    env.update(
-        airflow_environment(
-            home,
-            api_port=api_port,
-            log_server_port=log_server_port,
-            trigger_log_server_port=trigger_log_server_port,
-            trainyard_config=trainyard_config,
-            auth_manager=auth_manager,
-            database_url=database_url,
-            celery_broker_url=celery_broker_url,
+    with ExitStack() as stack:
+        if database_url is None:
+            database_url = stack.enter_context(embedded_postgres())
+        env.update(
+            airflow_environment(
+                home,
+                api_port=api_port,
+                log_server_port=log_server_port,
+                trigger_log_server_port=trigger_log_server_port,
+                trainyard_config=trainyard_config,
+                auth_manager=auth_manager,
+                database_url=database_url,
+                celery_broker_url=celery_broker_url,
+            )
         )
-    )
-    cluster = AirflowCluster(home, env)
-    subprocess.run(
-        [str(BIN_DIR / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    if auth_manager == "fab":
-        create_user(env, env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"], "Admin")
-    cluster.trainyard("tenants", "sync")
-    try:
+        cluster = AirflowCluster(home, env)
+        stack.callback(cluster.stop_all)  # before the database stops
+        subprocess.run(
+            [str(BIN_DIR / "airflow"), "db", "migrate"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        if auth_manager == "fab":
+            create_user(env, env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"], "Admin")
+        cluster.trainyard("tenants", "sync")
         workers = ("celery worker",) if celery_broker_url else ()
         for component in (*COMPONENTS, *workers):
             cluster.start(component)
         cluster.wait_healthy()
         yield cluster
-    finally:
-        cluster.stop_all()

@@ -57,30 +57,26 @@ def deployment(
 
 @pytest.fixture(scope="module")
 def jobs(deployment: Deployment) -> dict[str, str]:
-    """Tenant -> job id of a short digits run its own user submitted.
-
-    One after the other: on the embedded SQLite metadata DB, two triggers at once can stall
-    the API server on the database lock (bench/RESULTS.md, "parallel submissions").
-    """
-    job_ids = {}
+    """Tenant -> job id of a short digits run its own user submitted (both at once)."""
+    submissions = {}
     for tenant, (username, password) in ((OWN, ALICE), (OTHER, BOB)):
         manifest = deployment.write_manifest(tenant, f"job-{tenant}.yaml", command=TRAIN)
-        submitted = subprocess.run(
+        submissions[tenant] = subprocess.Popen(
             [str(Path(sys.executable).parent / "trainyard"), "submit", str(manifest), "--wait"],
             env={
                 **deployment.cluster.env,
                 "TRAINYARD_USERNAME": username,
                 "TRAINYARD_PASSWORD": password,
             },
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
-            check=False,
         )
-        assert submitted.returncode == 0, (
-            f"{tenant} job failed:\n{submitted.stdout}\n{submitted.stderr}"
-        )
-        job_ids[tenant] = submitted.stdout.split()[0]
+    job_ids = {}
+    for tenant, process in submissions.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{tenant} job failed:\n{stdout}\n{stderr}"
+        job_ids[tenant] = stdout.split()[0]
     return job_ids
 
 

@@ -2,8 +2,7 @@
 CeleryExecutor (a Celery worker runs every task), the FAB auth manager.
 
 A job submitted with the CLI trains on the Celery worker to an evaluated model, and a burst of
-parallel submissions, which the embedded SQLite default cannot take (bench/RESULTS.md), is
-accepted whole: every job listed, none lost.
+parallel submissions is accepted whole: every job listed, none lost.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ def test_a_submitted_job_trains_on_a_celery_worker(deployment: Deployment) -> No
     assert record.evaluation["accuracy"] > 0.5
     worker_log = deployment.cluster.log_path("celery worker").read_text()
     assert job_id in worker_log  # the Celery worker ran the job's tasks
-    # ... and PostgreSQL holds the run (Airflow's own DB, not a SQLite file).
+    # ... and the external PostgreSQL holds the run.
     database_url = deployment.cluster.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert database_url.startswith("postgresql")
     engine = sqlalchemy.create_engine(database_url)
