@@ -102,6 +102,9 @@ def test_keys_reach_their_own_storage(
     assert {info.key for info in own.list("checkpoints")} == {f"checkpoints/{tenant}"}
     own.delete(f"checkpoints/{tenant}")
     assert not own.exists(f"checkpoints/{tenant}")
+    own.put_bytes(f"checkpoints/{tenant}/step-1/state.pt", b"weights")
+    own.delete_prefix("checkpoints")  # one batch request, as retention prunes
+    assert not own.exists(f"checkpoints/{tenant}/step-1/state.pt")
 
 
 def test_unknown_keys_are_refused(server: S3Server, keys: dict[str, StorageCredentials]) -> None:
@@ -125,10 +128,11 @@ def test_policy_names_only_the_tenants_bucket_or_prefix(
     policy = tenant_storage_policy(
         S3StorageConfig(endpoint="minio:9000", bucket="b", prefix=prefix)
     )
-    listing, rw = policy["Statement"]
+    listing, rw, batch_delete = policy["Statement"]
     assert listing["Resource"] == ["arn:aws:s3:::b"]
     assert listing.get("Condition", {}).get("StringLike") == listing_condition
     assert rw["Resource"] == [objects]
+    assert batch_delete["Action"] == ["s3:DeleteObject"]
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     assert not any(a == "*" or a.endswith(":*") for s in policy["Statement"] for a in s["Action"])
 

@@ -46,5 +46,14 @@ def tenant_storage_policy(storage: S3StorageConfig) -> dict[str, Any]:
                 ],
                 "Resource": [objects],
             },
+            {
+                # A batch delete (DeleteObjects, how retention prunes a checkpoint) is a POST
+                # to the bucket: S3 and MinIO check s3:DeleteObject on each object named, but
+                # some S3 implementations (moto among them) check it on the bucket's ARN.
+                "Sid": "BatchDeleteItsOwnObjects",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject"],
+                "Resource": [bucket],
+            },
         ],
     }
