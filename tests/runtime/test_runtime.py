@@ -344,7 +344,10 @@ def test_a_stop_signal_is_a_preemption_whoever_receives_it(
     assert CheckpointStore(store, LAYOUT).committed_steps() == [7]
     result = outcome(store)
     assert result["failure_class"] == "preemption", result
-    assert result["exit_code"] == 128 + signum
+    # It exits 128 + N after its final checkpoint, or, when a group's signal reaches it twice
+    # (directly and through the sandbox's init) and the second lands while Python exits, it
+    # dies of the signal: a preemption either way.
+    assert (result["exit_code"], result["signal"]) in ((128 + signum, None), (None, signum))
     forwarded = "the runtime forwarded it" in str(result["message"])
     assert forwarded is (target == "runtime")
     # The retry resumes from the final checkpoint: no step is lost.
