@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from trainyard.cli.status import read_metrics
+from trainyard.cli.status import JobStatus, read_metrics
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.records import FailureInfo, JobState
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
@@ -50,3 +51,30 @@ def test_other_logs_and_other_jobs_are_not_metrics(local_store: LocalStore) -> N
 
 def test_job_without_metrics_has_no_rows(local_store: LocalStore) -> None:
     assert read_metrics(local_store, JOB_ID) == []
+
+
+def test_status_as_json_keeps_the_failure_fields() -> None:
+    failure = FailureInfo(failure_class="user_error", task="validate", message="resources: is 1")
+    status = JobStatus(
+        job_id=JOB_ID,
+        tenant="acme",
+        dag_id="trainyard_acme",
+        dag_run_id="run",
+        state=JobState.FAILED,
+        attempt=0,
+        progress=None,
+        step=None,
+        failure=failure,
+        evaluation=None,
+        model=None,
+        model_version=None,
+    )
+
+    data = json.loads(json.dumps(status.as_dict(), default=str))
+
+    assert data["state"] == "failed"
+    assert data["failure"] == {
+        "failure_class": "user_error",
+        "task": "validate",
+        "message": "resources: is 1",
+    }

@@ -55,8 +55,10 @@ class JobStatus:
     model_version: int | None
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the state by name, the failure as its fields (asdict leaves models alone)."""
         data = asdict(self)
         data["state"] = self.state.value
+        data["failure"] = self.failure.model_dump(mode="json") if self.failure else None
         return data
 
 
