@@ -38,11 +38,12 @@ from sqlalchemy import select
 
 from operators.auth_managers import AUTH_MANAGERS
 from trainyard.storage.config import S3StorageConfig
-from trainyard.tenancy.config import TrainyardConfig, dag_id_for_tenant
+from trainyard.tenancy.config import TrainyardConfig
 from trainyard.tenancy.names import (
     PLATFORM_ADMIN_ROLE,
     PoolSpec,
     cpu_pool,
+    dag_id_for_tenant,
     gpu_pool,
     storage_connection_id,
     tenant_pools,
