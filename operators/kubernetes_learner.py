@@ -29,13 +29,12 @@ from trainyard.backends.kubernetes import (
     ATTEMPT_LABEL,
     LEARNER_CONTAINER,
     RANK_LABEL,
-    RESUME_FIX,
     classify_pod_failure,
     learner_exit,
     learner_pod,
     rendezvous_service,
 )
-from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure
 from trainyard.manifest.schema import JobManifest
 
 
