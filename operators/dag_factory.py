@@ -24,7 +24,7 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
 from operators.evaluate import EvaluateModelOperator
-from operators.learner import LearnerOperator
+from operators.learner import LearnerOperator, LearnerRunningOperator
 from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
@@ -115,7 +115,7 @@ def data_asset(tenant: str, path: str) -> Asset:
 
 def learner_operators(
     backend: LearnerBackendName,
-) -> tuple[type[LearnerOperator], type[EvaluateModelOperator]]:
+) -> tuple[type[LearnerOperator], type[LearnerRunningOperator]]:
     """The train and evaluate task types of a backend: local processes, or Kubernetes pods.
 
     The Kubernetes operators are imported here, not at the top: a deployment without

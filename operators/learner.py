@@ -117,6 +117,23 @@ class LearnerRunningOperator(TrainyardOperator):
             sandbox_network=self.trainyard_config.sandbox_network_of(self.tenant),
         )
 
+    def execute(self, context: Context) -> Any:
+        return self.run_task(context)
+
+    def run_task(self, context: Context) -> Any:
+        """The task: load the job, run its learners, and return what `learners_done` returns.
+
+        Kept apart from `execute` so that a task type whose `execute` is another base's (the
+        Kubernetes tasks: the provider's) runs the same flow.
+        """
+        _, manifest = self.load_job()
+        self.run_learners(manifest, context)
+        return self.learners_done()
+
+    def learners_done(self) -> Any:
+        """What the task returns once its learners succeeded: nothing, for training."""
+        return None
+
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
         attempt = context["ti"].try_number
         spec = self.learner_spec(manifest, attempt)
@@ -194,7 +211,3 @@ class LearnerOperator(LearnerRunningOperator):
     """Train: run the job's command on every learner; platform faults are retried."""
 
     mode = RunMode.TRAIN
-
-    def execute(self, context: Context) -> None:
-        _, manifest = self.load_job()
-        self.run_learners(manifest, context)
