@@ -46,6 +46,7 @@ from trainyard.tenancy.config import (
 from trainyard.tenancy.names import (
     dag_access_control,
     dag_id_for_tenant,
+    dag_tags,
     data_asset_name,
     data_asset_uri,
     is_tenant_dag,
@@ -150,7 +151,7 @@ def _trainyard_dag(
         catchup=False,
         max_active_runs=max_active_runs,
         params=trigger_params(manifest),
-        tags=["trainyard", f"tenant:{tenant.name}", *tags],
+        tags=[*dag_tags(tenant.name), *tags],
         access_control=dag_access_control(tenant.name),
         doc_md=doc_md,
         default_args={
@@ -271,7 +272,7 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
         dag_id=job.dag_id,
         description=message[:200],
         schedule=None,
-        tags=["trainyard", f"tenant:{tenant.name}", "invalid"],
+        tags=[*dag_tags(tenant.name), "invalid"],
         access_control=dag_access_control(tenant.name),
         doc_md=f"### This scheduled job cannot run\n\n```\n{message}\n```\n",
     ) as dag:

@@ -8,6 +8,7 @@ from trainyard.tenancy.names import (
     cpu_pool,
     dag_id_for_job,
     dag_id_for_tenant,
+    dag_tags,
     data_asset_name,
     data_asset_uri,
     gpu_pool,
@@ -44,6 +45,10 @@ def test_a_scheduled_jobs_dag_id_is_under_its_tenants() -> None:
 )
 def test_which_dags_are_a_tenants(dag_id: str, expected: bool) -> None:
     assert is_tenant_dag(dag_id, "acme") is expected
+
+
+def test_a_tenants_dags_are_tagged_with_it() -> None:
+    assert dag_tags("acme") == ["trainyard", "tenant:acme"]
 
 
 def test_every_airflow_object_of_a_tenant_names_its_slug() -> None:

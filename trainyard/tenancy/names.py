@@ -41,6 +41,11 @@ def is_tenant_dag(dag_id: str, tenant: str) -> bool:
     return dag_id == own or dag_id.startswith(f"{own}__")
 
 
+def dag_tags(tenant: str) -> list[str]:
+    """The tags every DAG of the tenant carries (the UI filters by them)."""
+    return ["trainyard", f"tenant:{tenant}"]
+
+
 def data_asset_uri(tenant: str, path: str) -> str:
     """The Airflow asset that stands for new data under `path` of a tenant's storage."""
     return f"trainyard://{tenant}/{path}"
