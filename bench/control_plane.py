@@ -40,7 +40,7 @@ from devkit.airflow_env import REPO_ROOT, airflow_healthy
 from trainyard.cli.client import AirflowClient, ApiError, ApiSettings
 from trainyard.jobs.layout import new_job_id
 from trainyard.manifest.submission import example_manifest
-from trainyard.tenancy.config import dag_id_for_job, dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_job, dag_id_for_tenant
 
 DAG_FILE = REPO_ROOT / "dags" / "trainyard_tenants.py"
 FULL_BURST = 200

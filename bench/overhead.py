@@ -30,7 +30,7 @@ from bench.common import (
     task_log_events,
     wall,
 )
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 TENANT = "globex"  # local storage: the embedded default
 DAG_ID = dag_id_for_tenant(TENANT)

@@ -21,6 +21,7 @@ import psutil
 from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
 from devkit.metadata_db import start_postgres, stop_postgres
 from trainyard.runtime.sandbox import bwrap_available
+from trainyard.tenancy.names import dag_id_for_tenant
 
 DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_CONFIG = REPO_ROOT / "config" / "trainyard.yaml"
@@ -132,7 +133,7 @@ def start() -> None:
     print(sandbox_notice(), flush=True)
     env = start_services()
     run("trainyard tenants sync", env)  # the tenants' pools and variable
-    wait_for_dags(env, [f"trainyard_{TENANT}"])
+    wait_for_dags(env, [dag_id_for_tenant(TENANT)])
     dataset = DEMO_DIR / "datasets" / "digits"
     run(f"python {EXAMPLE / 'make_dataset.py'} --out {dataset}", env)
     run(f"trainyard data upload {dataset} datasets/digits --tenant {TENANT}", env)

@@ -27,6 +27,7 @@ from trainyard.storage import ObjectStore, StorageCredentials, open_store
 from trainyard.storage.config import S3StorageConfig
 from trainyard.storage.s3 import S3Store
 from trainyard.tenancy.config import load_config
+from trainyard.tenancy.names import dag_id_for_tenant
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
@@ -147,7 +148,7 @@ def deploy(
             celery_broker_url=celery_broker_url,
         ) as cluster:
             # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
-            wait_for_dags(cluster.env, [f"trainyard_{tenant}" for tenant in TENANTS])
+            wait_for_dags(cluster.env, [dag_id_for_tenant(tenant) for tenant in TENANTS])
             dataset = root / "digits"
             subprocess.run(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],

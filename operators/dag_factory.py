@@ -24,7 +24,7 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
 from operators.evaluate import EvaluateModelOperator
-from operators.learner import LearnerOperator
+from operators.learner import LearnerOperator, LearnerRunningOperator
 from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
@@ -32,6 +32,7 @@ from operators.stage_data import StageDataOperator
 from operators.submit import SubmitJobOperator
 from operators.validate import InvalidJobOperator, ValidateJobOperator
 from trainyard.jobs.layout import RunMode
+from trainyard.jobs.tasks import TaskId
 from trainyard.manifest.schema import DataTrigger, JobManifest, parse_manifest
 from trainyard.manifest.submission import example_manifest
 from trainyard.tenancy.config import (
@@ -39,12 +40,17 @@ from trainyard.tenancy.config import (
     ScheduledJob,
     TenantConfig,
     TrainyardConfig,
-    dag_id_for_tenant,
-    data_asset_uri,
     load_config,
     scheduled_jobs,
 )
-from trainyard.tenancy.names import dag_access_control
+from trainyard.tenancy.names import (
+    dag_access_control,
+    dag_id_for_tenant,
+    dag_tags,
+    data_asset_name,
+    data_asset_uri,
+    is_tenant_dag,
+)
 from trainyard.tenancy.quotas import POOLED_TASKS, learner_pool
 
 log = logging.getLogger(__name__)
@@ -105,12 +111,12 @@ def data_asset(tenant: str, path: str) -> Asset:
 
     `trainyard data upload` (or anyone, through the REST API) records an event on it.
     """
-    return Asset(name=f"{tenant}:{path}", uri=data_asset_uri(tenant, path))
+    return Asset(name=data_asset_name(tenant, path), uri=data_asset_uri(tenant, path))
 
 
 def learner_operators(
     backend: LearnerBackendName,
-) -> tuple[type[LearnerOperator], type[EvaluateModelOperator]]:
+) -> tuple[type[LearnerOperator], type[LearnerRunningOperator]]:
     """The train and evaluate task types of a backend: local processes, or Kubernetes pods.
 
     The Kubernetes operators are imported here, not at the top: a deployment without
@@ -145,7 +151,7 @@ def _trainyard_dag(
         catchup=False,
         max_active_runs=max_active_runs,
         params=trigger_params(manifest),
-        tags=["trainyard", f"tenant:{tenant.name}", *tags],
+        tags=[*dag_tags(tenant.name), *tags],
         access_control=dag_access_control(tenant.name),
         doc_md=doc_md,
         default_args={
@@ -181,12 +187,12 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         tags=[],
     ) as dag:
         train, evaluate_model = learner_operators(backend)
-        validate = ValidateJobOperator(task_id="validate", tenant=tenant.name)
+        validate = ValidateJobOperator(task_id=TaskId.VALIDATE, tenant=tenant.name)
         job_id = validate.output
         storage_ready = StorageAvailableSensor(
-            task_id="storage_ready", tenant=tenant.name, job_id=job_id
+            task_id=TaskId.STORAGE_READY, tenant=tenant.name, job_id=job_id
         )
-        stage = StageDataOperator(task_id="stage_data", tenant=tenant.name, job_id=job_id)
+        stage = StageDataOperator(task_id=TaskId.STAGE_DATA, tenant=tenant.name, job_id=job_id)
         training = learner_pool(tenant.name, resources, RunMode.TRAIN)
         learner = train(
             task_id=POOLED_TASKS[RunMode.TRAIN],
@@ -198,12 +204,12 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
             job_id=job_id,
         )
         storage_ready_for_commit = StorageAvailableSensor(
-            task_id="storage_ready_for_commit", tenant=tenant.name, job_id=job_id
+            task_id=TaskId.STORAGE_READY_FOR_COMMIT, tenant=tenant.name, job_id=job_id
         )
         published = ModelPublishedSensor(
-            task_id="model_published", tenant=tenant.name, job_id=job_id
+            task_id=TaskId.MODEL_PUBLISHED, tenant=tenant.name, job_id=job_id
         )
-        commit = CommitModelOperator(task_id="commit", tenant=tenant.name, job_id=job_id)
+        commit = CommitModelOperator(task_id=TaskId.COMMIT, tenant=tenant.name, job_id=job_id)
         evaluation = learner_pool(tenant.name, resources, RunMode.EVALUATE)
         evaluate = evaluate_model(
             task_id=POOLED_TASKS[RunMode.EVALUATE],
@@ -213,7 +219,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
             job_id=job_id,
         )
         register = RegisterModelOperator(
-            task_id="register_model", tenant=tenant.name, job_id=job_id
+            task_id=TaskId.REGISTER_MODEL, tenant=tenant.name, job_id=job_id
         )
         storage_ready >> stage >> learner >> storage_ready_for_commit >> published >> commit
         commit >> evaluate >> register
@@ -254,7 +260,7 @@ def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobMa
         ),
         tags=["scheduled"],
     ) as dag:
-        SubmitJobOperator(task_id="submit_job", tenant=tenant.name)
+        SubmitJobOperator(task_id=TaskId.SUBMIT_JOB, tenant=tenant.name)
     return dag
 
 
@@ -266,11 +272,11 @@ def build_invalid_job_dag(tenant: TenantConfig, job: ScheduledJob) -> DAG:
         dag_id=job.dag_id,
         description=message[:200],
         schedule=None,
-        tags=["trainyard", f"tenant:{tenant.name}", "invalid"],
+        tags=[*dag_tags(tenant.name), "invalid"],
         access_control=dag_access_control(tenant.name),
         doc_md=f"### This scheduled job cannot run\n\n```\n{message}\n```\n",
     ) as dag:
-        InvalidJobOperator(task_id="invalid_manifest", message=message)
+        InvalidJobOperator(task_id=TaskId.INVALID_MANIFEST, message=message)
     return dag
 
 
@@ -282,7 +288,7 @@ def tenant_dags(config: TrainyardConfig | None = None, only: str | None = None) 
     DAGs, instead of every tenant's DAGs and every scheduled manifest.
     """
     config = config or load_config()
-    tenants = [t for t in config.tenants if only is None or _belongs_to(only, t.name)]
+    tenants = [t for t in config.tenants if only is None or is_tenant_dag(only, t.name)]
     dags = {
         dag_id_for_tenant(t.name): build_tenant_dag(t, config.learner_backend_of(t.name))
         for t in tenants
@@ -296,9 +302,3 @@ def tenant_dags(config: TrainyardConfig | None = None, only: str | None = None) 
         else:
             dags[job.dag_id] = build_scheduled_dag(tenant, job, job.manifest)
     return dags
-
-
-def _belongs_to(dag_id: str, tenant: str) -> bool:
-    """Whether `dag_id` is the tenant's DAG or one of its scheduled jobs' DAGs."""
-    own = dag_id_for_tenant(tenant)
-    return dag_id == own or dag_id.startswith(f"{own}__")

@@ -6,10 +6,32 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from operators.base import TrainyardOperator
 from operators.learner import LearnerRunningOperator
 from trainyard.backends import RunMode
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import update_record
+
+
+def run_evaluation(task: LearnerRunningOperator, context: Context) -> dict[str, Any]:
+    """An evaluate task's run: none for a manifest without evaluation, else the learners in
+    `evaluate` mode; returns the metrics (`learners_done`: `record_metrics`). Shared by the
+    local and the Kubernetes task."""
+    _, manifest = task.load_job()
+    if manifest.evaluation is None:
+        task.log.info("the manifest names no evaluation")
+        return {}
+    task.run_learners(manifest, context)
+    metrics: dict[str, Any] = task.learners_done()
+    return metrics
+
+
+def record_metrics(task: TrainyardOperator) -> dict[str, Any]:
+    """The metrics the evaluation stored, copied into the job record."""
+    metrics: dict[str, Any] = task.store.get_json(JobLayout(task.job_id).evaluation)["metrics"]
+    update_record(task.store, task.job_id, evaluation=metrics)
+    task.log.info("evaluation metrics: %s", metrics)
+    return metrics
 
 
 class EvaluateModelOperator(LearnerRunningOperator):
@@ -21,17 +43,8 @@ class EvaluateModelOperator(LearnerRunningOperator):
 
     mode = RunMode.EVALUATE
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        _, manifest = self.load_job()
-        if manifest.evaluation is None:
-            self.log.info("the manifest names no evaluation")
-            return {}
-        self.run_learners(manifest, context)
-        return self.record_metrics()
+    def run_task(self, context: Context) -> dict[str, Any]:
+        return run_evaluation(self, context)
 
-    def record_metrics(self) -> dict[str, Any]:
-        """The metrics the evaluation stored, copied into the job record."""
-        metrics: dict[str, Any] = self.store.get_json(JobLayout(self.job_id).evaluation)["metrics"]
-        update_record(self.store, self.job_id, evaluation=metrics)
-        self.log.info("evaluation metrics: %s", metrics)
-        return metrics
+    def learners_done(self) -> dict[str, Any]:
+        return record_metrics(self)

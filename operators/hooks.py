@@ -65,15 +65,22 @@ class TenantStorageHook(BaseHook):
 
 def storage_connection(tenant: TenantConfig, credentials: StorageCredentials) -> Connection:
     """The connection that holds a tenant's S3 keys (`.as_json()` is the value of
-    `AIRFLOW_CONN_<ID>`); `trainyard tenants sync` and the tests create it."""
+    `AIRFLOW_CONN_<ID>`); `trainyard tenants sync` and the tests create it.
+
+    Its extra mirrors the config's endpoint (and region, when set) for other AWS tools.
+    """
     storage = tenant.storage
     if not isinstance(storage, S3StorageConfig):
         raise ValueError(f"tenant {tenant.name!r} has local storage, which needs no credentials")
     scheme = "https" if storage.secure else "http"
+    extra: dict[str, Any] = {"endpoint_url": f"{scheme}://{storage.endpoint}"}
+    if storage.region:
+        extra["region_name"] = storage.region
     return Connection(
         conn_id=storage_connection_id(tenant.name),
         conn_type="aws",
+        description=f"Object storage of tenant {tenant.name} (bucket {storage.bucket})",
         login=credentials.access_key,
         password=credentials.secret_key,
-        extra=json.dumps({"endpoint_url": f"{scheme}://{storage.endpoint}"}),
+        extra=json.dumps(extra),
     )

@@ -20,7 +20,7 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.base import TrainyardOperator, classified_failures
-from operators.evaluate import EvaluateModelOperator
+from operators.evaluate import record_metrics, run_evaluation
 from operators.kubernetes_trigger import LearnerGroupTrigger
 from operators.learner import LearnerOperator, learner_failure
 from trainyard.backends import RunMode
@@ -29,13 +29,12 @@ from trainyard.backends.kubernetes import (
     ATTEMPT_LABEL,
     LEARNER_CONTAINER,
     RANK_LABEL,
-    RESUME_FIX,
     classify_pod_failure,
     learner_exit,
     learner_pod,
     rendezvous_service,
 )
-from trainyard.failures import PlatformFault, TrainyardFailure
+from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure
 from trainyard.manifest.schema import JobManifest
 
 
@@ -105,8 +104,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self._group_stopped = False
 
     def execute(self, context: Context) -> Any:
-        # The provider's execute comes first in the method order; the task's is the learner's.
-        return LearnerOperator.execute(self, context)
+        # The provider's execute comes first in the method order; the task's flow is the
+        # learner's, which starts the pods through the provider's execute (run_learners).
+        return self.run_task(context)
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
         """Start the learner pods (the provider's execute), then defer until they end.
@@ -118,7 +118,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             self.configure(manifest, context)
         self.started_at = datetime.now(UTC)
         try:
-            KubernetesPodOperator.execute(self, context)
+            super().execute(context)  # the provider's
         except Exception as error:  # what happened is read from the pod, not the exception
             self.conclude(manifest, self.started_at, error)
         else:
@@ -144,7 +144,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             )
         error: Exception | None = None
         try:
-            KubernetesPodOperator.trigger_reentry(self, context, event)
+            self.trigger_reentry(context, event)  # the provider's
         except TaskDeferred:  # the provider watches again (its trigger's watch failed)
             raise
         except Exception as raised:  # read from the pods, as in run_learners
@@ -152,10 +152,6 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.stop_group()  # also when rank 0 was gone, so the provider skipped its cleanup
         self.conclude(manifest, self.started_at, error)
         return self.learners_done()
-
-    def learners_done(self) -> Any:
-        """What the task returns once its learners succeeded: nothing, for training."""
-        return None
 
     def configure(self, manifest: JobManifest, context: Context) -> None:
         """Set the pod up for this job and attempt, from its manifest and the deployment config."""
@@ -197,6 +193,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             }
             self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
 
+    # Overridden, not a `callbacks=` hook: the group must exist before the task waits for the
+    # gang start, and a callback's `on_pod_creation` comes after an extra read of the pod.
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
         """Rank 0 as the provider creates (or finds) it, then the group's other pods.
 
@@ -241,12 +239,14 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             if error.status != 409:
                 raise
 
-    def await_pod_start(self, pod: k8s.V1Pod) -> None:
+    def await_group_start(self) -> None:
         """Gang start: rank 0, then every other rank, each within the startup timeout."""
-        super().await_pod_start(pod)
-        for worker in self.workers.values():
-            super().await_pod_start(worker)
+        assert self.pod is not None  # the provider created (or found) it
+        for pod in (self.pod, *self.workers.values()):
+            self.await_pod_start(pod)
 
+    # Overridden: the provider has no hook to wait before deferring or to choose the trigger
+    # (its own defers at once and watches rank 0 alone); the rest is its deferral's.
     def invoke_defer_method(
         self, last_log_time: Any = None, context: Context | None = None
     ) -> None:
@@ -259,7 +259,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         assert context is not None  # the provider passes it
         if not self._resuming:
             try:
-                self.await_pod_start(self.pod)
+                self.await_group_start()
             except Exception:
                 with contextlib.suppress(AirflowException):  # its "pod returned a failure"
                     self.post_complete_action(
@@ -325,10 +325,14 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
                 if error.status != 404:
                     self.log.warning("cannot delete the rendezvous Service: %s", error)
 
+    # Extended: no callback runs when a user kills the task.
     def on_kill(self) -> None:
         super().on_kill()
         self.stop_group()
 
+    # Extended, not `on_pod_manifest_created`: that callback runs only on the provider's way to
+    # creating the pod, and the attempt's labels belong on every build of it (the tests', a
+    # dry run's).
     def build_pod_request_obj(
         self, context: Context | None = None, *, dry_run: bool = False
     ) -> k8s.V1Pod:
@@ -337,6 +341,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         pod.metadata.labels.update(self.attempt_labels)
         return pod
 
+    # Extended, not `on_pod_teardown`: that callback runs only when a trigger event finds the
+    # pod, not after a failed start (`invoke_defer_method`) or a vanished pod, and the final
+    # status must be kept on each of those paths before the provider deletes the pod.
     def cleanup(
         self,
         pod: k8s.V1Pod,
@@ -409,14 +416,15 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
 POLL_SECONDS = 2.0
 
 
-class KubernetesEvaluateOperator(KubernetesLearnerOperator, EvaluateModelOperator):
+class KubernetesEvaluateOperator(KubernetesLearnerOperator):
     """Evaluate in a pod: the runtime's `evaluate` mode, in the same image, namespace and
-    resources as training; the metrics are stored as the local evaluate task stores them."""
+    resources as training. What evaluating adds (no run without `evaluation`, the metrics
+    stored) is the local evaluate task's, by the functions it uses too."""
 
     mode = RunMode.EVALUATE
 
-    def execute(self, context: Context) -> Any:
-        return EvaluateModelOperator.execute(self, context)
+    def run_task(self, context: Context) -> dict[str, Any]:
+        return run_evaluation(self, context)
 
-    def learners_done(self) -> Any:
-        return self.record_metrics()
+    def learners_done(self) -> dict[str, Any]:
+        return record_metrics(self)

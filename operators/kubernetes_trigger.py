@@ -42,11 +42,14 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
         self.service_name = service_name
         self.failed_rank: int | None = None
 
+    # Extended: a trigger's state is its serialized kwargs, so the group's go with the provider's.
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
         kwargs.update(workers=self.workers, service_name=self.service_name)
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
+    # Extended: the provider's event, with the group added (the operator's callbacks do not
+    # run in the triggerer, and the provider's trigger offers no hook of its own).
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async for event in super().run():
             yield TriggerEvent(
@@ -58,6 +61,8 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
                 }
             )
 
+    # The one provider internal overridden: its wait for rank 0 is where a failed rank must
+    # interrupt; no public hook lets anything else end the wait.
     async def _wait_for_container_completion(self) -> TriggerEvent:
         """The provider's wait for rank 0, raced against the first rank that ends early."""
         leader = asyncio.ensure_future(super()._wait_for_container_completion())
@@ -116,6 +121,7 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
             return "Failed"
         return str(pod.status.phase)
 
+    # Extended: the provider deletes rank 0 only.
     async def on_kill(self) -> None:
         """A user stopped the deferred task: delete rank 0 (the provider's), the other ranks
         and the rendezvous Service, each rank with its grace period."""

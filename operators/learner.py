@@ -19,6 +19,7 @@ from trainyard.backends import (
     get_backend,
 )
 from trainyard.failures import (
+    RESUME_FIX,
     FailureClass,
     PlatformFault,
     TrainyardFailure,
@@ -29,11 +30,8 @@ from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import AttemptInfo, load_record, save_record
 from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.units import format_bytes
+from trainyard.runtime.outcome import Outcome
 from trainyard.storage import ObjectNotFound, ObjectStore
-
-FAILURE_TYPES: dict[str, type[TrainyardFailure]] = {
-    cls.failure_class.value: cls for cls in TrainyardFailure.__subclasses__()
-}
 
 
 def learner_failure(
@@ -58,22 +56,23 @@ def learner_failure(
                 limit,
             )
         try:
-            outcome: dict[str, Any] = store.get_json(layout.outcome(spec.mode, spec.attempt, rank))
+            outcome = Outcome.from_json(
+                store.get_json(layout.outcome(spec.mode, spec.attempt, rank))
+            )
         except ObjectNotFound:
             if learner.exit_code == 0:
                 continue
             return PlatformFault(
                 f"learner {rank} exited with code {learner.exit_code} without reporting an outcome",
-                "none needed: the retry resumes from the newest committed checkpoint",
+                RESUME_FIX,
             )
-        failure_class = outcome.get("failure_class")
-        if failure_class:
-            failure_type = FAILURE_TYPES.get(failure_class, PlatformFault)
-            return failure_type(f"learner {rank}: {outcome['message']}", outcome.get("fix") or "")
+        if outcome.failure is not None:
+            failure = outcome.failure
+            return type(failure)(f"learner {rank}: {failure.cause}", failure.fix)
         if learner.exit_code != 0:
             return PlatformFault(
                 f"learner {rank} reported success but exited with code {learner.exit_code}",
-                "none needed: the retry resumes from the newest committed checkpoint",
+                RESUME_FIX,
             )
     return None
 
@@ -117,6 +116,23 @@ class LearnerRunningOperator(TrainyardOperator):
             credentials=self.storage_hook.get_credentials(),
             sandbox_network=self.trainyard_config.sandbox_network_of(self.tenant),
         )
+
+    def execute(self, context: Context) -> Any:
+        return self.run_task(context)
+
+    def run_task(self, context: Context) -> Any:
+        """The task: load the job, run its learners, and return what `learners_done` returns.
+
+        Kept apart from `execute` so that a task type whose `execute` is another base's (the
+        Kubernetes tasks: the provider's) runs the same flow.
+        """
+        _, manifest = self.load_job()
+        self.run_learners(manifest, context)
+        return self.learners_done()
+
+    def learners_done(self) -> Any:
+        """What the task returns once its learners succeeded: nothing, for training."""
+        return None
 
     def run_learners(self, manifest: JobManifest, context: Context) -> None:
         attempt = context["ti"].try_number
@@ -195,7 +211,3 @@ class LearnerOperator(LearnerRunningOperator):
     """Train: run the job's command on every learner; platform faults are retried."""
 
     mode = RunMode.TRAIN
-
-    def execute(self, context: Context) -> None:
-        _, manifest = self.load_job()
-        self.run_learners(manifest, context)

@@ -8,7 +8,7 @@ from airflow.sdk import Context
 
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.failures import PlatformFault
-from trainyard.jobs.evaluation import check_threshold
+from trainyard.jobs.evaluation import gate
 from trainyard.jobs.lineage import Lineage
 from trainyard.jobs.records import JobRecord, JobState, update_record
 from trainyard.jobs.registry import ModelRegistry
@@ -66,7 +66,11 @@ class RegisterModelOperator(TrainyardOperator):
                 version.status,
                 version.reason,
             )
-            if spec is not None:
-                check_threshold(spec, metrics)
+            # The same gate that decided the version says whether the job fails (which does
+            # not depend on production, so a retried task that finds the version decided
+            # fails or succeeds as its first try did).
+            failure = None if spec is None else gate(spec, metrics).failure
+            if failure is not None:
+                raise failure
         update_record(self.store, self.job_id, state=JobState.SUCCEEDED)
         return version.version

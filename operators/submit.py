@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from operators.base import classified_failures
 from trainyard.jobs.layout import job_id_for_run
 from trainyard.manifest.submission import manifest_from_conf
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 #: Seconds between two looks at the job's run while the task waits (deferred, in the triggerer).
 JOB_POLL_SECONDS = 5

@@ -33,16 +33,19 @@ from airflow.configuration import conf
 from airflow.models.connection import Connection
 from airflow.models.pool import Pool
 from airflow.models.variable import Variable
+from airflow.sdk import Connection as StorageConnection
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
 from operators.auth_managers import AUTH_MANAGERS
-from trainyard.storage.config import S3StorageConfig
-from trainyard.tenancy.config import TrainyardConfig, dag_id_for_tenant
+from operators.hooks import storage_connection
+from trainyard.storage.config import S3StorageConfig, StorageCredentials
+from trainyard.tenancy.config import TrainyardConfig
 from trainyard.tenancy.names import (
     PLATFORM_ADMIN_ROLE,
     PoolSpec,
     cpu_pool,
+    dag_id_for_tenant,
     gpu_pool,
     storage_connection_id,
     tenant_pools,
@@ -87,16 +90,6 @@ class SyncReport:
         return [{**asdict(c), "outcome": c.outcome.value} for c in self.changes]
 
 
-@dataclass(frozen=True)
-class ConnectionSpec:
-    conn_id: str
-    login: str
-    password: str
-    extra: dict[str, Any]
-    conn_type: str = "aws"
-    description: str = ""
-
-
 def _dag_specific(resource: str) -> bool:
     from airflow.providers.fab.www.security import permissions
 
@@ -137,27 +130,16 @@ def role_permissions() -> dict[str, set[Permission]]:
     return {"tenant": tenant, "admin": admin}
 
 
-def connection_spec(config: TrainyardConfig, tenant: str) -> ConnectionSpec | None:
+def connection_spec(config: TrainyardConfig, tenant: str) -> StorageConnection | None:
     """The storage connection of an S3 tenant (None for local storage), credentials included.
 
     Raises:
         RuntimeError: the environment variables holding the credentials are not set.
     """
-    storage = config.tenant(tenant).storage
-    if not isinstance(storage, S3StorageConfig):
+    settings = config.tenant(tenant)
+    if not isinstance(settings.storage, S3StorageConfig):
         return None
-    access_key, secret_key = storage.credentials()
-    scheme = "https" if storage.secure else "http"
-    extra: dict[str, Any] = {"endpoint_url": f"{scheme}://{storage.endpoint}"}
-    if storage.region:
-        extra["region_name"] = storage.region
-    return ConnectionSpec(
-        conn_id=storage_connection_id(tenant),
-        login=access_key,
-        password=secret_key,
-        extra=extra,
-        description=f"Object storage of tenant {tenant} (bucket {storage.bucket})",
-    )
+    return storage_connection(settings, StorageCredentials(*settings.storage.credentials()))
 
 
 def tenants_variable(config: TrainyardConfig) -> dict[str, Any]:
@@ -253,7 +235,7 @@ def _sync_pool(spec: PoolSpec, session: Session, report: SyncReport) -> None:
     report.changes.append(Change("pool", spec.name, outcome, ", ".join(changed)))
 
 
-def _sync_connection(spec: ConnectionSpec, session: Session, report: SyncReport) -> None:
+def _sync_connection(spec: StorageConnection, session: Session, report: SyncReport) -> None:
     conn = session.scalar(select(Connection).where(Connection.conn_id == spec.conn_id))
     if conn is None:
         session.add(
@@ -263,7 +245,7 @@ def _sync_connection(spec: ConnectionSpec, session: Session, report: SyncReport)
                 description=spec.description,
                 login=spec.login,
                 password=spec.password,
-                extra=json.dumps(spec.extra),
+                extra=spec.extra,
             )
         )
         report.changes.append(Change("connection", spec.conn_id, Outcome.CREATED))
@@ -274,14 +256,14 @@ def _sync_connection(spec: ConnectionSpec, session: Session, report: SyncReport)
         ("description", conn.description, spec.description),
         ("login", conn.login, spec.login),
         ("password", conn.password, spec.password),
-        ("extra", conn.extra_dejson, spec.extra),
+        ("extra", conn.extra_dejson, spec.extra_dejson),
     ):
         if current != wanted:
             changed.append(name)
     if changed:
         conn.conn_type, conn.description = spec.conn_type, spec.description
         conn.login, conn.password = spec.login, spec.password
-        conn.set_extra(json.dumps(spec.extra))
+        conn.set_extra(spec.extra)
     outcome = Outcome.UPDATED if changed else Outcome.UNCHANGED
     # Field names only: the values may be secrets.
     report.changes.append(Change("connection", spec.conn_id, outcome, ", ".join(changed)))

@@ -16,7 +16,8 @@ from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
 from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.submission import manifest_from_conf, run_job_name
 from trainyard.storage import ObjectNotFound, ObjectStore, StorageError
-from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
+from trainyard.tenancy.config import check_manifest_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
 

@@ -26,20 +26,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from trainyard.jobs.records import JobRecord, JobState
+from trainyard.jobs.records import JobRecord, JobState, list_records
 from trainyard.limits import MAX_STRING_CHARS, shorten
 from trainyard.manifest.schema import confine_storage_path
-from trainyard.tenancy.config import (
-    TrainyardConfig,
-    UnknownTenantError,
-    dag_id_for_tenant,
-    data_asset_uri,
-    load_config,
-)
+from trainyard.tenancy.config import TrainyardConfig, UnknownTenantError, load_config
+from trainyard.tenancy.names import dag_id_for_tenant, data_asset_uri
 
 app = FastAPI(title="Trainyard", description="Training jobs of Trainyard's tenants.")
 
-RECORD_SUFFIX = "/job.json"
 #: Files one data event may announce (a count for the record, not a limit on uploads).
 MAX_EVENT_FILES = 10**9
 
@@ -140,12 +134,7 @@ def tenant_jobs(config: TrainyardConfig, tenant: str) -> JobList:
     """Every job of `tenant` with a record in its storage, newest first."""
     from trainyard.storage import open_store
 
-    store = open_store(config.tenant(tenant).storage)
-    records = [
-        JobRecord.model_validate_json(store.get_bytes(info.key))
-        for info in store.list("jobs")
-        if info.key.endswith(RECORD_SUFFIX) and info.key.count("/") == 2
-    ]
+    records = list_records(open_store(config.tenant(tenant).storage))
     records.sort(key=lambda record: record.created_at, reverse=True)
     return JobList(tenant=tenant, jobs=[JobSummary.of(record) for record in records])
 

@@ -57,6 +57,26 @@ class InternalError(TrainyardFailure):
     failure_class = FailureClass.INTERNAL_ERROR
 
 
+#: Every failure class's exception type, for reading a failure back from its class's value.
+FAILURE_TYPES: dict[FailureClass, type[TrainyardFailure]] = {
+    cls.failure_class: cls
+    for cls in (UserError, ResourceError, PlatformFault, Preemption, Hang, InternalError)
+}
+
+#: The fix of a failure that a retry gets past (platform fault, preemption, hang).
+RESUME_FIX = "none needed: a retry resumes from the newest committed checkpoint"
+
+
+def failure_of(failure_class: str, cause: str, fix: str = "") -> TrainyardFailure:
+    """The failure a stored class value stands for; one this version does not know (a newer
+    learner image's) is a platform fault, which is retried."""
+    try:
+        failure_type = FAILURE_TYPES[FailureClass(failure_class)]
+    except ValueError:
+        failure_type = PlatformFault
+    return failure_type(cause, fix)
+
+
 def out_of_memory(cause: str, limit: str | None = None) -> ResourceError:
     """A learner ran out of memory (whoever noticed): a retry would run out again."""
     above = f" above {limit}" if limit else ""

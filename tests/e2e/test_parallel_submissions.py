@@ -24,7 +24,7 @@ from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient, ApiError, ApiSettings
 from trainyard.jobs.layout import new_job_id
 from trainyard.jobs.records import JobState
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from trainyard.cli.client import AirflowClient, ApiSettings
 from trainyard.jobs.layout import new_job_id
 from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.submission import example_manifest
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

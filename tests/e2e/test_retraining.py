@@ -19,7 +19,7 @@ from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.layout import job_id_for_run
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.jobs.registry import ModelRegistry
-from trainyard.tenancy.config import dag_id_for_job, dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_job, dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

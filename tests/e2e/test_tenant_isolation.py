@@ -25,7 +25,7 @@ from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import read_metrics
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id
 from trainyard.jobs.records import JobState
-from trainyard.tenancy.config import dag_id_for_job, dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_job, dag_id_for_tenant
 
 pytestmark = pytest.mark.e2e
 

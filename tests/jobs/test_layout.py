@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trainyard.jobs.layout import JOB_ID_PATTERN, job_id_for_run, new_job_id, tenant_of
+from trainyard.jobs.layout import (
+    JOB_ID_PATTERN,
+    JobId,
+    JobLayout,
+    job_id_for_run,
+    new_job_id,
+    parse_job_id,
+    tenant_of,
+)
 
 NOW = datetime(2026, 11, 24, 21, 59, 8, 434661, tzinfo=UTC)
 
@@ -94,3 +102,22 @@ def test_tenant_of_rejects_what_is_not_a_job_id(job_id: str) -> None:
 
     assert repr(job_id) in str(raised.value)
     assert "<tenant>.<job-name>.<suffix>" in str(raised.value)
+
+
+def test_a_job_id_parses_into_tenant_manifest_name_and_suffix() -> None:
+    job_id = new_job_id("acme", "digits-mlp", datetime(2026, 11, 24, 21, 59, 8, tzinfo=UTC))
+
+    parsed = parse_job_id(job_id)
+
+    assert parsed == JobId("acme", "digits-mlp", job_id.rsplit(".", 1)[1])
+    assert ".".join(parsed) == job_id
+
+
+def test_a_record_key_names_its_job_and_no_other_key_does() -> None:
+    record = JobLayout("acme.digits-mlp.run-1").record
+
+    assert JobLayout.of_record(record) == JobLayout("acme.digits-mlp.run-1")
+    assert JobLayout.of_record("jobs/acme.digits-mlp.run-1/results/job.json") is None
+    assert JobLayout.of_record("jobs/job.json") is None
+    assert JobLayout.of_record("models/digits-mlp/job.json") is None
+    assert JobLayout.of_record("jobs/acme.digits-mlp.run-1/job.jsonl") is None

@@ -21,7 +21,9 @@ from airflow.timetables.base import TimeRestriction
 from devkit.airflow_env import REPO_ROOT
 from operators.dag_factory import tenant_dags
 from operators.submit import SubmitJobOperator
+from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.tenancy.config import CONFIG_ENV, load_config
+from trainyard.tenancy.names import dag_id_for_tenant
 
 JOB: dict[str, Any] = {
     "name": "nightly",
@@ -162,6 +164,13 @@ def test_a_task_process_builds_only_what_its_dag_needs(
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == expected
     assert set(tenant_dags(load_config(config_file))) > expected  # the DAG processor's view
+
+
+def test_the_training_tasks_are_the_tenant_dags_tasks_in_run_order(config_file: Path) -> None:
+    """`trainyard logs` walks TRAINING_TASKS: it must hold every task, upstream first."""
+    dag = tenant_dags(load_config(config_file))[dag_id_for_tenant("acme")]
+
+    assert [task.task_id for task in dag.topological_sort()] == list(TRAINING_TASKS)
 
 
 def test_learner_and_evaluate_run_on_the_tenants_backend(

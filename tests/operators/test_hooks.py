@@ -103,3 +103,18 @@ def test_a_learner_gets_its_tenants_keys_and_nobody_elses(
     assert not any(name.startswith("AIRFLOW") for name in env)
     assert "airflow-jwt-secret" not in values
     assert "pw@db" not in values
+
+
+def test_the_connection_carries_the_region_when_the_config_sets_one(
+    config: TrainyardConfig,
+) -> None:
+    tenant = config.tenant("acme")
+    storage = tenant.storage.model_copy(update={"region": "eu-1"})
+
+    connection = storage_connection(tenant.model_copy(update={"storage": storage}), KEYS["acme"])
+
+    assert json.loads(connection.extra or "{}") == {
+        "endpoint_url": "http://minio:9000",
+        "region_name": "eu-1",
+    }
+    assert connection.description == "Object storage of tenant acme (bucket acme)"

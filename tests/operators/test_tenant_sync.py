@@ -81,7 +81,8 @@ def test_an_s3_tenants_connection_takes_its_credentials_from_the_environment(
     assert spec is not None
     assert (spec.conn_id, spec.conn_type) == (storage_connection_id("acme"), "aws")
     assert (spec.login, spec.password) == ("key", "secret")
-    assert spec.extra == {"endpoint_url": "http://minio:9000", "region_name": "eu-1"}
+    assert spec.extra_dejson == {"endpoint_url": "http://minio:9000", "region_name": "eu-1"}
+    assert spec.description == "Object storage of tenant acme (bucket b-acme)"
     assert connection_spec(config, "globex") is None  # local storage: nothing to connect to
 
 

@@ -18,7 +18,6 @@ from trainyard.tenancy.config import (
     TrainyardConfig,
     UnknownTenantError,
     check_manifest_for_tenant,
-    dag_id_for_tenant,
     load_config,
 )
 
@@ -357,17 +356,6 @@ def test_manifest_rejected_for_its_tenant(tenant_name, framework, field, hint):
         check_manifest_for_tenant(manifest_for(tenant_name, framework), config)
 
     assert caught.value.problems == [(field, hint)]
-
-
-@pytest.mark.parametrize(
-    ("tenant_name", "dag_id"),
-    [
-        pytest.param("acme", "trainyard_acme", id="plain"),
-        pytest.param("big-co-2", "trainyard_big_co_2", id="dashes-become-underscores"),
-    ],
-)
-def test_dag_id_for_tenant(tenant_name, dag_id):
-    assert dag_id_for_tenant(tenant_name) == dag_id
 
 
 def test_kubernetes_defaults(tmp_path):

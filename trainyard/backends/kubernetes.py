@@ -24,6 +24,7 @@ from trainyard.backends.base import (
     distributed_environment,
 )
 from trainyard.failures import (
+    RESUME_FIX,
     PlatformFault,
     Preemption,
     ResourceError,
@@ -71,7 +72,6 @@ _TRANSIENT_PULL_ERRORS = (
     "bad gateway",
     "connection refused",
 )
-RESUME_FIX = "none needed: the retry resumes from the newest committed checkpoint"
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,15 @@ from rich.table import Table
 from trainyard.cli import data, models
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
-from trainyard.cli.status import TERMINAL_STATES, JobStatus, read_metrics
+from trainyard.cli.status import JobStatus, read_metrics
 from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
-from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, tenant_of
-from trainyard.jobs.records import JobState, load_record, save_record
-from trainyard.limits import shorten
+from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, parse_job_id, tenant_of
+from trainyard.jobs.records import TERMINAL_STATES, JobState, cancel_job, load_record
+from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
 from trainyard.manifest.submission import run_job_name
-from trainyard.tenancy.config import check_manifest_for_tenant, dag_id_for_tenant
+from trainyard.tenancy.config import check_manifest_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -35,8 +36,6 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 add_installed_groups(app)
 
-#: Task order of the training DAG, for logs.
-TASKS = ("validate", "stage_data", "learner", "commit", "evaluate")
 POLL_SECONDS = 2.0
 
 
@@ -78,10 +77,9 @@ def print_status(status: JobStatus) -> None:
     if status.model:
         console.print(f"  model: {status.model}", highlight=False)
     if status.model_version is not None:
-        manifest_name = status.job_id.split(".")[1]
         console.print(
             f"  version: v{status.model_version} "
-            f"(trainyard models show {manifest_name} {status.model_version} "
+            f"(trainyard models show {parse_job_id(status.job_id).name} {status.model_version} "
             f"--tenant {status.tenant})",
             highlight=False,
         )
@@ -145,7 +143,7 @@ def _log_lines(sess: Session, job_id: str) -> list[str]:
         ti["task_id"]: ti for ti in sess.client.task_instances(current.dag_id, current.dag_run_id)
     }
     lines = []
-    for task_id in TASKS:
+    for task_id in TRAINING_TASKS:
         ti = instances.get(task_id)
         if ti is None or not ti.get("try_number"):
             continue
@@ -232,17 +230,11 @@ def list_jobs(
 def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
     """Stop a job: learners get SIGTERM and commit a final checkpoint; the job ends cancelled."""
     with session() as sess:
-        store = sess.store(tenant_of(job_id))
-        record = load_record(store, job_id)
-        if record is None:
-            raise LookupError(f"no job record for {shorten(job_id)}: is the job id right?")
-        if record.state in TERMINAL_STATES:
-            raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
-        record.cancel_requested = True
-        save_record(store, record)
-        sess.client.set_run_state(record.dag_id, record.dag_run_id, "failed")
-        record.state = JobState.CANCELLED
-        save_record(store, record)
+        cancel_job(
+            sess.store(tenant_of(job_id)),
+            job_id,
+            lambda record: sess.client.set_run_state(record.dag_id, record.dag_run_id, "failed"),
+        )
         console.print(f"{job_id}: cancelled", highlight=False)
 
 

@@ -18,14 +18,8 @@ from trainyard.failures import TrainyardFailure
 from trainyard.jobs.layout import tenant_of
 from trainyard.manifest.schema import ManifestError
 from trainyard.storage import ObjectStore, StorageError, open_store
-from trainyard.tenancy.config import (
-    ConfigError,
-    TrainyardConfig,
-    UnknownTenantError,
-    dag_id_for_tenant,
-    load_config,
-)
-from trainyard.tenancy.names import tenant_role
+from trainyard.tenancy.config import ConfigError, TrainyardConfig, UnknownTenantError, load_config
+from trainyard.tenancy.names import dag_id_for_tenant, tenant_role
 
 console = Console()
 errors = Console(stderr=True)

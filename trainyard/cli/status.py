@@ -10,9 +10,10 @@ from typing import Any
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.layout import JobLayout, tenant_of
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
 from trainyard.storage import ObjectStore
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 _METRICS_FILE = re.compile(r"metrics-attempt-(\d+)\.jsonl$")
 _RUN_STATES = {
@@ -21,7 +22,6 @@ _RUN_STATES = {
     "success": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
 }
-TERMINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 
 def read_metrics(store: ObjectStore, job_id: str) -> list[dict[str, Any]]:
@@ -94,7 +94,7 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
     failure = record.failure if record else None
     if run is not None:
         instances = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
-        attempt = int(instances.get("learner", {}).get("try_number") or 0)
+        attempt = int(instances.get(TaskId.LEARNER, {}).get("try_number") or 0)
         if state is JobState.FAILED and failure is None:
             failed = [ti["task_id"] for ti in instances.values() if ti["state"] == "failed"]
             failure = FailureInfo(

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from trainyard.limits import shorten
 from trainyard.storage.base import join_key
@@ -19,15 +20,29 @@ class RunMode(StrEnum):
     EVALUATE = "evaluate"
 
 
+#: The folder of every job's files in a tenant's storage.
+JOBS_ROOT = "jobs"
+_RECORD_NAME = "job.json"
+
+
 @dataclass(frozen=True)
 class JobLayout:
     """Storage keys of one job. Every component derives paths from here, never by hand."""
 
     job_id: str
 
+    @classmethod
+    def of_record(cls, key: str) -> JobLayout | None:
+        """The layout of the job whose record is stored at `key`; None for any other key."""
+        folder, _, name = key.rpartition("/")
+        parent, _, job_id = folder.rpartition("/")
+        if parent != JOBS_ROOT or name != _RECORD_NAME or not job_id:
+            return None
+        return cls(job_id)
+
     @property
     def root(self) -> str:
-        return join_key("jobs", self.job_id)
+        return join_key(JOBS_ROOT, self.job_id)
 
     @property
     def code(self) -> str:
@@ -52,7 +67,7 @@ class JobLayout:
     @property
     def record(self) -> str:
         """The job record (manifest, state, failure) as JSON."""
-        return join_key(self.root, "job.json")
+        return join_key(self.root, _RECORD_NAME)
 
     def metrics(self, attempt: int) -> str:
         """Metrics rows of one attempt (JSON lines, each tagged with step/attempt/rank)."""
@@ -96,12 +111,25 @@ def job_id_for_run(tenant: str, name: str, run_id: str) -> str:
     return f"{tenant}.{name}.{suffix}"
 
 
-def tenant_of(job_id: str) -> str:
-    """The tenant a job id belongs to; raise ValueError for anything that is not a job id."""
+class JobId(NamedTuple):
+    """A job id's parts: `<tenant>.<name>.<suffix>`, where `name` is the manifest's name."""
+
+    tenant: str
+    name: str
+    suffix: str
+
+
+def parse_job_id(job_id: str) -> JobId:
+    """The parts of a job id; raise ValueError for anything that is not a job id."""
     match = JOB_ID_PATTERN.match(job_id)
     if not match:
         raise ValueError(
             f"{shorten(job_id)} is not a Trainyard job id (expected <tenant>.<job-name>.<suffix>, "
             "as printed by 'trainyard submit' or 'trainyard list')"
         )
-    return match["tenant"]
+    return JobId(match["tenant"], match["name"], match["suffix"])
+
+
+def tenant_of(job_id: str) -> str:
+    """The tenant a job id belongs to; raise ValueError for anything that is not a job id."""
+    return parse_job_id(job_id).tenant

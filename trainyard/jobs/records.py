@@ -6,13 +6,15 @@ database loss and the CLI can read it with storage access alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.layout import JOBS_ROOT, JobLayout
+from trainyard.limits import shorten
 from trainyard.storage.base import ObjectNotFound, ObjectStore
 
 
@@ -22,6 +24,10 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: The states a job never leaves.
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class FailureInfo(BaseModel):
@@ -75,6 +81,15 @@ def load_record(store: ObjectStore, job_id: str) -> JobRecord | None:
         return None
 
 
+def list_records(store: ObjectStore) -> list[JobRecord]:
+    """Every job record in `store` (one per job that got past submission)."""
+    return [
+        JobRecord.model_validate_json(store.get_bytes(info.key))
+        for info in store.list(JOBS_ROOT)
+        if JobLayout.of_record(info.key) is not None
+    ]
+
+
 def save_record(store: ObjectStore, record: JobRecord) -> None:
     record.updated_at = datetime.now(UTC)
     store.put_bytes(JobLayout(record.job_id).record, record.model_dump_json(indent=2).encode())
@@ -88,3 +103,26 @@ def update_record(store: ObjectStore, job_id: str, **changes: Any) -> JobRecord 
     updated = record.model_copy(update=changes)
     save_record(store, updated)
     return updated
+
+
+def cancel_job(store: ObjectStore, job_id: str, stop_run: Callable[[JobRecord], None]) -> JobRecord:
+    """Cancel a running job: record the request, `stop_run` (fail its Airflow run), record the end.
+
+    The request is saved before the run is stopped, so the failure callback of the stopped
+    tasks finds it and ends the job cancelled rather than failed.
+
+    Raises:
+        LookupError: the job has no record (a wrong job id).
+        ValueError: the job already ended.
+    """
+    record = load_record(store, job_id)
+    if record is None:
+        raise LookupError(f"no job record for {shorten(job_id)}: is the job id right?")
+    if record.state in TERMINAL_STATES:
+        raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
+    record.cancel_requested = True
+    save_record(store, record)
+    stop_run(record)
+    record.state = JobState.CANCELLED
+    save_record(store, record)
+    return record

@@ -18,7 +18,6 @@ decides again, so the pointer always names the best model, and is never half wri
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from trainyard.jobs.checkpoints import MANIFEST
+from trainyard.jobs.evaluation import gate, metric_value
 from trainyard.jobs.lineage import Lineage
 from trainyard.limits import shorten
 from trainyard.manifest.schema import EvaluationSpec
@@ -73,53 +73,8 @@ def parse_version(text: str) -> int:
     return int(match[1])
 
 
-def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
-    """The metric as a finite float, else None: NaN would compare as neither better nor worse."""
-    try:
-        value = float(metrics[metric])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _encode(model: BaseModel) -> bytes:
     return model.model_dump_json(indent=2).encode()
-
-
-def _improvement(value: float, production: float, higher_is_better: bool) -> float:
-    return value - production if higher_is_better else production - value
-
-
-def gate(
-    value: float | None,
-    production: ProductionPointer | None,
-    spec: EvaluationSpec,
-) -> tuple[bool, str]:
-    """Whether a version with `value` replaces `production`, and why, in words."""
-    metric = spec.metric
-    if value is None:
-        return False, f"the evaluation reported no numeric {metric}"
-    threshold = spec.threshold
-    if threshold is not None and (
-        value < threshold if spec.higher_is_better else value > threshold
-    ):
-        relation = "below" if spec.higher_is_better else "above"
-        return False, f"{metric} {value:g} is {relation} threshold {threshold:g}"
-    if production is None:
-        return True, f"first version of the job ({metric} {value:g})"
-    current = f"production v{production.version}"
-    if production.value is None:
-        return False, f"{current} has no {metric} to compare with; promote manually to replace it"
-    gain = _improvement(value, production.value, spec.higher_is_better)
-    if gain <= 0:
-        return False, f"{metric} {value:g} is not better than {current} ({production.value:g})"
-    minimum = spec.min_improvement
-    if gain < minimum and not math.isclose(gain, minimum):  # 0.95 - 0.93 < 0.02 in floats
-        return False, (
-            f"{metric} {value:g} improves on {current} ({production.value:g}) by {gain:g}, "
-            f"less than the minimum improvement {minimum:g}"
-        )
-    return True, f"better than {current} ({production.value:g} -> {value:g})"
 
 
 class ModelRegistry:
@@ -248,7 +203,8 @@ class ModelRegistry:
                 # Our pointer write landed but its answer, or the record after it, was lost.
                 return self._record(candidate.version, "promoted", production.reason)
             if spec is not None:
-                promote, reason = gate(candidate.value, production, spec)
+                decision = gate(spec, candidate.metrics, production)
+                promote, reason = decision.promote, decision.reason
             elif production is None or candidate.version > production.version:
                 promote, reason = True, "no evaluation: the newest version is production"
             else:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from trainyard.failures import (
+    RESUME_FIX,
     PlatformFault,
     Preemption,
     TrainyardFailure,
     UserError,
+    failure_of,
     out_of_memory,
 )
 from trainyard.runtime.process import Finished
@@ -28,7 +31,6 @@ _WARNING = re.compile(r"(.*:\d+: )?\w*Warning: ")
 #: How a Python command says it ran out of memory (MemoryError, torch's allocators).
 _OUT_OF_MEMORY = re.compile(r"MemoryError|OutOfMemoryError|can't allocate memory|out of memory")
 _LIBRARY_PATHS = ("site-packages", "dist-packages", "/lib/python")
-_PREEMPTED_FIX = "none needed: a retry resumes from the newest committed checkpoint"
 
 
 def _signal_name(signum: int) -> str:
@@ -95,7 +97,7 @@ def _preemption(finished: Finished, sig: int | None, code: int | None) -> Preemp
         whence = "the runtime forwarded it (cancel, preemption or eviction)"
     else:
         whence = "sent to the command or its process group (preemption, drain or shutdown)"
-    return Preemption(f"the command {how}: {whence}", fix=_PREEMPTED_FIX)
+    return Preemption(f"the command {how}: {whence}", fix=RESUME_FIX)
 
 
 def _user_error(finished: Finished, code: int, learner_log: str) -> TrainyardFailure:
@@ -178,6 +180,20 @@ class Outcome:
         if self.exit_code:
             return self.exit_code
         return EXIT_PLATFORM_FAULT if isinstance(self.failure, PlatformFault) else 1
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Outcome:
+        """The outcome as `to_json` stored it (the learner task reads what the runtime wrote).
+
+        A failure needs its class and message; the rest may be missing (an older image's).
+        """
+        failure_class = document.get("failure_class")
+        failure = (
+            failure_of(failure_class, document["message"], document.get("fix") or "")
+            if failure_class
+            else None
+        )
+        return cls(document.get("exit_code"), document.get("signal"), failure)
 
     def to_json(self) -> dict[str, Any]:
         return {

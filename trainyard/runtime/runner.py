@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from trainyard.failures import PlatformFault, TrainyardFailure, UserError
+from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.checkpoints import CheckpointStore, publish_directory
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime.outcome import Outcome
@@ -57,8 +57,8 @@ class Runner:
     def _storage_fault(self, error: StorageError) -> PlatformFault:
         return PlatformFault(
             f"storage {self.store.describe()} failed: {error}",
-            fix="a retry resumes from the newest committed checkpoint; if it keeps failing, "
-            "check that the tenant's object storage is reachable",
+            fix=f"{RESUME_FIX}; if it keeps failing, check that the tenant's object storage is "
+            "reachable",
         )
 
     def _download(self, prefix: str, into: Path) -> None:

@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from trainyard.failures import Hang
+from trainyard.failures import RESUME_FIX, Hang
 from trainyard.runtime.helpers import checkpoint_steps
 from trainyard.runtime.process import UserProcess
 
@@ -61,9 +61,8 @@ class Watchdog:
         if self._started:
             return Hang(
                 f"no new metric or checkpoint for {self.window:g} s",
-                fix="none needed: a retry resumes from the newest committed checkpoint; if the "
-                "job legitimately goes that long without a metric row or checkpoint, raise the "
-                "manifest's watchdog",
+                fix=f"{RESUME_FIX}; if the job legitimately goes that long without a metric "
+                "row or checkpoint, raise the manifest's watchdog",
             )
         return Hang(
             f"hung at start-up: no first metric row or checkpoint within {self.startup:g} s of "

@@ -37,6 +37,7 @@ from trainyard.manifest.schema import (
 from trainyard.runtime.sandbox import SandboxNetwork, bwrap_available
 from trainyard.safe_yaml import load_yaml
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
+from trainyard.tenancy.names import dag_id_for_job
 
 CONFIG_ENV = "TRAINYARD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "trainyard.yaml"
@@ -394,21 +395,6 @@ def check_manifest_for_tenant(manifest: JobManifest, config: TrainyardConfig) ->
             ]
         )
     return tenant
-
-
-def dag_id_for_tenant(tenant: str) -> str:
-    """The id of a tenant's training DAG: `trainyard_<tenant>`, with '-' written as '_'."""
-    return f"trainyard_{tenant.replace('-', '_')}"
-
-
-def dag_id_for_job(tenant: str, job_name: str) -> str:
-    """The id of a scheduled job's own DAG: `trainyard_<tenant>__<job>`."""
-    return f"{dag_id_for_tenant(tenant)}__{job_name.replace('-', '_')}"
-
-
-def data_asset_uri(tenant: str, path: str) -> str:
-    """The Airflow asset that stands for new data under `path` of a tenant's storage."""
-    return f"trainyard://{tenant}/{path}"
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
-"""Names of the Airflow objects that hold a tenant's share of the deployment.
+"""Names derived from a tenant: its DAGs, role, pools, storage connection and data assets.
 
-One place defines them, so the DAG factory (which uses the pools and roles), the admission
-policy (`operators/admission.py`, which sizes a run's learner in its pool), `trainyard tenants
-sync` (which creates them) and the tests agree. The quotas those pools enforce are in
-`trainyard.tenancy.quotas`.
+One place defines them, so the DAG factory (which uses the DAG ids, pools and roles), the
+admission policy (`operators/admission.py`, which sizes a run's learner in its pool), `trainyard
+tenants sync` (which creates them), the CLI, the web plugin and the tests agree. The quotas
+those pools enforce are in `trainyard.tenancy.quotas`. Names derived from a job (its id, its
+storage keys) are in `trainyard.jobs.layout`, which the learner runtime may import.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from trainyard.tenancy.config import TenantConfig
+if TYPE_CHECKING:
+    from trainyard.tenancy.config import TenantConfig
 
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
 PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
@@ -20,6 +23,37 @@ _LEARNER_POOL_RE = re.compile(r"trainyard_(?P<slug>.+)_(?P<kind>gpu|cpu)")
 
 def _slug(tenant: str) -> str:
     return tenant.replace("-", "_")
+
+
+def dag_id_for_tenant(tenant: str) -> str:
+    """The id of a tenant's training DAG: `trainyard_<tenant>`, with '-' written as '_'."""
+    return f"trainyard_{_slug(tenant)}"
+
+
+def dag_id_for_job(tenant: str, job_name: str) -> str:
+    """The id of a scheduled job's own DAG: `trainyard_<tenant>__<job>`."""
+    return f"{dag_id_for_tenant(tenant)}__{_slug(job_name)}"
+
+
+def is_tenant_dag(dag_id: str, tenant: str) -> bool:
+    """Whether `dag_id` is the tenant's DAG or one of its scheduled jobs' DAGs."""
+    own = dag_id_for_tenant(tenant)
+    return dag_id == own or dag_id.startswith(f"{own}__")
+
+
+def dag_tags(tenant: str) -> list[str]:
+    """The tags every DAG of the tenant carries (the UI filters by them)."""
+    return ["trainyard", f"tenant:{tenant}"]
+
+
+def data_asset_uri(tenant: str, path: str) -> str:
+    """The Airflow asset that stands for new data under `path` of a tenant's storage."""
+    return f"trainyard://{tenant}/{path}"
+
+
+def data_asset_name(tenant: str, path: str) -> str:
+    """The name of the asset `data_asset_uri(tenant, path)`, as the UI shows it."""
+    return f"{tenant}:{path}"
 
 
 def tenant_role(tenant: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from trainyard.failures import ResourceError
 from trainyard.jobs.layout import RunMode
+from trainyard.jobs.tasks import TaskId
 from trainyard.manifest.schema import Resources
 from trainyard.tenancy.config import TenantConfig
 from trainyard.tenancy.names import cpu_pool, gpu_pool
@@ -25,7 +26,10 @@ class PoolRequest:
 
 #: The task of a tenant's DAG that runs the learners of each mode; both hold pool slots while
 #: they run, so an evaluation on GPUs counts against the GPU quota as training does.
-POOLED_TASKS: dict[RunMode, str] = {RunMode.TRAIN: "learner", RunMode.EVALUATE: "evaluate"}
+POOLED_TASKS: dict[RunMode, TaskId] = {
+    RunMode.TRAIN: TaskId.LEARNER,
+    RunMode.EVALUATE: TaskId.EVALUATE,
+}
 
 
 def learner_pool(tenant: str, resources: Resources, mode: RunMode) -> PoolRequest:

@@ -1,0 +1,62 @@
+"""The outcome file: what the runtime writes is what the learner task reads back."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainyard.failures import (
+    RESUME_FIX,
+    FailureClass,
+    Hang,
+    InternalError,
+    PlatformFault,
+    Preemption,
+    ResourceError,
+    UserError,
+)
+from trainyard.runtime.outcome import Outcome
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param(Outcome(exit_code=0, signal=None), id="succeeded"),
+        pytest.param(Outcome(1, None, UserError("boom (train.py:3)", "fix line 3")), id="user"),
+        pytest.param(Outcome(None, 9, ResourceError("OOM", "raise memory")), id="resource"),
+        pytest.param(Outcome(75, None, PlatformFault("storage down", RESUME_FIX)), id="platform"),
+        pytest.param(Outcome(143, None, Preemption("SIGTERM", RESUME_FIX)), id="preemption"),
+        pytest.param(Outcome(None, 15, Hang("no progress", "raise watchdog")), id="hang"),
+        pytest.param(Outcome(1, None, InternalError("bug", "report it")), id="internal"),
+    ],
+)
+def test_an_outcome_reads_back_as_it_was_written(outcome: Outcome) -> None:
+    read = Outcome.from_json(outcome.to_json())
+
+    assert (read.exit_code, read.signal) == (outcome.exit_code, outcome.signal)
+    assert type(read.failure) is type(outcome.failure)
+    if outcome.failure is not None:
+        assert read.failure is not None
+        assert (read.failure.cause, read.failure.fix) == (
+            outcome.failure.cause,
+            outcome.failure.fix,
+        )
+    assert read.runtime_exit_code == outcome.runtime_exit_code
+
+
+def test_a_failure_class_this_version_does_not_know_is_a_platform_fault() -> None:
+    document = {**Outcome(1, None, UserError("x")).to_json(), "failure_class": "cosmic_ray"}
+
+    failure = Outcome.from_json(document).failure
+
+    assert isinstance(failure, PlatformFault)
+    assert failure.failure_class is FailureClass.PLATFORM_FAULT
+    assert failure.cause == "x"
+
+
+def test_an_older_outcome_without_a_fix_reads_with_an_empty_one() -> None:
+    document = {"exit_code": 1, "signal": None, "failure_class": "user_error", "message": "x"}
+
+    failure = Outcome.from_json(document).failure
+
+    assert isinstance(failure, UserError)
+    assert (failure.cause, failure.fix) == ("x", "")

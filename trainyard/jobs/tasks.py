@@ -1,0 +1,40 @@
+"""The task ids of a tenant's training DAG and of a scheduled job's DAG.
+
+The DAG factory (`operators/dag_factory.py`) names its tasks with these, and the CLI and the
+cluster policy look tasks up by them, so a renamed or added task cannot be missed by one of
+them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskId(StrEnum):
+    VALIDATE = "validate"
+    STORAGE_READY = "storage_ready"
+    STAGE_DATA = "stage_data"
+    LEARNER = "learner"
+    STORAGE_READY_FOR_COMMIT = "storage_ready_for_commit"
+    MODEL_PUBLISHED = "model_published"
+    COMMIT = "commit"
+    EVALUATE = "evaluate"
+    REGISTER_MODEL = "register_model"
+    #: The one task of a scheduled job's DAG: it runs the job in the tenant's DAG.
+    SUBMIT_JOB = "submit_job"
+    #: The one task of the DAG standing in for a broken scheduled manifest.
+    INVALID_MANIFEST = "invalid_manifest"
+
+
+#: Every task of a tenant's training DAG, in the order a run reaches them (for `trainyard logs`).
+TRAINING_TASKS: tuple[TaskId, ...] = (
+    TaskId.VALIDATE,
+    TaskId.STORAGE_READY,
+    TaskId.STAGE_DATA,
+    TaskId.LEARNER,
+    TaskId.STORAGE_READY_FOR_COMMIT,
+    TaskId.MODEL_PUBLISHED,
+    TaskId.COMMIT,
+    TaskId.EVALUATE,
+    TaskId.REGISTER_MODEL,
+)
