@@ -140,7 +140,7 @@ def test_gpu_visibility(
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=gpus)
 
-    env = LocalProcessBackend().learner_environment(spec, rank=0, master_port=29511)
+    env = LocalProcessBackend().learner_environment(spec, rank=0, ports=[29511])
 
     assert env.get("CUDA_VISIBLE_DEVICES") == expected
 
@@ -156,7 +156,7 @@ def test_learner_environment_withholds_the_parents_other_variables(
     monkeypatch.setenv("PATH", "/opt/bin:/usr/bin")
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
 
-    env = LocalProcessBackend().learner_environment(spec, rank=2, master_port=29511)
+    env = LocalProcessBackend().learner_environment(spec, rank=2, ports=[29511, 29512, 29513])
 
     assert not any(name.startswith("AIRFLOW") for name in env)
     assert "airflows-own-secret" not in env.values()
@@ -172,6 +172,13 @@ def test_learner_environment_withholds_the_parents_other_variables(
     assert env["RANK"] == "2"
     assert env["LOCAL_RANK"] == "2"
     assert env["OMP_NUM_THREADS"] == "2"
+    # jax.distributed.initialize's coordinator, and TensorFlow's MultiWorkerMirroredStrategy
+    assert env["JAX_COORDINATOR_ADDRESS"] == "127.0.0.1:29511"
+    assert (env["JAX_NUM_PROCESSES"], env["JAX_PROCESS_ID"]) == ("3", "2")
+    assert json.loads(env["TF_CONFIG"]) == {
+        "cluster": {"worker": ["127.0.0.1:29511", "127.0.0.1:29512", "127.0.0.1:29513"]},
+        "task": {"type": "worker", "index": 2},
+    }
 
 
 # Real runs of the learner runtime in a child process.

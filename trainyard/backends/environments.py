@@ -153,9 +153,7 @@ class Environments:
     def is_ready(self, framework: FrameworkEnv) -> bool:
         return (self.path(framework) / _READY).is_file()
 
-    def prepare(
-        self, framework: FrameworkEnv, on_output: Callable[[str], None] = print
-    ) -> Path:
+    def prepare(self, framework: FrameworkEnv, on_output: Callable[[str], None] = print) -> Path:
         """Create the environment unless it exists, refresh its runtime; return its Python.
 
         Concurrent callers (two learners starting at once) wait on one lock per environment,
@@ -240,23 +238,19 @@ def _build(framework: FrameworkEnv, target: Path, on_output: Callable[[str], Non
         for links in os.environ.get("PIP_FIND_LINKS", "").split()
         for arg in ("--find-links", links)
     ]
+    # An installed interpreter first (pyenv's or the system's); uv downloads one only where
+    # UV_PYTHON_DOWNLOADS allows it.
+    python = find_python(framework.python)
     _run(
-        # An installed interpreter first (pyenv's or the system's); uv downloads one only
-        # where UV_PYTHON_DOWNLOADS allows it.
-        [uv, "venv", "--quiet", "--python-preference", "system"]
-        + ["--python", find_python(framework.python), str(target)],
+        [uv, "venv", "--quiet", "--python-preference", "system", "--python", python, str(target)],
         env,
         on_output,
     )
-    requirements = []
+    requirements = ["-c", str(RUNTIME_REQUIREMENTS)]
     for path in (RUNTIME_REQUIREMENTS, framework.requirements):
         requirements += ["-r", str(_without_indexes(path, target) if find_links else path)]
-    _run(
-        [uv, "pip", "install", "--python", str(target / "bin" / "python"), *find_links]
-        + ["-c", str(RUNTIME_REQUIREMENTS), *requirements],
-        env,
-        on_output,
-    )
+    installer = [uv, "pip", "install", "--python", str(target / "bin" / "python")]
+    _run([*installer, *find_links, *requirements], env, on_output)
 
 
 def _without_indexes(requirements: Path, target: Path) -> Path:

@@ -91,9 +91,7 @@ class LocalProcessBackend(LearnerBackend):
     def __init__(self) -> None:
         self._processes: list[subprocess.Popen[str]] = []
 
-    def learner_environment(
-        self, spec: LearnerSpec, rank: int, ports: list[int]
-    ) -> dict[str, str]:
+    def learner_environment(self, spec: LearnerSpec, rank: int, ports: list[int]) -> dict[str, str]:
         """The learner's whitelisted environment; `ports`: one per rank, rank 0's the master."""
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         env.update(spec.runtime_environment(rank))

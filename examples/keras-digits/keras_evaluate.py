@@ -6,9 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from train import MODEL_FILE, accuracy, load_split
-
 import keras
+from keras_train import MODEL_FILE, accuracy, load_split
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from train import MODEL_FILE, accuracy, load_params, load_split
+from jax_train import MODEL_FILE, accuracy, load_params, load_split
 
 
 def main() -> None:
