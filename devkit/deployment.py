@@ -29,6 +29,12 @@ from trainyard.storage.s3 import S3Store
 from trainyard.tenancy.config import load_config
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
+#: The digits example of each framework (the same data set, uploaded once per tenant).
+EXAMPLES = {
+    "pytorch": EXAMPLE,
+    "tensorflow": REPO_ROOT / "examples" / "keras-digits",
+    "jax": REPO_ROOT / "examples" / "jax-digits",
+}
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 TENANTS = ("acme", "globex")
 #: The CLI's keys for acme, as a user's terminal holds them (the S3 server's admin keys).
@@ -44,11 +50,13 @@ class Deployment:
     #: server with `trainyard tenants policy acme`, so they reach acme's bucket only.
     acme_keys: StorageCredentials
 
-    def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
-        """The example's manifest for `tenant` with `changes` applied (nested dicts merge,
+    def write_manifest(
+        self, tenant: str, file_name: str, example: Path = EXAMPLE, **changes: Any
+    ) -> Path:
+        """`example`'s manifest for `tenant` with `changes` applied (nested dicts merge,
         except `code`, which is replaced), written to `file_name` under the root."""
-        manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
-        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(EXAMPLE)}))
+        manifest = yaml.safe_load((example / "job.yaml").read_text())
+        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(example)}))
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(manifest.get(key), dict):
                 manifest[key].update(value)

@@ -121,6 +121,7 @@ class LocalProcessBackend(LearnerBackend):
         can only hang or fail, and the retry restarts the whole group."""
         ports = _free_ports(spec.num_learners)
         python = str(spec.python or sys.executable)
+        on_output(f"trainyard: learner runtime: {python}")
         pumps = []
         learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):
