@@ -126,7 +126,9 @@ class LocalProcessBackend(LearnerBackend):
         learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):
             process = subprocess.Popen(
-                [python, "-m", "trainyard.runtime", spec.mode.value],
+                # -P: not the working directory first on sys.path, so the environment's own
+                # copy of the runtime runs, whatever directory the worker runs in.
+                [python, "-P", "-m", "trainyard.runtime", spec.mode.value],
                 env=self.learner_environment(spec, rank, ports),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
