@@ -50,11 +50,11 @@ class Deployment:
     #: server with `trainyard tenants policy acme`, so they reach acme's bucket only.
     acme_keys: StorageCredentials
 
-    def write_manifest(
-        self, tenant: str, file_name: str, example: Path = EXAMPLE, **changes: Any
-    ) -> Path:
-        """`example`'s manifest for `tenant` with `changes` applied (nested dicts merge,
-        except `code`, which is replaced), written to `file_name` under the root."""
+    def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
+        """An example's manifest (`example=`, a directory of EXAMPLES; default PyTorch's) for
+        `tenant` with `changes` applied (nested dicts merge, except `code`, which is
+        replaced), written to `file_name` under the root."""
+        example = Path(changes.pop("example", EXAMPLE))
         manifest = yaml.safe_load((example / "job.yaml").read_text())
         manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(example)}))
         for key, value in changes.items():
