@@ -145,7 +145,8 @@ class LearnerRunningOperator(TrainyardOperator):
         started_at = datetime.now(UTC)
         exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
-            failure = learner_failure(self.store, spec, exits, failure_order(exits))
+            order = failure_order(exits)
+            failure = learner_failure(self.store, spec, [exits[r] for r in order], order)
         self.conclude_attempt(manifest, attempt, started_at, failure)
 
     def conclude_attempt(
