@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-stop test test-fast fuzz services lint bench bench-quick clean
+.PHONY: envs demo demo-stop test test-fast fuzz services lint bench bench-quick clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+## envs: the local backend's framework environments (one uv venv per framework version, from
+## images/<framework>/requirements.txt; reused while their pins do not change). Needs the
+## Python each framework runs on (3.11; 3.12 for JAX) installed (pyenv or the system's), or
+## UV_PYTHON_DOWNLOADS=automatic to let uv fetch one. ENVS=jax:0.12 prepares one.
+envs: $(VENV)/.installed
+	$(BIN)/trainyard envs prepare $(ENVS)
+
 ## demo: start Airflow standalone, train the digits example through Trainyard, show the result
 demo: $(VENV)/.installed
+	$(MAKE) envs ENVS=pytorch
 	$(BIN)/python -m devkit.demo start
 
 ## demo-stop: stop the demo's Airflow, then its PostgreSQL
@@ -22,7 +30,7 @@ demo-stop: $(VENV)/.installed
 	$(BIN)/python -m devkit.demo stop
 
 ## test: lint, type-check and run every test (end-to-end ones start real Airflow)
-test: lint services
+test: lint services envs
 	$(BIN)/pytest -q
 
 ## test-fast: the tests that start no Airflow

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import checkpoint_cost, control_plane, overhead, recovery, storage_path
+from bench import checkpoint_cost, control_plane, frameworks, overhead, recovery, storage_path
 from bench.common import Context, Table, console, load_average, machine_facts, markdown, print_table
 
 #: In this order: those without Airflow first, the bursts (which can break Airflow) last.
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Table]]] = {
     "checkpoint_cost": checkpoint_cost.run,
     "control_plane_parsing": control_plane.parsing,
     "overhead": overhead.run,
+    "frameworks": frameworks.run,
     "recovery": recovery.run,
     "control_plane_burst": control_plane.burst,
 }

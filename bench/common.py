@@ -25,15 +25,19 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from devkit.deployment import EXAMPLE, Deployment, deploy
+from devkit.deployment import EXAMPLE, EXAMPLES, Deployment, deploy
 from devkit.s3_server import S3Server, running_s3_server
+from trainyard.backends.environments import Environments, provided_frameworks
 from trainyard.backends.local import INHERITED_VARIABLES
 from trainyard.cli.client import AirflowClient, ApiSettings
+from trainyard.tenancy.config import EnvironmentsConfig
 
 # Wide enough for the tables when the output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 150)
 T = TypeVar("T")
 
+#: Each framework's digits training script (in EXAMPLES[framework]).
+BARE_SCRIPTS = {"pytorch": "train.py", "tensorflow": "keras_train.py", "jax": "jax_train.py"}
 #: The digits example's default checkpoint interval (examples/pytorch-digits/job.yaml).
 EXAMPLE_CHECKPOINT_INTERVAL = 10.0
 
@@ -324,17 +328,26 @@ def contract_environment(root: Path, data_dir: Path, interval: float) -> dict[st
     return env
 
 
-def run_bare(ctx: Context, epochs: int, *, interval: float) -> BareRun:
-    """Run the digits example's `python train.py` directly, with the same environment contract."""
+def framework_python(framework: str) -> Path:
+    """The interpreter a local learner of `framework` runs with (its environment, prepared)."""
+    [env] = [e for e in provided_frameworks().values() if e.name.value == framework]
+    return Environments(EnvironmentsConfig().dir).prepare(env, lambda _line: None)
+
+
+def run_bare(ctx: Context, epochs: int, *, interval: float, framework: str = "pytorch") -> BareRun:
+    """Run `framework`'s digits example directly, in the framework's environment (as a local
+    learner does), with the same environment contract."""
     root = ctx.scratch("bare")
     env = contract_environment(root, ctx.dataset(), interval)
+    example = EXAMPLES[framework]
+    script = BARE_SCRIPTS[framework]
     log = root / "train.log"
     with log.open("wb") as out:
         started_wall = time.time()
         started = time.perf_counter()
         process = subprocess.run(
-            [sys.executable, "train.py", "--epochs", str(epochs)],
-            cwd=EXAMPLE,
+            [str(framework_python(framework)), script, "--epochs", str(epochs)],
+            cwd=example,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -342,7 +355,7 @@ def run_bare(ctx: Context, epochs: int, *, interval: float) -> BareRun:
         )
         seconds = time.perf_counter() - started
     if process.returncode != 0:
-        raise RuntimeError(f"train.py exited {process.returncode}:\n{log.read_text()[-2000:]}")
+        raise RuntimeError(f"{script} exited {process.returncode}:\n{log.read_text()[-2000:]}")
     return BareRun(started_wall, seconds, read_rows(root / "metrics.jsonl"))
 
 

@@ -30,6 +30,12 @@ from trainyard.tenancy.config import load_config
 from trainyard.tenancy.names import dag_id_for_tenant
 
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
+#: The digits example of each framework (the same data set, uploaded once per tenant).
+EXAMPLES = {
+    "pytorch": EXAMPLE,
+    "tensorflow": REPO_ROOT / "examples" / "keras-digits",
+    "jax": REPO_ROOT / "examples" / "jax-digits",
+}
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 TENANTS = ("acme", "globex")
 #: The CLI's keys for acme, as a user's terminal holds them (the S3 server's admin keys).
@@ -46,10 +52,12 @@ class Deployment:
     acme_keys: StorageCredentials
 
     def write_manifest(self, tenant: str, file_name: str, **changes: Any) -> Path:
-        """The example's manifest for `tenant` with `changes` applied (nested dicts merge,
-        except `code`, which is replaced), written to `file_name` under the root."""
-        manifest = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
-        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(EXAMPLE)}))
+        """An example's manifest (`example=`, a directory of EXAMPLES; default PyTorch's) for
+        `tenant` with `changes` applied (nested dicts merge, except `code`, which is
+        replaced), written to `file_name` under the root."""
+        example = Path(changes.pop("example", EXAMPLE))
+        manifest = yaml.safe_load((example / "job.yaml").read_text())
+        manifest.update(tenant=tenant, code=changes.pop("code", {"path": str(example)}))
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(manifest.get(key), dict):
                 manifest[key].update(value)

@@ -17,8 +17,11 @@ from trainyard.storage import ObjectStore
 T = TypeVar("T")
 
 
-def learner_processes(job_id: str, *, user_code: bool) -> list[psutil.Process]:
-    """Live processes of `job_id`: the user's command (`user_code`) or the learner runtime.
+def learner_processes(
+    job_id: str, *, user_code: bool, rank: int | None = None
+) -> list[psutil.Process]:
+    """Live processes of `job_id`: the user's command (`user_code`) or the learner runtime,
+    of every rank or of `rank` only.
 
     Both carry TRAINYARD_JOB_ID in their environment; the runtime runs `-m trainyard.runtime`.
     The sandbox around the command (bwrap and its init) carries it too, and is neither.
@@ -26,7 +29,10 @@ def learner_processes(job_id: str, *, user_code: bool) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if process.environ().get("TRAINYARD_JOB_ID") != job_id:
+            environ = process.environ()
+            if environ.get("TRAINYARD_JOB_ID") != job_id:
+                continue
+            if rank is not None and environ.get("TRAINYARD_LEARNER_RANK") != str(rank):
                 continue
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue

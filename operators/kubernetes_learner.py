@@ -32,6 +32,7 @@ from trainyard.backends.kubernetes import (
     classify_pod_failure,
     learner_exit,
     learner_pod,
+    rank_hostname,
     rendezvous_service,
 )
 from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure
@@ -224,6 +225,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             worker = copy.deepcopy(self.pod_request_obj)
             worker.metadata.name = f"{leader.metadata.name}-rank-{rank}"
             worker.metadata.labels[RANK_LABEL] = str(rank)
+            worker.spec.hostname = rank_hostname(rank)
             worker.spec.containers[0].env = env
             self._create(self.client.create_namespaced_pod, worker)
             self.workers[rank] = worker
@@ -339,6 +341,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         """The provider's pod, plus the labels of this attempt (see `LearnerPod`)."""
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
         pod.metadata.labels.update(self.attempt_labels)
+        if self.rendezvous is not None:  # DNS names of the ranks (TF_CONFIG, MASTER_ADDR)
+            pod.spec.hostname = rank_hostname(0)
+            pod.spec.subdomain = self.rendezvous.metadata.name
         return pod
 
     # Extended, not `on_pod_teardown`: that callback runs only when a trigger event finds the

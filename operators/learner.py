@@ -18,6 +18,8 @@ from trainyard.backends import (
     RunMode,
     get_backend,
 )
+from trainyard.backends.base import failure_order
+from trainyard.backends.environments import learner_python
 from trainyard.failures import (
     RESUME_FIX,
     FailureClass,
@@ -96,6 +98,12 @@ class LearnerRunningOperator(TrainyardOperator):
             assert manifest.evaluation is not None
             command = manifest.evaluation.command
         resources = manifest.resources
+        python = None
+        if self.trainyard_config.learner_backend_of(self.tenant) == "local":
+            with classified_failures():
+                python = learner_python(
+                    manifest.framework, self.trainyard_config.environments, self.log.info
+                )
         return LearnerSpec(
             job_id=self.job_id,
             tenant=self.tenant,
@@ -115,6 +123,7 @@ class LearnerRunningOperator(TrainyardOperator):
             or self.tenant_config.default_watchdog_startup,
             credentials=self.storage_hook.get_credentials(),
             sandbox_network=self.trainyard_config.sandbox_network_of(self.tenant),
+            python=python,
         )
 
     def execute(self, context: Context) -> Any:
@@ -152,7 +161,8 @@ class LearnerRunningOperator(TrainyardOperator):
         started_at = datetime.now(UTC)
         exits = self._backend.run(spec, on_output=self.log.info)
         with classified_failures():
-            failure = learner_failure(self.store, spec, exits)
+            order = failure_order(exits)
+            failure = learner_failure(self.store, spec, [exits[r] for r in order], order)
         self.conclude_attempt(manifest, attempt, started_at, failure)
 
     def conclude_attempt(

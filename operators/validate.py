@@ -8,6 +8,8 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures
+from trainyard.backends.environments import check_framework
+from trainyard.backends.kubernetes import learner_image
 from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
 from trainyard.failures import FailureClass, TrainyardFailure, UserError
 from trainyard.jobs.layout import JobLayout, job_id_for_run
@@ -97,6 +99,11 @@ class ValidateJobOperator(TrainyardOperator):
                 f"or set tenant: {self.tenant}",
             )
         check_manifest_for_tenant(manifest, self.trainyard_config)
+        config = self.trainyard_config
+        if config.learner_backend_of(self.tenant) == "local":
+            check_framework(manifest.framework, config.environments)
+        elif config.kubernetes is not None:
+            learner_image(manifest.framework, config.kubernetes)
 
 
 def snapshot_code(store: ObjectStore, manifest: JobManifest, layout: JobLayout) -> None:

@@ -276,6 +276,12 @@ def test_env_is_the_runtime_contract_with_keys_from_the_tenants_secret(
         "RANK": "0",
         "LOCAL_RANK": "0",
         "OMP_NUM_THREADS": "1",
+        # jax.distributed.initialize's and MultiWorkerMirroredStrategy's: a world of one too.
+        "JAX_COORDINATOR_ADDRESS": "127.0.0.1:29500",
+        "JAX_NUM_PROCESSES": "1",
+        "JAX_PROCESS_ID": "0",
+        "TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:29500"]}, "task": {"type": "worker", '
+        '"index": 0}}',
     }
     assert "AKIA-WORKER-ACCESS" not in repr(env)
     assert "worker-secret-value" not in repr(env)
@@ -408,7 +414,7 @@ def test_learner_pods_carry_the_tenants_kueue_queue(
         pytest.param(2, {"RANK": "2", "TRAINYARD_LEARNER_RANK": "2"}, id="rank-2-joins"),
     ],
 )
-def test_multi_learner_pods_rendezvous_at_rank_0s_headless_service(
+def test_multi_learner_pods_rendezvous_through_the_attempts_headless_service(
     rank: int, expected: dict[str, str]
 ) -> None:
     spec = make_spec(num_learners=3)
@@ -419,7 +425,15 @@ def test_multi_learner_pods_rendezvous_at_rank_0s_headless_service(
     env = as_mapping(pod.env)
     name = service.metadata.name
     assert {key: env[key] for key in expected} == expected
-    assert env["MASTER_ADDR"] == f"{name}.trainyard-acme.svc.cluster.local"
+    assert env["MASTER_ADDR"] == f"rank-0.{name}.trainyard-acme.svc.cluster.local"
+    assert env["JAX_COORDINATOR_ADDRESS"] == f"rank-0.{name}.trainyard-acme.svc.cluster.local:29500"
+    assert (env["JAX_NUM_PROCESSES"], env["JAX_PROCESS_ID"]) == ("3", str(rank))
+    assert json.loads(env["TF_CONFIG"]) == {
+        "cluster": {
+            "worker": [f"rank-{r}.{name}.trainyard-acme.svc.cluster.local:29500" for r in range(3)]
+        },
+        "task": {"type": "worker", "index": rank},
+    }
     assert (env["MASTER_PORT"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("29500", "3", "0")
     assert env["TRAINYARD_NUM_LEARNERS"] == "3"
     assert pod.labels[RANK_LABEL] == str(rank)
@@ -428,7 +442,6 @@ def test_multi_learner_pods_rendezvous_at_rank_0s_headless_service(
         TENANT_LABEL: "acme",
         JOB_ID_LABEL: JOB_ID,
         ATTEMPT_LABEL: "2",
-        RANK_LABEL: "0",
     }
     assert [port.port for port in service.spec.ports] == [29500]
     assert len(name) <= 63

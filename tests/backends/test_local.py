@@ -14,8 +14,9 @@ from devkit.learners import learner_processes, wait_until
 from operators.learner import learner_failure
 from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
+from trainyard.backends.base import GANG_STOPPED, failure_order
 from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
-from trainyard.failures import Preemption
+from trainyard.failures import Preemption, UserError
 from trainyard.jobs.layout import JobLayout
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage import join_key
@@ -140,7 +141,7 @@ def test_gpu_visibility(
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=gpus)
 
-    env = LocalProcessBackend().learner_environment(spec, rank=0, master_port=29511)
+    env = LocalProcessBackend().learner_environment(spec, rank=0, ports=[29511])
 
     assert env.get("CUDA_VISIBLE_DEVICES") == expected
 
@@ -156,7 +157,7 @@ def test_learner_environment_withholds_the_parents_other_variables(
     monkeypatch.setenv("PATH", "/opt/bin:/usr/bin")
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
 
-    env = LocalProcessBackend().learner_environment(spec, rank=2, master_port=29511)
+    env = LocalProcessBackend().learner_environment(spec, rank=2, ports=[29511, 29512, 29513])
 
     assert not any(name.startswith("AIRFLOW") for name in env)
     assert "airflows-own-secret" not in env.values()
@@ -172,6 +173,13 @@ def test_learner_environment_withholds_the_parents_other_variables(
     assert env["RANK"] == "2"
     assert env["LOCAL_RANK"] == "2"
     assert env["OMP_NUM_THREADS"] == "2"
+    # jax.distributed.initialize's coordinator, and TensorFlow's MultiWorkerMirroredStrategy
+    assert env["JAX_COORDINATOR_ADDRESS"] == "127.0.0.1:29511"
+    assert (env["JAX_NUM_PROCESSES"], env["JAX_PROCESS_ID"]) == ("3", "2")
+    assert json.loads(env["TF_CONFIG"]) == {
+        "cluster": {"worker": ["127.0.0.1:29511", "127.0.0.1:29512", "127.0.0.1:29513"]},
+        "task": {"type": "worker", "index": 2},
+    }
 
 
 # Real runs of the learner runtime in a child process.
@@ -309,3 +317,42 @@ def test_learner_within_its_memory_limit_runs_to_completion(
 
     assert exits == [LearnerExit(0)], "\n".join(lines)
     assert not any("OOMKilled" in line for line in lines)
+
+
+# Multi-learner jobs: the ranks run as a gang.
+
+# Rank 1 fails at once; the other ranks would sleep for two minutes.
+ONE_RANK_FAILS = """\
+import os
+import time
+
+if os.environ["TRAINYARD_LEARNER_RANK"] == "1":
+    raise SystemExit("rank 1 lost its data shard")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_rank_that_fails_stops_its_gang_and_is_judged_first(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    job_with_code(local_store, ONE_RANK_FAILS)
+    spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=3)
+    lines: list[str] = []
+    started = time.monotonic()
+
+    exits = LocalProcessBackend().run(spec, on_output=lines.append)
+
+    assert time.monotonic() - started < STOP_GRACE_SECONDS + 30, "the gang was not stopped"
+    assert exits[1].exit_code != 0
+    assert exits[1].reason is None
+    # The others were stopped with SIGTERM (a final checkpoint), not left to sleep.
+    assert [exits[rank] for rank in (0, 2)] == [
+        LearnerExit(128 + signal.SIGTERM, reason=GANG_STOPPED)
+    ] * 2, "\n".join(lines)
+    assert any("learner 1 exited with code 1: stopping learners 0, 2" in line for line in lines)
+    order = failure_order(exits)
+    assert order[0] == 1
+    failure = learner_failure(local_store, spec, [exits[rank] for rank in order], order)
+    assert isinstance(failure, UserError)
+    assert "learner 1" in failure.cause

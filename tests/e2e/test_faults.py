@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devkit.deployment import EXAMPLE, Deployment
+from devkit.deployment import EXAMPLE, EXAMPLES, Deployment
 from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
@@ -30,10 +30,21 @@ pytestmark = pytest.mark.e2e
 
 INTERVAL = 2.0  # seconds between checkpoints
 TRAIN = "python train.py --epochs 300"
+#: Each framework's example, trained long enough to be interrupted mid-training: the faults
+#: are injected once a checkpoint is committed, and the job must still be training then.
+FRAMEWORK_TRAINING = {
+    "pytorch": TRAIN,
+    "tensorflow": "python keras_train.py --epochs 40",
+    "jax": "python jax_train.py --epochs 300",
+}
+FRAMEWORKS = list(FRAMEWORK_TRAINING)
 
 
-def submit(deployment: Deployment, tenant: str, name: str, **changes: Any) -> str:
-    changes.setdefault("command", TRAIN)
+def submit(
+    deployment: Deployment, tenant: str, name: str, framework: str = "pytorch", **changes: Any
+) -> str:
+    changes.setdefault("example", EXAMPLES[framework])
+    changes.setdefault("command", FRAMEWORK_TRAINING[framework])
     changes.setdefault("checkpoint", {"interval": f"{INTERVAL}s", "keep": 5})
     return deployment.submit(
         deployment.write_manifest(tenant, f"{name}.yaml", name=name, **changes)
@@ -99,12 +110,13 @@ def learner_log(client: AirflowClient, status: JobStatus, try_number: int) -> st
     return "\n".join(client.task_log(status.dag_id, status.dag_run_id, "learner", try_number))
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_sigkill_resumes_from_the_newest_checkpoint_and_loses_at_most_one_interval(
-    deployment: Deployment, client: AirflowClient
+    deployment: Deployment, client: AirflowClient, framework: str
 ) -> None:
     store = deployment.stores["globex"]
-    baseline = submit(deployment, "globex", "baseline")
-    killed = submit(deployment, "globex", "sigkill")
+    baseline = submit(deployment, "globex", f"baseline-{framework}", framework)
+    killed = submit(deployment, "globex", f"sigkill-{framework}", framework)
 
     kill_user_code_after_first_checkpoint(store, killed, signal.SIGKILL)
 
@@ -127,20 +139,25 @@ def test_sigkill_resumes_from_the_newest_checkpoint_and_loses_at_most_one_interv
 
 
 @pytest.mark.parametrize(
-    "target",
+    ("framework", "target"),
     [
-        pytest.param("runtime", id="to-the-runtime"),
-        pytest.param("user process", id="to-the-user-process"),
-        pytest.param("process group", id="to-the-user-process-group"),
+        pytest.param("pytorch", "runtime", id="pytorch-to-the-runtime"),
+        pytest.param("pytorch", "user process", id="pytorch-to-the-user-process"),
+        pytest.param("pytorch", "process group", id="pytorch-to-the-user-process-group"),
+        # How the signal arrives is the runtime's concern, not the framework's: the other
+        # frameworks get it where their own code must handle it.
+        pytest.param("tensorflow", "user process", id="tensorflow-to-the-user-process"),
+        pytest.param("jax", "user process", id="jax-to-the-user-process"),
     ],
 )
 def test_sigterm_preemption_commits_a_final_checkpoint_and_spares_the_fault_budget(
-    deployment: Deployment, client: AirflowClient, target: str
+    deployment: Deployment, client: AirflowClient, framework: str, target: str
 ) -> None:
     """However the SIGTERM arrives (a drain signals the runtime, a node shutdown or a spot
     handler the training process or its group), it is a preemption."""
     store = deployment.stores["globex"]
-    job_id = submit(deployment, "globex", f"preempted-{target.replace(' ', '-')}")
+    name = f"preempted-{framework}-{target.replace(' ', '-')}"
+    job_id = submit(deployment, "globex", name, framework)
 
     kill_user_code_after_first_checkpoint(store, job_id, signal.SIGTERM, target=target)
 

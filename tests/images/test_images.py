@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import trainyard.runtime
+from trainyard.backends.environments import RUNTIME_SOURCES
 from trainyard.tenancy.config import KubernetesConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,6 +145,17 @@ def test_the_image_copies_the_runtime_and_only_the_core_it_imports() -> None:
     assert copied_files() == needed
     env = " ".join(arguments_of(DOCKERFILE, "ENV"))
     assert "PYTHONPATH=/opt/trainyard" in env.split()
+
+
+def test_local_environments_get_the_same_runtime_files_as_the_image() -> None:
+    """A local learner's environment runs exactly the code a learner pod runs."""
+    local = {
+        path.resolve()
+        for source in RUNTIME_SOURCES
+        for path in ((REPO / source).rglob("*.py") if (REPO / source).is_dir() else [REPO / source])
+    }
+
+    assert local == copied_files()
 
 
 def test_the_image_installs_the_runtime_and_its_frameworks_requirements() -> None:

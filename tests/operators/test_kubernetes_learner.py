@@ -700,7 +700,9 @@ def test_a_multi_learner_job_is_rank_0_plus_a_group_the_task_creates(
     ]
     assert operator.rendezvous is not None
     service = operator.rendezvous.metadata.name
-    assert ranks[2]["MASTER_ADDR"] == f"{service}.trainyard-acme.svc.cluster.local"
+    assert ranks[2]["MASTER_ADDR"] == f"rank-0.{service}.trainyard-acme.svc.cluster.local"
+    # Each rank's DNS name is its hostname under the Service (TF_CONFIG names every rank).
+    assert (pod.spec.hostname, pod.spec.subdomain) == ("rank-0", service)
     # Only rank 0 is the provider's pod: the others never match the reattach selector.
     assert f"{RANK_LABEL}=0" in operator._build_find_pod_label_selector(context())
 

@@ -39,6 +39,9 @@ class LearnerSpec:
     credentials: StorageCredentials | None = None
     # Local learners: the network of the sandbox their command runs in; None: no sandbox.
     sandbox_network: SandboxNetwork | None = None
+    # Local learners: the Python of the framework's environment (backends/environments.py);
+    # None: the backend's own interpreter.
+    python: Path | None = None
 
     def runtime_environment(self, rank: int) -> dict[str, str]:
         """The runtime's environment contract (docs/architecture.md) for learner `rank`.
@@ -77,13 +80,25 @@ class LearnerSpec:
 
 
 def distributed_environment(
-    spec: LearnerSpec, rank: int, *, master_addr: str, master_port: int, local_rank: int
+    spec: LearnerSpec,
+    rank: int,
+    *,
+    master_addr: str,
+    master_port: int,
+    local_rank: int,
+    workers: list[str] | None = None,
 ) -> dict[str, str]:
-    """torch.distributed's `env://` rendezvous for learner `rank`, the same on every backend.
+    """The rendezvous variables of learner `rank`, the same on every backend.
 
-    Rank 0 listens on `master_addr:master_port`; `local_rank` is the learner's index on its
-    machine (all learners share one machine locally; each pod is its own on Kubernetes).
+    torch.distributed's `env://` (rank 0 listens on `master_addr:master_port`; `local_rank` is
+    the learner's index on its machine: all learners share one machine locally, each pod is its
+    own on Kubernetes); `jax.distributed.initialize`'s coordinator (the same address) and its
+    process count and id; TensorFlow's `TF_CONFIG` for MultiWorkerMirroredStrategy, whose
+    `workers` are every rank's `host:port` (default: rank 0's address only, a one-worker
+    cluster, where ranks have no address of their own).
     """
+    workers = workers or [f"{master_addr}:{master_port}"]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
     return {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -91,6 +106,10 @@ def distributed_environment(
         "RANK": str(rank),
         "LOCAL_RANK": str(local_rank),
         "OMP_NUM_THREADS": str(max(1, int(spec.cpus))),
+        "JAX_COORDINATOR_ADDRESS": f"{master_addr}:{master_port}",
+        "JAX_NUM_PROCESSES": str(spec.num_learners),
+        "JAX_PROCESS_ID": str(rank),
+        "TF_CONFIG": json.dumps(tf_config),
     }
 
 
@@ -104,6 +123,16 @@ class LearnerExit:
 
     exit_code: int
     reason: str | None = None  # e.g. OOM_KILLED; Kubernetes' container termination reason
+
+
+#: Reason of a learner its backend stopped because another rank of the gang failed first.
+GANG_STOPPED = "GangStopped"
+
+
+def failure_order(exits: list[LearnerExit]) -> list[int]:
+    """Ranks in the order to judge them: those that failed by themselves before those their
+    backend stopped because another rank had failed (the gang's cause comes first)."""
+    return sorted(range(len(exits)), key=lambda rank: exits[rank].reason == GANG_STOPPED)
 
 
 class LearnerBackend(ABC):

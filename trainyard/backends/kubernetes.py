@@ -235,18 +235,30 @@ def rendezvous_service_name(spec: LearnerSpec) -> str:
     return f"trainyard-{digest}"
 
 
+def rank_hostname(rank: int) -> str:
+    """The pod hostname of learner `rank`; with the Service as subdomain, its DNS name."""
+    return f"rank-{rank}"
+
+
+def rank_address(spec: LearnerSpec, tenant: TenantConfig, rank: int) -> str:
+    """Learner `rank`'s cluster DNS name: its hostname under the attempt's headless Service."""
+    service = rendezvous_service_name(spec)
+    return f"{rank_hostname(rank)}.{service}.{tenant.namespace}.svc.cluster.local"
+
+
 def rendezvous_address(spec: LearnerSpec, tenant: TenantConfig) -> str:
-    """Where learners find rank 0: its Service's cluster DNS name (only rank 0 is selected)."""
-    return f"{rendezvous_service_name(spec)}.{tenant.namespace}.svc.cluster.local"
+    """Where learners find rank 0 (MASTER_ADDR, JAX's coordinator): rank 0's DNS name."""
+    return rank_address(spec, tenant, 0)
 
 
 def rendezvous_service(
     spec: LearnerSpec, tenant: TenantConfig, cluster: KubernetesConfig
 ) -> k8s.V1Service:
-    """A headless Service selecting rank 0 of this attempt: DNS for MASTER_ADDR, no proxy."""
+    """A headless Service selecting this attempt's learners, no proxy: each pod, whose
+    subdomain it is, gets a DNS name (`rank_address`) for MASTER_ADDR and TF_CONFIG."""
     from kubernetes.client import models as k8s
 
-    selector = {**learner_labels(spec), ATTEMPT_LABEL: str(spec.attempt), RANK_LABEL: "0"}
+    selector = {**learner_labels(spec), ATTEMPT_LABEL: str(spec.attempt)}
     return k8s.V1Service(
         metadata=k8s.V1ObjectMeta(
             name=rendezvous_service_name(spec),
@@ -283,10 +295,15 @@ def learner_env(
     # config replaces it, naming the variables that the Secret fills.
     pod_spec = replace(spec, work_dir=Path(POD_WORK_DIR), storage=LocalStorageConfig(root=Path()))
     values = pod_spec.runtime_environment(rank)
-    master = rendezvous_address(spec, tenant) if spec.num_learners > 1 else "127.0.0.1"
+    port = cluster.rendezvous_port
+    if spec.num_learners > 1:
+        master = rendezvous_address(spec, tenant)
+        workers = [f"{rank_address(spec, tenant, r)}:{port}" for r in range(spec.num_learners)]
+    else:
+        master, workers = "127.0.0.1", [f"127.0.0.1:{port}"]
     values.update(
         distributed_environment(
-            spec, rank, master_addr=master, master_port=cluster.rendezvous_port, local_rank=0
+            spec, rank, master_addr=master, master_port=port, local_rank=0, workers=workers
         )
     )
     pod_storage = storage.model_copy(update={"credentials_env": RUNTIME_CREDENTIALS_ENV})

@@ -20,11 +20,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import psutil
 
 from trainyard.backends.base import (
+    GANG_STOPPED,
     OOM_KILLED,
     LearnerBackend,
     LearnerExit,
@@ -41,13 +43,13 @@ INHERITED_VARIABLES = (
     "LC_ALL",
     "TMPDIR",
     "TZ",
-    "PYTHONPATH",
-    "VIRTUAL_ENV",
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
     "CUDA_VISIBLE_DEVICES",
 )
 STOP_GRACE_SECONDS = 30.0
+#: How often the gang is looked at for a learner that ended.
+GANG_POLL_SECONDS = 0.2
 #: How often each learner's memory is sampled; an allocation between samples goes unseen.
 MEMORY_SAMPLE_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
@@ -76,25 +78,36 @@ def _resident_bytes(processes: list[psutil.Process]) -> int:
     return total
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (held open together, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 class LocalProcessBackend(LearnerBackend):
     def __init__(self) -> None:
         self._processes: list[subprocess.Popen[str]] = []
 
-    def learner_environment(self, spec: LearnerSpec, rank: int, master_port: int) -> dict[str, str]:
+    def learner_environment(self, spec: LearnerSpec, rank: int, ports: list[int]) -> dict[str, str]:
+        """The learner's whitelisted environment; `ports`: one per rank, rank 0's the master."""
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         env.update(spec.runtime_environment(rank))
         # Multi-learner jobs on one machine: every learner is local to rank 0.
         env.update(
             distributed_environment(
-                spec, rank, master_addr="127.0.0.1", master_port=master_port, local_rank=rank
+                spec,
+                rank,
+                master_addr="127.0.0.1",
+                master_port=ports[0],
+                local_rank=rank,
+                workers=[f"127.0.0.1:{port}" for port in ports],
             )
         )
+        if spec.python is not None:
+            env["VIRTUAL_ENV"] = str(spec.python.parent.parent)
         if spec.sandbox_network is not None:
             env["TRAINYARD_SANDBOX_NETWORK"] = spec.sandbox_network.value
         if spec.gpus == 0:
@@ -103,13 +116,20 @@ class LocalProcessBackend(LearnerBackend):
         return env
 
     def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:
-        master_port = _free_port()
+        """Start every rank at once and run them as a gang: the first rank to fail gets the
+        others stopped (SIGTERM, so they may checkpoint), since a collective with a dead peer
+        can only hang or fail, and the retry restarts the whole group."""
+        ports = _free_ports(spec.num_learners)
+        python = str(spec.python or sys.executable)
+        on_output(f"trainyard: learner runtime: {python}")
         pumps = []
         learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):
             process = subprocess.Popen(
-                [sys.executable, "-m", "trainyard.runtime", spec.mode.value],
-                env=self.learner_environment(spec, rank, master_port),
+                # -P: not the working directory first on sys.path, so the environment's own
+                # copy of the runtime runs, whatever directory the worker runs in.
+                [python, "-P", "-m", "trainyard.runtime", spec.mode.value],
+                env=self.learner_environment(spec, rank, ports),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -134,15 +154,54 @@ class LocalProcessBackend(LearnerBackend):
             daemon=True,
         )
         monitor.start()
-        exit_codes = [process.wait() for process in self._processes]
+        exit_codes, stopped = self._wait_as_gang(on_output)
         ended.set()
         monitor.join()
         for pump in pumps:
             pump.join()
         return [
-            LearnerExit(code, reason=OOM_KILLED if rank in oom_killed else None)
+            LearnerExit(
+                code,
+                reason=OOM_KILLED
+                if rank in oom_killed
+                else GANG_STOPPED
+                if rank in stopped
+                else None,
+            )
             for rank, code in enumerate(exit_codes)
         ]
+
+    def _wait_as_gang(self, on_output: Callable[[str], None]) -> tuple[list[int], set[int]]:
+        """Wait for every learner; return their exit codes and the ranks stopped for another."""
+        codes: dict[int, int] = {}
+        stopped: set[int] = set()
+        deadline: float | None = None
+        while len(codes) < len(self._processes):
+            for rank, process in enumerate(self._processes):
+                code = process.poll()
+                if rank in codes or code is None:
+                    continue
+                codes[rank] = code
+                running = [r for r in range(len(self._processes)) if r not in codes]
+                if code != 0 and running and not stopped:
+                    on_output(
+                        f"trainyard: learner {rank} exited with code {code}: stopping learners "
+                        f"{', '.join(map(str, running))} of its gang; the retry restarts all"
+                    )
+                    stopped.update(running)
+                    for other in running:
+                        with contextlib.suppress(ProcessLookupError):
+                            self._processes[other].send_signal(signal.SIGTERM)
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                for rank, process in enumerate(self._processes):
+                    if rank not in codes:
+                        with contextlib.suppress(ProcessLookupError):
+                            process.kill()
+                deadline = None
+            if len(codes) < len(self._processes):
+                time.sleep(GANG_POLL_SECONDS)
+        return [codes[rank] for rank in range(len(self._processes))], stopped
 
     @staticmethod
     def _enforce_memory(

@@ -188,6 +188,28 @@ class SandboxConfig(BaseModel):
         return bwrap_available() if self.enabled == "auto" else self.enabled
 
 
+class EnvironmentsConfig(BaseModel):
+    """Local learners' framework environments (trainyard/backends/environments.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Path = Field(
+        default=Path("~/.cache/trainyard/envs"),
+        validate_default=True,
+        description="where the environment of each framework version is created and reused",
+    )
+    custom: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom images' local environments: image -> '<framework>:<version>' of a "
+        "provided framework, such as 'pytorch:2.13'",
+    )
+
+    @field_validator("dir", mode="after")
+    @classmethod
+    def _resolve_dir(cls, directory: Path, info: ValidationInfo) -> Path:
+        return _resolve(directory, info)
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -277,6 +299,7 @@ class TrainyardConfig(BaseModel):
     )
     tenants: list[TenantConfig] = Field(min_length=1)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    environments: EnvironmentsConfig = Field(default_factory=EnvironmentsConfig)
     # validate_default: a deployment that runs learners on Kubernetes must describe the cluster.
     kubernetes: KubernetesConfig | None = Field(default=None, validate_default=True)
 

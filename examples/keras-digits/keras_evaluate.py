@@ -1,0 +1,23 @@
+"""Score the trained model on the held-out digits; the metric goes to TRAINYARD_METRICS_FILE."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+from keras_train import MODEL_FILE, accuracy, load_split
+
+
+def main() -> None:
+    model = keras.models.load_model(Path(os.environ["TRAINYARD_RESULT_DIR"]) / MODEL_FILE)
+    x_test, y_test = load_split("test")
+    score = accuracy(model, x_test, y_test)
+    with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as f:
+        f.write(json.dumps({"accuracy": score}) + "\n")
+    print(f"accuracy {score:.4f} on {len(y_test)} held-out digits")
+
+
+if __name__ == "__main__":
+    main()
