@@ -29,7 +29,7 @@ from bench.common import (
 )
 from devkit.deployment import EXAMPLES
 from trainyard.backends.environments import Environments, provided_frameworks
-from trainyard.tenancy.config import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_tenant
 
 TENANT = "globex"
 DAG_ID = dag_id_for_tenant(TENANT)
