@@ -20,7 +20,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import trainyard.runtime
-from trainyard.backends.environments import RUNTIME_SOURCES
+from trainyard.backends.environments import FRAMEWORK_PACKAGES, RUNTIME_SOURCES
+from trainyard.manifest.schema import FrameworkName
 from trainyard.tenancy.config import KubernetesConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,19 +95,36 @@ def test_each_framework_has_both_requirement_variants(framework: str) -> None:
         assert (IMAGES / framework / name).is_file(), f"{framework}/{name} is missing"
 
 
-def test_the_base_image_is_pinned() -> None:
-    [base] = arguments_of(DOCKERFILE, "FROM")
+def base_stages() -> dict[str, str]:
+    """The Dockerfile's base stages by name (`FROM <image> AS <stage>`)."""
+    stages = {}
+    for arguments in arguments_of(DOCKERFILE, "FROM"):
+        image, _, stage = arguments.partition(" AS ")
+        if stage:
+            stages[stage.strip()] = image.strip()
+    return stages
 
-    image = base.split()[0]
-    assert "$" not in image, "the base must not come from a build argument"
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_frameworks_base_is_pinned_with_its_environments_python(framework: str) -> None:
+    """A pod runs the Python a local environment of the framework runs (JAX needs 3.12)."""
+    image = base_stages()[f"base-{framework}"]
+    _, python = FRAMEWORK_PACKAGES[FrameworkName(framework)]
+
+    assert "$" not in image, "a base must not come from a build argument"
     reference, _, digest = image.partition("@")
     name, _, tag = reference.rpartition(":")
-    assert name, image
-    assert tag, f"{image}: pin the base to a tag"
-    assert "/" not in tag, f"{image}: pin the base to a tag"
-    assert tag != "latest"
-    assert any(character.isdigit() for character in tag), f"{image}: pin an exact version"
+    assert name == "python", image
+    assert tag.startswith(f"{python}."), f"{image}: {framework} runs on Python {python}"
+    assert tag.split("-")[0].count(".") == 2, f"{image}: pin an exact version"
     assert not digest or (digest.startswith("sha256:") and len(digest) == 7 + 64)
+
+
+def test_the_image_builds_on_its_frameworks_base() -> None:
+    *_, final = arguments_of(DOCKERFILE, "FROM")
+
+    assert final == "base-${FRAMEWORK}"
+    assert set(base_stages()) == {f"base-{framework}" for framework in FRAMEWORKS}
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
