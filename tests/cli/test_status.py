@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from trainyard.cli.status import JobStatus, read_metrics
+from trainyard.cli.status import JobStatus
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import FailureInfo, JobState
 from trainyard.storage.local import LocalStore
 
@@ -64,6 +65,9 @@ def test_status_as_json_keeps_the_failure_fields() -> None:
         attempt=0,
         progress=None,
         step=None,
+        total_steps=None,
+        elapsed_s=None,
+        eta_s=None,
         failure=failure,
         evaluation=None,
         model=None,

@@ -60,4 +60,3 @@ def test_metrics_and_log_reach_storage_while_checkpoint_pruning_fails(
     uploaded = store.get_bytes(layout.metrics(2)).decode()
     assert json.loads(uploaded) == {"step": 20, "loss": 0.5, "attempt": 2, "rank": 0}
     assert store.get_bytes(layout.learner_log(RunMode.TRAIN, 2, 0)) == b"training\n"
-

@@ -118,7 +118,9 @@ class Syncer:
             uploads.append(
                 lambda: self._upload_if_changed(metrics_file, metrics_key, self._metrics_bytes)
             )
-        uploads.append(lambda: self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes))
+        uploads.append(
+            lambda: self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes)
+        )
         failures = []
         for upload in uploads:
             try:
