@@ -5,12 +5,12 @@ Airflow does not protect a plugin's routes.
 """
 
 from airflow.plugins_manager import AirflowPlugin
-from trainyard_web import app
+from trainyard_web import MOUNT, app
 
-APP = {"app": app, "url_prefix": "/trainyard", "name": "Trainyard jobs"}
+APP = {"app": app, "url_prefix": MOUNT, "name": "Trainyard jobs"}
 NAV_LINK = {
     "name": "Trainyard jobs",
-    "href": "/trainyard/",
+    "href": f"{MOUNT}/",
     "destination": "nav",
     "url_route": "trainyard",
 }

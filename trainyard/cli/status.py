@@ -9,7 +9,13 @@ from typing import Any
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.layout import tenant_of
 from trainyard.jobs.progress import estimate, read_metrics
-from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.records import (
+    TERMINAL_STATES,
+    FailureInfo,
+    JobRecord,
+    JobState,
+    load_record,
+)
 from trainyard.limits import shorten
 from trainyard.storage import ObjectStore
 from trainyard.tenancy.config import dag_id_for_tenant
@@ -20,7 +26,6 @@ _RUN_STATES = {
     "success": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
 }
-TERMINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 
 @dataclass

@@ -24,6 +24,10 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
+#: States a job never leaves.
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
 class FailureInfo(BaseModel):
     """Why a job failed, in words a user can act on."""
 
