@@ -81,4 +81,5 @@ def test_status_as_json_keeps_the_failure_fields() -> None:
         "failure_class": "user_error",
         "task": "validate",
         "message": "resources: is 1",
+        "fix": "",
     }
