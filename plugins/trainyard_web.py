@@ -355,7 +355,7 @@ def register_data_event(tenant: str, prefix: str, files: int) -> list[str]:
 
 UPLOT = "vendor/uplot-1.6.32"
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
+<html><head><meta charset="utf-8"><title>{title}</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="{static}/trainyard.css">{head}</head>
 <body data-api="{root}/api" data-pages="{root}/tenants/{tenant}" data-tenant="{tenant}"
  data-job="{job}">{body}

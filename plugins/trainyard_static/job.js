@@ -113,6 +113,17 @@
     return parts;
   }
 
+  /** What a version was made from: code and data digests, checkpoint, Airflow run. */
+  function lineageText(lineage) {
+    const short = (digest) => (digest || "").replace(/^sha256:/, "").slice(0, 12);
+    return [
+      lineage.code_digest ? `code ${short(lineage.code_digest)}` : null,
+      lineage.data_digest ? `data ${short(lineage.data_digest)}` : null,
+      lineage.parent_checkpoint !== null ? `checkpoint step ${lineage.parent_checkpoint}` : null,
+      `run ${lineage.airflow_run_id}`,
+    ].filter(Boolean).join(", ");
+  }
+
   function versionsTable(detail) {
     return table(["version", "status", "value", "created (UTC)", "job", "lineage"],
       detail.versions.slice().reverse().map((v) => el("tr", { "data-version": v.version },
@@ -123,9 +134,7 @@
         el("td", { class: "num" }, time(v.created_at)),
         el("td", {}, v.job_id === detail.job.job_id ? el("strong", {}, "this job") :
           el("a", { href: `${body.pages}/jobs/${encodeURIComponent(v.job_id)}` }, v.job_id)),
-        el("td", { class: "mono" },
-          `code ${(v.lineage.code_digest || "").slice(0, 12)}, data ${(v.lineage.data_digest || "").slice(0, 12)}, ` +
-          `checkpoint ${v.lineage.parent_checkpoint ?? "-"}, run ${v.lineage.airflow_run_id}`))),
+        el("td", { class: "mono" }, lineageText(v.lineage)))),
       "No model version.");
   }
 
@@ -138,7 +147,7 @@
     const failure = job.failure_class ? el("p", { class: "error", id: "failure" },
       `${job.failure_class} in ${detail.failure_task}: ${job.failure}`,
       detail.failure_fix ? el("br") : null, detail.failure_fix ? `Fix: ${detail.failure_fix}` : null) : null;
-    main.replaceChildren(
+    const sections = [
       el("h1", {}, job.job_id, " ", stateBadge(job.state)),
       el("p", { id: "progress" }, progressCell(job), ` · ${duration(job.elapsed_s)} elapsed`,
         job.eta_s === null ? "" : ` · about ${duration(job.eta_s)} left`,
@@ -154,8 +163,9 @@
         : el("p", { class: "empty" }, "No metric rows yet."),
       el("h2", {}, "Attempts"), attemptsTable(detail),
       el("h2", {}, "Checkpoints"), checkpointsTable(detail),
-      el("h2", {}, "Evaluation"), evaluationSection(detail),
-      el("h2", {}, "Model versions"), versionsTable(detail));
+      el("h2", {}, "Evaluation"), el("div", { id: "evaluation" }, evaluationSection(detail)),
+      el("h2", {}, "Model versions"), versionsTable(detail)];
+    main.replaceChildren(...sections.filter((section) => section !== null));
     document.body.dataset.loaded = job.state;
   }
 

@@ -1,42 +1,17 @@
-"""The plugin's data-event route refuses bad bodies with a short 422 naming the field."""
+"""The plugin's routes: short 422s naming the field, the job list and job API, 403s."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trainyard_web as web
-import yaml
 from fastapi.testclient import TestClient
 
-from trainyard.jobs.checkpoints import CheckpointStore
-from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, save_record
-from trainyard.storage.local import LocalStore
-from trainyard.tenancy.config import CONFIG_ENV
-
-
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    config = {
-        "work_dir": "work",
-        "tenants": [
-            {"name": name, "storage": {"kind": "local", "root": f"storage/{name}"}}
-            for name in ("acme", "globex")
-        ],
-    }
-    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
-    monkeypatch.setattr(web, "may_use_runs", lambda user, tenant, method="GET": True)
-    monkeypatch.setattr(web, "register_data_event", lambda tenant, prefix, files: [prefix])
-    web.app.dependency_overrides[web.authenticated_user] = lambda: "someone"
-    yield TestClient(web.app)
-    web.app.dependency_overrides.clear()
+from tests.plugins.stored import JOB_ID, stored_job
+from trainyard.jobs.records import JobRecord, JobState, save_record
 
 
 @pytest.mark.parametrize(
@@ -86,49 +61,6 @@ def test_an_unknown_tenant_is_404_with_its_name_cut_short(client: TestClient) ->
     assert len(response.text) < 300
 
 
-JOB_ID = "acme.digits.20261201-100000-ab12"
-
-
-def stored_job(root: Path) -> LocalStore:
-    """acme's storage with one finished job: two attempts (the first SIGKILLed), a checkpoint
-    and metric rows of both attempts."""
-    store = LocalStore(root / "storage" / "acme")
-    started = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
-    record = JobRecord(
-        job_id=JOB_ID,
-        tenant="acme",
-        dag_id="trainyard_acme",
-        dag_run_id=JOB_ID,
-        manifest={"name": "digits"},
-        state=JobState.SUCCEEDED,
-        created_at=started,
-        final_step=40,
-        attempts=[
-            AttemptInfo(
-                attempt=1,
-                failure_class="platform_fault",
-                message="the command was killed by SIGKILL",
-                fix="a retry resumes from the newest committed checkpoint",
-                started_at=started,
-                ended_at=started + timedelta(seconds=30),
-            ),
-            AttemptInfo(attempt=2, started_at=started + timedelta(seconds=40), ended_at=started),
-        ],
-    )
-    save_record(store, record)
-    layout = JobLayout(JOB_ID)
-    for attempt, steps in ((1, (10, 20, 30)), (2, (30, 40))):
-        rows = [{"step": s, "loss": 1 / s, "total_steps": 40, "attempt": attempt} for s in steps]
-        store.put_bytes(
-            layout.metrics(attempt), "".join(json.dumps(r) + "\n" for r in rows).encode()
-        )
-    checkpoint = root / "ckpt"
-    checkpoint.mkdir()
-    (checkpoint / "state.pt").write_bytes(b"x" * 100)
-    CheckpointStore(store, layout).commit(checkpoint, 20)
-    return store
-
-
 def test_the_job_api_has_every_attempts_rows_resume_points_attempts_and_checkpoints(
     client: TestClient, tmp_path: Path
 ) -> None:
@@ -147,6 +79,9 @@ def test_the_job_api_has_every_attempts_rows_resume_points_attempts_and_checkpoi
     assert detail["links"]["run"] == f"/dags/trainyard_acme/runs/{JOB_ID}"
     assert detail["job"]["progress"] == 1.0
     assert detail["job"]["attempt"] == 2
+    assert detail["gate"]["status"] == "promoted"
+    assert detail["production_version"] == 1
+    assert detail["versions"][0]["lineage"]["parent_checkpoint"] == 40
 
 
 def test_the_list_filters_by_state_newest_first(client: TestClient, tmp_path: Path) -> None:
@@ -176,7 +111,7 @@ def test_pages_load_only_the_plugins_own_files(client: TestClient, tmp_path: Pat
     stored_job(tmp_path)
 
     page = client.get(f"/tenants/acme/jobs/{JOB_ID}").text
-    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    sources = [s for s in re.findall(r'(?:src|href)="([^"]+)"', page) if s != "data:,"]
 
     assert sources
     assert all(source.startswith("/") and not source.startswith("//") for source in sources)
