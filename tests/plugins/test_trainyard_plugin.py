@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import trainyard_web
-from airflow.plugins_manager import _load_plugins_from_plugin_directory
 from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+from airflow.plugins_manager import _load_plugins_from_plugin_directory
 from fastapi.routing import APIRoute
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
