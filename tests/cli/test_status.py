@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 from trainyard.cli.status import JobStatus
-from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import FailureInfo, JobState
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
-LAYOUT = JobLayout(JOB_ID)
 
 
 def test_status_as_json_keeps_the_failure_fields() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -88,7 +89,7 @@ def test_a_finished_job_has_no_time_left_and_no_rows_no_progress() -> None:
 
 
 def test_metrics_are_the_numeric_fields_loss_first() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"step": 1, "accuracy": 0.5, "loss": 2.0, "epoch": 0, "note": "warm-up", "attempt": 1},
         {"step": 2, "lr": 0.1, "flag": True, "nan": float("nan")},
     ]
