@@ -249,8 +249,9 @@ def airflow_links(request: Request, record: JobRecord) -> Links:
     )
 
 
-def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Request) -> JobDetail:
-    """The job page's data; 404 for a job that is not the tenant's or has no record."""
+def job_record(config: TrainyardConfig, tenant: str, job_id: str) -> tuple[ObjectStore, JobRecord]:
+    """The tenant's storage and the job's record; 404 for a job that is not the tenant's or
+    has no record."""
     try:
         owner = tenant_of(job_id)
     except ValueError as error:
@@ -261,6 +262,12 @@ def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Reque
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"tenant {tenant!r} has no job {shorten(job_id)}"
         )
+    return store, record
+
+
+def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Request) -> JobDetail:
+    """The job page's data (404 as `job_record` says)."""
+    store, record = job_record(config, tenant, job_id)
     rows = read_metrics(store, job_id)
     first_steps: dict[int, float] = {}
     for row in rows:
@@ -461,7 +468,7 @@ def progress_text(job: JobSummary) -> str:
 @app.get("/tenants/{tenant}/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(tenant: str, job_id: str, user: User, request: Request) -> str:
     """One job's page; job.js draws it from the job API (and refreshes it while it runs)."""
-    job_detail(authorized_config(user, tenant), tenant, job_id, request)  # 403/404 up front
+    job_record(authorized_config(user, tenant), tenant, job_id)  # 403/404 up front
     root = request.scope.get("root_path", "")
     body = f'{crumbs(root, tenant, job_id)}<main id="job"><p class="empty">Loading…</p></main>'
     return page(
