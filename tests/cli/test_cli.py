@@ -497,6 +497,7 @@ def test_status_shows_step_of_total_elapsed_and_time_left(
     # 20 % done in 100 s: 70 % more takes 350 s.
     assert "progress: step 300 of 1000 (30%)" in text_of(result)
     assert "about 5m 50s left" in text_of(result)
+    assert f"{job_id}: running (attempt 2, step 300 of 1000, about 5m 50s left)" in text_of(result)
     status = json.loads(invoke("status", job_id, "--json").output)
     assert (status["step"], status["total_steps"]) == (300, 1000)
     assert status["eta_s"] == pytest.approx(350.0)

@@ -25,7 +25,7 @@ from trainyard.cli.status import TERMINAL_STATES, JobStatus, run_state
 from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, tenant_of
 from trainyard.jobs.progress import Progress as JobProgress
-from trainyard.jobs.progress import metric_names, read_metrics
+from trainyard.jobs.progress import format_duration, metric_names, read_metrics
 from trainyard.jobs.records import JobState, load_record, save_record
 from trainyard.limits import shorten
 from trainyard.manifest.schema import read_manifest_file
@@ -44,12 +44,15 @@ POLL_SECONDS = 2.0
 
 
 def describe(status: JobStatus) -> str:
-    """The state in a few words: 'running (attempt 2, step 340)'."""
+    """The state in a few words: 'running (attempt 2, step 340 of 1000, about 4m 12s left)'."""
     details = []
     if status.attempt:
         details.append(f"attempt {status.attempt}")
     if status.step is not None:
-        details.append(f"step {status.step}")
+        of = f" of {status.total_steps}" if status.total_steps else ""
+        details.append(f"step {status.step}{of}")
+    if status.eta_s is not None:
+        details.append(f"about {format_duration(status.eta_s)} left")
     return f"{status.state.value} ({', '.join(details)})" if details else status.state.value
 
 
