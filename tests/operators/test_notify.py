@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,17 +19,19 @@ from tests.support.notifications import (
     smtp_server,
     webhook_receiver,
 )
+from trainyard.jobs.lineage import Lineage
 from trainyard.jobs.records import FailureInfo, JobRecord
+from trainyard.jobs.registry import ModelVersion
 from trainyard.tenancy.config import NotifierConfig, TenantConfig
 
 JOB_ID = "acme.digits.20261201-100000-ab12"
-EMAIL = {
+EMAIL: dict[str, object] = {
     "kind": "email",
     "connection": "trainyard_smtp",
     "to": ["ml@example.com"],
     "from_email": "trainyard@example.com",
 }
-SLACK = {"kind": "slack", "connection": "trainyard_slack"}
+SLACK: dict[str, object] = {"kind": "slack", "connection": "trainyard_slack"}
 
 
 @pytest.fixture
@@ -107,3 +110,38 @@ def test_a_dead_endpoint_raises_nothing_and_the_other_channel_still_hears(
 def test_an_email_channel_without_recipients_is_refused_naming_the_field() -> None:
     with pytest.raises(ValueError, match=re.escape("to: [someone@example.com]")):
         NotifierConfig.model_validate({"kind": "email", "connection": "smtp_default"})
+
+
+def test_by_default_a_channel_hears_failures_and_rejections_not_successes(
+    webhook: Webhook,
+) -> None:
+    record = JobRecord(
+        job_id=JOB_ID,
+        tenant="acme",
+        dag_id="trainyard_acme",
+        dag_run_id=JOB_ID,
+        manifest={"name": "digits"},
+        evaluation={"accuracy": 0.91},
+    )
+    version = ModelVersion(
+        job_name="digits",
+        version=3,
+        job_id=JOB_ID,
+        created_at=datetime.now(UTC),
+        metric="accuracy",
+        value=0.91,
+        metrics={"accuracy": 0.91},
+        status="rejected",
+        reason="accuracy 0.91 is not better than production v2's 0.95",
+        lineage=Lineage(
+            job_id=JOB_ID, airflow_run_id=JOB_ID, manifest={}, code_digest="", framework="x"
+        ),
+    )
+    channels = tenant(SLACK)
+
+    notify.send(channels, notify.success_notice(record, version), {})  # type: ignore[arg-type]
+    notify.send(channels, notify.rejected_notice(record, version), {})  # type: ignore[arg-type]
+
+    [message] = webhook.received
+    assert "digits v3 rejected by the evaluation gate" in message["text"]
+    assert "not better than production v2's 0.95" in message["text"]
