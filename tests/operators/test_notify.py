@@ -74,7 +74,7 @@ def failure_notice() -> notify.Notice:
 def test_failure_mail_and_slack_message_carry_class_cause_fix_and_link(
     smtp: Inbox, webhook: Webhook
 ) -> None:
-    notify.send(tenant(EMAIL, SLACK), failure_notice(), {})  # type: ignore[arg-type]
+    notify.send(tenant(EMAIL, SLACK), failure_notice(), {})
 
     [mail] = smtp.mails
     assert mail["Subject"] == f"[Trainyard] {JOB_ID} failed: user_error"
@@ -91,7 +91,7 @@ def test_failure_mail_and_slack_message_carry_class_cause_fix_and_link(
 
 def test_a_channel_only_hears_the_events_it_asked_for(smtp: Inbox, webhook: Webhook) -> None:
     only_success = {**EMAIL, "events": ["success"]}
-    notify.send(tenant(only_success, SLACK), failure_notice(), {})  # type: ignore[arg-type]
+    notify.send(tenant(only_success, SLACK), failure_notice(), {})
 
     assert smtp.mails == []
     assert len(webhook.received) == 1
@@ -102,7 +102,7 @@ def test_a_dead_endpoint_raises_nothing_and_the_other_channel_still_hears(
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_TRAINYARD_SMTP", smtp_connection(free_port()))
 
-    notify.send(tenant(EMAIL, SLACK), failure_notice(), {})  # type: ignore[arg-type]
+    notify.send(tenant(EMAIL, SLACK), failure_notice(), {})
 
     assert len(webhook.received) == 1
 
@@ -139,8 +139,8 @@ def test_by_default_a_channel_hears_failures_and_rejections_not_successes(
     )
     channels = tenant(SLACK)
 
-    notify.send(channels, notify.success_notice(record, version), {})  # type: ignore[arg-type]
-    notify.send(channels, notify.rejected_notice(record, version), {})  # type: ignore[arg-type]
+    notify.send(channels, notify.success_notice(record, version), {})
+    notify.send(channels, notify.rejected_notice(record, version), {})
 
     [message] = webhook.received
     assert "digits v3 rejected by the evaluation gate" in message["text"]
