@@ -16,7 +16,6 @@ NAV_LINK = {
     "href": f"{MOUNT}/",
     "icon": f"{MOUNT}/static/trainyard.svg",
     "destination": "nav",
-    "nav_top_level": True,
     "url_route": "trainyard",
 }
 

@@ -241,16 +241,3 @@ def test_a_failing_job_mails_its_cause_and_fix_and_the_dead_channel_changes_noth
     )
     assert "failure class: user_error" in slack[0]
 
-
-def test_the_trainyard_page_is_in_airflows_navigation(
-    deployment: Deployment, browser: Browser
-) -> None:
-    alice = Session(browser, deployment, ALICE)
-    alice.open("/plugin/trainyard")  # where the navigation item leads
-    # The item itself, at the navigation's top level (nav_top_level), named as the plugin says.
-    alice.page.get_by_text("Trainyard jobs").first.wait_for(state="attached")
-    embedded = alice.page.frame_locator("iframe").first
-    embedded.locator("h1", has_text="Trainyard jobs").wait_for()
-    assert embedded.locator('a[href="/trainyard/tenants/acme/jobs"]').count() == 1
-    assert embedded.locator('a[href="/trainyard/tenants/globex/jobs"]').count() == 0
-    alice.close()

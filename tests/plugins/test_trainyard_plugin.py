@@ -35,7 +35,6 @@ def test_the_page_is_in_airflows_navigation() -> None:
     [view] = plugins[0].external_views
     shown = ExternalViewResponse.model_validate(view)  # as Airflow's UI gets it
     assert (shown.destination, shown.url_route, shown.href) == ("nav", "trainyard", "/trainyard/")
-    assert shown.nav_top_level
     assert shown.icon is not None
     icon = PLUGINS / "trainyard_static" / shown.icon.removeprefix("/trainyard/static/")
     assert icon.read_text().startswith("<svg")
