@@ -240,4 +240,3 @@ def test_a_failing_job_mails_its_cause_and_fix_and_the_dead_channel_changes_noth
         f"the Slack message of {job_id}",
     )
     assert "failure class: user_error" in slack[0]
-
