@@ -51,16 +51,17 @@ bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
 
 ## services: the Debian packages the tests need: the servers of the production-configuration
-## test (PostgreSQL, Redis) and the learners' sandbox (bubblewrap); installed with apt-get when
+## test (PostgreSQL, Redis), the learners' sandbox (bubblewrap) and the browser of the job-page
+## test (chromium, driven by Playwright, which never downloads one); installed with apt-get when
 ## missing and running as root
 services:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
-		&& command -v bwrap >/dev/null; then \
+		&& command -v bwrap >/dev/null && command -v chromium >/dev/null; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server bubblewrap; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server bubblewrap chromium; \
 	else \
-		echo "make test needs PostgreSQL, Redis and bubblewrap: sudo apt-get install postgresql redis-server bubblewrap" >&2; \
+		echo "make test needs PostgreSQL, Redis, bubblewrap and chromium: sudo apt-get install postgresql redis-server bubblewrap chromium" >&2; \
 		exit 1; \
 	fi
 

@@ -30,9 +30,9 @@ from bench.common import (
 from devkit.deployment import EXAMPLE
 from trainyard.backends.base import LearnerSpec
 from trainyard.backends.local import LocalProcessBackend
-from trainyard.cli.status import read_metrics
 from trainyard.data.packaging import upload_directory
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
 

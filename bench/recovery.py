@@ -30,9 +30,9 @@ from bench.common import (
 )
 from bench.overhead import COMMAND_STARTED, DAG_ID, TENANT
 from devkit.learners import learner_processes
-from trainyard.cli.status import read_metrics
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
 from trainyard.storage import ObjectStore
 
 QUICK_INTERVAL = 2.0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
+from operators import notify
 from operators.base import TrainyardOperator
 from trainyard.failures import FailureClass, TrainyardFailure
 from trainyard.jobs.records import FailureInfo, JobState, load_record, save_record
 
 
 def record_failure(context: Context) -> None:
-    """on_failure_callback: store the failure's class, task and message in the job record.
+    """on_failure_callback: store the failure's class, task and message in the job record, and
+    tell the tenant's notification channels (operators/notify.py).
 
     Runs only once a task has failed for good (retries exhausted or not retryable). A job whose
     cancel was requested ends as cancelled, not failed.
@@ -30,7 +32,15 @@ def record_failure(context: Context) -> None:
     if failure_class is FailureClass.HANG:
         hung = record.count_attempts(FailureClass.HANG.value)
         message += f" (hung on {hung} of {len(record.attempts)} attempts)"
-    failure = FailureInfo(failure_class=failure_class.value, task=task.task_id, message=message)
+    failure = FailureInfo(
+        failure_class=failure_class.value,
+        task=task.task_id,
+        message=message,
+        fix=cause.fix if isinstance(cause, TrainyardFailure) else "",
+    )
     record.failure = failure
     record.state = JobState.CANCELLED if record.cancel_requested else JobState.FAILED
     save_record(task.store, record)
+    if record.state is JobState.FAILED:
+        told = cause.cause if isinstance(cause, TrainyardFailure) else message
+        notify.send(task.tenant_config, notify.failure_notice(record, failure, told), context)

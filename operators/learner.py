@@ -207,6 +207,7 @@ class LearnerRunningOperator(TrainyardOperator):
                 started_at=started_at,
                 failure_class=failure.failure_class.value if failure else None,
                 message=failure.cause if failure else "",
+                fix=failure.fix if failure else "",
             )
         )
         save_record(self.store, record)

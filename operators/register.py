@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Context
 
+from operators import notify
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.failures import PlatformFault
 from trainyard.jobs.evaluation import gate
@@ -38,7 +39,9 @@ def lineage_of(record: JobRecord, manifest: JobManifest) -> Lineage:
 class RegisterModelOperator(TrainyardOperator):
     """Store the committed model as `models/<job-name>/v<N>/` and promote it only if better.
 
-    A model below the manifest's threshold is kept as a rejected version and fails the job.
+    A model below the manifest's threshold is kept as a rejected version and fails the job
+    (the failure notification says so); one kept out because production is better is a
+    rejected version of a successful job, and the tenant hears of it as `rejected`.
     Returns the version number (XCom).
     """
 
@@ -72,5 +75,8 @@ class RegisterModelOperator(TrainyardOperator):
             failure = None if spec is None else gate(spec, metrics).failure
             if failure is not None:
                 raise failure
-        update_record(self.store, self.job_id, state=JobState.SUCCEEDED)
+        finished = update_record(self.store, self.job_id, state=JobState.SUCCEEDED) or record
+        if version.status == "rejected":
+            notify.send(self.tenant_config, notify.rejected_notice(finished, version), context)
+        notify.send(self.tenant_config, notify.success_notice(finished, version), context)
         return version.version

@@ -1,16 +1,20 @@
-"""Airflow plugin: Trainyard's job list (API and page) inside Airflow's API server, at /trainyard.
+"""Airflow plugin: Trainyard's pages and API inside Airflow's API server, at /trainyard.
+
+The app is mounted with `fastapi_apps`; `external_views` puts "Trainyard jobs" in Airflow's
+navigation, which shows the app's pages inside Airflow's UI (at /plugin/trainyard).
 
 The routes authenticate and authorize every call themselves (see trainyard_web.py beside it):
 Airflow does not protect a plugin's routes.
 """
 
 from airflow.plugins_manager import AirflowPlugin
-from trainyard_web import app
+from trainyard_web import MOUNT, app
 
-APP = {"app": app, "url_prefix": "/trainyard", "name": "Trainyard jobs"}
+APP = {"app": app, "url_prefix": MOUNT, "name": "Trainyard jobs"}
 NAV_LINK = {
     "name": "Trainyard jobs",
-    "href": "/trainyard/",
+    "href": f"{MOUNT}/",
+    "icon": f"{MOUNT}/static/trainyard.svg",
     "destination": "nav",
     "url_route": "trainyard",
 }

@@ -138,6 +138,7 @@ def main() -> int:
                     epoch=epoch,
                     loss=round(loss.item(), 5),
                     progress=round(step / total_steps, 4),
+                    total_steps=total_steps,
                     time=round(time.time(), 3),
                 )
             if stop_requested:

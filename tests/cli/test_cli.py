@@ -7,6 +7,7 @@ tests/e2e/test_access.py.
 
 from __future__ import annotations
 
+import json
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -440,3 +441,87 @@ def test_list_without_a_tenant_shows_only_the_tenants_the_user_may_see(
     assert result.exit_code == 0, result.output
     assert "globex" not in result.output
     assert "acme" not in result.output
+
+
+def finished_run(run_id: str, state: str) -> dict[str, object]:
+    return {
+        "dag_run_id": run_id,
+        "state": state,
+        "start_date": "2026-12-01T10:00:00.123456Z",
+        "end_date": "2026-12-01T10:04:10Z",
+        "conf": {"manifest": {"name": "digits-mlp"}},
+    }
+
+
+def test_list_fits_80_columns_with_the_states_status_uses(
+    deployment: Path, airflow: FakeAirflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    run_ids = ["acme.digits-mlp.20261201-100000-ab12", "acme.digits-mlp.20261201-100500-cd34"]
+    airflow.runs["trainyard_acme"] = [
+        finished_run(run_ids[0], "success"),
+        finished_run(run_ids[1], "failed"),
+    ]
+
+    result = invoke("list", "--tenant", "acme")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    assert any(
+        run_ids[0] in line and "succeeded" in line and "2026-12-01 10:00" in line for line in lines
+    )
+    assert any(run_ids[1] in line and "failed" in line for line in lines)
+    assert "success " not in result.output
+
+
+def test_status_shows_step_of_total_elapsed_and_time_left(
+    deployment: Path, airflow: FakeAirflow
+) -> None:
+    job_id = "acme.digits-mlp.20261201-100000-ab12"
+    airflow.runs["trainyard_acme"] = [
+        {**finished_run(job_id, "running"), "start_date": "2026-12-01T10:00:00Z", "end_date": None}
+    ]
+    airflow.task_instances[job_id] = [{"task_id": "learner", "try_number": 2, "state": "running"}]
+    rows = [
+        {"step": 100, "total_steps": 1000, "time": 1_000.0, "attempt": 2, "loss": 0.9},
+        {"step": 300, "total_steps": 1000, "time": 1_100.0, "attempt": 2, "loss": 0.5},
+    ]
+    store_of(deployment, "acme").put_bytes(
+        JobLayout(job_id).metrics(2), "".join(json.dumps(row) + "\n" for row in rows).encode()
+    )
+
+    result = invoke("status", job_id)
+
+    assert result.exit_code == 0, result.output
+    # 20 % done in 100 s: 70 % more takes 350 s.
+    assert "progress: step 300 of 1000 (30%)" in text_of(result)
+    assert "about 5m 50s left" in text_of(result)
+    assert f"{job_id}: running (attempt 2, step 300 of 1000, about 5m 50s left)" in text_of(result)
+    status = json.loads(invoke("status", job_id, "--json").output)
+    assert (status["step"], status["total_steps"]) == (300, 1000)
+    assert status["eta_s"] == pytest.approx(350.0)
+
+
+def test_metrics_plot_draws_the_loss_of_each_attempt(deployment: Path) -> None:
+    job_id = "acme.digits-mlp.20261201-100000-ab12"
+    store = store_of(deployment, "acme")
+    for attempt, steps in ((1, range(10, 60, 10)), (2, range(40, 110, 10))):
+        rows = [{"step": s, "loss": 1 / s, "attempt": attempt} for s in steps]
+        store.put_bytes(
+            JobLayout(job_id).metrics(attempt),
+            "".join(json.dumps(row) + "\n" for row in rows).encode(),
+        )
+
+    result = invoke("metrics", job_id, "--plot")
+
+    assert result.exit_code == 0, result.output
+    assert f"loss of {job_id}" in result.output
+    assert "attempt 1" in result.output
+    assert "attempt 2" in result.output
+    assert any(ch in result.output for ch in "⠁⠂⠄⡀⢀⠈⠐⠠"), "no braille line drawn"
+
+    missing = invoke("metrics", job_id, "--plot", "--metric", "accuracy")
+    assert missing.exit_code != 0
+    assert "--metric 'accuracy': no row reports it" in text_of(missing)
+    assert "metrics: loss" in text_of(missing)

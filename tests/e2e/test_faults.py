@@ -20,9 +20,10 @@ from devkit.deployment import EXAMPLE, EXAMPLES, Deployment
 from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
-from trainyard.cli.status import JobStatus, read_metrics
+from trainyard.cli.status import JobStatus
 from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore, file_digest
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore, join_key
 

@@ -38,9 +38,9 @@ from tests.support.kube_server import (
 )
 from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
-from trainyard.cli.status import read_metrics
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore
 

@@ -22,8 +22,8 @@ from devkit.deployment import Deployment, deploy
 from devkit.learners import wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
-from trainyard.cli.status import read_metrics
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id
+from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobState
 from trainyard.tenancy.names import dag_id_for_job, dag_id_for_tenant
 

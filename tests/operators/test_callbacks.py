@@ -1,4 +1,5 @@
-"""The failure callback: what the job record says once a task has failed for good."""
+"""The failure callback: what the job record says once a task has failed for good, and who
+hears of it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import pytest
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
+from devkit.s3_server import free_port
 from operators.base import TrainyardOperator
 from operators.callbacks import record_failure
-from trainyard.failures import Hang, PlatformFault, TrainyardFailure
+from tests.support.notifications import smtp_connection, webhook_receiver
+from trainyard.failures import Hang, PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, load_record, save_record
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import TenantConfig
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
 STARTED = datetime(2026, 11, 24, tzinfo=UTC)
@@ -73,3 +77,32 @@ def test_the_record_gets_the_final_class_and_message(
     assert record.failure is not None
     assert record.failure.failure_class == failure.failure_class.value
     assert record.failure.message == expected
+
+
+def test_the_failure_reaches_the_tenants_channels_and_a_dead_one_changes_nothing(
+    local_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = failed_task(local_store, ["user_error"])
+    task.__dict__["tenant_config"] = TenantConfig.model_validate(
+        {
+            "name": "acme",
+            "storage": {"kind": "local", "root": str(local_store.root)},
+            "notifications": [
+                {"kind": "email", "connection": "dead_smtp", "to": ["ml@example.com"]},
+                {"kind": "slack", "connection": "trainyard_slack"},
+            ],
+        }
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_DEAD_SMTP", smtp_connection(free_port()))
+    with webhook_receiver() as hook:
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINYARD_SLACK", hook.connection())
+        fail(task, UserError("ValueError: bad lr (train.py:3)", "correct train.py line 3"))
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.fix == "correct train.py line 3"
+    [message] = hook.received
+    assert "cause: ValueError: bad lr (train.py:3)" in message["text"]
+    assert "fix: correct train.py line 3" in message["text"]

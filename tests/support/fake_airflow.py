@@ -1,7 +1,9 @@
 """A stand-in for Airflow's REST API on loopback, for CLI tests that need no real Airflow.
 
 It logs anyone in and answers `GET /api/v2/dags/<dag_id>` with 200 for the DAGs the user may
-read and 403 for the others, as FAB's auth manager does; everything else is 404.
+read and 403 for the others, as FAB's auth manager does. The runs in `runs` (per DAG id) are
+listed (`.../dagRuns`) and read one by one (`.../dagRuns/<run id>`, with the task instances
+in `task_instances` per run id); everything else is 404.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from tests.support.http_server import serving
 
@@ -20,6 +23,28 @@ class FakeAirflow:
     url: str
     readable_dags: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    task_instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def answer(self, path: str) -> tuple[int, object]:
+        """The status and body of `GET path` (query string ignored)."""
+        prefix = "/api/v2/dags/"
+        if not path.startswith(prefix):
+            return 404, {"detail": "Not Found"}
+        dag_id, *rest = path.removeprefix(prefix).split("?")[0].split("/")
+        if dag_id not in self.readable_dags:
+            return 403, {"detail": "Forbidden"}
+        runs = {run["dag_run_id"]: run for run in self.runs.get(dag_id, [])}
+        match rest:
+            case []:
+                return 200, {"dag_id": dag_id}
+            case ["dagRuns"]:
+                return 200, {"dag_runs": list(runs.values())}
+            case ["dagRuns", run_id] if run_id in runs:
+                return 200, runs[run_id]
+            case ["dagRuns", run_id, "taskInstances"] if run_id in runs:
+                return 200, {"task_instances": self.task_instances.get(run_id, [])}
+        return 404, {"detail": "Not Found"}
 
 
 @contextmanager
@@ -45,14 +70,7 @@ def fake_airflow(readable_dags: set[str]) -> Iterator[FakeAirflow]:
 
         def do_GET(self) -> None:
             state.requests.append(f"GET {self.path}")
-            prefix = "/api/v2/dags/"
-            dag_id = self.path.removeprefix(prefix)
-            if not self.path.startswith(prefix) or "/" in dag_id or "?" in dag_id:
-                self._answer(404, {"detail": "Not Found"})
-            elif dag_id in state.readable_dags:
-                self._answer(200, {"dag_id": dag_id})
-            else:
-                self._answer(403, {"detail": "Forbidden"})
+            self._answer(*state.answer(self.path))
 
         def log_message(self, format: str, *args: object) -> None:  # quiet
             return

@@ -9,9 +9,10 @@ read the tenant's training DAG.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -20,9 +21,11 @@ from rich.table import Table
 from trainyard.cli import data, envs, models
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
-from trainyard.cli.status import JobStatus, read_metrics
+from trainyard.cli.status import JobStatus, run_state
 from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, parse_job_id, tenant_of
+from trainyard.jobs.progress import Progress as JobProgress
+from trainyard.jobs.progress import format_duration, metric_names, read_metrics
 from trainyard.jobs.records import TERMINAL_STATES, JobState, cancel_job, load_record
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
@@ -41,12 +44,15 @@ POLL_SECONDS = 2.0
 
 
 def describe(status: JobStatus) -> str:
-    """The state in a few words: 'running (attempt 2, step 340)'."""
+    """The state in a few words: 'running (attempt 2, step 340 of 1000, about 4m 12s left)'."""
     details = []
     if status.attempt:
         details.append(f"attempt {status.attempt}")
     if status.step is not None:
-        details.append(f"step {status.step}")
+        of = f" of {status.total_steps}" if status.total_steps else ""
+        details.append(f"step {status.step}{of}")
+    if status.eta_s is not None:
+        details.append(f"about {format_duration(status.eta_s)} left")
     return f"{status.state.value} ({', '.join(details)})" if details else status.state.value
 
 
@@ -70,8 +76,11 @@ def wait_for(sess: Session, job_id: str) -> JobStatus:
 
 def print_status(status: JobStatus) -> None:
     console.print(f"{status.job_id}: {describe(status)}", highlight=False)
-    if status.progress is not None:
-        console.print(f"  progress: {status.progress:.0%}")
+    if status.elapsed_s is not None:
+        progress = JobProgress(
+            status.step, status.total_steps, status.progress, status.elapsed_s, status.eta_s
+        )
+        console.print(f"  progress: {progress.describe()}", highlight=False)
     if status.evaluation:
         metrics = ", ".join(f"{k} = {format_cell(v)}" for k, v in sorted(status.evaluation.items()))
         console.print(f"  evaluation: {metrics}", highlight=False)
@@ -179,12 +188,19 @@ def metrics(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     tail: Annotated[int, typer.Option(help="Only the last N rows (0: all).", min=0)] = 0,
+    plot: Annotated[
+        bool, typer.Option("--plot", help="Draw a metric over the steps, one line per attempt.")
+    ] = False,
+    metric: Annotated[str, typer.Option(help="The metric --plot draws.")] = "loss",
 ) -> None:
-    """Print the metric rows the learners reported, step by step."""
+    """Print the metric rows the learners reported, step by step (or draw one with --plot)."""
     with session() as sess:
         rows = read_metrics(sess.store(tenant_of(job_id)), job_id)
         if tail:
             rows = rows[-tail:]
+        if plot:
+            typer.echo(plot_metric(rows, metric, job_id))
+            return
         if as_json:
             for row in rows:
                 typer.echo(json.dumps(row))
@@ -196,11 +212,41 @@ def metrics(
         console.print(table)
 
 
+def plot_metric(rows: list[dict[str, Any]], metric: str, title: str) -> str:
+    """`metric` over the steps as a terminal chart (plotext), one line per attempt; the
+    terminal's size, at most 100 x 25.
+
+    Raises:
+        ValueError: no row reports `metric` at a step (naming the metrics there are).
+    """
+    import plotext
+
+    by_attempt: dict[int, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step, value = row.get("step"), row.get(metric)
+        if isinstance(step, int | float) and isinstance(value, int | float):
+            steps, values = by_attempt.setdefault(int(row.get("attempt", 1)), ([], []))
+            steps.append(float(step))
+            values.append(float(value))
+    if not by_attempt:
+        known = ", ".join(metric_names(rows)) or "none yet"
+        raise ValueError(f"--metric {metric!r}: no row reports it at a step (metrics: {known})")
+    plotext.clear_figure()
+    width, height = shutil.get_terminal_size((80, 24))
+    plotext.plotsize(min(width, 100), min(height - 2, 25))
+    plotext.theme("clear")
+    for attempt, (steps, values) in sorted(by_attempt.items()):
+        plotext.plot(steps, values, label=f"attempt {attempt}", marker="braille")
+    plotext.title(f"{metric} of {title}")
+    plotext.xlabel("step")
+    return str(plotext.build())
+
+
 @app.command("list")
 def list_jobs(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
 ) -> None:
-    """List recent jobs with their Airflow state (all tenants: those the user may see)."""
+    """List recent jobs with their state (all tenants: those the user may see)."""
     with session() as sess:
         tenants = [tenant] if tenant else sess.config.tenant_names
         rows = []
@@ -212,16 +258,16 @@ def list_jobs(
                     raise
                 continue
             for run in sess.client.list_runs(dag_id_for_tenant(name)):
-                started = (run.get("start_date") or "")[:19].replace("T", " ")
+                started = (run.get("start_date") or "")[:16].replace("T", " ")
                 job_id = job_id_for_run(name, run_job_name(run.get("conf")), run["dag_run_id"])
-                rows.append((job_id, name, run["state"], started))
-        table = Table(box=None)
-        # Job ids are what people copy into the next command: never cut them short.
-        table.add_column(
-            "job id", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=6)
-        )
-        for column in ("tenant", "state", "started (UTC)"):
-            table.add_column(column)
+                rows.append((job_id, name, run_state(run["state"]).value, started))
+        # 80 columns: the job id (what people copy into the next command) is never cut, the
+        # state and start time keep their width; only a long tenant name may wrap.
+        table = Table(box=None, pad_edge=False)
+        table.add_column("job id", no_wrap=True)
+        table.add_column("tenant", overflow="fold")
+        table.add_column("state", no_wrap=True, min_width=len(JobState.SUCCEEDED.value))
+        table.add_column("started (UTC)", no_wrap=True, min_width=16)
         for row in rows:
             table.add_row(*row)
         console.print(table)

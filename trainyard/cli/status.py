@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from trainyard.cli.client import AirflowClient, ApiError
-from trainyard.jobs.layout import JobLayout, tenant_of
-from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.layout import tenant_of
+from trainyard.jobs.progress import estimate, read_metrics
+from trainyard.jobs.records import TERMINAL_STATES, FailureInfo, JobRecord, JobState, load_record
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
 from trainyard.storage import ObjectStore
 from trainyard.tenancy.names import dag_id_for_tenant
 
-_METRICS_FILE = re.compile(r"metrics-attempt-(\d+)\.jsonl$")
 _RUN_STATES = {
     "queued": JobState.QUEUED,
     "running": JobState.RUNNING,
     "success": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
 }
-
-
-def read_metrics(store: ObjectStore, job_id: str) -> list[dict[str, Any]]:
-    """All metric rows of a job, attempt by attempt, in the order the learners wrote them."""
-    layout = JobLayout(job_id)
-    files = []
-    for info in store.list(layout.logs):
-        match = _METRICS_FILE.search(info.key)
-        if match:
-            files.append((int(match.group(1)), info.key))
-    rows: list[dict[str, Any]] = []
-    for _, key in sorted(files):
-        text = store.get_bytes(key).decode()
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    return rows
 
 
 @dataclass
@@ -49,6 +33,9 @@ class JobStatus:
     attempt: int
     progress: float | None
     step: int | None
+    total_steps: int | None
+    elapsed_s: float | None
+    eta_s: float | None
     failure: FailureInfo | None
     evaluation: dict[str, Any] | None
     model: str | None
@@ -62,13 +49,34 @@ class JobStatus:
         return data
 
 
+def run_state(airflow_state: str | None) -> JobState:
+    """A run's Airflow state ('success', 'failed', ...) in Trainyard's names ('succeeded', ...)."""
+    return _RUN_STATES.get(airflow_state or "", JobState.QUEUED)
+
+
 def _state(run: dict[str, Any] | None, record: JobRecord | None) -> JobState:
     if run is None:
         return record.state if record else JobState.QUEUED
-    state = _RUN_STATES.get(run["state"], JobState.QUEUED)
+    state = run_state(run["state"])
     if record is not None and record.cancel_requested and state is JobState.FAILED:
         return JobState.CANCELLED
     return state
+
+
+def _times(
+    run: dict[str, Any] | None, record: JobRecord | None
+) -> tuple[datetime | None, datetime | None]:
+    """When the job started and (once it has) ended: the run's dates, else the record's."""
+    if run is not None and run.get("start_date"):
+        end = run.get("end_date")
+        return _parse(run["start_date"]), _parse(end) if end else None
+    if record is None:
+        return None, None
+    return record.created_at, record.updated_at if record.state in TERMINAL_STATES else None
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobStatus:
@@ -102,12 +110,20 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
                 task=", ".join(failed) or "?",
                 message=f"see 'trainyard logs {job_id}'",
             )
-    metrics = read_metrics(store, job_id)
-    progress_rows = [row for row in metrics if "progress" in row]
-    step_rows = [row for row in metrics if "step" in row]
-    progress = float(progress_rows[-1]["progress"]) if progress_rows else None
+    started, ended = _times(run, record)
+    progress = (
+        estimate(
+            read_metrics(store, job_id),
+            started,
+            ended or datetime.now(UTC),
+            finished=state in TERMINAL_STATES,
+        )
+        if started
+        else None
+    )
+    fraction = progress.fraction if progress else None
     if state is JobState.SUCCEEDED:
-        progress = 1.0
+        fraction = 1.0
     return JobStatus(
         job_id=job_id,
         tenant=tenant,
@@ -115,8 +131,11 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
         dag_run_id=run_id,
         state=state,
         attempt=attempt,
-        progress=progress,
-        step=int(step_rows[-1]["step"]) if step_rows else None,
+        progress=fraction,
+        step=progress.step if progress else None,
+        total_steps=progress.total_steps if progress else None,
+        elapsed_s=progress.elapsed_s if progress else None,
+        eta_s=progress.eta_s if progress else None,
         failure=failure,
         evaluation=record.evaluation if record else None,
         model=record.model_key if record else None,

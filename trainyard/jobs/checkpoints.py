@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -99,6 +101,17 @@ def publish_directory(
     return files
 
 
+@dataclass(frozen=True)
+class CommittedCheckpoint:
+    """One committed checkpoint as its manifest describes it (`committed_at`: ISO time, None
+    for checkpoints committed before manifests recorded it)."""
+
+    step: int
+    size: int
+    files: int
+    committed_at: str | None
+
+
 class CheckpointStore:
     """The checkpoints of one job in its tenant's storage."""
 
@@ -133,6 +146,26 @@ class CheckpointStore:
     def committed_steps(self) -> list[int]:
         return sorted(step for step, committed in self._stored_steps().items() if committed)
 
+    def committed(self) -> list[CommittedCheckpoint]:
+        """The committed checkpoints with their size and commit time, oldest first (one read
+        of each manifest; one pruned meanwhile is left out)."""
+        found = []
+        for step in self.committed_steps():
+            try:
+                manifest = self.store.get_json(join_key(self._step_prefix(step), MANIFEST))
+            except ObjectNotFound:
+                continue
+            files = manifest.get("files", {})
+            found.append(
+                CommittedCheckpoint(
+                    step=step,
+                    size=sum(int(entry.get("size", 0)) for entry in files.values()),
+                    files=len(files),
+                    committed_at=manifest.get("committed_at"),
+                )
+            )
+        return found
+
     def latest_step(self) -> int | None:
         """The step the pointer names; without a pointer, the newest committed step."""
         try:
@@ -152,7 +185,9 @@ class CheckpointStore:
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
             if not regular_files(local_dir):
                 raise ValueError(f"checkpoint directory {local_dir} is empty")
-            publish_directory(self.store, local_dir, prefix, step=step)
+            publish_directory(
+                self.store, local_dir, prefix, step=step, committed_at=datetime.now(UTC).isoformat()
+            )
         self.store.put_json(self._pointer, {"step": step})
         self._prune(step)
 

@@ -36,6 +36,7 @@ class FailureInfo(BaseModel):
     failure_class: str
     task: str
     message: str
+    fix: str = ""
 
 
 class AttemptInfo(BaseModel):
@@ -44,6 +45,7 @@ class AttemptInfo(BaseModel):
     attempt: int
     failure_class: str | None = None
     message: str = ""
+    fix: str = ""
     started_at: datetime
     ended_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

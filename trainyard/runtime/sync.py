@@ -109,10 +109,26 @@ class Syncer:
                 self.watchdog.check()
 
     def sync(self) -> None:
-        self._commit_new_checkpoints()
+        """Commit new checkpoints, upload the metrics and the log: each is tried even when an
+        earlier one fails (a checkpoint that cannot be committed or pruned must not keep the
+        attempt's metric rows and log out of storage); the first failure is raised after."""
+        uploads: list[Callable[[], None]] = [self._commit_new_checkpoints]
         if self.metrics_file is not None and self.metrics_key is not None:
-            self._upload_if_changed(self.metrics_file, self.metrics_key, self._metrics_bytes)
-        self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes)
+            metrics_file, metrics_key = self.metrics_file, self.metrics_key
+            uploads.append(
+                lambda: self._upload_if_changed(metrics_file, metrics_key, self._metrics_bytes)
+            )
+        uploads.append(
+            lambda: self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes)
+        )
+        failures = []
+        for upload in uploads:
+            try:
+                upload()
+            except Exception as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def _commit_new_checkpoints(self) -> None:
         if self.checkpoints is None or self.checkpoint_dir is None:

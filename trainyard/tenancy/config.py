@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from trainyard.limits import LimitError, check_document, shorten
@@ -210,6 +212,44 @@ class EnvironmentsConfig(BaseModel):
         return _resolve(directory, info)
 
 
+class NotifyEvent(StrEnum):
+    FAILURE = "failure"
+    SUCCESS = "success"
+    REJECTED = "rejected"  # the evaluation gate kept a model out of production
+
+
+class NotifierConfig(BaseModel):
+    """One notification channel of a tenant, sent with Airflow's notifier classes
+    (operators/notify.py): `email` through an SMTP connection, `slack` through a Slack
+    incoming-webhook connection. The connection (server, credentials, webhook URL) is an
+    Airflow connection, like any other secret Airflow holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["email", "slack"]
+    connection: str = Field(
+        min_length=1,
+        max_length=250,
+        description="Airflow connection id: an smtp connection (email) or a slackwebhook one",
+    )
+    to: list[str] = Field(default_factory=list, description="recipients (email)")
+    from_email: str | None = Field(
+        default=None, description="sender (email; default: the connection's from_email)"
+    )
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [NotifyEvent.FAILURE, NotifyEvent.REJECTED],
+        min_length=1,
+        description="when to send: failure, success, rejected (the gate kept the model out)",
+    )
+
+    # validate_default on `to` would not see `kind` when it comes after it: check the whole.
+    @model_validator(mode="after")
+    def _recipients(self) -> NotifierConfig:
+        if self.kind == "email" and not self.to:
+            raise ValueError("an email notifier needs recipients: to: [someone@example.com]")
+        return self
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -265,6 +305,9 @@ class TenantConfig(BaseModel):
         default="trainyard-learner", description="service account of its learner pods"
     )
     sandbox: TenantSandboxConfig = Field(default_factory=TenantSandboxConfig)
+    notifications: list[NotifierConfig] = Field(
+        default_factory=list, description="who hears of its jobs' failures and gate decisions"
+    )
     storage_secret: K8sName = Field(
         default="trainyard-storage",
         description="Secret in its namespace with the storage credentials (keys access_key, "

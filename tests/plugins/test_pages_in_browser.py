@@ -1,0 +1,108 @@
+"""The plugin's pages in headless Chromium (Debian's, driven by Playwright), served by uvicorn
+from stored records without Airflow: the scripts run without a JavaScript error and draw what
+the API holds. The same pages behind real Airflow: tests/e2e/test_job_page.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trainyard_web as web
+import uvicorn
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from devkit.s3_server import free_port
+from tests.plugins.stored import JOB_ID, stored_job
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def server(client: TestClient, tmp_path: Path) -> Iterator[str]:
+    """The app (auth overridden by the `client` fixture) on a loopback port."""
+    stored_job(tmp_path)
+    port = free_port()
+    served = uvicorn.Server(
+        uvicorn.Config(web.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not served.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    served.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        yield launched
+        launched.close()
+
+
+def watched(browser: Browser) -> tuple[Page, list[str]]:
+    """A tab and the JavaScript errors and failed loads it reports."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("requestfailed", lambda request: errors.append(f"failed: {request.url}"))
+    page.on(
+        "response", lambda r: errors.append(f"{r.status}: {r.url}") if r.status >= 400 else None
+    )
+    return page, errors
+
+
+def test_the_job_page_draws_each_attempt_and_the_resume_mark(
+    server: str, browser: Browser, tmp_path: Path
+) -> None:
+    page, errors = watched(browser)
+    page.goto(f"{server}/tenants/acme/jobs/{JOB_ID}")
+    page.wait_for_selector('body[data-loaded="succeeded"]')
+
+    loss = page.locator('.card[data-metric="loss"]')
+    assert loss.locator("canvas").count() == 1
+    legend = loss.locator(".u-legend .u-series .u-label").all_inner_texts()
+    assert legend == ["step", "attempt 1", "attempt 2"]
+    assert loss.locator('.resume[data-attempt="2"]').inner_text() == (
+        "attempt 2 resumed at step 30"
+    )
+    timeline = page.locator("tr.attempt .failure-class").all_inner_texts()
+    assert timeline == ["platform_fault", "succeeded"]
+    assert "a retry resumes from the newest committed checkpoint" in page.inner_text("body")
+    assert page.locator("text=Airflow run").get_attribute("target") == "_top"
+    assert page.locator("#gate").inner_text().startswith("Gate: promoted (v1)")
+    assert "v1 (production)" in page.locator('tr[data-version="1"]').inner_text()
+    text = page.inner_text("body")
+    assert "null" not in text
+    assert "[object" not in text
+    assert "undefined" not in text
+    page.screenshot(path=str(tmp_path / "job-page.png"), full_page=True)
+    assert errors == []
+
+
+def test_the_list_filters_by_state_and_links_each_job(server: str, browser: Browser) -> None:
+    page, errors = watched(browser)
+    page.goto(f"{server}/tenants/acme/jobs")
+    row = page.locator(f'tr[data-job="{JOB_ID}"]')
+    row.locator(".state.succeeded").wait_for()
+    page.wait_for_selector("#updated:has-text('updated')")  # jobs.js refreshed the table
+
+    assert "step 40" in row.inner_text()
+    page.locator("#state-filter").select_option("running")
+    row.wait_for(state="detached")
+    assert "state=running" in page.url
+    page.locator("#state-filter").select_option("")
+    row.locator("a").click()
+    page.wait_for_selector('body[data-loaded="succeeded"]')
+    assert errors == []
