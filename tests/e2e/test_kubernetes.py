@@ -528,16 +528,6 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
         assert_no_pod_left(cluster, job_id)
 
 
-def test_no_pod_is_left_after_every_scenario(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
-) -> None:
-    for job_id in jobs.values():
-        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in TERMINAL_STATES
-    assert [pod.name for pod in cluster.pods_of()] == []
-    assert cluster.services == {}
-    assert len(cluster.created) >= len(jobs)
-
-
 def test_a_two_learner_group_is_reattached_after_the_triggerer_and_worker_restart(
     cluster: FakeKubernetes,
     jobs: dict[str, str],
@@ -561,3 +551,13 @@ def test_a_two_learner_group_is_reattached_after_the_triggerer_and_worker_restar
         assert log.count("training until") == 1, log[-2000:]  # never restarted
     assert job_services(cluster, job_id) == []
     assert_no_pod_left(cluster, job_id)
+
+
+def test_no_pod_is_left_after_every_scenario(
+    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+) -> None:
+    for job_id in jobs.values():
+        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in TERMINAL_STATES
+    assert [pod.name for pod in cluster.pods_of()] == []
+    assert cluster.services == {}
+    assert len(cluster.created) >= len(jobs)
