@@ -318,17 +318,24 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             except (AirflowException, ApiException) as error:
                 self.log.warning("cannot read the final status of learner rank %d: %s", rank, error)
             self._delete_pod(worker)
-        if self.rendezvous is not None:
-            try:
-                self.client.delete_namespaced_service(
-                    self.rendezvous.metadata.name, self.rendezvous.metadata.namespace
-                )
-            except ApiException as error:
-                if error.status != 404:
-                    self.log.warning("cannot delete the rendezvous Service: %s", error)
+        self._delete_rendezvous()
+
+    def _delete_rendezvous(self) -> None:
+        if self.rendezvous is None:
+            return
+        try:
+            self.client.delete_namespaced_service(
+                self.rendezvous.metadata.name, self.rendezvous.metadata.namespace
+            )
+        except ApiException as error:
+            if error.status != 404:
+                self.log.warning("cannot delete the rendezvous Service: %s", error)
 
     # Extended: no callback runs when a user kills the task.
     def on_kill(self) -> None:
+        """A kill (cancel, mark failed) on the worker: the Service first, as it takes one call
+        and the kill may turn into SIGKILL before the pods' final statuses are read."""
+        self._delete_rendezvous()
         super().on_kill()
         self.stop_group()
 

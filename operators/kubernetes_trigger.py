@@ -123,20 +123,11 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
 
     # Extended: the provider deletes rank 0 only.
     async def on_kill(self) -> None:
-        """A user stopped the deferred task: delete rank 0 (the provider's), the other ranks
-        and the rendezvous Service, each rank with its grace period."""
-        await super().on_kill()
-        if self._fired_event:
+        """A user stopped the deferred task: delete the rendezvous Service, rank 0 (the
+        provider's) and the other ranks, each rank with its grace period. The Service first:
+        nothing needs it any more, and the triggerer bounds on_kill's time."""
+        if self._fired_event:  # the task resumes on a worker and cleans up there
             return
-        for name in self.workers.values():
-            try:
-                await self.hook.delete_pod(
-                    name=name,
-                    namespace=self.pod_namespace,
-                    grace_period_seconds=self.termination_grace_period,
-                )
-            except Exception:
-                self.log.exception("cannot delete pod %s", name)
         if self.service_name is not None:
             from kubernetes_asyncio.client import CoreV1Api
 
@@ -147,3 +138,13 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
                     )
                 except Exception:
                     self.log.exception("cannot delete the Service %s", self.service_name)
+        await super().on_kill()
+        for name in self.workers.values():
+            try:
+                await self.hook.delete_pod(
+                    name=name,
+                    namespace=self.pod_namespace,
+                    grace_period_seconds=self.termination_grace_period,
+                )
+            except Exception:
+                self.log.exception("cannot delete pod %s", name)

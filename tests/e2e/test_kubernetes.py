@@ -7,9 +7,11 @@ keys from a Secret in the tenant's namespace. All jobs are submitted at once, so
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
 
 The executor has 2 slots (parallelism 2) for more concurrent learners than that: learner tasks
-defer while their pods train. Once six jobs train at once and no task runs on a worker, the
-triggerer and then the scheduler (with the LocalExecutor's workers) are SIGKILLed and
-restarted while the pods train.
+defer while their pods train. Once six jobs and a 2-learner group train at once, every other job
+has ended and no task runs on a worker, the triggerer and then the scheduler (with the
+LocalExecutor's workers) are SIGKILLed and restarted while the pods train; the group is
+reattached as a group. A 2-learner job is cancelled while it trains: its pods stop in their
+grace period.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from tests.support.kube_server import (
 )
 from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import job_status
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.progress import read_metrics
-from trainyard.jobs.records import JobRecord, JobState, load_record
+from trainyard.jobs.records import TERMINAL_STATES, JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore
 
 pytestmark = pytest.mark.e2e
@@ -56,11 +59,13 @@ PARALLELISM = 2
 #: Six jobs that train at once on PARALLELISM worker slots, through the triggerer's and the
 #: scheduler's crash (they train until the crashes are over).
 STEADY = tuple(f"steady-{number}" for number in range(1, 7))
+#: A 2-learner group that trains through the same crashes (the trigger watches both ranks).
+STEADY_GROUP = "steady-group"
 DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 GATED_JOB = Path(__file__).resolve().parents[1] / "support" / "gated_job"
 #: The steady jobs train until this file exists (the crashes create it once they are over).
 GATE = Path(tempfile.gettempdir()) / f"trainyard-k8s-gate-{os.getpid()}"
-#: Ten jobs share two executor slots: each job's tasks wait their turn.
+#: Seventeen jobs share two executor slots: each job's tasks wait their turn.
 END_TIMEOUT = 900
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
@@ -79,14 +84,22 @@ JOBS: dict[str, dict[str, Any]] = {
         "checkpoint": {"interval": "2s", "keep": 5},
         "evaluation": None,
     },
+    # Trains (both ranks, independently) until it is cancelled; rank 0 checkpoints.
+    "cancelled": {
+        "command": "python train.py --epochs 3000",
+        "resources": {"learners": 2},
+        "checkpoint": {"interval": "1s", "keep": 5},
+        "evaluation": None,
+    },
     **{
         name: {
             "code": {"path": str(GATED_JOB)},
             "command": f"python train.py --until {GATE}",
             "data": None,
             "evaluation": None,
+            "resources": {"learners": 2 if name == STEADY_GROUP else 1},
         }
-        for name in STEADY
+        for name in (*STEADY, STEADY_GROUP)
     },
 }
 
@@ -122,14 +135,22 @@ def deployment(
         "config_file": str(cluster.write_kubeconfig(root / "kubeconfig")),
     }
     # Every job runs at once: faults are injected while the others run. The quotas leave room
-    # for all of them (the GPU jobs take 1 + 4 GPUs; the CPU jobs 5 learners).
+    # for all of them (the GPU jobs take 1 + 4 GPUs; the CPU jobs 15 learners).
     acme = {
         "learner_backend": "kubernetes",
         "max_running_jobs": len(JOBS),
         "gpu_quota": 8,
-        "cpu_quota": 16,
+        "cpu_quota": 24,
     }
-    airflow = {"AIRFLOW__CORE__PARALLELISM": str(PARALLELISM)}
+    airflow = {
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+        # Seventeen jobs on a loaded 2-core machine can starve the scheduler's loop past the
+        # dev default of 15 s, and it then resets its own running tasks as orphans (a learner
+        # retried for nothing). The crashes below strike when no task runs, so nothing here
+        # waits for an orphan to be reset or a task heartbeat to time out.
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "120",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+    }
     with deploy(root, s3_server, {"acme": acme}, kubernetes, airflow) as deployed:
         yield deployed
 
@@ -150,10 +171,12 @@ def jobs(deployment: Deployment) -> dict[str, str]:
 def crashes(
     cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str], client: AirflowClient
 ) -> Iterator[Future[list[str]]]:
-    """Once the STEADY jobs all train at once, their learner tasks deferred, and no task runs
-    on a worker (so that the crash interrupts nothing but the watch), SIGKILL the triggerer,
-    then the scheduler (the LocalExecutor's workers are its children), each restarted at once.
-    Then the steady jobs may finish. The result: the learner pods that trained meanwhile."""
+    """Once the STEADY jobs and both ranks of STEADY_GROUP all train at once, their learner
+    tasks deferred, every other job has ended with no pod left, and no task runs on a worker
+    (so that the crash interrupts nothing but the watch: no task on a worker, no cancel that
+    the triggerer has yet to act on), SIGKILL the triggerer, then the scheduler (the
+    LocalExecutor's workers are its children), each restarted at once. Then the steady jobs
+    may finish. The result: the learner pods that trained meanwhile."""
     store = deployment.stores["acme"]
 
     def learner_state(job_id: str) -> str | None:
@@ -169,16 +192,28 @@ def crashes(
         )
         return int(busy["total_entries"])
 
+    others = [job_id for name, job_id in jobs.items() if name not in (*STEADY, STEADY_GROUP)]
+
+    def others_ended() -> bool:
+        if any(cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}) for job_id in others):
+            return False
+        return all(job_status(client, store, job_id).state in TERMINAL_STATES for job_id in others)
+
     def training_at_once() -> list[str] | None:
+        if not others_ended():
+            return None
         pods = [running_pod(cluster, jobs[name]) for name in STEADY]
+        pods += [running_pod(cluster, jobs[STEADY_GROUP], rank) for rank in (0, 1)]
         if not all(pods) or busy_workers():
             return None
-        if any(learner_state(jobs[name]) != "deferred" for name in STEADY):
+        if any(learner_state(jobs[name]) != "deferred" for name in (*STEADY, STEADY_GROUP)):
             return None
         return [pod.name for pod in pods if pod is not None]
 
     def crash() -> list[str]:
-        running = wait_until(training_at_once, "six jobs training at once", timeout=END_TIMEOUT)
+        running = wait_until(
+            training_at_once, "seven jobs training at once, the others ended", timeout=END_TIMEOUT
+        )
         for component in ("triggerer", "scheduler"):
             deployment.cluster.kill(component, signal.SIGKILL)
             deployment.cluster.start(component)
@@ -237,12 +272,14 @@ def running_pod(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod 
     return None
 
 
-def running_learner(cluster: FakeKubernetes, job_id: str, rank: int = 0) -> FakePod:
+def running_learner(
+    cluster: FakeKubernetes, job_id: str, rank: int = 0, timeout: float = 420
+) -> FakePod:
     """The job's training pod of `rank` once its container runs the runtime and user code."""
     return wait_until(
         lambda: running_pod(cluster, job_id, rank),
         f"the running learner pod of rank {rank} of {job_id}",
-        timeout=420,
+        timeout=timeout,
     )
 
 
@@ -252,10 +289,56 @@ def record_of(store: ObjectStore, job_id: str) -> JobRecord:
     return record
 
 
+def job_services(cluster: FakeKubernetes, job_id: str) -> list[str]:
+    """Names of the job's Services that exist (a group's rendezvous Service)."""
+    return [
+        name
+        for (_, name), body in cluster.services.items()
+        if body["metadata"]["labels"].get(JOB_ID_LABEL) == label_value(job_id)
+    ]
+
+
 def assert_no_pod_left(cluster: FakeKubernetes, job_id: str) -> None:
     """Scenario 7: the operator deleted every pod of the job, whatever its end."""
     assert cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}) == []
     assert cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+
+
+def test_cancel_of_a_learner_group_stops_its_pods_with_sigterm_and_a_final_checkpoint(
+    cluster: FakeKubernetes,
+    deployment: Deployment,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """`trainyard cancel` while both ranks train: the deferred task's trigger deletes the pods
+    with their grace period, rank 0 commits a final checkpoint, no pod or Service is left.
+    First in the module: the group trains on CPU until it is cancelled."""
+    job_id = jobs["cancelled"]
+    pods = [running_learner(cluster, job_id, rank, END_TIMEOUT) for rank in (0, 1)]
+    checkpoints = CheckpointStore(store, JobLayout(job_id))
+    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", END_TIMEOUT)[-1]
+    assert job_services(cluster, job_id)  # the group's rendezvous Service
+
+    deployment.cluster.trainyard("cancel", job_id)
+
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    assert final.state is JobState.CANCELLED
+    wait_until(
+        lambda: not cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}),
+        "the group's pods to be gone",
+        timeout=120,
+    )
+    for pod in pods:  # stopped within the grace period: no SIGKILL
+        assert pod.signals == [signal.SIGTERM], (pod.name, pod.signals)
+        assert pod.status["phase"] == "Failed"  # exit 143: stopped, not done
+    committed = checkpoints.committed_steps()
+    assert committed[-1] > before
+    trained = [row["step"] for row in read_metrics(store, job_id)]
+    assert committed[-1] >= max(trained)  # the final checkpoint holds the last step trained
+    assert final.attempt == 1  # a cancelled job is not retried
+    assert job_services(cluster, job_id) == []
+    assert_no_pod_left(cluster, job_id)
 
 
 def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_settings(
@@ -414,7 +497,7 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     env = {var["name"]: var.get("value") for var in created[-1]["spec"]["containers"][0]["env"]}
     assert env["MASTER_ADDR"].endswith(".trainyard-acme.svc.cluster.local")
     assert env["WORLD_SIZE"] == "2"
-    assert cluster.services == {}
+    assert job_services(cluster, job_id) == []
     assert_no_pod_left(cluster, job_id)
 
 
@@ -429,7 +512,7 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
     slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
     and the watch picked up again: each steady job ends with its one attempt and one pod."""
     running = crashes.result()
-    assert len(running) == len(STEADY) > PARALLELISM
+    assert len(running) == len(STEADY) + 2 > PARALLELISM  # and the group's two pods
     for name in STEADY:
         job_id = jobs[name]
         final = wait_for_end(client, store, job_id, END_TIMEOUT)
@@ -446,13 +529,36 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
         assert_no_pod_left(cluster, job_id)
 
 
+def test_a_two_learner_group_is_reattached_after_the_triggerer_and_worker_restart(
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    crashes: Future[list[str]],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """Both ranks trained through the crashes: the restarted triggerer watched the group again
+    (its trigger's serialized ranks), the task resumed and concluded it; no rank restarted."""
+    running = crashes.result()
+    job_id = jobs[STEADY_GROUP]
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
+    created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
+    train = [body for body in created if body["spec"]["containers"][0]["args"] == ["train"]]
+    assert sorted(body["metadata"]["labels"][RANK_LABEL] for body in train) == ["0", "1"]
+    assert {body["metadata"]["name"] for body in train} <= set(running)
+    for rank in (0, 1):
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 1, rank)).decode()
+        assert log.count("training until") == 1, log[-2000:]  # never restarted
+    assert job_services(cluster, job_id) == []
+    assert_no_pod_left(cluster, job_id)
+
+
 def test_no_pod_is_left_after_every_scenario(
     cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
 ) -> None:
     for job_id in jobs.values():
-        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in (
-            JobState.SUCCEEDED,
-            JobState.FAILED,
-        )
+        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in TERMINAL_STATES
     assert [pod.name for pod in cluster.pods_of()] == []
+    assert cluster.services == {}
     assert len(cluster.created) >= len(jobs)
