@@ -110,6 +110,9 @@ def main() -> int:
         result_dir.mkdir(parents=True, exist_ok=True)
         torch.save(local.state_dict(), result_dir / "model.pt")
         print(f"held-out accuracy {accuracy(local, x_test, y_test):.4f}", flush=True)
+    # Every rank leaves the group together: a rank whose peer has already torn down gloo's
+    # connections aborts in its own teardown (SIGABRT), which would fail the attempt.
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 
