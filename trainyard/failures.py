@@ -63,8 +63,10 @@ FAILURE_TYPES: dict[FailureClass, type[TrainyardFailure]] = {
     for cls in (UserError, ResourceError, PlatformFault, Preemption, Hang, InternalError)
 }
 
+#: What a retry of the learner does, for the fix texts of failures a retry may cure.
+RESUMES = "a retry resumes from the newest committed checkpoint"
 #: The fix of a failure that a retry gets past (platform fault, preemption, hang).
-RESUME_FIX = "none needed: a retry resumes from the newest committed checkpoint"
+RESUME_FIX = f"none needed: {RESUMES}"
 
 
 def failure_of(failure_class: str, cause: str, fix: str = "") -> TrainyardFailure:

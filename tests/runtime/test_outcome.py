@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from trainyard.failures import (
     RESUME_FIX,
+    RESUMES,
     FailureClass,
     Hang,
     InternalError,
@@ -15,6 +18,7 @@ from trainyard.failures import (
     UserError,
 )
 from trainyard.runtime.outcome import Outcome
+from trainyard.runtime.process import Finished
 
 
 @pytest.mark.parametrize(
@@ -60,3 +64,25 @@ def test_an_older_outcome_without_a_fix_reads_with_an_empty_one() -> None:
 
     assert isinstance(failure, UserError)
     assert (failure.cause, failure.fix) == ("x", "")
+
+
+@pytest.mark.parametrize(
+    ("sig", "hint"),
+    [
+        (signal.SIGKILL, "raise resources.memory"),
+        (signal.SIGABRT, "SIGABRT is a crash in native code: its last output is in logs/l.log"),
+        (signal.SIGSEGV, "SIGSEGV is a crash in native code"),
+    ],
+)
+def test_a_signal_the_runtime_did_not_send_is_a_platform_fault_with_its_own_hint(
+    sig: signal.Signals, hint: str
+) -> None:
+    finished = Finished(returncode=-sig, stop_signal=None, tail=["terminate called"])
+
+    failure = Outcome.of(finished, learner_log="logs/l.log").failure
+
+    assert isinstance(failure, PlatformFault)
+    assert f"killed by {sig.name}" in failure.cause
+    assert hint in failure.fix
+    assert failure.fix.endswith(RESUMES)
+    assert sig == signal.SIGKILL or "memory" not in failure.fix

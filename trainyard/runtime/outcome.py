@@ -10,6 +10,7 @@ from typing import Any
 
 from trainyard.failures import (
     RESUME_FIX,
+    RESUMES,
     PlatformFault,
     Preemption,
     TrainyardFailure,
@@ -134,10 +135,14 @@ def _failure(
     if finished.oom_killed is not None:
         return out_of_memory(f"the kernel's OOM killer killed the command ({finished.oom_killed})")
     if sig is not None:
+        if sig == signal.SIGKILL:
+            fix = "SIGKILL usually means the learner ran out of memory: raise resources.memory"
+        else:  # SIGABRT, SIGSEGV, SIGBUS, ...: a crash in native code, the framework's or ours
+            name = _signal_name(sig)
+            fix = f"{name} is a crash in native code: its last output is in {learner_log}"
         return PlatformFault(
             f"the command was killed by {_signal_name(sig)}, which the runtime did not send",
-            fix="SIGKILL usually means the learner ran out of memory: raise "
-            "resources.memory; a retry resumes from the newest committed checkpoint",
+            fix=f"{fix}; {RESUMES}",
         )
     return _user_error(finished, code, learner_log) if code else None
 
