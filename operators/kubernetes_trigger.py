@@ -10,11 +10,14 @@ resumed on a worker, reads every rank's final status, deletes the rest and class
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.triggers.pod import ContainerState, KubernetesPodTrigger
 from airflow.triggers.base import TriggerEvent
+
+from operators.deferral import DEFER_SETTLE_SECONDS
 
 #: Pod phases of a rank that has stopped for good; "Deleted" is a pod that is gone.
 ENDED_PHASES = ("Failed", "Deleted")
@@ -51,7 +54,11 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
     # Extended: the provider's event, with the group added (the operator's callbacks do not
     # run in the triggerer, and the provider's trigger offers no hook of its own).
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        settled = time.monotonic() + DEFER_SETTLE_SECONDS
         async for event in super().run():
+            # A group that ended at once (a bad image, an OOM kill) is reported only once the
+            # deferral has settled (operators/deferral.py: else Airflow retries the task).
+            await asyncio.sleep(max(0.0, settled - time.monotonic()))
             yield TriggerEvent(
                 {
                     **event.payload,

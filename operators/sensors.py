@@ -17,15 +17,13 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.base import TrainyardOperator
+from operators.deferral import DEFER_SETTLE_SECONDS
 from trainyard.jobs.checkpoints import MANIFEST
 from trainyard.jobs.layout import JobLayout
 from trainyard.storage import StorageError, join_key
 
-#: Seconds between two checks of a sensor's condition. Not shorter: when the trigger fires
-#: before the scheduler has taken in the deferring worker's exit, Airflow 3.3 reads that exit as
-#: a state change from outside and retries the task (apache/airflow#67287, #72716); a loaded
-#: machine delayed that exit by 5 s in the tests.
-POKE_SECONDS = 15.0
+#: Seconds between two checks of a sensor's condition: no sooner than a deferral settles.
+POKE_SECONDS = DEFER_SETTLE_SECONDS
 
 
 class TrainyardSensor(TrainyardOperator):
