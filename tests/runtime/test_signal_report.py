@@ -39,6 +39,9 @@ def run_with_hook(tmp_path: Path, script: str, *path: Path) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=60,
+        # As a terminal would start it: a shell's background job inherits SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
