@@ -346,10 +346,12 @@ def test_a_rank_that_fails_stops_its_gang_and_is_judged_first(
     assert time.monotonic() - started < STOP_GRACE_SECONDS + 30, "the gang was not stopped"
     assert exits[1].exit_code != 0
     assert exits[1].reason is None
-    # The others were stopped with SIGTERM (a final checkpoint), not left to sleep.
-    assert [exits[rank] for rank in (0, 2)] == [
-        LearnerExit(128 + signal.SIGTERM, reason=GANG_STOPPED)
-    ] * 2, "\n".join(lines)
+    # The others were stopped with SIGTERM (a final checkpoint), not left to sleep: their
+    # runtime exits 143, or dies of the signal when it came before its handler (a loaded
+    # machine may still be starting a rank when rank 1 has already failed).
+    for rank in (0, 2):
+        assert exits[rank].reason == GANG_STOPPED, "\n".join(lines)
+        assert exits[rank].exit_code in (128 + signal.SIGTERM, -signal.SIGTERM), "\n".join(lines)
     assert any("learner 1 exited with code 1: stopping learners 0, 2" in line for line in lines)
     order = failure_order(exits)
     assert order[0] == 1
