@@ -24,6 +24,7 @@ import pytest
 from devkit.airflow_env import create_user
 from devkit.deployment import Deployment, deploy
 from devkit.s3_server import S3Server
+from tests.support.users import ALICE, BOB, OPS, token
 from trainyard.cli.client import AirflowClient, ApiError, ApiSettings
 from trainyard.jobs.layout import JobLayout
 from trainyard.tenancy.config import load_config
@@ -36,9 +37,6 @@ from trainyard.tenancy.names import (
 
 pytestmark = pytest.mark.e2e
 
-ALICE = ("alice", "alice-secret-1")  # tenant acme
-BOB = ("bob", "bob-secret-2")  # tenant globex
-OPS = ("ops", "ops-secret-3")  # platform admin
 OWN, OTHER = "acme", "globex"  # from alice's point of view
 JOB_NAME = "digits-mlp"  # the example manifest's name
 
@@ -93,15 +91,6 @@ def alice(deployment: Deployment) -> Iterator[AirflowClient]:
     client = api(deployment, ALICE)
     yield client
     client.close()
-
-
-def token(deployment: Deployment, user: tuple[str, str]) -> str:
-    response = httpx.post(
-        f"{deployment.cluster.api_url}/auth/token",
-        json={"username": user[0], "password": user[1]},
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 # The REST API

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from devkit.airflow_env import create_user
 from devkit.deployment import Deployment, deploy
 from devkit.learners import wait_for_end, wait_until
 from devkit.s3_server import S3Server, free_port
 from tests.e2e.test_faults import kill_user_code_after_first_checkpoint, submit
+from tests.support.browser import chromium
 from tests.support.notifications import (
     Inbox,
     Webhook,
@@ -34,15 +34,13 @@ from tests.support.notifications import (
     smtp_server,
     webhook_receiver,
 )
-from trainyard.cli.client import AirflowClient, ApiSettings
+from tests.support.users import ALICE, BOB, token
+from trainyard.cli.client import AirflowClient
 from trainyard.jobs.records import JobState, load_record
 from trainyard.tenancy.names import tenant_role
 
 pytestmark = pytest.mark.e2e
 
-ALICE = ("alice", "alice-secret-1")  # tenant acme
-BOB = ("bob", "bob-secret-2")  # tenant globex
-CHROMIUM = "/usr/bin/chromium"
 CHANNELS = [
     {
         "kind": "email",
@@ -92,29 +90,9 @@ def deployment(
 
 
 @pytest.fixture(scope="module")
-def client(deployment: Deployment) -> Iterator[AirflowClient]:
-    api = AirflowClient(ApiSettings.from_env(deployment.cluster.env))
-    yield api
-    api.close()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-def token(deployment: Deployment, user: tuple[str, str]) -> str:
-    response = httpx.post(
-        f"{deployment.cluster.api_url}/auth/token",
-        json={"username": user[0], "password": user[1]},
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 class Session:

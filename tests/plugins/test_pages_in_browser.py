@@ -13,12 +13,11 @@ import pytest
 import trainyard_web as web
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from devkit.s3_server import free_port
 from tests.plugins.stored import JOB_ID, stored_job
-
-CHROMIUM = "/usr/bin/chromium"
+from tests.support.browser import chromium
 
 
 @pytest.fixture
@@ -42,12 +41,8 @@ def server(client: TestClient, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def watched(browser: Browser) -> tuple[Page, list[str]]:
