@@ -33,11 +33,15 @@ INTERVAL = 2.0  # seconds between checkpoints
 TRAIN = "python train.py --epochs 300"
 #: Each framework's example, trained long enough to be interrupted mid-training: the faults
 #: are injected once a checkpoint is committed, and the job must still be training then.
+#: About 20-30 s each on an idle core (JAX's 300 epochs took 9 s, and a loaded CI run once
+#: signalled it after its last step, so the SIGTERM met a finished loop).
 FRAMEWORK_TRAINING = {
     "pytorch": TRAIN,
-    "tensorflow": "python keras_train.py --epochs 40",
-    "jax": "python jax_train.py --epochs 300",
+    "tensorflow": "python keras_train.py --epochs 100",
+    "jax": "python jax_train.py --epochs 1000",
 }
+#: A fault injected later than this share of the training may land after the training loop.
+LATEST_PROGRESS_TO_INTERRUPT = 0.8
 FRAMEWORKS = list(FRAMEWORK_TRAINING)
 
 
@@ -86,6 +90,11 @@ def kill_user_code_after_first_checkpoint(
         f"the learner of {job_id}",
     )
     newest = committed(store, job_id)[-1]
+    progress = max((row.get("progress", 0.0) for row in read_metrics(store, job_id)), default=0.0)
+    assert progress < LATEST_PROGRESS_TO_INTERRUPT, (
+        f"{job_id} is {progress:.0%} trained when the fault comes: too late to interrupt it "
+        "reliably; train it longer in FRAMEWORK_TRAINING"
+    )
     if target == "process group":
         os.killpg(os.getpgid(process.pid), sig)
     else:
