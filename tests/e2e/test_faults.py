@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import JobStatus
 from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore, file_digest
 from trainyard.jobs.layout import JobLayout, RunMode
-from trainyard.jobs.progress import read_metrics
+from trainyard.jobs.progress import estimate, read_metrics
 from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore, join_key
 
@@ -90,7 +91,9 @@ def kill_user_code_after_first_checkpoint(
         f"the learner of {job_id}",
     )
     newest = committed(store, job_id)[-1]
-    progress = max((row.get("progress", 0.0) for row in read_metrics(store, job_id)), default=0.0)
+    # The stored rows lag the learner's, so this catches a job that is plainly too short.
+    now = datetime.now(UTC)
+    progress = estimate(read_metrics(store, job_id), now, now, finished=True).fraction or 0.0
     assert progress < LATEST_PROGRESS_TO_INTERRUPT, (
         f"{job_id} is {progress:.0%} trained when the fault comes: too late to interrupt it "
         "reliably; train it longer in FRAMEWORK_TRAINING"
