@@ -29,7 +29,7 @@ from bench.common import (
 )
 from devkit.deployment import EXAMPLE
 from trainyard.backends.base import LearnerSpec
-from trainyard.backends.local import LocalProcessBackend
+from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.data.packaging import upload_directory
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.progress import read_metrics

@@ -28,7 +28,7 @@ from bench.common import (
     wall,
 )
 from devkit.deployment import EXAMPLES
-from trainyard.backends.environments import Environments, provided_frameworks
+from trainyard.backends.local.environments import Environments, provided_frameworks
 from trainyard.tenancy.names import dag_id_for_tenant
 
 TENANT = "globex"

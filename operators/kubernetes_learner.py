@@ -25,7 +25,7 @@ from operators.kubernetes_trigger import LearnerGroupTrigger
 from operators.learner import LearnerOperator, learner_failure
 from trainyard.backends import RunMode
 from trainyard.backends.base import LearnerSpec
-from trainyard.backends.kubernetes import (
+from trainyard.backends.kubernetes.pods import (
     ATTEMPT_LABEL,
     LEARNER_CONTAINER,
     RANK_LABEL,

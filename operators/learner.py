@@ -19,7 +19,7 @@ from trainyard.backends import (
     get_backend,
 )
 from trainyard.backends.base import failure_order
-from trainyard.backends.environments import learner_python
+from trainyard.backends.local.environments import learner_python
 from trainyard.failures import (
     RESUME_FIX,
     FailureClass,

@@ -8,8 +8,8 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures
-from trainyard.backends.environments import check_framework
-from trainyard.backends.kubernetes import learner_image
+from trainyard.backends.local.environments import check_framework
+from trainyard.backends.kubernetes.pods import learner_image
 from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
 from trainyard.failures import FailureClass, TrainyardFailure, UserError
 from trainyard.jobs.layout import JobLayout, job_id_for_run

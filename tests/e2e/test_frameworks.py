@@ -14,7 +14,7 @@ import pytest
 
 from devkit.deployment import EXAMPLE, EXAMPLES, Deployment
 from devkit.learners import learner_processes, wait_for_end, wait_until
-from trainyard.backends.environments import Environments, provided_frameworks
+from trainyard.backends.local.environments import Environments, provided_frameworks
 from trainyard.cli.client import AirflowClient
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode

@@ -38,7 +38,7 @@ from tests.support.kube_server import (
     container_processes,
     running_kube_server,
 )
-from trainyard.backends.kubernetes import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
+from trainyard.backends.kubernetes.pods import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import job_status
 from trainyard.jobs.checkpoints import CheckpointStore

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import trainyard.runtime
-from trainyard.backends.environments import FRAMEWORK_PACKAGES, RUNTIME_SOURCES
+from trainyard.backends.local.environments import FRAMEWORK_PACKAGES, RUNTIME_SOURCES
 from trainyard.manifest.schema import FrameworkName
 from trainyard.tenancy.config import KubernetesConfig
 

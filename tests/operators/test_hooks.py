@@ -11,7 +11,7 @@ import yaml
 
 from operators.hooks import TenantStorageHook, storage_connection
 from operators.learner import LearnerOperator
-from trainyard.backends.local import LocalProcessBackend
+from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.failures import PlatformFault
 from trainyard.manifest.schema import parse_manifest
 from trainyard.manifest.submission import example_manifest

@@ -41,7 +41,7 @@ from tests.support.kube_server import (
     container_processes,
     running_kube_server,
 )
-from trainyard.backends.kubernetes import RANK_LABEL
+from trainyard.backends.kubernetes.pods import RANK_LABEL
 from trainyard.failures import Preemption, ResourceError
 from trainyard.jobs.records import JobRecord, load_record, save_record
 from trainyard.manifest.schema import parse_manifest

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesEvaluateOperator, KubernetesLearnerOperator
 from trainyard.backends import RunMode
-from trainyard.backends.kubernetes import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
+from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
 from trainyard.failures import (
     PlatformFault,
     Preemption,

@@ -22,7 +22,7 @@ import pytest
 
 from devkit.s3_server import S3Server, running_s3_server
 from trainyard.backends import LearnerSpec, RunMode
-from trainyard.backends.local import LocalProcessBackend
+from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
 from trainyard.runtime.sandbox import SandboxNetwork

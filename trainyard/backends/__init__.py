@@ -12,7 +12,7 @@ def get_backend(name: str) -> LearnerBackend:
     factory builds for such tenants: they never ask for a process backend.
     """
     if name == "local":
-        from trainyard.backends.local import LocalProcessBackend
+        from trainyard.backends.local.backend import LocalProcessBackend
 
         return LocalProcessBackend()
     raise ValueError(

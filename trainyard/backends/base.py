@@ -39,7 +39,7 @@ class LearnerSpec:
     credentials: StorageCredentials | None = None
     # Local learners: the network of the sandbox their command runs in; None: no sandbox.
     sandbox_network: SandboxNetwork | None = None
-    # Local learners: the Python of the framework's environment (backends/environments.py);
+    # Local learners: the Python of the framework's environment (backends/local/environments.py);
     # None: the backend's own interpreter.
     python: Path | None = None
 

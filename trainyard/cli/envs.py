@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from trainyard.backends.environments import Environments, FrameworkEnv, provided_frameworks
+from trainyard.backends.local.environments import Environments, FrameworkEnv, provided_frameworks
 from trainyard.cli.session import console
 from trainyard.failures import TrainyardFailure
 from trainyard.tenancy.config import ConfigError, load_config

@@ -191,7 +191,7 @@ class SandboxConfig(BaseModel):
 
 
 class EnvironmentsConfig(BaseModel):
-    """Local learners' framework environments (trainyard/backends/environments.py)."""
+    """Local learners' framework environments (trainyard/backends/local/environments.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

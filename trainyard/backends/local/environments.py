@@ -31,7 +31,7 @@ from trainyard.failures import PlatformFault, ResourceError
 from trainyard.manifest.schema import Framework, FrameworkName
 from trainyard.tenancy.config import EnvironmentsConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 IMAGES_DIR = REPO / "images"
 RUNTIME_REQUIREMENTS = IMAGES_DIR / "runtime" / "requirements.txt"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.backends import environments
-from trainyard.backends.environments import (
+from trainyard.backends.local import environments
+from trainyard.backends.local.environments import (
     Environments,
     FrameworkEnv,
     provided_frameworks,

@@ -15,7 +15,7 @@ from operators.learner import learner_failure
 from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.base import GANG_STOPPED, failure_order
-from trainyard.backends.local import STOP_GRACE_SECONDS, LocalProcessBackend
+from trainyard.backends.local.backend import STOP_GRACE_SECONDS, LocalProcessBackend
 from trainyard.failures import Preemption, UserError
 from trainyard.jobs.layout import JobLayout
 from trainyard.runtime.sandbox import SandboxNetwork

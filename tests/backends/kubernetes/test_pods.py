@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client import models as k8s
 
 from trainyard.backends import LearnerExit, LearnerSpec, RunMode
-from trainyard.backends.kubernetes import (
+from trainyard.backends.kubernetes.pods import (
     ATTEMPT_LABEL,
     JOB_ID_LABEL,
     KUEUE_QUEUE_LABEL,
@@ -695,7 +695,7 @@ def test_learner_exit(status: dict[str, Any], expected: LearnerExit | None) -> N
 
 def test_importing_the_backend_does_not_import_the_kubernetes_client() -> None:
     """The DAG processor imports it through the factory: parsing DAGs must not pay for it."""
-    probe = "import sys, trainyard.backends.kubernetes; print('kubernetes' in sys.modules)"
+    probe = "import sys, trainyard.backends.kubernetes.pods; print('kubernetes' in sys.modules)"
 
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

@@ -1,0 +1,2 @@
+"""The local backend: learners are child processes of the Airflow task, each in its framework's
+environment and (when the deployment sandboxes user code) its sandbox."""
