@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.hooks import TenantStorageHook
-from trainyard.failures import FailureClass, InternalError, TrainyardFailure, UserError
+from trainyard.failures import InternalError, PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.records import JobRecord, load_record
 from trainyard.manifest.schema import JobManifest, ManifestError, parse_manifest
 from trainyard.storage import ObjectStore, StorageError
@@ -20,48 +20,95 @@ from trainyard.tenancy.config import TenantConfig, TrainyardConfig, load_config
 
 log = logging.getLogger(__name__)
 
-#: Failure classes that a retry cannot fix: the task fails at once.
-NOT_RETRYABLE = {FailureClass.USER_ERROR, FailureClass.RESOURCE_ERROR}
-
 
 def describe_failure(failure: TrainyardFailure) -> str:
+    """The failure for people (task log, Airflow's message): class, cause and fix.
+
+    Written for reading only: whoever needs the class takes it from the typed failure
+    (`failure_of_exception`), never from this text.
+    """
     text = f"[{failure.failure_class.value}] {failure.cause}"
     return f"{text}. Fix: {failure.fix}" if failure.fix else text
 
 
-@contextmanager
-def classified_failures() -> Iterator[None]:
-    """Turn Trainyard's failure types into Airflow's retry semantics.
+def invalid_manifest(error: ManifestError) -> UserError:
+    """An invalid manifest is the user's to correct."""
+    failure = UserError(f"the job manifest is invalid:\n{error}", "correct the fields named")
+    failure.__cause__ = error
+    return failure
 
-    User and resource errors raise AirflowFailException (no retry); platform faults and storage
-    outages raise a retryable exception. Anything unexpected is a bug in Trainyard, not a
-    fault: an internal error, its traceback in the task log, which the tasks' retry policy
-    (operators/retry.py) retries once. The failure stays attached as `__cause__` for the
-    failure callback and the retry policy.
+
+def failure_of_exception(error: BaseException | None) -> TrainyardFailure:
+    """The classified failure behind a task's exception: how every reader of a failure's class
+    (the retry policies, the failure callback, validate's rejection record) gets it.
+
+    classified_failures attaches it as `__cause__`; a failure raised bare is its own. An
+    invalid manifest is a user error. Anything else, untyped, is a platform fault: the one
+    default for an unknown cause, since a retry is the safe side.
     """
-    try:
-        yield
-    except ManifestError as error:
-        failure = UserError(f"the job manifest is invalid:\n{error}", "correct the fields named")
-        raise AirflowFailException(describe_failure(failure)) from failure
-    except TrainyardFailure as failure:
-        message = describe_failure(failure)
-        if failure.failure_class in NOT_RETRYABLE:
-            raise AirflowFailException(message) from failure
-        raise AirflowException(message) from failure
-    except StorageError as error:
-        raise AirflowException(f"[platform_fault] storage unavailable: {error}") from error
-    except AirflowException:
-        raise
-    except Exception as error:
+    link, seen = error, set()
+    while link is not None and id(link) not in seen:
+        if isinstance(link, TrainyardFailure):
+            return link
+        if isinstance(link, ManifestError):
+            return invalid_manifest(link)
+        seen.add(id(link))
+        link = link.__cause__
+    if error is None:
+        return PlatformFault("the task ended without an exception (its process was lost)")
+    fault = PlatformFault(
+        f"{type(error).__name__}: {error}",
+        "none needed if a retry succeeds; otherwise the task log says what failed",
+    )
+    fault.__cause__ = error
+    return fault
+
+
+def classify(error: Exception) -> TrainyardFailure:
+    """The failure an exception of Trainyard's task code stands for.
+
+    A storage outage is a platform fault. Anything unexpected is a bug in Trainyard, not a
+    fault: an internal error, its traceback in the task log, which the tasks' retry policy
+    (operators/retry.py) retries once.
+    """
+    if isinstance(error, TrainyardFailure):
+        return error
+    if isinstance(error, ManifestError):
+        return invalid_manifest(error)
+    if isinstance(error, StorageError):
+        failure: TrainyardFailure = PlatformFault(
+            f"storage unavailable: {error}",
+            "none needed if storage answers again before the retries run out; otherwise "
+            "check the tenant's storage service",
+        )
+    else:
         log.exception("internal error in Trainyard's task code")
-        bug = InternalError(
+        failure = InternalError(
             f"internal error in Trainyard: {type(error).__name__}: {error}",
             "none needed if the retry succeeds; otherwise report it to the platform team with "
             "the task log, which has the traceback",
         )
-        bug.__cause__ = error
-        raise AirflowException(describe_failure(bug)) from bug
+    failure.__cause__ = error
+    return failure
+
+
+@contextmanager
+def classified_failures() -> Iterator[None]:
+    """The one translation of Trainyard's failures into Airflow's retry semantics.
+
+    A failure of a class that no retry gets past (`RETRIED_CLASSES`) raises
+    AirflowFailException, any other a retryable AirflowException; the typed failure stays
+    attached as `__cause__` for the retry policy and the failure callback
+    (`failure_of_exception`). Airflow's own exceptions pass through.
+    """
+    try:
+        yield
+    except AirflowException:
+        raise
+    except Exception as error:
+        failure = classify(error)
+        translated = AirflowException if failure.retried else AirflowFailException
+        raise translated(describe_failure(failure)) from failure
 
 
 class TrainyardOperator(BaseOperator):
@@ -95,10 +142,11 @@ class TrainyardOperator(BaseOperator):
 
     def load_job(self) -> tuple[JobRecord, JobManifest]:
         """The job record written by the validate task, and its manifest."""
-        record = load_record(self.store, self.job_id)
-        if record is None:
-            raise AirflowException(
-                f"[platform_fault] job record of {self.job_id} is missing from "
-                f"{self.store.describe()}: the validate task must run first"
-            )
-        return record, parse_manifest(record.manifest)
+        with classified_failures():
+            record = load_record(self.store, self.job_id)
+            if record is None:
+                raise PlatformFault(
+                    f"job record of {self.job_id} is missing from {self.store.describe()}",
+                    "run the validate task first: clear the run from its validate task",
+                )
+            return record, parse_manifest(record.manifest)

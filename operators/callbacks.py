@@ -5,8 +5,8 @@ from __future__ import annotations
 from airflow.sdk import Context
 
 from operators import notify
-from operators.base import TrainyardOperator
-from trainyard.failures import FailureClass, TrainyardFailure
+from operators.base import TrainyardOperator, failure_of_exception
+from trainyard.failures import FailureClass
 from trainyard.jobs.records import FailureInfo, JobState, load_record, save_record
 
 
@@ -21,10 +21,8 @@ def record_failure(context: Context) -> None:
     if not isinstance(task, TrainyardOperator) or not task.job_id:
         return  # the manifest never validated: the validate task's log is the whole story
     exception = context.get("exception")
-    cause = getattr(exception, "__cause__", None)
-    failure_class = (
-        cause.failure_class if isinstance(cause, TrainyardFailure) else FailureClass.PLATFORM_FAULT
-    )
+    cause = failure_of_exception(exception)
+    failure_class = cause.failure_class
     record = load_record(task.store, task.job_id)
     if record is None:
         return
@@ -36,11 +34,11 @@ def record_failure(context: Context) -> None:
         failure_class=failure_class.value,
         task=task.task_id,
         message=message,
-        fix=cause.fix if isinstance(cause, TrainyardFailure) else "",
+        fix=cause.fix,
     )
     record.failure = failure
     record.state = JobState.CANCELLED if record.cancel_requested else JobState.FAILED
     save_record(task.store, record)
     if record.state is JobState.FAILED:
-        told = cause.cause if isinstance(cause, TrainyardFailure) else message
+        told = cause.cause
         notify.send(task.tenant_config, notify.failure_notice(record, failure, told), context)

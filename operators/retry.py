@@ -16,11 +16,14 @@ from typing import Any
 
 from airflow.sdk import RetryDecision, RetryPolicy
 
-from trainyard.failures import FailureClass, InternalError, TrainyardFailure
+from operators.base import failure_of_exception
+from trainyard.failures import RETRIED_CLASSES, FailureClass, InternalError, TrainyardFailure
 from trainyard.jobs.records import load_record
 
-#: The failure classes with a retry budget; the others (user and resource errors) fail at once.
-RETRIED_CLASSES = (FailureClass.PREEMPTION, FailureClass.PLATFORM_FAULT, FailureClass.HANG)
+#: The retried classes (RETRIED_CLASSES) with a budget of the learner's own, counted in the job
+#: record; an internal error is every task's, retried once (TaskRetryPolicy). The classes no
+#: retry gets past fail at once and never reach a retry policy.
+BUDGETED_CLASSES = RETRIED_CLASSES - {FailureClass.INTERNAL_ERROR}
 
 
 class TaskRetryPolicy(RetryPolicy):
@@ -37,7 +40,7 @@ class TaskRetryPolicy(RetryPolicy):
         max_tries: int,
         context: Any = None,
     ) -> RetryDecision:
-        if not isinstance(exception.__cause__, InternalError):
+        if not isinstance(failure_of_exception(exception), InternalError):
             return RetryDecision.default()
         if self.earlier_internal_errors(try_number, context):
             return RetryDecision.fail("a second internal error: not retried again")
@@ -59,11 +62,13 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         max_delay: timedelta = timedelta(minutes=5),
         preemption_delay: timedelta = timedelta(seconds=1),
     ) -> None:
-        self.budgets = {
+        budgets = {
             FailureClass.PREEMPTION: preemption_retries,
             FailureClass.PLATFORM_FAULT: platform_retries,
             FailureClass.HANG: hang_retries,
         }
+        # Keyed off the statement of retried classes: one retried without a budget fails here.
+        self.budgets = {kind: budgets[kind] for kind in BUDGETED_CLASSES}
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.preemption_delay = preemption_delay
@@ -101,17 +106,15 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         max_tries: int,
         context: Any = None,
     ) -> RetryDecision:
-        failure = exception.__cause__
+        failure = failure_of_exception(exception)
         if isinstance(failure, InternalError):
             return super().evaluate(exception, try_number, max_tries, context)
         task = context["task"] if context else None
-        if not isinstance(failure, TrainyardFailure) or task is None:
-            return RetryDecision.default()
-        record = load_record(task.store, task.job_id)
+        record = load_record(task.store, task.job_id) if task is not None else None
         if record is None:
             return RetryDecision.default()
         return self.decide(
-            failure, {kind: record.count_attempts(kind.value) for kind in RETRIED_CLASSES}
+            failure, {kind: record.count_attempts(kind.value) for kind in self.budgets}
         )
 
     def earlier_internal_errors(self, try_number: int, context: Any) -> int:

@@ -14,13 +14,12 @@ from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
 
-from operators.base import TrainyardOperator
+from operators.base import TrainyardOperator, classified_failures
 from operators.deferral import DEFER_SETTLE_SECONDS
-from trainyard.jobs.checkpoints import MANIFEST
+from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import JobLayout
-from trainyard.storage import StorageError, join_key
+from trainyard.storage import StorageError
 
 #: Seconds between two checks of a sensor's condition: no sooner than a deferral settles.
 POKE_SECONDS = DEFER_SETTLE_SECONDS
@@ -31,6 +30,8 @@ class TrainyardSensor(TrainyardOperator):
 
     #: What the sensor waits for, for the log and the failure message.
     awaited: str = ""
+    #: The tenant setting that bounds the wait, for the failure's fix.
+    timeout_setting: str = ""
 
     def __init__(self, *, poke_interval: float = POKE_SECONDS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,9 +52,12 @@ class TrainyardSensor(TrainyardOperator):
         if self.ready():
             return
         if datetime.now(UTC) >= datetime.fromisoformat(deadline):
-            raise AirflowException(
-                f"[platform_fault] {self.awaited} within {self.timeout_seconds():g}s"
-            )
+            with classified_failures():
+                raise PlatformFault(
+                    f"waited {self.timeout_seconds():g}s for {self.awaited}, in vain",
+                    f"none needed if a retry sees it; otherwise check the tenant's storage, or "
+                    f"raise the tenant's {self.timeout_setting} in the deployment config",
+                )
         self.log.info("waiting for %s (until %s)", self.awaited, deadline)
         self.defer(
             trigger=TimeDeltaTrigger(timedelta(seconds=self.poke_interval)),
@@ -66,6 +70,7 @@ class StorageAvailableSensor(TrainyardSensor):
     """The tenant's storage answers: a request gets a reply (the job record is read)."""
 
     awaited = "the tenant's storage to answer"
+    timeout_setting = "storage_wait_timeout"
 
     def ready(self) -> bool:
         try:
@@ -83,10 +88,11 @@ class ModelPublishedSensor(TrainyardSensor):
     """The results manifest the learner published last is visible in storage."""
 
     awaited = "the learner's published results manifest to be visible"
+    timeout_setting = "publish_wait_timeout"
 
     def ready(self) -> bool:
         try:
-            return self.store.exists(join_key(JobLayout(self.job_id).results, MANIFEST))
+            return self.store.exists(JobLayout(self.job_id).results_manifest)
         except StorageError as error:
             self.log.warning("storage does not answer: %s", error)
             return False

@@ -7,11 +7,11 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.base import TrainyardOperator, classified_failures
+from operators.base import TrainyardOperator, classified_failures, failure_of_exception
 from trainyard.backends.local.environments import check_framework
 from trainyard.backends.kubernetes.pods import learner_image
 from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
-from trainyard.failures import FailureClass, TrainyardFailure, UserError
+from trainyard.failures import TrainyardFailure, UserError
 from trainyard.jobs.layout import JobLayout, job_id_for_run
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
@@ -70,12 +70,12 @@ class ValidateJobOperator(TrainyardOperator):
         Only the record is written: the refused job's code and data never reach its prefix.
         """
         job_id = job_id_for_run(self.tenant, run_job_name(conf), run_id)
-        cause = rejected.__cause__
-        failure_class = (
-            cause.failure_class if isinstance(cause, TrainyardFailure) else FailureClass.USER_ERROR
-        )
+        cause = failure_of_exception(rejected)
         failure = FailureInfo(
-            failure_class=failure_class.value, task=self.task_id, message=str(rejected)
+            failure_class=cause.failure_class.value,
+            task=self.task_id,
+            message=str(rejected),
+            fix=cause.fix,
         )
         try:
             record = load_record(self.store, job_id) or JobRecord(
@@ -150,4 +150,7 @@ class InvalidJobOperator(BaseOperator):
         self.message = message
 
     def execute(self, context: Context) -> None:
-        raise AirflowFailException(f"[user_error] {self.message}")
+        with classified_failures():
+            raise UserError(
+                self.message, "correct the manifest file named; it is read again once saved"
+            )

@@ -2,7 +2,8 @@
 
 User errors fail fast; resource errors fail with the fix named; platform faults, preemptions and
 hangs are retried from the newest committed checkpoint; an internal error (a bug in Trainyard)
-is retried once.
+is retried once. A failure travels as its exception type, cause and fix attached, from where it
+is noticed to the retry policy and the job record: nothing reads a class back out of a message.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ class FailureClass(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+#: The one statement of which classes a retry may get past. The others (the user's or the
+#: resources' fault) fail the task at once; each retried class's budget is the retry policy's
+#: (operators/retry.py).
+RETRIED_CLASSES = frozenset(
+    {
+        FailureClass.PLATFORM_FAULT,
+        FailureClass.PREEMPTION,
+        FailureClass.HANG,
+        FailureClass.INTERNAL_ERROR,
+    }
+)
+
+
 class TrainyardFailure(Exception):
     """A classified failure: `cause` says what happened, `fix` what the user or admin can do."""
 
@@ -29,6 +43,11 @@ class TrainyardFailure(Exception):
         super().__init__(cause)
         self.cause = cause
         self.fix = fix
+
+    @property
+    def retried(self) -> bool:
+        """Whether a retry may get past this failure (`RETRIED_CLASSES`)."""
+        return self.failure_class in RETRIED_CLASSES
 
 
 class UserError(TrainyardFailure):

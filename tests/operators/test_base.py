@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.base import classified_failures
+from operators.base import classified_failures, failure_of_exception
 from trainyard.failures import (
+    FAILURE_TYPES,
+    RETRIED_CLASSES,
     FailureClass,
     Hang,
     InternalError,
@@ -45,7 +47,17 @@ FAILURES = [
         False,
         id="hang-is-retried",
     ),
+    pytest.param(
+        InternalError("internal error in Trainyard: KeyError: 'x'", "report it"),
+        False,
+        id="internal-error-is-retried",
+    ),
 ]
+
+
+def test_the_table_covers_every_failure_class() -> None:
+    assert {param.values[0].failure_class for param in FAILURES} == set(FailureClass)
+    assert set(FAILURE_TYPES) == set(FailureClass)
 
 
 @pytest.mark.parametrize(("failure", "fails_fast"), FAILURES)
@@ -54,8 +66,11 @@ def test_failure_class_maps_to_retry_semantics(failure: TrainyardFailure, fails_
         raise failure
 
     assert isinstance(raised.value, AirflowFailException) is fails_fast
+    assert failure.retried is (failure.failure_class in RETRIED_CLASSES) is not fails_fast
+    # The class travels as the typed failure, for every reader.
     assert raised.value.__cause__ is failure
-    message = str(raised.value)
+    assert failure_of_exception(raised.value) is failure
+    message = str(raised.value)  # for people: class, cause and fix
     assert f"[{failure.failure_class.value}]" in message
     assert failure.cause in message
     assert f"Fix: {failure.fix}" in message
@@ -76,12 +91,13 @@ def test_invalid_manifest_fails_fast_naming_the_field() -> None:
 
     message = str(raised.value)
     assert "resources.memory: invalid quantity 'lots'" in message
-    assert "[user_error]" in message
     # The failure callback reads the class from __cause__: an invalid manifest is the user's.
     cause = raised.value.__cause__
     assert isinstance(cause, UserError)
     assert cause.failure_class is FailureClass.USER_ERROR
     assert "resources.memory" in cause.cause
+    assert cause.__cause__ is error
+    assert failure_of_exception(raised.value) is cause
 
 
 def test_storage_outage_is_a_retryable_platform_fault() -> None:
@@ -91,9 +107,12 @@ def test_storage_outage_is_a_retryable_platform_fault() -> None:
         raise error
 
     assert not isinstance(raised.value, AirflowFailException)
-    assert raised.value.__cause__ is error
-    assert "[platform_fault]" in str(raised.value)
-    assert "No space left on device" in str(raised.value)
+    failure = raised.value.__cause__
+    assert isinstance(failure, PlatformFault)
+    assert failure.__cause__ is error
+    assert failure.cause.startswith("storage unavailable: ")
+    assert "No space left on device" in failure.cause
+    assert failure.fix
 
 
 def test_an_unexpected_error_is_an_internal_error_with_its_traceback_logged(
@@ -110,6 +129,43 @@ def test_an_unexpected_error_is_an_internal_error_with_its_traceback_logged(
     )
     assert "Traceback" in caplog.text
     assert "KeyError: 'surprise'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(RuntimeError("worker lost"), FailureClass.PLATFORM_FAULT, id="untyped"),
+        pytest.param(
+            AirflowException("task timed out"), FailureClass.PLATFORM_FAULT, id="airflow-own"
+        ),
+        pytest.param(None, FailureClass.PLATFORM_FAULT, id="no-exception"),
+        pytest.param(
+            ManifestError([("name", "required")]), FailureClass.USER_ERROR, id="manifest-error"
+        ),
+        pytest.param(Hang("no progress", ""), FailureClass.HANG, id="raised-bare"),
+    ],
+)
+def test_failure_of_exception_reads_the_class_from_the_type_with_one_default(
+    error: BaseException | None, expected: FailureClass
+) -> None:
+    """An unknown cause is a platform fault (a retry is the safe side), never parsed from text."""
+    failure = failure_of_exception(error)
+
+    assert failure.failure_class is expected
+    if error is not None and not isinstance(error, TrainyardFailure | ManifestError):
+        assert failure.__cause__ is error
+        assert type(error).__name__ in failure.cause
+
+
+def test_failure_of_exception_ignores_a_class_written_in_the_message() -> None:
+    """A message that looks like a class label is text, not a class."""
+    wrapped = AirflowException("[user_error] looks like the user's")
+    wrapped.__cause__ = Preemption("spot node reclaimed", "none needed")
+
+    assert failure_of_exception(wrapped).failure_class is FailureClass.PREEMPTION
+    assert failure_of_exception(RuntimeError("[user_error] text")).failure_class is (
+        FailureClass.PLATFORM_FAULT
+    )
 
 
 def test_airflow_exceptions_pass_through() -> None:

@@ -9,12 +9,13 @@ from typing import Any, cast
 
 import pytest
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from operators.base import failure_of_exception
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor, TrainyardSensor
-from trainyard.jobs.checkpoints import MANIFEST
+from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import JobLayout
-from trainyard.storage import StorageError, join_key
+from trainyard.storage import StorageError
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import TenantConfig
 
@@ -50,7 +51,7 @@ def test_a_sensor_whose_condition_holds_succeeds_at_once(
 ) -> None:
     store = LocalStore(tmp_path)
     if needs_model:
-        store.put_json(join_key(JobLayout(JOB_ID).results, MANIFEST), {"files": {}})
+        store.put_json(JobLayout(JOB_ID).results_manifest, {"files": {}})
 
     sensor(kind, store).execute(CONTEXT)  # returns: no deferral
 
@@ -85,8 +86,12 @@ def test_a_sensor_defers_until_the_tenants_timeout_then_fails_as_a_platform_faul
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     with pytest.raises(AirflowException) as failed:
         task.check(CONTEXT, None, deadline=past)
-    assert str(failed.value).startswith("[platform_fault] ")
-    assert "within 90s" in str(failed.value)
+    assert not isinstance(failed.value, AirflowFailException)  # retried as a platform fault
+    failure = failed.value.__cause__
+    assert isinstance(failure, PlatformFault)
+    assert failure_of_exception(failed.value) is failure
+    assert failure.cause == f"waited 90s for {task.awaited}, in vain"
+    assert f"raise the tenant's {timeout_field}" in failure.fix
 
 
 def test_a_sensor_called_back_once_storage_is_back_succeeds(tmp_path: Path) -> None:

@@ -27,16 +27,13 @@ from trainyard.data.validation import (
     validate_tables,
 )
 from trainyard.failures import UserError
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.layout import JobLayout, validation_report
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.manifest.schema import DataSpec, Expectation
 from trainyard.storage import ObjectNotFound, ObjectStore, join_key
 
 #: A dataset may carry its default expectations in this file (a JSON list of expectations).
 DATASET_EXPECTATIONS_FILE = "expectations.json"
-
-#: Reports of passed validations, one per (data digest, expectations, checker version).
-VALIDATIONS_PREFIX = "validations"
 
 _expectations_adapter = TypeAdapter(list[Expectation])
 log = logging.getLogger(__name__)
@@ -84,7 +81,7 @@ def stage_data(store: ObjectStore, data: DataSpec, layout: JobLayout) -> Validat
         report.data_digest = data_digest
         if report.success:
             store.put_json(passed_key, report.as_dict())
-    store.put_json(join_key(layout.logs, "data-validation.json"), report.as_dict())
+    store.put_json(layout.data_validation, report.as_dict())
     if not report.success:
         raise UserError(
             f"data.path: {data.path!r} fails {len(report.failures())} of "
@@ -102,7 +99,7 @@ def validation_key(data_digest: str, expectations: list[Expectation]) -> str:
         "checker": f"great-expectations {version('great-expectations')}",
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return join_key(VALIDATIONS_PREFIX, f"{digest}.json")
+    return validation_report(digest)
 
 
 def _passed_before(store: ObjectStore, key: str) -> ValidationReport | None:

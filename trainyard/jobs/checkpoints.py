@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.layout import MANIFEST, JobLayout
 from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
 from trainyard.storage.untrusted import open_regular, regular_files
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_MANIFEST.json"
 #: Files of one checkpoint upload in parallel: a large shard's network wait overlaps the next
 #: file's read, hashing and request signing (hashlib and sockets release the GIL).
 UPLOAD_THREADS = 4

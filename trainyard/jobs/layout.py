@@ -1,4 +1,9 @@
-"""Where a job's files live in its tenant's storage: jobs/<job-id>/{code,data,...}."""
+"""Where everything lives in a tenant's storage; every component derives its keys from here.
+
+jobs/<job-id>/{code,data,checkpoints,results,logs,job.json}     JobLayout: one job's files
+models/<job-name>/{production,v<N>/...}                          ModelLayout: its registry
+validations/<digest>.json                                        passed data validations
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,25 @@ class RunMode(StrEnum):
 
 #: The folder of every job's files in a tenant's storage.
 JOBS_ROOT = "jobs"
+#: The folder of every job's model registry (models of all runs of a job name).
+MODELS_ROOT = "models"
+#: The folder of passed data validations, shared by a tenant's jobs.
+VALIDATIONS_ROOT = "validations"
+#: The marker of a published directory (results, a checkpoint, a model version): the size
+#: and sha256 of each file, written last, so readers trust the directory once it exists.
+MANIFEST = "_MANIFEST.json"
 _RECORD_NAME = "job.json"
+_VERSION_NAME = "version.json"
+
+
+def published_manifest(prefix: str) -> str:
+    """The manifest of the directory published under `prefix`."""
+    return join_key(prefix, MANIFEST)
+
+
+def validation_report(digest: str) -> str:
+    """Where the report of a passed data validation with identity `digest` is kept."""
+    return join_key(VALIDATIONS_ROOT, f"{digest}.json")
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,11 @@ class JobLayout:
         return join_key(self.root, "results")
 
     @property
+    def results_manifest(self) -> str:
+        """The manifest the learner publishes its results with, last: the model is complete."""
+        return published_manifest(self.results)
+
+    @property
     def logs(self) -> str:
         return join_key(self.root, "logs")
 
@@ -68,6 +96,11 @@ class JobLayout:
     def record(self) -> str:
         """The job record (manifest, state, failure) as JSON."""
         return join_key(self.root, _RECORD_NAME)
+
+    @property
+    def data_validation(self) -> str:
+        """The report of the staged data's validation."""
+        return join_key(self.logs, "data-validation.json")
 
     def metrics(self, attempt: int) -> str:
         """Metrics rows of one attempt (JSON lines, each tagged with step/attempt/rank)."""
@@ -86,6 +119,41 @@ class JobLayout:
     def evaluation(self) -> str:
         return join_key(self.results, "evaluation.json")
 
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Storage keys of one job name's model registry (trainyard/jobs/registry.py)."""
+
+    job_name: str
+
+    @property
+    def root(self) -> str:
+        return join_key(MODELS_ROOT, self.job_name)
+
+    @property
+    def production(self) -> str:
+        """The pointer to the live version."""
+        return join_key(self.root, "production")
+
+    def version(self, number: int) -> str:
+        """The folder of version `number`."""
+        return join_key(self.root, f"v{number}")
+
+    def model(self, number: int) -> str:
+        """The model files of version `number` (what a deployment downloads)."""
+        return join_key(self.version(number), "model")
+
+    def version_record(self, number: int) -> str:
+        """The record of version `number`: metrics, decision, lineage."""
+        return join_key(self.version(number), _VERSION_NAME)
+
+    def number_of_record(self, key: str) -> int | None:
+        """The version whose record is stored at `key`; None for any other key."""
+        match = _VERSION_RECORD.fullmatch(key.removeprefix(self.root + "/"))
+        return int(match[1]) if match and key.startswith(self.root + "/") else None
+
+
+_VERSION_RECORD = re.compile(rf"v([1-9][0-9]*)/{re.escape(_VERSION_NAME)}")
 
 JOB_ID_PATTERN = re.compile(
     r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainyard.failures import PlatformFault, UserError
-from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore
+from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
 from trainyard.storage import ObjectNotFound, ObjectStore, join_key
 
@@ -31,9 +31,7 @@ def commit_model(store: ObjectStore, layout: JobLayout) -> ModelCommit:
         PlatformFault: the publication is missing or incomplete (a retry may complete it).
     """
     try:
-        files: dict[str, dict[str, Any]] = store.get_json(join_key(layout.results, MANIFEST))[
-            "files"
-        ]
+        files: dict[str, dict[str, Any]] = store.get_json(layout.results_manifest)["files"]
     except ObjectNotFound as missing:
         raise PlatformFault(
             f"the learner published no results manifest ({missing})",

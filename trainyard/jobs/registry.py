@@ -1,6 +1,6 @@
 """The model registry: every successful run becomes a version; only a better one goes live.
 
-Keys, relative to the tenant's storage root:
+Keys (trainyard/jobs/layout.py ModelLayout), relative to the tenant's storage root:
 
     models/<job-name>/v<N>/model/...                the model: the files the job committed
     models/<job-name>/v<N>/model/_MANIFEST.json     their sizes and sha256 (copied last)
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from trainyard.jobs.checkpoints import MANIFEST
 from trainyard.jobs.evaluation import gate, metric_value
+from trainyard.jobs.layout import MANIFEST, ModelLayout, published_manifest
 from trainyard.jobs.lineage import Lineage
 from trainyard.limits import shorten
 from trainyard.manifest.schema import EvaluationSpec
@@ -34,7 +34,6 @@ from trainyard.storage import ObjectNotFound, ObjectStore, check_key, join_key
 
 VersionStatus = Literal["registered", "promoted", "rejected"]
 
-_VERSION_RECORD = re.compile(r"v([1-9][0-9]*)/version\.json")
 _VERSION_ARG = re.compile(r"v?([1-9][0-9]*)")
 
 
@@ -86,21 +85,20 @@ class ModelRegistry:
         check_key(job_name)
         self.store = store
         self.job_name = job_name
-        self.root = join_key("models", job_name)
-        self.pointer_key = join_key(self.root, "production")
+        self.layout = ModelLayout(job_name)
+        self.pointer_key = self.layout.production
 
     def model_prefix(self, version: int) -> str:
         """Where the model files of `version` are (what a deployment downloads)."""
-        return join_key(self.root, f"v{version}", "model")
-
-    def _record_key(self, version: int) -> str:
-        return join_key(self.root, f"v{version}", "version.json")
+        return self.layout.model(version)
 
     # Reading
 
     def get(self, version: int) -> ModelVersion:
         try:
-            return ModelVersion.model_validate_json(self.store.get_bytes(self._record_key(version)))
+            return ModelVersion.model_validate_json(
+                self.store.get_bytes(self.layout.version_record(version))
+            )
         except ObjectNotFound as missing:
             raise LookupError(
                 f"job {shorten(self.job_name)} has no model version v{version} in "
@@ -109,11 +107,10 @@ class ModelRegistry:
 
     def _numbers(self) -> list[int]:
         """The version numbers in use, ascending."""
-        base = self.root + "/"
         found = (
-            _VERSION_RECORD.fullmatch(info.key[len(base) :]) for info in self.store.list(self.root)
+            self.layout.number_of_record(info.key) for info in self.store.list(self.layout.root)
         )
-        return sorted(int(match[1]) for match in found if match)
+        return sorted(number for number in found if number is not None)
 
     def versions(self) -> list[ModelVersion]:
         return [self.get(number) for number in self._numbers()]
@@ -148,7 +145,7 @@ class ModelRegistry:
         One version per job id: a retried task gets back the version its first try claimed,
         with the files copied again (a crash may have cut the copy short).
         """
-        files = self.store.get_json(join_key(results_prefix, MANIFEST))["files"]
+        files = self.store.get_json(published_manifest(results_prefix))["files"]
         version = self._claim(
             job_id,
             lambda number: ModelVersion(
@@ -177,7 +174,7 @@ class ModelRegistry:
         number = max(numbers, default=0) + 1
         while True:
             candidate = record(number)
-            if self.store.write_if(self._record_key(number), _encode(candidate), None):
+            if self.store.write_if(self.layout.version_record(number), _encode(candidate), None):
                 return candidate
             try:
                 holder = self.get(number)
@@ -243,7 +240,7 @@ class ModelRegistry:
 
     def _record(self, version: int, status: VersionStatus, reason: str) -> ModelVersion:
         """Write the decision into version.json, by compare-and-swap like every other update."""
-        key = self._record_key(version)
+        key = self.layout.version_record(version)
         while True:
             data, token = self.store.read_with_token(key)
             updated = ModelVersion.model_validate_json(data).model_copy(
