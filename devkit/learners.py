@@ -10,7 +10,7 @@ import psutil
 
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import JobStatus, job_status
-from trainyard.jobs.records import TERMINAL_STATES
+from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.runtime.sandbox import BWRAP, INIT_IN_SANDBOX
 from trainyard.storage import ObjectStore
 

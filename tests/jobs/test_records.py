@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import (
     FailureInfo,
     JobRecord,
     JobState,
-    cancel_job,
     list_records,
     load_record,
     save_record,
@@ -79,33 +76,3 @@ def test_list_records_finds_each_jobs_record_and_nothing_else(local_store: Local
     local_store.put_json(f"{JobLayout(JOB_ID).results}/job.json", {"not": "a record"})
 
     assert sorted(r.job_id for r in list_records(local_store)) == sorted([JOB_ID, second.job_id])
-
-
-def test_cancel_records_the_request_before_stopping_the_run(local_store: LocalStore) -> None:
-    save_record(local_store, a_record())
-    seen = []
-
-    def stop_run(record: JobRecord) -> None:
-        stored = load_record(local_store, JOB_ID)
-        assert stored is not None
-        seen.append((record.dag_run_id, stored.cancel_requested, stored.state))
-
-    cancelled = cancel_job(local_store, JOB_ID, stop_run)
-
-    assert seen == [(JOB_ID, True, JobState.RUNNING)]
-    assert cancelled.state is JobState.CANCELLED
-    assert load_record(local_store, JOB_ID) == cancelled
-
-
-@pytest.mark.parametrize("state", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
-def test_a_job_that_ended_cannot_be_cancelled(local_store: LocalStore, state: JobState) -> None:
-    save_record(local_store, a_record().model_copy(update={"state": state}))
-
-    with pytest.raises(ValueError, match=f"already ended \\({state.value}\\)"):
-        cancel_job(local_store, JOB_ID, lambda record: pytest.fail("the run was stopped"))
-    assert load_record(local_store, JOB_ID).state is state  # type: ignore[union-attr]
-
-
-def test_cancelling_an_unknown_job_names_the_job_id(local_store: LocalStore) -> None:
-    with pytest.raises(LookupError, match="is the job id right"):
-        cancel_job(local_store, JOB_ID, lambda record: pytest.fail("the run was stopped"))

@@ -6,7 +6,6 @@ database loss and the CLI can read it with storage access alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -14,20 +13,18 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trainyard.jobs.layout import JOBS_ROOT, JobLayout
-from trainyard.limits import shorten
 from trainyard.storage.base import ObjectNotFound, ObjectStore
 
 
 class JobState(StrEnum):
+    """A job's state as users see it; which ones are final, and how a job's state is read from
+    its run and its record: `trainyard.jobs.state`."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-#: The states a job never leaves.
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class FailureInfo(BaseModel):
@@ -105,26 +102,3 @@ def update_record(store: ObjectStore, job_id: str, **changes: Any) -> JobRecord 
     updated = record.model_copy(update=changes)
     save_record(store, updated)
     return updated
-
-
-def cancel_job(store: ObjectStore, job_id: str, stop_run: Callable[[JobRecord], None]) -> JobRecord:
-    """Cancel a running job: record the request, `stop_run` (fail its Airflow run), record the end.
-
-    The request is saved before the run is stopped, so the failure callback of the stopped
-    tasks finds it and ends the job cancelled rather than failed.
-
-    Raises:
-        LookupError: the job has no record (a wrong job id).
-        ValueError: the job already ended.
-    """
-    record = load_record(store, job_id)
-    if record is None:
-        raise LookupError(f"no job record for {shorten(job_id)}: is the job id right?")
-    if record.state in TERMINAL_STATES:
-        raise ValueError(f"{job_id} already ended ({record.state.value}); nothing to cancel")
-    record.cancel_requested = True
-    save_record(store, record)
-    stop_run(record)
-    record.state = JobState.CANCELLED
-    save_record(store, record)
-    return record

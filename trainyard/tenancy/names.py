@@ -1,4 +1,5 @@
-"""Names derived from a tenant: its DAGs, role, pools, storage connection and data assets.
+"""Names derived from a tenant: its DAGs, role, pools, storage connection, data assets and job
+pages.
 
 One place defines them, so the DAG factory (which uses the DAG ids, pools and roles), the
 admission policy (`operators/admission.py`, which sizes a run's learner in its pool), `trainyard
@@ -12,10 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from trainyard.tenancy.config import TenantConfig
 
+#: Where the web plugin (plugins/trainyard_plugin.py) serves its app in Airflow's API server.
+PLUGIN_MOUNT = "/trainyard"
 #: The role that sees and runs every tenant's DAGs (FAB's Admin role also does).
 PLATFORM_ADMIN_ROLE = "TrainyardPlatformAdmin"
 _LEARNER_POOL_RE = re.compile(r"trainyard_(?P<slug>.+)_(?P<kind>gpu|cpu)")
@@ -54,6 +58,13 @@ def data_asset_uri(tenant: str, path: str) -> str:
 def data_asset_name(tenant: str, path: str) -> str:
     """The name of the asset `data_asset_uri(tenant, path)`, as the UI shows it."""
     return f"{tenant}:{path}"
+
+
+def job_page_path(tenant: str, job_id: str, mount: str = PLUGIN_MOUNT) -> str:
+    """The path of a job's page: where the plugin's app is served (`mount`; the plugin passes
+    the path it was reached at) + `/tenants/<tenant>/jobs/<job id>`. Notifications put
+    Airflow's `[api] base_url` before it; the plugin's pages link to it."""
+    return f"{mount}/tenants/{quote(tenant)}/jobs/{quote(job_id)}"
 
 
 def tenant_role(tenant: str) -> str:

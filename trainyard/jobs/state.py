@@ -1,0 +1,191 @@
+"""A job's state as every reader shows it: one reading of Airflow's run and the job record.
+
+Airflow knows whether a job's run waits, runs or ended; the job record (`records.py`) knows what
+Airflow does not: a cancel request, the attempts and their failures, the final step. `job_view`
+joins them with the job's metric rows into what users see (state, attempt, progress, start,
+elapsed and time left, failure). `trainyard list` and `trainyard status` (the run from the REST
+API), the plugin's job list and job page (the run from the metadata DB), and the failure callback
+with its notifications all call it, so a job reads the same everywhere. To add a state: a
+`JobState` member, where it comes from here, and whether it is in `TERMINAL_STATES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trainyard.jobs.progress import estimate
+from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
+from trainyard.storage.base import ObjectStore
+
+#: The states a job never leaves.
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+#: Airflow's run states (`DagRunState`) in Trainyard's names.
+_RUN_STATES = {
+    "queued": JobState.QUEUED,
+    "running": JobState.RUNNING,
+    "success": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What Airflow knows of a job's run, whoever read it (REST API or metadata DB).
+
+    `state` is Airflow's run state ('queued', 'running', 'success', 'failed'); `learner_try`
+    the learner task's try number (0 before it was scheduled, None when not read);
+    `failed_tasks` the ids of its failed tasks.
+    """
+
+    state: str
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    learner_try: int | None = None
+    failed_tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as users see it. `progress` is the fraction done (1.0 once succeeded); `elapsed_s`
+    and `eta_s` count from `started_at` (None while the job waits)."""
+
+    state: JobState
+    attempt: int
+    progress: float | None
+    step: int | None
+    total_steps: int | None
+    started_at: datetime | None
+    elapsed_s: float | None
+    eta_s: float | None
+    failure: FailureInfo | None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job ended: its state will not change again."""
+        return self.state in TERMINAL_STATES
+
+
+def job_state(run: RunFacts | None, record: JobRecord | None) -> JobState:
+    """The job's state: the run's, except that a job is cancelled once its record says so or
+    its run failed after a cancel request, and queued until `validate` accepted it (wrote its
+    record). Without a run (Airflow forgot it), the record's."""
+    if record is not None and record.state is JobState.CANCELLED:
+        return JobState.CANCELLED
+    if run is None:
+        return record.state if record is not None else JobState.QUEUED
+    state = _RUN_STATES.get(run.state, JobState.QUEUED)
+    if record is None:
+        return JobState.QUEUED if state is JobState.RUNNING else state
+    if record.cancel_requested and state is JobState.FAILED:
+        return JobState.CANCELLED
+    return state
+
+
+def job_view(
+    run: RunFacts | None,
+    record: JobRecord | None,
+    rows: Sequence[dict[str, Any]],
+    now: datetime | None = None,
+) -> JobView:
+    """The one reading of a job: `run` (None when Airflow has no run of it), `record` (None
+    before `validate` wrote it) and its metric rows (`progress.read_metrics`; a finished job's
+    may be left out, its record holds the final step)."""
+    state = job_state(run, record)
+    terminal = state in TERMINAL_STATES
+    started, ended = _times(run, record, terminal)
+    progress = (
+        estimate(list(rows), started, ended or now or datetime.now(UTC), finished=terminal)
+        if started is not None
+        else None
+    )
+    step = progress.step if progress else None
+    if terminal and record is not None and record.final_step is not None:
+        step = record.final_step
+    fraction = progress.fraction if progress else None
+    if state is JobState.SUCCEEDED:
+        fraction = 1.0
+    return JobView(
+        state=state,
+        attempt=_attempt(run, record, rows),
+        progress=fraction,
+        step=step,
+        total_steps=progress.total_steps if progress else None,
+        started_at=started,
+        elapsed_s=progress.elapsed_s if progress else None,
+        eta_s=progress.eta_s if progress else None,
+        failure=_failure(state, run, record),
+    )
+
+
+def _times(
+    run: RunFacts | None, record: JobRecord | None, terminal: bool
+) -> tuple[datetime | None, datetime | None]:
+    """When the job started (None: it never did) and, once it has, ended: the run's dates,
+    else the record's (Airflow forgot the run)."""
+    if run is not None:
+        started, ended = run.start_date, run.end_date
+    elif record is not None:
+        started, ended = record.created_at, None
+    else:
+        return None, None
+    if not terminal:
+        return started, None
+    return started, ended or (record.updated_at if record is not None else None)
+
+
+def _attempt(run: RunFacts | None, record: JobRecord | None, rows: Sequence[dict[str, Any]]) -> int:
+    """The learner's attempt: its Airflow try, the last recorded attempt or the newest row's,
+    whichever is furthest (0: the learner has not started)."""
+    known = [run.learner_try or 0] if run is not None else [0]
+    if record is not None and record.attempts:
+        known.append(record.attempts[-1].attempt)
+    if rows and isinstance(rows[-1].get("attempt"), int):
+        known.append(rows[-1]["attempt"])
+    return max(known)
+
+
+def _failure(state: JobState, run: RunFacts | None, record: JobRecord | None) -> FailureInfo | None:
+    """The record's failure; for a failed run whose record holds none, its failed tasks."""
+    failure = record.failure if record is not None else None
+    if state is JobState.FAILED and failure is None:
+        tasks = ", ".join(run.failed_tasks) if run is not None else ""
+        failure = FailureInfo(
+            failure_class="unknown",
+            task=tasks or "?",
+            message="the run failed without a recorded cause: see its task logs",
+        )
+    return failure
+
+
+def cancel_job(
+    store: ObjectStore,
+    record: JobRecord,
+    run: RunFacts | None,
+    stop_run: Callable[[JobRecord], None],
+) -> JobRecord:
+    """Cancel a job that has not ended: record the request, `stop_run` (fail its Airflow run, so
+    a queued run never starts), record the end.
+
+    `record` is the job's stored record or, for a job still queued before `validate`, a new one
+    of its run (manifest from the run's conf): storage then says the job was cancelled, which
+    every reader of `job_view` shows. The request is saved before the run is stopped, so the
+    failure callback of the stopped tasks finds it and ends the job cancelled, not failed.
+
+    Raises:
+        ValueError: the job already ended.
+    """
+    state = job_state(run, record)
+    if state in TERMINAL_STATES:
+        raise ValueError(f"{record.job_id} already ended ({state.value}); nothing to cancel")
+    record.cancel_requested = True
+    save_record(store, record)
+    stop_run(record)
+    ended = load_record(store, record.job_id) or record  # a task may have written it since
+    ended.cancel_requested = True
+    ended.state = JobState.CANCELLED
+    save_record(store, ended)
+    return ended
