@@ -1,4 +1,5 @@
-"""Job ids: fresh ids for the CLI, stable ids for UI runs, and the tenant they belong to."""
+"""Job ids (fresh ids for the CLI, stable ids for UI runs, the tenant they belong to) and the
+storage keys every component derives from the layout."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from trainyard.jobs.layout import (
     JOB_ID_PATTERN,
     JobId,
     JobLayout,
+    ModelLayout,
+    RunMode,
     job_id_for_run,
     new_job_id,
     parse_job_id,
+    published_manifest,
     tenant_of,
+    validation_report,
 )
 
 NOW = datetime(2026, 11, 24, 21, 59, 8, 434661, tzinfo=UTC)
@@ -121,3 +126,63 @@ def test_a_record_key_names_its_job_and_no_other_key_does() -> None:
     assert JobLayout.of_record("jobs/job.json") is None
     assert JobLayout.of_record("models/digits-mlp/job.json") is None
     assert JobLayout.of_record("jobs/acme.digits-mlp.run-1/job.jsonl") is None
+
+
+JOB = JobLayout("acme.digits-mlp.run-1")
+MODEL = ModelLayout("digits-mlp")
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        pytest.param(JOB.root, "jobs/acme.digits-mlp.run-1", id="job-root"),
+        pytest.param(JOB.record, "jobs/acme.digits-mlp.run-1/job.json", id="record"),
+        pytest.param(JOB.code, "jobs/acme.digits-mlp.run-1/code", id="code"),
+        pytest.param(JOB.data, "jobs/acme.digits-mlp.run-1/data", id="staged-data"),
+        pytest.param(
+            JOB.data_validation,
+            "jobs/acme.digits-mlp.run-1/logs/data-validation.json",
+            id="data-validation-report",
+        ),
+        pytest.param(JOB.results, "jobs/acme.digits-mlp.run-1/results", id="results"),
+        pytest.param(
+            JOB.results_manifest,
+            "jobs/acme.digits-mlp.run-1/results/_MANIFEST.json",
+            id="results-manifest",
+        ),
+        pytest.param(
+            JOB.evaluation, "jobs/acme.digits-mlp.run-1/results/evaluation.json", id="evaluation"
+        ),
+        pytest.param(
+            JOB.metrics(2), "jobs/acme.digits-mlp.run-1/logs/metrics-attempt-2.jsonl", id="metrics"
+        ),
+        pytest.param(
+            JOB.outcome(RunMode.EVALUATE, 1, 0),
+            "jobs/acme.digits-mlp.run-1/logs/evaluate-outcome-attempt-1-rank-0.json",
+            id="outcome",
+        ),
+        pytest.param(MODEL.root, "models/digits-mlp", id="registry-root"),
+        pytest.param(MODEL.production, "models/digits-mlp/production", id="production-pointer"),
+        pytest.param(MODEL.model(3), "models/digits-mlp/v3/model", id="model-files"),
+        pytest.param(
+            published_manifest(MODEL.model(3)),
+            "models/digits-mlp/v3/model/_MANIFEST.json",
+            id="model-manifest",
+        ),
+        pytest.param(
+            MODEL.version_record(3), "models/digits-mlp/v3/version.json", id="version-record"
+        ),
+        pytest.param(validation_report("ab12"), "validations/ab12.json", id="passed-validation"),
+    ],
+)
+def test_every_storage_key_comes_from_the_layout(key: str, expected: str) -> None:
+    assert key == expected
+
+
+def test_a_version_record_key_names_its_version_and_no_other_key_does() -> None:
+    assert MODEL.number_of_record(MODEL.version_record(12)) == 12
+    assert MODEL.number_of_record(MODEL.production) is None
+    assert MODEL.number_of_record(published_manifest(MODEL.model(1))) is None
+    assert MODEL.number_of_record("models/digits-mlp/v0/version.json") is None
+    assert MODEL.number_of_record(ModelLayout("other").version_record(1)) is None
+    assert MODEL.number_of_record("models/digits-mlp-2/v1/version.json") is None

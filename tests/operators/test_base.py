@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.base import classified_failures, failure_of_exception
+from operators.base import TrainyardOperator, classified_failures, failure_of_exception
 from trainyard.failures import (
     FAILURE_TYPES,
     RETRIED_CLASSES,
@@ -18,8 +18,10 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
+from trainyard.jobs.records import JobRecord, save_record
 from trainyard.manifest.schema import ManifestError
 from trainyard.storage import StorageError
+from trainyard.storage.local import LocalStore
 
 FAILURES = [
     pytest.param(
@@ -178,3 +180,35 @@ def test_success_raises_nothing() -> None:
         result = 42
 
     assert result == 42
+
+
+def task_of(store: LocalStore, job_id: str = "acme.digits-mlp.run-1") -> TrainyardOperator:
+    task = TrainyardOperator(task_id="stage_data", tenant="acme", job_id=job_id)
+    task.__dict__["store"] = store  # the cached property, without an Airflow connection
+    return task
+
+
+def test_a_missing_job_record_is_a_retryable_platform_fault(local_store: LocalStore) -> None:
+    with pytest.raises(AirflowException) as raised:
+        task_of(local_store).load_job()
+
+    assert not isinstance(raised.value, AirflowFailException)
+    failure = raised.value.__cause__
+    assert isinstance(failure, PlatformFault)
+    assert failure.cause.startswith("job record of acme.digits-mlp.run-1 is missing from ")
+    assert "validate task" in failure.fix
+
+
+def test_a_recorded_manifest_that_no_longer_parses_is_a_user_error(
+    local_store: LocalStore,
+) -> None:
+    job_id = "acme.digits-mlp.run-1"
+    record = JobRecord(
+        job_id=job_id, tenant="acme", dag_id="d", dag_run_id="r", manifest={"name": 1}
+    )
+    save_record(local_store, record)
+
+    with pytest.raises(AirflowFailException) as raised:
+        task_of(local_store, job_id).load_job()
+
+    assert isinstance(raised.value.__cause__, UserError)

@@ -7,9 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import RetryAction
+from airflow.sdk.exceptions import AirflowException
 
+from operators.base import classified_failures
 from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from trainyard.failures import (
+    RETRIED_CLASSES,
     FailureClass,
     Hang,
     InternalError,
@@ -30,6 +33,40 @@ PREEMPTION, FAULT, HANG = (
     FailureClass.PLATFORM_FAULT,
     FailureClass.HANG,
 )
+JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
+
+
+def translated(failure: Exception) -> AirflowException:
+    """The exception a task raises for `failure`: what the retry policy is handed."""
+    with pytest.raises(AirflowException) as raised, classified_failures():
+        raise failure
+    return raised.value
+
+
+def saved_record(store: LocalStore, classes: list[str]) -> SimpleNamespace:
+    """A task whose job record lists attempts that ended as `classes`."""
+    save_record(
+        store,
+        JobRecord(
+            job_id=JOB_ID,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=JOB_ID,
+            manifest={},
+            attempts=[
+                AttemptInfo(attempt=n, failure_class=kind, started_at=STARTED)
+                for n, kind in enumerate(classes, start=1)
+            ],
+        ),
+    )
+    return SimpleNamespace(store=store, job_id=JOB_ID)
+
+
+def test_the_budgets_are_keyed_off_the_one_statement_of_retried_classes() -> None:
+    """Every retried class has a budget (an internal error: every task's single retry); a class
+    no retry gets past has none."""
+    assert set(POLICY.budgets) | {FailureClass.INTERNAL_ERROR} == RETRIED_CLASSES
+    assert FailureClass.INTERNAL_ERROR not in POLICY.budgets
 
 
 @pytest.mark.parametrize(
@@ -92,28 +129,40 @@ def test_task_retries_cover_every_budget() -> None:
 
 
 def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:
-    job_id = "acme.digits-mlp.20261124-215908-abcd"
-    record = JobRecord(
-        job_id=job_id,
-        tenant="acme",
-        dag_id="trainyard_acme",
-        dag_run_id=job_id,
-        manifest={},
-        attempts=[
-            AttemptInfo(attempt=1, failure_class="preemption", started_at=STARTED),
-            AttemptInfo(attempt=2, failure_class="preemption", started_at=STARTED),
-            AttemptInfo(attempt=3, failure_class="platform_fault", started_at=STARTED),
-        ],
-    )
-    save_record(local_store, record)
-    task = SimpleNamespace(store=local_store, job_id=job_id)
-    error = RuntimeError("[platform_fault] storage unavailable")
-    error.__cause__ = PlatformFault("storage unavailable")
+    task = saved_record(local_store, ["preemption", "preemption", "platform_fault"])
+    error = translated(PlatformFault("learner 0 exited with code 137"))
 
     decision = POLICY.evaluate(error, try_number=3, max_tries=5, context={"task": task})
 
     assert decision.action is RetryAction.RETRY
     assert decision.retry_delay == timedelta(seconds=5)  # the first platform fault
+
+
+@pytest.mark.parametrize(
+    ("error", "recorded", "action"),
+    [
+        pytest.param(
+            translated(Preemption("spot node reclaimed")),
+            ["platform_fault"] * 4,
+            RetryAction.RETRY,
+            id="class-from-the-type",
+        ),
+        pytest.param(
+            RuntimeError("[preemption] looks like a preemption"),
+            ["platform_fault"] * 4,
+            RetryAction.FAIL,
+            id="untyped-is-a-platform-fault-whatever-its-text",
+        ),
+    ],
+)
+def test_evaluate_reads_the_class_from_the_typed_failure_never_the_message(
+    local_store: LocalStore, error: BaseException, recorded: list[str], action: RetryAction
+) -> None:
+    task = saved_record(local_store, recorded)
+
+    decision = POLICY.evaluate(error, try_number=5, max_tries=8, context={"task": task})
+
+    assert decision.action is action
 
 
 def test_evaluate_without_a_classified_cause_keeps_airflows_default() -> None:
@@ -122,9 +171,9 @@ def test_evaluate_without_a_classified_cause_keeps_airflows_default() -> None:
     assert decision.action is RetryAction.DEFAULT
 
 
-def internal_error() -> RuntimeError:
-    error = RuntimeError("[internal_error] internal error in Trainyard: KeyError: 'x'")
-    error.__cause__ = InternalError("internal error in Trainyard: KeyError: 'x'")
+def internal_error() -> AirflowException:
+    error = translated(KeyError("x"))  # a bug in Trainyard's task code
+    assert isinstance(error.__cause__, InternalError)
     return error
 
 
@@ -152,23 +201,7 @@ def test_the_learner_counts_earlier_internal_errors_from_the_job_record(
     local_store: LocalStore, recorded: int, action: RetryAction
 ) -> None:
     """Every other end of a training attempt is in the job record; an internal error is not."""
-    job_id = "acme.digits-mlp.20261124-215908-abcd"
-    attempts = [
-        AttemptInfo(attempt=n, failure_class="preemption", started_at=STARTED)
-        for n in range(1, recorded + 1)
-    ]
-    save_record(
-        local_store,
-        JobRecord(
-            job_id=job_id,
-            tenant="acme",
-            dag_id="trainyard_acme",
-            dag_run_id=job_id,
-            manifest={},
-            attempts=attempts,
-        ),
-    )
-    task = SimpleNamespace(store=local_store, job_id=job_id)
+    task = saved_record(local_store, ["preemption"] * recorded)
 
     decision = POLICY.evaluate(internal_error(), try_number=3, max_tries=8, context={"task": task})
 

@@ -13,11 +13,12 @@ import yaml
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from operators.validate import ValidateJobOperator, snapshot_code
-from trainyard.failures import UserError
+from operators.base import classified_failures
+from operators.validate import InvalidJobOperator, ValidateJobOperator, snapshot_code
+from trainyard.failures import ResourceError, UserError
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import JobState, load_record
-from trainyard.manifest.schema import parse_manifest
+from trainyard.manifest.schema import ManifestError, parse_manifest
 from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import CONFIG_ENV
@@ -159,3 +160,71 @@ def test_an_invalid_conf_fails_validation_once_as_a_user_error(
     assert record.failure is not None
     assert record.failure.failure_class == "user_error"
     assert record.failure.message == message
+
+
+def rejection(failure: Exception) -> AirflowFailException:
+    """What the validate task's translation raises for `failure`, or `failure` itself."""
+    if isinstance(failure, AirflowFailException):
+        return failure
+    with pytest.raises(AirflowFailException) as raised, classified_failures():
+        raise failure
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("failure", "failure_class", "fix"),
+    [
+        pytest.param(
+            UserError("name: required", "name the job"), "user_error", "name the job", id="user"
+        ),
+        pytest.param(
+            ResourceError("resources.gpus: 2 > gpu_quota 1", "ask for fewer GPUs"),
+            "resource_error",
+            "ask for fewer GPUs",
+            id="resource",
+        ),
+        pytest.param(
+            ManifestError([("name", "required")]),
+            "user_error",
+            "correct the fields named",
+            id="invalid-manifest",
+        ),
+        pytest.param(
+            AirflowFailException("[user_error] a label in the text only"),
+            "platform_fault",
+            None,
+            id="untyped-is-the-one-default",
+        ),
+    ],
+)
+def test_the_rejection_record_takes_its_class_and_fix_from_the_typed_failure(
+    local_store: LocalStore, failure: Exception, failure_class: str, fix: str | None
+) -> None:
+    task = ValidateJobOperator(task_id="validate", tenant="acme")
+    task.__dict__["store"] = local_store  # the cached property, without an Airflow connection
+    rejected = rejection(failure)
+
+    task.record_rejection({"manifest": example_manifest("acme")}, "run-1", rejected)
+
+    record = load_record(local_store, "acme.digits-mlp.run-1")
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.failure_class == failure_class
+    assert record.failure.message == str(rejected)
+    if fix is not None:
+        assert record.failure.fix == fix
+    else:
+        assert record.failure.fix  # the platform fault's own
+
+
+def test_a_scheduled_job_with_an_invalid_manifest_fails_fast_as_a_user_error() -> None:
+    message = "invalid scheduled job manifest nightly.yaml: resources.gpus: not a number"
+
+    with pytest.raises(AirflowFailException) as raised:
+        InvalidJobOperator(task_id="invalid_manifest", message=message).execute(cast(Context, {}))
+
+    failure = raised.value.__cause__
+    assert isinstance(failure, UserError)
+    assert failure.cause == message
+    assert failure.fix
