@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.paths import path_without
+from trainyard.failures import ResourceError
 from trainyard.manifest.schema import FrameworkName, ManifestError, parse_manifest
-from trainyard.runtime.sandbox import SandboxNetwork
+from trainyard.runtime.sandbox import UNSANDBOXED, SandboxNetwork
 from trainyard.storage.config import LocalStorageConfig, S3StorageConfig
 from trainyard.tenancy.config import (
     CONFIG_ENV,
@@ -451,36 +453,87 @@ def test_learner_backend_per_tenant(tmp_path, deployment, overrides, expected):
     assert {name: config.learner_backend_of(name) for name in expected} == expected
 
 
+@pytest.fixture
+def no_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without bubblewrap: this process's PATH without bwrap."""
+    monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
+
+
+def sandbox_config(
+    tmp_path: Path, sandbox: dict[str, Any], tenant_network: str | None = None
+) -> TrainyardConfig:
+    fields = {"sandbox": {"network": tenant_network}} if tenant_network else {}
+    document = {"work_dir": "w", "sandbox": sandbox, "tenants": [tenant("acme", **fields)]}
+    return load_config(write_config(tmp_path, document))
+
+
 @pytest.mark.parametrize(
-    ("sandbox", "tenant_network", "bwrap", "expected"),
+    ("sandbox", "tenant_network", "expected"),
     [
-        pytest.param({}, None, "/usr/bin/bwrap", SandboxNetwork.STORAGE, id="auto-with-bwrap"),
-        pytest.param({}, None, None, None, id="auto-without-bwrap-runs-unsandboxed"),
-        pytest.param({"enabled": True}, None, None, SandboxNetwork.STORAGE, id="on-regardless"),
-        pytest.param({"enabled": False}, None, "/usr/bin/bwrap", None, id="off"),
-        pytest.param(
-            {"enabled": True, "network": "none"}, None, None, SandboxNetwork.NONE, id="deployment"
-        ),
-        pytest.param(
-            {"enabled": True, "network": "none"}, "all", None, SandboxNetwork.ALL, id="tenant-wins"
-        ),
+        pytest.param({}, None, SandboxNetwork.STORAGE, id="auto"),
+        pytest.param({"enabled": True}, None, SandboxNetwork.STORAGE, id="on"),
+        pytest.param({"enabled": False}, None, None, id="off"),
+        pytest.param({"network": "none"}, None, SandboxNetwork.NONE, id="deployment"),
+        pytest.param({"network": "none"}, "all", SandboxNetwork.ALL, id="tenant-wins"),
     ],
 )
 def test_sandbox_network_of_a_tenant(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sandbox: dict[str, Any],
-    tenant_network: str | None,
-    bwrap: str | None,
-    expected: SandboxNetwork | None,
+    tmp_path: Path, sandbox: dict[str, Any], tenant_network: str | None, expected: Any
 ) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: bwrap if name == "bwrap" else None)
-    fields = {"sandbox": {"network": tenant_network}} if tenant_network else {}
-    document = {"work_dir": "w", "sandbox": sandbox, "tenants": [tenant("acme", **fields)]}
+    assert shutil.which("bwrap"), "make services installs bubblewrap"
 
-    config = load_config(write_config(tmp_path, document))
+    config = sandbox_config(tmp_path, sandbox, tenant_network)
 
     assert config.sandbox_network_of("acme") == expected
+    assert config.sandbox_warning() == (UNSANDBOXED if expected is None else None)
+
+
+@pytest.mark.parametrize(
+    "sandbox",
+    [
+        pytest.param({}, id="auto"),
+        pytest.param({"enabled": "auto"}, id="auto-said"),
+        {"enabled": True},
+    ],
+)
+@pytest.mark.usefixtures("no_bwrap")
+def test_without_bwrap_a_sandboxed_deployment_refuses_the_job_naming_the_fix(
+    tmp_path: Path, sandbox: dict[str, Any]
+) -> None:
+    config = sandbox_config(tmp_path, sandbox)
+
+    with pytest.raises(ResourceError, match="bubblewrap") as refused:
+        config.sandbox_network_of("acme")
+
+    assert "sandbox.enabled" in refused.value.cause
+    assert "apt-get install bubblewrap" in refused.value.fix
+    assert "sandbox.enabled: false" in refused.value.fix
+    warning = config.sandbox_warning()
+    assert warning is not None
+    assert "refused at validate" in warning
+    assert "apt-get install bubblewrap" in warning
+
+
+@pytest.mark.usefixtures("no_bwrap")
+def test_without_bwrap_only_an_explicit_false_runs_unsandboxed(tmp_path: Path) -> None:
+    config = sandbox_config(tmp_path, {"enabled": False})
+
+    assert config.sandbox_network_of("acme") is None
+    assert config.sandbox_warning() == UNSANDBOXED
+
+
+@pytest.mark.usefixtures("no_bwrap")
+def test_learners_in_pods_are_no_reason_to_warn(tmp_path: Path) -> None:
+    """A Kubernetes tenant's pod is its learners' sandbox: no bwrap needed here."""
+    document = {
+        "work_dir": "w",
+        "learner_backend": "kubernetes",
+        "kubernetes": {},
+        "tenants": [s3_tenant("acme")],
+    }
+    config = load_config(write_config(tmp_path, document))
+
+    assert config.sandbox_warning() is None
 
 
 def test_an_unknown_sandbox_network_is_refused_naming_the_field(tmp_path: Path) -> None:

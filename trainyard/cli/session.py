@@ -34,6 +34,8 @@ class Session:
 
     def __init__(self) -> None:
         self.config: TrainyardConfig = load_config()
+        if warning := self.config.sandbox_warning():
+            errors.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.client = AirflowClient(ApiSettings.from_env())
         self._stores: dict[str, ObjectStore] = {}
         self._allowed: set[str] = set()

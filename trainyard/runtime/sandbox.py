@@ -7,7 +7,9 @@ its own PID, IPC, UTS and user namespaces (as `nobody`, with no capabilities and
 make a nested user namespace) and its own `/proc`. Nothing else of the machine is there: not
 `$AIRFLOW_HOME`, not the deployment config, not other tenants' storage or other jobs'
 workspaces, not the runtime's environment (which holds the storage keys). The runtime stays
-outside and does all storage I/O.
+outside and does all storage I/O. A deployment sandboxes user code unless its config says
+`sandbox.enabled: false`; where bwrap is missing, its jobs are refused (`require_bwrap`), never
+run unsandboxed by accident.
 
 Network (`sandbox.network`): `none` gives the command a network namespace of its own (a
 loopback and nothing else); `storage` is the same for user code, since the runtime outside
@@ -32,7 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import trainyard
-from trainyard.failures import PlatformFault, UserError
+from trainyard.failures import PlatformFault, ResourceError, UserError
 from trainyard.runtime import sandbox_init
 
 BWRAP = "bwrap"
@@ -59,9 +61,18 @@ ETC_PATHS = (
     "/etc/ca-certificates",
     "/etc/mime.types",
 )
+#: What installs bubblewrap (Debian, Ubuntu), as root.
+INSTALL_COMMAND = "apt-get install bubblewrap"
 INSTALL_FIX = (
-    "install bubblewrap on the machine that runs local learners (apt-get install bubblewrap), "
-    "or set the deployment's sandbox.enabled to auto or false"
+    f"install bubblewrap on every machine that runs local learners ({INSTALL_COMMAND}), or, "
+    "to run tenants' code unsandboxed with the machine's files in reach, set sandbox.enabled: "
+    "false in the deployment config"
+)
+
+#: What a learner's log and the deployment's start-up say when the config turned it off.
+UNSANDBOXED = (
+    "sandbox.enabled is false: tenants' code runs unsandboxed, as the user running the "
+    "learners, with this machine's files in reach"
 )
 
 
@@ -74,8 +85,23 @@ class SandboxNetwork(StrEnum):
 
 
 def bwrap_available() -> bool:
-    """Whether bubblewrap is installed here (`sandbox.enabled: auto` sandboxes only then)."""
+    """Whether bubblewrap is installed here (on this PATH)."""
     return shutil.which(BWRAP) is not None
+
+
+def require_bwrap() -> None:
+    """Refuse to run user code where it would run unsandboxed by accident.
+
+    Raises:
+        ResourceError: bubblewrap is not installed here; the fix names the command that
+            installs it, and the deliberate way out (`sandbox.enabled: false`).
+    """
+    if not bwrap_available():
+        raise ResourceError(
+            "sandbox.enabled: the deployment sandboxes tenants' code (the default), but "
+            "bubblewrap (bwrap) is not installed on this machine, so no learner starts here",
+            fix=INSTALL_FIX,
+        )
 
 
 def _framework_paths() -> list[Path]:
@@ -181,12 +207,9 @@ class Sandbox:
         """Prepare to start `command`; Popen the launch's `argv` with its `pass_fds`.
 
         Raises:
-            PlatformFault: bubblewrap is not installed.
+            ResourceError: bubblewrap is not installed.
         """
-        if not bwrap_available():
-            raise PlatformFault(
-                "the deployment sandboxes user code, but bwrap is not installed", fix=INSTALL_FIX
-            )
+        require_bwrap()
         return SandboxLaunch(self, list(command), cwd)
 
 

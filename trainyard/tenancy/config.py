@@ -36,7 +36,13 @@ from trainyard.manifest.schema import (
     read_manifest_file,
     validation_problems,
 )
-from trainyard.runtime.sandbox import SandboxNetwork, bwrap_available
+from trainyard.runtime.sandbox import (
+    INSTALL_FIX,
+    UNSANDBOXED,
+    SandboxNetwork,
+    bwrap_available,
+    require_bwrap,
+)
 from trainyard.safe_yaml import load_yaml
 from trainyard.storage.config import LocalStorageConfig, StorageConfig
 from trainyard.tenancy.names import dag_id_for_job
@@ -176,18 +182,15 @@ class SandboxConfig(BaseModel):
 
     enabled: Literal["auto"] | bool = Field(
         default="auto",
-        description="run user code of local learners in a bubblewrap sandbox: true (fail "
-        "without bwrap), false, or auto (when bwrap is installed)",
+        description="run user code of local learners in a bubblewrap sandbox: auto (the "
+        "default) and true both sandbox it and refuse jobs where bwrap is missing; only false "
+        "runs it unsandboxed",
     )
     network: SandboxNetwork = Field(
         default=SandboxNetwork.STORAGE,
         description="none | storage (user code gets no network either way: the runtime "
         "does the storage I/O) | all",
     )
-
-    @property
-    def active(self) -> bool:
-        return bwrap_available() if self.enabled == "auto" else self.enabled
 
 
 class EnvironmentsConfig(BaseModel):
@@ -392,10 +395,32 @@ class TrainyardConfig(BaseModel):
         return self.tenant(tenant).learner_backend or self.learner_backend
 
     def sandbox_network_of(self, tenant: str) -> SandboxNetwork | None:
-        """The network of `tenant`'s sandboxed user code; None when it runs unsandboxed."""
-        if not self.sandbox.active:
+        """The network of `tenant`'s sandboxed user code on local learners (the local backend
+        asks, at validate and for each attempt); None when the config says
+        `sandbox.enabled: false`, deliberately unsandboxed.
+
+        Raises:
+            ResourceError: the deployment sandboxes user code but bwrap is missing here: the
+                job is refused rather than run unsandboxed by accident.
+        """
+        if self.sandbox.enabled is False:
             return None
+        require_bwrap()
         return self.tenant(tenant).sandbox.network or self.sandbox.network
+
+    def sandbox_warning(self) -> str | None:
+        """What to tell whoever starts the deployment or a command about its sandbox: None when
+        local learners' code runs sandboxed here (or no tenant has local learners)."""
+        if all(self.learner_backend_of(name) != "local" for name in self.tenant_names):
+            return None
+        if self.sandbox.enabled is False:
+            return UNSANDBOXED
+        if bwrap_available():
+            return None
+        return (
+            "bubblewrap (bwrap) is not installed on this machine: jobs whose learners would "
+            f"run here are refused at validate. Fix: {INSTALL_FIX}"
+        )
 
     @property
     def tenant_names(self) -> list[str]:
