@@ -20,8 +20,9 @@ from typer.testing import CliRunner, Result
 from tests.support.fake_airflow import FakeAirflow, fake_airflow
 from trainyard.cli.app import app
 from trainyard.jobs.checkpoints import publish_directory
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.layout import JobLayout, tenant_of
 from trainyard.jobs.lineage import Lineage
+from trainyard.jobs.records import JobRecord, JobState, load_record, save_record
 from trainyard.jobs.registry import ModelRegistry, ModelVersion
 from trainyard.manifest.schema import EvaluationSpec
 from trainyard.storage.local import LocalStore
@@ -453,15 +454,36 @@ def finished_run(run_id: str, state: str) -> dict[str, object]:
     }
 
 
+def a_record(job_id: str, **changes: object) -> JobRecord:
+    record = JobRecord(
+        job_id=job_id,
+        tenant=tenant_of(job_id),
+        dag_id=f"trainyard_{tenant_of(job_id)}",
+        dag_run_id=job_id,
+        manifest={"name": "digits-mlp"},
+    )
+    return record.model_copy(update=changes)
+
+
 def test_list_fits_80_columns_with_the_states_status_uses(
     deployment: Path, airflow: FakeAirflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "80")
-    run_ids = ["acme.digits-mlp.20261201-100000-ab12", "acme.digits-mlp.20261201-100500-cd34"]
+    run_ids = [
+        "acme.digits-mlp.20261201-100000-ab12",
+        "acme.digits-mlp.20261201-100500-cd34",
+        "acme.digits-mlp.20261201-101000-ef56",
+        "acme.digits-mlp.20261201-101500-gh78",
+    ]
     airflow.runs["trainyard_acme"] = [
         finished_run(run_ids[0], "success"),
         finished_run(run_ids[1], "failed"),
+        finished_run(run_ids[2], "failed"),
+        {**finished_run(run_ids[3], "queued"), "start_date": None, "end_date": None},
     ]
+    store = store_of(deployment, "acme")
+    save_record(store, a_record(run_ids[0], state=JobState.SUCCEEDED))
+    save_record(store, a_record(run_ids[2], state=JobState.CANCELLED, cancel_requested=True))
 
     result = invoke("list", "--tenant", "acme")
 
@@ -469,10 +491,54 @@ def test_list_fits_80_columns_with_the_states_status_uses(
     lines = result.output.splitlines()
     assert max(len(line) for line in lines) <= 80, result.output
     assert any(
-        run_ids[0] in line and "succeeded" in line and "2026-12-01 10:00" in line for line in lines
+        run_ids[0] in line and "succeeded" in line and "100%" in line and "2026-12-01 10:00" in line
+        for line in lines
     )
     assert any(run_ids[1] in line and "failed" in line for line in lines)
+    assert any(run_ids[2] in line and "cancelled" in line for line in lines)
+    assert any(run_ids[3] in line and "queued" in line for line in lines)
     assert "success " not in result.output
+    listed = json.loads(invoke("list", "--tenant", "acme", "--json").output)
+    assert [job["state"] for job in listed] == ["succeeded", "failed", "cancelled", "queued"]
+
+
+def test_cancel_of_a_job_queued_before_validate_stops_its_run_and_records_it(
+    deployment: Path, airflow: FakeAirflow
+) -> None:
+    job_id = "acme.digits-mlp.20261201-100000-ab12"
+    queued = {**finished_run(job_id, "queued"), "start_date": None, "end_date": None}
+    airflow.runs["trainyard_acme"] = [queued]
+
+    result = invoke("cancel", job_id)
+
+    assert result.exit_code == 0, result.output
+    assert f"PATCH /api/v2/dags/trainyard_acme/dagRuns/{job_id}" in airflow.requests
+    assert queued["state"] == "failed"
+    record = load_record(store_of(deployment, "acme"), job_id)
+    assert record is not None
+    assert (record.state, record.cancel_requested) == (JobState.CANCELLED, True)
+    assert record.manifest == {"name": "digits-mlp"}  # from the run's conf
+    status = json.loads(invoke("status", job_id, "--json").output)
+    assert status["state"] == "cancelled"
+    assert "cancelled" in invoke("list", "--tenant", "acme").output
+
+
+def test_cancel_of_a_job_that_ended_changes_nothing(deployment: Path, airflow: FakeAirflow) -> None:
+    job_id = "acme.digits-mlp.20261201-100000-ab12"
+    airflow.runs["trainyard_acme"] = [finished_run(job_id, "success")]
+
+    result = invoke("cancel", job_id)
+
+    assert result.exit_code == 2
+    assert "already ended (succeeded)" in text_of(result)
+    assert not any(request.startswith("PATCH") for request in airflow.requests)
+
+
+def test_cancel_of_an_unknown_job_names_the_job_id(deployment: Path) -> None:
+    result = invoke("cancel", "acme.digits-mlp.20261201-100000-ab12")
+
+    assert result.exit_code == 2
+    assert "is the job id right?" in text_of(result)
 
 
 def test_status_shows_step_of_total_elapsed_and_time_left(
@@ -483,6 +549,7 @@ def test_status_shows_step_of_total_elapsed_and_time_left(
         {**finished_run(job_id, "running"), "start_date": "2026-12-01T10:00:00Z", "end_date": None}
     ]
     airflow.task_instances[job_id] = [{"task_id": "learner", "try_number": 2, "state": "running"}]
+    save_record(store_of(deployment, "acme"), a_record(job_id))  # validate accepted it
     rows = [
         {"step": 100, "total_steps": 1000, "time": 1_000.0, "attempt": 2, "loss": 0.9},
         {"step": 300, "total_steps": 1000, "time": 1_100.0, "attempt": 2, "loss": 0.5},

@@ -1,8 +1,9 @@
-"""A job's status as JSON keeps the failure's fields."""
+"""A job's status as JSON keeps the failure's fields and its start."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from trainyard.cli.status import JobStatus
 from trainyard.jobs.records import FailureInfo, JobState
@@ -22,6 +23,7 @@ def test_status_as_json_keeps_the_failure_fields() -> None:
         progress=None,
         step=None,
         total_steps=None,
+        started_at=datetime(2026, 11, 24, 21, 59, 8, tzinfo=UTC),
         elapsed_s=None,
         eta_s=None,
         failure=failure,
@@ -33,6 +35,7 @@ def test_status_as_json_keeps_the_failure_fields() -> None:
     data = json.loads(json.dumps(status.as_dict(), default=str))
 
     assert data["state"] == "failed"
+    assert data["started_at"] == "2026-11-24T21:59:08+00:00"
     assert data["failure"] == {
         "failure_class": "user_error",
         "task": "validate",

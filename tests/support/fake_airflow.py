@@ -3,7 +3,8 @@
 It logs anyone in and answers `GET /api/v2/dags/<dag_id>` with 200 for the DAGs the user may
 read and 403 for the others, as FAB's auth manager does. The runs in `runs` (per DAG id) are
 listed (`.../dagRuns`) and read one by one (`.../dagRuns/<run id>`, with the task instances
-in `task_instances` per run id); everything else is 404.
+in `task_instances` per run id, also across runs: `.../dagRuns/~/taskInstances?task_id=...`);
+`PATCH .../dagRuns/<run id>` sets a run's state; everything else is 404.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.support.http_server import serving
 
@@ -42,9 +44,27 @@ class FakeAirflow:
                 return 200, {"dag_runs": list(runs.values())}
             case ["dagRuns", run_id] if run_id in runs:
                 return 200, runs[run_id]
+            case ["dagRuns", "~", "taskInstances"]:
+                task_id = parse_qs(urlsplit(path).query).get("task_id", [None])[0]
+                return 200, {
+                    "task_instances": [
+                        {**ti, "dag_run_id": run_id}
+                        for run_id in runs
+                        for ti in self.task_instances.get(run_id, [])
+                        if task_id is None or ti["task_id"] == task_id
+                    ]
+                }
             case ["dagRuns", run_id, "taskInstances"] if run_id in runs:
                 return 200, {"task_instances": self.task_instances.get(run_id, [])}
         return 404, {"detail": "Not Found"}
+
+    def patch(self, path: str, body: dict[str, Any]) -> tuple[int, object]:
+        """`PATCH .../dagRuns/<run id>`: the run takes `body`'s state."""
+        status, run = self.answer(path)
+        if status != 200 or not isinstance(run, dict) or "dag_run_id" not in run:
+            return status if status != 200 else 404, run
+        run["state"] = body["state"]
+        return 200, run
 
 
 @contextmanager
@@ -67,6 +87,11 @@ def fake_airflow(readable_dags: set[str]) -> Iterator[FakeAirflow]:
                 self._answer(201, {"access_token": "token"})
             else:
                 self._answer(404, {"detail": "Not Found"})
+
+        def do_PATCH(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            state.requests.append(f"PATCH {self.path}")
+            self._answer(*state.patch(self.path, body))
 
         def do_GET(self) -> None:
             state.requests.append(f"GET {self.path}")

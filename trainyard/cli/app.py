@@ -21,15 +21,15 @@ from rich.table import Table
 from trainyard.cli import data, envs, models
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
-from trainyard.cli.status import JobStatus, run_state
+from trainyard.cli.status import JobStatus, cancel_by_id, tenant_statuses
 from trainyard.data.packaging import is_archive, unpack_archive, upload_directory
-from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id, parse_job_id, tenant_of
+from trainyard.jobs.layout import JobLayout, new_job_id, parse_job_id, tenant_of
 from trainyard.jobs.progress import Progress as JobProgress
 from trainyard.jobs.progress import format_duration, metric_names, read_metrics
-from trainyard.jobs.records import TERMINAL_STATES, JobState, cancel_job, load_record
+from trainyard.jobs.records import JobState, load_record
+from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
-from trainyard.manifest.submission import run_job_name
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
@@ -245,11 +245,12 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, title: str) -> str:
 @app.command("list")
 def list_jobs(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one status a job.")] = False,
 ) -> None:
-    """List recent jobs with their state (all tenants: those the user may see)."""
+    """List recent jobs with their state and progress (all tenants: those the user may see)."""
     with session() as sess:
         tenants = [tenant] if tenant else sess.config.tenant_names
-        rows = []
+        statuses: list[JobStatus] = []
         for name in tenants:
             try:
                 sess.check_access(name)
@@ -257,31 +258,35 @@ def list_jobs(
                 if tenant:
                     raise
                 continue
-            for run in sess.client.list_runs(dag_id_for_tenant(name)):
-                started = (run.get("start_date") or "")[:16].replace("T", " ")
-                job_id = job_id_for_run(name, run_job_name(run.get("conf")), run["dag_run_id"])
-                rows.append((job_id, name, run_state(run["state"]).value, started))
+            statuses.extend(tenant_statuses(sess.client, sess.store(name), name))
+        if as_json:
+            typer.echo(json.dumps([status.as_dict() for status in statuses], indent=2))
+            return
         # 80 columns: the job id (what people copy into the next command) is never cut, the
-        # state and start time keep their width; only a long tenant name may wrap.
+        # state, progress and start time keep their width; only a long tenant name may wrap.
         table = Table(box=None, pad_edge=False)
         table.add_column("job id", no_wrap=True)
         table.add_column("tenant", overflow="fold")
         table.add_column("state", no_wrap=True, min_width=len(JobState.SUCCEEDED.value))
+        table.add_column("done", no_wrap=True, justify="right")
         table.add_column("started (UTC)", no_wrap=True, min_width=16)
-        for row in rows:
-            table.add_row(*row)
+        for status in statuses:
+            table.add_row(
+                status.job_id,
+                status.tenant,
+                status.state.value,
+                f"{status.progress:.0%}" if status.progress is not None else "",
+                status.started_at.strftime("%Y-%m-%d %H:%M") if status.started_at else "",
+            )
         console.print(table)
 
 
 @app.command()
 def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
-    """Stop a job: learners get SIGTERM and commit a final checkpoint; the job ends cancelled."""
+    """Stop a job: learners get SIGTERM and commit a final checkpoint; a queued job never
+    starts. The job ends cancelled."""
     with session() as sess:
-        cancel_job(
-            sess.store(tenant_of(job_id)),
-            job_id,
-            lambda record: sess.client.set_run_state(record.dag_id, record.dag_run_id, "failed"),
-        )
+        cancel_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
         console.print(f"{job_id}: cancelled", highlight=False)
 
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from trainyard.limits import shorten
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_CONNECT_RETRY_SECONDS = 20.0
@@ -221,6 +218,16 @@ class AirflowClient:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         instances: list[dict[str, Any]] = result["task_instances"]
         return instances
+
+    def task_tries(self, dag_id: str, task_id: str, limit: int = 100) -> dict[str, int]:
+        """The try number of `task_id` in each of the DAG's newest runs, by run id (one request
+        for all runs: `~` stands for every run)."""
+        result = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/~/taskInstances",
+            params={"task_id": task_id, "order_by": "-run_after", "limit": limit},
+        )
+        return {ti["dag_run_id"]: int(ti.get("try_number") or 0) for ti in result["task_instances"]}
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
         """The lines of one task attempt's log, as Airflow stores them."""

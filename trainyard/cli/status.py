@@ -1,26 +1,23 @@
-"""A job's status as users see it: Airflow's run state joined with the job record and metrics."""
+"""A job's status as users see it: `job_view` (trainyard.jobs.state) of its Airflow run, read
+through the REST API, and its record and metric rows, read from the tenant's storage."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from trainyard.cli.client import AirflowClient, ApiError
-from trainyard.jobs.layout import tenant_of
-from trainyard.jobs.progress import estimate, read_metrics
-from trainyard.jobs.records import TERMINAL_STATES, FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.layout import job_id_for_run, tenant_of
+from trainyard.jobs.progress import read_metrics
+from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.state import JobView, RunFacts, cancel_job, job_view
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
+from trainyard.manifest.submission import run_job_name
 from trainyard.storage import ObjectStore
 from trainyard.tenancy.names import dag_id_for_tenant
-
-_RUN_STATES = {
-    "queued": JobState.QUEUED,
-    "running": JobState.RUNNING,
-    "success": JobState.SUCCEEDED,
-    "failed": JobState.FAILED,
-}
 
 
 @dataclass
@@ -34,6 +31,7 @@ class JobStatus:
     progress: float | None
     step: int | None
     total_steps: int | None
+    started_at: datetime | None
     elapsed_s: float | None
     eta_s: float | None
     failure: FailureInfo | None
@@ -41,46 +39,75 @@ class JobStatus:
     model: str | None
     model_version: int | None
 
+    @classmethod
+    def of(cls, job: FoundJob, view: JobView) -> JobStatus:
+        record = job.record
+        return cls(
+            job_id=job.job_id,
+            tenant=job.tenant,
+            dag_id=job.dag_id,
+            dag_run_id=job.dag_run_id,
+            state=view.state,
+            attempt=view.attempt,
+            progress=view.progress,
+            step=view.step,
+            total_steps=view.total_steps,
+            started_at=view.started_at,
+            elapsed_s=view.elapsed_s,
+            eta_s=view.eta_s,
+            failure=view.failure,
+            evaluation=record.evaluation if record else None,
+            model=record.model_key if record else None,
+            model_version=record.model_version if record else None,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the state by name, the failure as its fields (asdict leaves models alone)."""
         data = asdict(self)
         data["state"] = self.state.value
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
         data["failure"] = self.failure.model_dump(mode="json") if self.failure else None
         return data
 
 
-def run_state(airflow_state: str | None) -> JobState:
-    """A run's Airflow state ('success', 'failed', ...) in Trainyard's names ('succeeded', ...)."""
-    return _RUN_STATES.get(airflow_state or "", JobState.QUEUED)
+@dataclass(frozen=True)
+class FoundJob:
+    """A job's run (the REST API's JSON; None when Airflow has none) and record (None before
+    `validate` wrote it): at least one of them."""
+
+    job_id: str
+    tenant: str
+    dag_id: str
+    dag_run_id: str
+    run: dict[str, Any] | None
+    record: JobRecord | None
 
 
-def _state(run: dict[str, Any] | None, record: JobRecord | None) -> JobState:
-    if run is None:
-        return record.state if record else JobState.QUEUED
-    state = run_state(run["state"])
-    if record is not None and record.cancel_requested and state is JobState.FAILED:
-        return JobState.CANCELLED
-    return state
+def _date(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def _times(
-    run: dict[str, Any] | None, record: JobRecord | None
-) -> tuple[datetime | None, datetime | None]:
-    """When the job started and (once it has) ended: the run's dates, else the record's."""
-    if run is not None and run.get("start_date"):
-        end = run.get("end_date")
-        return _parse(run["start_date"]), _parse(end) if end else None
-    if record is None:
-        return None, None
-    return record.created_at, record.updated_at if record.state in TERMINAL_STATES else None
+def run_facts(run: Mapping[str, Any], instances: list[dict[str, Any]] | None) -> RunFacts:
+    """The facts `job_view` reads from a run's JSON and (None: not read) its task instances."""
+    learner = None
+    failed: tuple[str, ...] = ()
+    if instances is not None:
+        learner = next(
+            (int(ti.get("try_number") or 0) for ti in instances if ti["task_id"] == TaskId.LEARNER),
+            0,
+        )
+        failed = tuple(ti["task_id"] for ti in instances if ti.get("state") == "failed")
+    return RunFacts(
+        state=str(run["state"]),
+        start_date=_date(run.get("start_date")),
+        end_date=_date(run.get("end_date")),
+        learner_try=learner,
+        failed_tasks=failed,
+    )
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobStatus:
-    """Collect the status of `job_id` from the REST API and the tenant's storage.
+def find_job(client: AirflowClient, store: ObjectStore, job_id: str) -> FoundJob:
+    """The job's record and its run.
 
     Raises:
         LookupError: neither Airflow nor the storage knows the job.
@@ -92,52 +119,67 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
     try:
         run: dict[str, Any] | None = client.get_run(dag_id, run_id)
     except ApiError as error:
-        if error.status_code != 404 or record is None:
-            if error.status_code == 404:
-                raise LookupError(f"no job {shorten(job_id)} in {dag_id}") from error
+        if error.status_code != 404:
             raise
+        if record is None:
+            raise LookupError(
+                f"no job {shorten(job_id)} in {dag_id}: is the job id right?"
+            ) from error
         run = None
-    state = _state(run, record)
-    attempt = 0
-    failure = record.failure if record else None
-    if run is not None:
-        instances = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
-        attempt = int(instances.get(TaskId.LEARNER, {}).get("try_number") or 0)
-        if state is JobState.FAILED and failure is None:
-            failed = [ti["task_id"] for ti in instances.values() if ti["state"] == "failed"]
-            failure = FailureInfo(
-                failure_class="unknown",
-                task=", ".join(failed) or "?",
-                message=f"see 'trainyard logs {job_id}'",
-            )
-    started, ended = _times(run, record)
-    progress = (
-        estimate(
-            read_metrics(store, job_id),
-            started,
-            ended or datetime.now(UTC),
-            finished=state in TERMINAL_STATES,
+    return FoundJob(job_id, tenant, dag_id, run_id, run, record)
+
+
+def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobStatus:
+    """The status of `job_id` from the REST API and the tenant's storage (LookupError as
+    `find_job` says)."""
+    job = find_job(client, store, job_id)
+    facts = None
+    if job.run is not None:
+        facts = run_facts(job.run, client.task_instances(job.dag_id, job.dag_run_id))
+    return JobStatus.of(job, job_view(facts, job.record, read_metrics(store, job_id)))
+
+
+def tenant_statuses(client: AirflowClient, store: ObjectStore, tenant: str) -> list[JobStatus]:
+    """The status of each recent run of the tenant's DAG, newest first: its learner tries in
+    one request, each job's record and rows from the storage."""
+    dag_id = dag_id_for_tenant(tenant)
+    tries = client.task_tries(dag_id, TaskId.LEARNER)
+    statuses = []
+    for run in client.list_runs(dag_id):
+        run_id = str(run["dag_run_id"])
+        job_id = job_id_for_run(tenant, run_job_name(run.get("conf")), run_id)
+        job = FoundJob(job_id, tenant, dag_id, run_id, run, load_record(store, job_id))
+        learner = [{"task_id": TaskId.LEARNER, "try_number": tries.get(run_id, 0)}]
+        facts = run_facts(run, learner)
+        statuses.append(JobStatus.of(job, job_view(facts, job.record, read_metrics(store, job_id))))
+    return statuses
+
+
+def cancel_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobRecord:
+    """Cancel `job_id` (`trainyard.jobs.state.cancel_job`): a job still queued before
+    `validate` gets a record of its run, whose conf holds the manifest.
+
+    Raises:
+        LookupError: neither Airflow nor the storage knows the job.
+        ValueError: the job already ended.
+    """
+    job = find_job(client, store, job_id)
+    record = job.record
+    if record is None:
+        conf = job.run.get("conf") if job.run is not None else None
+        manifest = conf.get("manifest") if isinstance(conf, Mapping) else None
+        record = JobRecord(
+            job_id=job_id,
+            tenant=job.tenant,
+            dag_id=job.dag_id,
+            dag_run_id=job.dag_run_id,
+            manifest=dict(manifest) if isinstance(manifest, Mapping) else {},
+            state=JobState.QUEUED,
         )
-        if started
-        else None
-    )
-    fraction = progress.fraction if progress else None
-    if state is JobState.SUCCEEDED:
-        fraction = 1.0
-    return JobStatus(
-        job_id=job_id,
-        tenant=tenant,
-        dag_id=dag_id,
-        dag_run_id=run_id,
-        state=state,
-        attempt=attempt,
-        progress=fraction,
-        step=progress.step if progress else None,
-        total_steps=progress.total_steps if progress else None,
-        elapsed_s=progress.elapsed_s if progress else None,
-        eta_s=progress.eta_s if progress else None,
-        failure=failure,
-        evaluation=record.evaluation if record else None,
-        model=record.model_key if record else None,
-        model_version=record.model_version if record else None,
+    facts = run_facts(job.run, None) if job.run is not None else None
+    return cancel_job(
+        store,
+        record,
+        facts,
+        lambda stopped: client.set_run_state(stopped.dag_id, stopped.dag_run_id, "failed"),
     )
