@@ -38,15 +38,17 @@ def invalid_manifest(error: ManifestError) -> UserError:
     return failure
 
 
-def failure_of_exception(error: BaseException | None) -> TrainyardFailure:
+def failure_of_exception(error: BaseException | str | None) -> TrainyardFailure:
     """The classified failure behind a task's exception: how every reader of a failure's class
     (the retry policies, the failure callback, validate's rejection record) gets it.
 
     classified_failures attaches it as `__cause__`; a failure raised bare is its own. An
-    invalid manifest is a user error. Anything else, untyped, is a platform fault: the one
-    default for an unknown cause, since a retry is the safe side.
+    invalid manifest is a user error. Anything else, untyped (Airflow may hand a callback only
+    a text, or nothing), is a platform fault: the one default for an unknown cause, since a
+    retry is the safe side.
     """
-    link, seen = error, set()
+    link = error if isinstance(error, BaseException) else None
+    seen: set[int] = set()
     while link is not None and id(link) not in seen:
         if isinstance(link, TrainyardFailure):
             return link
@@ -54,12 +56,10 @@ def failure_of_exception(error: BaseException | None) -> TrainyardFailure:
             return invalid_manifest(link)
         seen.add(id(link))
         link = link.__cause__
-    if error is None:
-        return PlatformFault("the task ended without an exception (its process was lost)")
-    fault = PlatformFault(
-        f"{type(error).__name__}: {error}",
-        "none needed if a retry succeeds; otherwise the task log says what failed",
-    )
+    fix = "none needed if a retry succeeds; otherwise the task log says what failed"
+    if not isinstance(error, BaseException):
+        return PlatformFault(error or "the task ended without an exception", fix)
+    fault = PlatformFault(f"{type(error).__name__}: {error}", fix)
     fault.__cause__ = error
     return fault
 

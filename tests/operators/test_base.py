@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -58,7 +60,8 @@ FAILURES = [
 
 
 def test_the_table_covers_every_failure_class() -> None:
-    assert {param.values[0].failure_class for param in FAILURES} == set(FailureClass)
+    failures = [cast(TrainyardFailure, param.values[0]) for param in FAILURES]
+    assert {failure.failure_class for failure in failures} == set(FailureClass)
     assert set(FAILURE_TYPES) == set(FailureClass)
 
 
@@ -141,6 +144,7 @@ def test_an_unexpected_error_is_an_internal_error_with_its_traceback_logged(
             AirflowException("task timed out"), FailureClass.PLATFORM_FAULT, id="airflow-own"
         ),
         pytest.param(None, FailureClass.PLATFORM_FAULT, id="no-exception"),
+        pytest.param("Task was killed", FailureClass.PLATFORM_FAULT, id="only-a-text"),
         pytest.param(
             ManifestError([("name", "required")]), FailureClass.USER_ERROR, id="manifest-error"
         ),
@@ -148,13 +152,15 @@ def test_an_unexpected_error_is_an_internal_error_with_its_traceback_logged(
     ],
 )
 def test_failure_of_exception_reads_the_class_from_the_type_with_one_default(
-    error: BaseException | None, expected: FailureClass
+    error: BaseException | str | None, expected: FailureClass
 ) -> None:
     """An unknown cause is a platform fault (a retry is the safe side), never parsed from text."""
     failure = failure_of_exception(error)
 
     assert failure.failure_class is expected
-    if error is not None and not isinstance(error, TrainyardFailure | ManifestError):
+    if isinstance(error, str):
+        assert failure.cause == error
+    elif error is not None and not isinstance(error, TrainyardFailure | ManifestError):
         assert failure.__cause__ is error
         assert type(error).__name__ in failure.cause
 
