@@ -8,6 +8,7 @@ from operators import notify
 from operators.base import TrainyardOperator, failure_of_exception
 from trainyard.failures import FailureClass
 from trainyard.jobs.records import FailureInfo, JobState, load_record, save_record
+from trainyard.jobs.state import RunFacts, job_view
 
 
 def record_failure(context: Context) -> None:
@@ -37,8 +38,9 @@ def record_failure(context: Context) -> None:
         fix=cause.fix,
     )
     record.failure = failure
-    record.state = JobState.CANCELLED if record.cancel_requested else JobState.FAILED
+    view = job_view(RunFacts(state="failed"), record, [])  # the run fails with this task
+    record.state = view.state
     save_record(task.store, record)
     if record.state is JobState.FAILED:
         told = cause.cause
-        notify.send(task.tenant_config, notify.failure_notice(record, failure, told), context)
+        notify.send(task.tenant_config, notify.failure_notice(record, view, told), context)

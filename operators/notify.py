@@ -13,24 +13,25 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from airflow.sdk import Context
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from trainyard.jobs.records import FailureInfo, JobRecord
+from trainyard.jobs.records import JobRecord
 from trainyard.jobs.registry import ModelVersion
+from trainyard.jobs.state import JobView
 from trainyard.tenancy.config import NotifierConfig, NotifyEvent, TenantConfig
+from trainyard.tenancy.names import job_page_path
 
 log = logging.getLogger(__name__)
 
 
 def job_page_url(tenant: str, job_id: str) -> str:
-    """The job's page in the Airflow UI (the plugin's), under Airflow's `[api] base_url`."""
+    """The job's page (the plugin's, `job_page_path`) under Airflow's `[api] base_url`."""
     from airflow.configuration import conf
 
     base = conf.get("api", "base_url", fallback="").rstrip("/")
-    return f"{base}/trainyard/tenants/{quote(tenant)}/jobs/{quote(job_id)}"
+    return f"{base}{job_page_path(tenant, job_id)}"
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,18 @@ class Notice:
         return f"<p>{html.escape(self.subject)}</p><table>{rows}</table>"
 
 
-def failure_notice(record: JobRecord, failure: FailureInfo, cause: str) -> Notice:
+def failure_notice(record: JobRecord, view: JobView, cause: str) -> Notice:
+    """The failure of a job as `job_view` reads it (its state, attempt and failure)."""
+    failure = view.failure
+    assert failure is not None, "a failed job's view carries its failure"
     return Notice(
         NotifyEvent.FAILURE,
-        f"[Trainyard] {record.job_id} failed: {failure.failure_class}",
+        f"[Trainyard] {record.job_id} {view.state.value}: {failure.failure_class}",
         (
             ("job", record.job_id),
             ("failure class", failure.failure_class),
             ("task", failure.task),
+            ("attempt", str(view.attempt)),
             ("cause", cause),
             ("fix", failure.fix or "see the job page and the task log"),
             ("job page", job_page_url(record.tenant, record.job_id)),

@@ -106,3 +106,27 @@ def test_the_failure_reaches_the_tenants_channels_and_a_dead_one_changes_nothing
     [message] = hook.received
     assert "cause: ValueError: bad lr (train.py:3)" in message["text"]
     assert "fix: correct train.py line 3" in message["text"]
+
+
+def test_a_job_whose_cancel_was_requested_ends_cancelled_and_nobody_is_told(
+    local_store: LocalStore,
+) -> None:
+    task = failed_task(local_store, [None])
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    save_record(local_store, record.model_copy(update={"cancel_requested": True}))
+    task.__dict__["tenant_config"] = TenantConfig.model_validate(
+        {
+            "name": "acme",
+            "storage": {"kind": "local", "root": str(local_store.root)},
+            "notifications": [{"kind": "slack", "connection": "trainyard_slack"}],
+        }
+    )
+    with webhook_receiver() as hook, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_TRAINYARD_SLACK", hook.connection())
+        fail(task, PlatformFault("the learner got SIGTERM"))
+
+    ended = load_record(local_store, JOB_ID)
+    assert ended is not None
+    assert ended.state is JobState.CANCELLED
+    assert hook.received == []

@@ -20,11 +20,13 @@ from tests.support.notifications import (
     webhook_receiver,
 )
 from trainyard.jobs.lineage import Lineage
-from trainyard.jobs.records import FailureInfo, JobRecord
+from trainyard.jobs.records import AttemptInfo, FailureInfo, JobRecord
 from trainyard.jobs.registry import ModelVersion
+from trainyard.jobs.state import RunFacts, job_view
 from trainyard.tenancy.config import NotifierConfig, TenantConfig
 
 JOB_ID = "acme.digits.20261201-100000-ab12"
+STARTED = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 EMAIL: dict[str, object] = {
     "kind": "email",
     "connection": "trainyard_smtp",
@@ -59,21 +61,29 @@ def tenant(*channels: dict[str, object]) -> TenantConfig:
 
 
 def failure_notice() -> notify.Notice:
-    record = JobRecord(
-        job_id=JOB_ID, tenant="acme", dag_id="trainyard_acme", dag_run_id=JOB_ID, manifest={}
-    )
     failure = FailureInfo(
         failure_class="user_error",
         task="learner",
         message="[user_error] ZeroDivisionError at train.py line 3",
         fix="correct train.py line 3 {{ not a template }}",
     )
-    return notify.failure_notice(record, failure, "ZeroDivisionError at train.py line 3")
+    record = JobRecord(
+        job_id=JOB_ID,
+        tenant="acme",
+        dag_id="trainyard_acme",
+        dag_run_id=JOB_ID,
+        manifest={},
+        failure=failure,
+        attempts=[AttemptInfo(attempt=2, failure_class="user_error", started_at=STARTED)],
+    )
+    view = job_view(RunFacts(state="failed"), record, [])
+    return notify.failure_notice(record, view, "ZeroDivisionError at train.py line 3")
 
 
 def test_failure_mail_and_slack_message_carry_class_cause_fix_and_link(
-    smtp: Inbox, webhook: Webhook
+    smtp: Inbox, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.test:8080/")
     notify.send(tenant(EMAIL, SLACK), failure_notice(), {})
 
     [mail] = smtp.mails
@@ -82,7 +92,8 @@ def test_failure_mail_and_slack_message_carry_class_cause_fix_and_link(
     body = body_of(mail)
     assert "ZeroDivisionError at train.py line 3" in body
     assert "correct train.py line 3 {{ not a template }}" in body
-    assert f"/trainyard/tenants/acme/jobs/{JOB_ID}" in body
+    assert f"http://airflow.test:8080/trainyard/tenants/acme/jobs/{JOB_ID}" in body
+    assert "<th align='left'>attempt</th><td>2</td>" in body
     [message] = webhook.received
     text = str(message["text"])
     assert "cause: ZeroDivisionError at train.py line 3" in text
