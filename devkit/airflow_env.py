@@ -1,14 +1,17 @@
 """Airflow settings shared by `make demo` and the end-to-end tests.
 
-Both run Airflow from a private AIRFLOW_HOME on loopback ports with a known admin password, so
-the CLI can log in without reading generated files. The auth manager is a deployment choice:
-the simple auth manager (one admin, the embedded default) or FAB's (users, tenant roles; the
-production configuration), whose users `create_user` adds after `airflow db migrate`.
+Both run Airflow from a private AIRFLOW_HOME on loopback ports with the admin password the
+caller gives (the demo generates one; the tests' throwaway deployments use a known one), so the
+CLI can log in without reading generated files. The auth manager is a deployment choice: the
+simple auth manager (one admin) or FAB's (users, tenant roles; the demo and the production
+configuration), whose users `create_user` adds after `airflow db migrate`. Files holding
+secrets are written readable by their owner only (`write_private`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -18,6 +21,9 @@ from pathlib import Path
 import httpx
 
 from operators.auth_managers import AUTH_MANAGERS, AuthManagerName
+from trainyard.storage.config import S3StorageConfig
+from trainyard.tenancy.config import load_config
+from trainyard.tenancy.names import storage_connection_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Trainyard's cluster policies (the learner's pool admission); Airflow imports
@@ -63,9 +69,11 @@ def airflow_environment(
     local_settings.symlink_to(LOCAL_SETTINGS)
     secret_file = airflow_home / "trainyard-secrets.json"
     if not secret_file.exists():
-        secret_file.write_text(
-            json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)})
+        write_private(
+            secret_file,
+            json.dumps({"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)}),
         )
+    secret_file.chmod(0o600)
     shared_secrets = json.loads(secret_file.read_text())
     api_url = f"http://127.0.0.1:{api_port}"
     env = {
@@ -106,10 +114,40 @@ def airflow_environment(
     env.update(_metadata_db(database_url, celery_broker_url))
     if auth_manager == "simple":
         passwords_file = airflow_home / "simple_auth_manager_passwords.json"
-        passwords_file.write_text(json.dumps({username: password}))
+        write_private(passwords_file, json.dumps({username: password}))
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = f"{username}:admin"
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
     return env
+
+
+def tenant_storage_keys(env: Mapping[str, str]) -> set[str]:
+    """The variables of `env` that hold a tenant's storage keys: each S3 tenant's
+    `<credentials_env>_ACCESS_KEY`/`_SECRET_KEY` and its connection `AIRFLOW_CONN_<ID>`."""
+    config = load_config(Path(env["TRAINYARD_CONFIG"]))
+    names = set()
+    for tenant in config.tenants:
+        if isinstance(tenant.storage, S3StorageConfig):
+            prefix = tenant.storage.credentials_env
+            names |= {f"{prefix}_ACCESS_KEY", f"{prefix}_SECRET_KEY"}
+            names.add(f"AIRFLOW_CONN_{storage_connection_id(tenant.name).upper()}")
+    return names & env.keys()
+
+
+def api_server_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The API server's environment: the components' without any tenant's storage keys. Its
+    web plugin opens a tenant's storage with the keys of the tenant's connection in the
+    metadata DB (`trainyard tenants sync` wrote it); the tasks read their own environment."""
+    keys = tenant_storage_keys(env)
+    return {name: value for name, value in env.items() if name not in keys}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by its owner only (mode 0600), from its
+    creation on: no moment when others could read it."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode otherwise
+        file.write(text)
 
 
 def _metadata_db(database_url: str, celery_broker_url: str | None) -> dict[str, str]:

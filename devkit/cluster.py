@@ -22,7 +22,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, create_user
+from devkit.airflow_env import (
+    REPO_ROOT,
+    airflow_environment,
+    airflow_healthy,
+    api_server_environment,
+    create_user,
+)
 from devkit.metadata_db import start_postgres, stop_postgres
 from operators.auth_managers import AuthManagerName
 
@@ -57,10 +63,12 @@ class AirflowCluster:
         return self.home / f"{component}.log"
 
     def start(self, component: str) -> None:
+        """Start `component`; the API server without any tenant's storage keys."""
+        env = api_server_environment(self.env) if component == "api-server" else self.env
         with self.log_path(component).open("ab") as log:
             self.processes[component] = subprocess.Popen(
                 [str(BIN_DIR / "airflow"), *component.split()],
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -1,23 +1,30 @@
 """Trainyard's pages and API inside Airflow's API server (mounted by plugins/trainyard_plugin.py).
 
-`GET /trainyard/api/tenants/{tenant}/jobs` lists a tenant's jobs from the job records in its
-storage; `GET /trainyard/tenants/{tenant}/jobs` shows the same as a page, and `GET /trainyard/`
-links the tenants the caller may see. `POST /trainyard/api/tenants/{tenant}/data-events`
-records new data for the tenant's data triggers: FAB's asset permissions are not per tenant, so
-tenant roles may not post asset events themselves, and this route lets them do it for their own
-tenant's assets only.
+`GET /trainyard/api/tenants/{tenant}/jobs` lists a tenant's jobs: the runs of its training DAG
+(from Airflow's metadata DB: this app runs in the API server) joined with the job records in its
+storage, each read by `trainyard.jobs.state.job_view` as the CLI reads it, so a job still queued
+before `validate` is listed too; `GET /trainyard/tenants/{tenant}/jobs` shows the same as a
+page, and `GET /trainyard/` links the tenants the caller may see. `POST
+/trainyard/api/tenants/{tenant}/data-events` records new data for the tenant's data triggers:
+FAB's asset permissions are not per tenant, so tenant roles may not post asset events
+themselves, and this route lets them do it for their own tenant's assets only.
 
 Airflow does not protect a plugin's routes: each one here authenticates the caller with the API
 server's own JWT check (bearer token, or the UI's session cookie) and asks the auth manager
 whether the caller may read the runs of the tenant's training DAG, as the REST API would for
-`GET /api/v2/dags/trainyard_<tenant>/dagRuns`. Airflow is imported inside the functions, so
-loading the plugin in any Airflow component stays cheap.
+`GET /api/v2/dags/trainyard_<tenant>/dagRuns`. A tenant's storage is opened with the keys of
+its Airflow connection, as the tasks open it (`TenantStorageHook`): the API server holds no
+tenant's keys in its environment. The deployment config is parsed again only when its file
+changes. Airflow is imported inside the functions, so loading the plugin in any Airflow
+component stays cheap.
 """
 
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime
+import threading
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -29,27 +36,29 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from trainyard.failures import TrainyardFailure
 from trainyard.jobs.checkpoints import CheckpointStore, CommittedCheckpoint
-from trainyard.jobs.layout import JobLayout, tenant_of
-from trainyard.jobs.progress import estimate, format_duration, metric_names, read_metrics
-from trainyard.jobs.records import (
-    TERMINAL_STATES,
-    AttemptInfo,
-    JobRecord,
-    JobState,
-    list_records,
-    load_record,
-)
+from trainyard.jobs.layout import JobLayout, job_id_for_run, tenant_of
+from trainyard.jobs.progress import format_duration, metric_names, read_metrics
+from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records, load_record
 from trainyard.jobs.registry import ModelRegistry, ModelVersion
+from trainyard.jobs.state import JobView, RunFacts, job_view
+from trainyard.jobs.tasks import TaskId
 from trainyard.limits import MAX_STRING_CHARS, shorten
 from trainyard.manifest.schema import confine_storage_path
+from trainyard.manifest.submission import run_job_name
 from trainyard.storage import ObjectStore
-from trainyard.tenancy.config import TrainyardConfig, UnknownTenantError, load_config
-from trainyard.tenancy.names import dag_id_for_tenant, data_asset_uri
+from trainyard.tenancy.config import (
+    TrainyardConfig,
+    UnknownTenantError,
+    config_path,
+    load_config,
+)
+from trainyard.tenancy.names import PLUGIN_MOUNT, dag_id_for_tenant, data_asset_uri, job_page_path
 
 app = FastAPI(title="Trainyard", description="Training jobs of Trainyard's tenants.")
 #: Where trainyard_plugin.py mounts the app in the API server.
-MOUNT = "/trainyard"
+MOUNT = PLUGIN_MOUNT
 #: The pages' scripts, style and vendored libraries (static/vendor, each with its licence):
 #: public files, served without a login; nothing is loaded from elsewhere.
 STATIC = Path(__file__).resolve().parent / "trainyard_static"
@@ -87,6 +96,31 @@ async def authenticated_user(request: Request) -> Any:
 User = Annotated[Any, Depends(authenticated_user)]
 
 
+class ConfigCache:
+    """The deployment config, parsed again only when its file's size or modification time
+    changed: the jobs page asks every 3 s."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[Path, int, int] | None = None
+        self._config: TrainyardConfig | None = None
+
+    def get(self) -> TrainyardConfig:
+        path = config_path()
+        try:
+            stat = path.stat()
+        except OSError:
+            return load_config(path)  # which names the problem
+        seen = (path, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if self._config is None or seen != self._seen:
+                self._config, self._seen = load_config(path), seen
+            return self._config
+
+
+deployment_config = ConfigCache()
+
+
 def may_use_runs(user: Any, tenant: str, method: Literal["GET", "POST"] = "GET") -> bool:
     """The auth manager's answer: may `user` read (GET) or start (POST) runs of the tenant's
     training DAG?"""
@@ -108,7 +142,7 @@ def authorized_config(
     user: Any, tenant: str, method: Literal["GET", "POST"] = "GET"
 ) -> TrainyardConfig:
     """The deployment config, once `user` may use `tenant`: else 403 (404 for no such tenant)."""
-    config = load_config()
+    config = deployment_config.get()
     try:
         config.tenant(tenant)
     except UnknownTenantError as error:
@@ -119,15 +153,122 @@ def authorized_config(
     return config
 
 
+def tenant_store(config: TrainyardConfig, tenant: str) -> ObjectStore:
+    """The tenant's storage, opened with the keys of its Airflow connection as the tasks open
+    it; 503 naming the fix when the connection is missing or incomplete."""
+    from operators.hooks import TenantStorageHook
+
+    try:
+        return TenantStorageHook(config.tenant(tenant)).get_store()
+    except TrainyardFailure as failure:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"{failure.cause}; fix: {failure.fix}"
+        ) from failure
+
+
+@dataclass(frozen=True)
+class AirflowRun:
+    """A run of a tenant's DAG: its job id and name (from its conf), when it was queued, and
+    the facts `job_view` reads."""
+
+    run_id: str
+    job_id: str
+    name: str
+    queued_at: datetime
+    facts: RunFacts
+
+
+def airflow_runs(tenant: str, run_id: str | None = None) -> dict[str, AirflowRun]:
+    """The runs of the tenant's training DAG (only `run_id`, if given) by run id, with their
+    learner's try and failed tasks, from Airflow's metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import or_, select
+
+    dag_id = dag_id_for_tenant(tenant)
+    runs_query = select(DagRun).where(DagRun.dag_id == dag_id)
+    tis_query = select(
+        TaskInstance.run_id, TaskInstance.task_id, TaskInstance.try_number, TaskInstance.state
+    ).where(
+        TaskInstance.dag_id == dag_id,
+        or_(TaskInstance.task_id == TaskId.LEARNER, TaskInstance.state == "failed"),
+    )
+    if run_id is not None:
+        runs_query = runs_query.where(DagRun.run_id == run_id)
+        tis_query = tis_query.where(TaskInstance.run_id == run_id)
+    tries: dict[str, int] = {}
+    failed: dict[str, list[str]] = {}
+    with create_session() as session:
+        for ti_run, task_id, try_number, ti_state in session.execute(tis_query):
+            if task_id == TaskId.LEARNER:
+                tries[ti_run] = int(try_number or 0)
+            if ti_state == "failed":
+                failed.setdefault(ti_run, []).append(task_id)
+        runs = {}
+        for run in session.scalars(runs_query):
+            name = run_job_name(run.conf)
+            runs[run.run_id] = AirflowRun(
+                run_id=run.run_id,
+                job_id=job_id_for_run(tenant, name, run.run_id),
+                name=name,
+                queued_at=run.queued_at or run.run_after,
+                facts=RunFacts(
+                    state=str(run.state),
+                    start_date=run.start_date,
+                    end_date=run.end_date,
+                    learner_try=tries.get(run.run_id, 0),
+                    failed_tasks=tuple(failed.get(run.run_id, ())),
+                ),
+            )
+    return runs
+
+
+@dataclass(frozen=True)
+class TenantJob:
+    """A job of a tenant: its record (None before `validate` wrote it) and its run (None when
+    Airflow has none), at least one of them."""
+
+    tenant: str
+    job_id: str
+    record: JobRecord | None
+    run: AirflowRun | None
+
+    @property
+    def dag_run_id(self) -> str:
+        return self.run.run_id if self.run else self.record.dag_run_id if self.record else ""
+
+    @property
+    def created_at(self) -> datetime:
+        """When the job was submitted: its run was queued (else its record was written)."""
+        if self.run is not None:
+            return self.run.queued_at
+        assert self.record is not None  # a job has a run or a record
+        return self.record.created_at
+
+    @property
+    def name(self) -> str:
+        if self.record is not None:
+            return str(self.record.manifest.get("name", ""))
+        return self.run.name if self.run else ""
+
+    def view(self, rows: list[dict[str, Any]]) -> JobView:
+        """The job as every reader shows it (`trainyard.jobs.state.job_view`)."""
+        return job_view(self.run.facts if self.run else None, self.record, rows)
+
+
 class JobSummary(BaseModel):
-    """A job as the list shows it: state, progress, attempt, failure class, model version."""
+    """A job as the list shows it, read by `job_view`: state (and whether it is final),
+    progress, attempt, failure class, model version; `page` is the job page's path."""
 
     job_id: str
     dag_run_id: str
     name: str
+    page: str
     state: JobState
+    terminal: bool
     created_at: datetime
-    updated_at: datetime
+    started_at: datetime | None = None
     attempt: int
     failure: str | None = None
     failure_class: str | None = None
@@ -136,40 +277,33 @@ class JobSummary(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     progress: float | None = None
-    elapsed_s: float
+    elapsed_s: float | None = None
     eta_s: float | None = None
 
     @classmethod
-    def of(cls, record: JobRecord, rows: list[dict[str, Any]] | None = None) -> JobSummary:
-        """`rows`: the job's metric rows, read only for jobs still running (progress, attempt);
-        a finished job's progress is its record's."""
-        failure = record.failure
-        finished = record.state in TERMINAL_STATES
-        now = record.updated_at if finished else datetime.now(UTC)
-        progress = estimate(rows or [], record.created_at, now, finished=finished)
-        attempt = record.attempts[-1].attempt if record.attempts else 0
-        if not finished and (not record.attempts or record.attempts[-1].failure_class):
-            attempt += 1  # the first attempt or a retry runs (or waits): no AttemptInfo yet
-        if rows and isinstance(rows[-1].get("attempt"), int):
-            attempt = max(attempt, rows[-1]["attempt"])
-        fraction = 1.0 if record.state is JobState.SUCCEEDED else progress.fraction
+    def of(cls, job: TenantJob, view: JobView, mount: str) -> JobSummary:
+        """`view`: `job.view(...)`; `mount`: where the pages are served."""
+        record = job.record
+        failure = view.failure
         return cls(
-            job_id=record.job_id,
-            dag_run_id=record.dag_run_id,
-            name=str(record.manifest.get("name", "")),
-            state=record.state,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            attempt=attempt,
+            job_id=job.job_id,
+            dag_run_id=job.dag_run_id,
+            name=job.name,
+            page=job_page_path(job.tenant, job.job_id, mount),
+            state=view.state,
+            terminal=view.terminal,
+            created_at=job.created_at,
+            started_at=view.started_at,
+            attempt=view.attempt,
             failure=f"{failure.failure_class}: {failure.message}" if failure else None,
             failure_class=failure.failure_class if failure else None,
-            evaluation=record.evaluation,
-            model_version=record.model_version,
-            step=record.final_step if finished and record.final_step else progress.step,
-            total_steps=progress.total_steps,
-            progress=fraction,
-            elapsed_s=progress.elapsed_s,
-            eta_s=progress.eta_s,
+            evaluation=record.evaluation if record else None,
+            model_version=record.model_version if record else None,
+            step=view.step,
+            total_steps=view.total_steps,
+            progress=view.progress,
+            elapsed_s=view.elapsed_s,
+            eta_s=view.eta_s,
         )
 
 
@@ -178,28 +312,23 @@ class JobList(BaseModel):
     jobs: list[JobSummary]
 
 
-def tenant_store(config: TrainyardConfig, tenant: str) -> ObjectStore:
-    from trainyard.storage import open_store
-
-    return open_store(config.tenant(tenant).storage)
-
-
-def tenant_jobs(config: TrainyardConfig, tenant: str, state: JobState | None = None) -> JobList:
-    """Every job of `tenant` with a record in its storage (only those in `state`, if given),
-    newest first."""
+def tenant_jobs(
+    config: TrainyardConfig, tenant: str, mount: str, state: JobState | None = None
+) -> JobList:
+    """Every job of `tenant`, with a run or a record (only those in `state`, if given), newest
+    first."""
     store = tenant_store(config, tenant)
-    records = [record for record in list_records(store) if state is None or record.state is state]
-    records.sort(key=lambda record: record.created_at, reverse=True)
-    return JobList(
-        tenant=tenant,
-        jobs=[
-            JobSummary.of(
-                record,
-                None if record.state in TERMINAL_STATES else read_metrics(store, record.job_id),
-            )
-            for record in records
-        ],
-    )
+    runs = airflow_runs(tenant)
+    jobs = [
+        TenantJob(tenant, record.job_id, record, runs.pop(record.dag_run_id, None))
+        for record in list_records(store)
+    ]
+    jobs.extend(TenantJob(tenant, run.job_id, None, run) for run in runs.values())
+    summaries = [
+        JobSummary.of(job, job.view(read_metrics(store, job.job_id)), mount) for job in jobs
+    ]
+    summaries.sort(key=lambda summary: summary.created_at, reverse=True)
+    return JobList(tenant=tenant, jobs=[s for s in summaries if state is None or s.state is state])
 
 
 class Resume(BaseModel):
@@ -218,7 +347,7 @@ class Links(BaseModel):
 
 
 class JobDetail(BaseModel):
-    """Everything the job page shows."""
+    """Everything the job page shows; `job_pages`: the page of each version's job."""
 
     tenant: str
     job: JobSummary
@@ -232,52 +361,65 @@ class JobDetail(BaseModel):
     evaluation: dict[str, Any] | None
     gate: ModelVersion | None
     versions: list[ModelVersion]
+    job_pages: dict[str, str]
     production_version: int | None
     links: Links
 
 
-def airflow_links(request: Request, record: JobRecord) -> Links:
+def airflow_links(root: str, dag_id: str, run_id: str) -> Links:
     """Links into Airflow's UI, relative to where Airflow serves it (above this app's mount)."""
-    root = request.scope.get("root_path", "").removesuffix(MOUNT)
-    run = f"{root}/dags/{quote(record.dag_id)}/runs/{quote(record.dag_run_id, safe='')}"
+    root = root.removesuffix(MOUNT)
+    run = f"{root}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
     return Links(
-        run=run, learner_logs=f"{run}/tasks/learner", trigger=f"{root}/dags/{quote(record.dag_id)}"
+        run=run, learner_logs=f"{run}/tasks/learner", trigger=f"{root}/dags/{quote(dag_id)}"
     )
 
 
-def job_record(config: TrainyardConfig, tenant: str, job_id: str) -> tuple[ObjectStore, JobRecord]:
-    """The tenant's storage and the job's record; 404 for a job that is not the tenant's or
-    has no record."""
+def find_job(config: TrainyardConfig, tenant: str, job_id: str) -> tuple[ObjectStore, TenantJob]:
+    """The tenant's storage and the job (its record, its run); 404 for a job that is not the
+    tenant's or that neither Airflow nor the storage knows."""
     try:
         owner = tenant_of(job_id)
     except ValueError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job id: {error}") from error
+    missing = HTTPException(
+        status.HTTP_404_NOT_FOUND, f"tenant {tenant!r} has no job {shorten(job_id)}"
+    )
+    if owner != tenant:
+        raise missing
     store = tenant_store(config, tenant)
-    record = load_record(store, job_id) if owner == tenant else None
-    if record is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"tenant {tenant!r} has no job {shorten(job_id)}"
-        )
-    return store, record
+    record = load_record(store, job_id)
+    if record is not None:
+        run = airflow_runs(tenant, record.dag_run_id).get(record.dag_run_id)
+    else:  # queued before validate: find its run by the job id
+        run = next((r for r in airflow_runs(tenant).values() if r.job_id == job_id), None)
+        if run is None:
+            raise missing
+    return store, TenantJob(tenant, job_id, record, run)
 
 
 def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Request) -> JobDetail:
-    """The job page's data (404 as `job_record` says)."""
-    store, record = job_record(config, tenant, job_id)
+    """The job page's data (404 as `find_job` says)."""
+    store, job = find_job(config, tenant, job_id)
+    record = job.record
+    root = request.scope.get("root_path", "")
     rows = read_metrics(store, job_id)
+    view = job.view(rows)
+    summary = JobSummary.of(job, view, root)
     first_steps: dict[int, float] = {}
     for row in rows:
         if isinstance(row.get("attempt"), int) and isinstance(row.get("step"), int | float):
             first_steps.setdefault(row["attempt"], float(row["step"]))
-    registry = ModelRegistry(store, str(record.manifest.get("name", "")))
-    versions = registry.versions() if record.manifest.get("name") else []
+    registry = ModelRegistry(store, summary.name)
+    versions = registry.versions() if record and summary.name else []
     production = registry.production_pointer() if versions else None
+    dag_id = record.dag_id if record else dag_id_for_tenant(tenant)
     return JobDetail(
         tenant=tenant,
-        job=JobSummary.of(record, rows),
-        failure_task=record.failure.task if record.failure else None,
-        failure_fix=record.failure.fix if record.failure else None,
-        attempts=record.attempts,
+        job=summary,
+        failure_task=view.failure.task if view.failure else None,
+        failure_fix=view.failure.fix if view.failure else None,
+        attempts=record.attempts if record else [],
         metrics=metric_names(rows),
         rows=rows,
         resumes=[
@@ -286,11 +428,12 @@ def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Reque
             if attempt > min(first_steps)
         ],
         checkpoints=CheckpointStore(store, JobLayout(job_id)).committed(),
-        evaluation=record.evaluation,
+        evaluation=record.evaluation if record else None,
         gate=next((v for v in versions if v.job_id == job_id), None),
         versions=versions,
+        job_pages={v.job_id: job_page_path(tenant, v.job_id, root) for v in versions},
         production_version=production.version if production else None,
-        links=airflow_links(request, record),
+        links=airflow_links(root, dag_id, job.dag_run_id),
     )
 
 
@@ -301,9 +444,10 @@ def get_job(tenant: str, job_id: str, user: User, request: Request) -> JobDetail
 
 
 @app.get("/api/tenants/{tenant}/jobs")
-def list_jobs(tenant: str, user: User, state: JobState | None = None) -> JobList:
-    """The tenant's jobs (those in `state`, if given) from the job records in its storage."""
-    return tenant_jobs(authorized_config(user, tenant), tenant, state)
+def list_jobs(tenant: str, user: User, request: Request, state: JobState | None = None) -> JobList:
+    """The tenant's jobs (those in `state`, if given): its runs and its job records."""
+    root = request.scope.get("root_path", "")
+    return tenant_jobs(authorized_config(user, tenant), tenant, root, state)
 
 
 class DataEvent(BaseModel):
@@ -360,7 +504,7 @@ UPLOT = "vendor/uplot-1.6.32"
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="{static}/trainyard.css">{head}</head>
-<body data-api="{root}/api" data-pages="{root}/tenants/{tenant}" data-tenant="{tenant}"
+<body data-api="{root}/api" data-tenant="{tenant}"
  data-job="{job}">{body}
 <script src="{static}/common.js"></script>{scripts}</body></html>"""
 
@@ -402,18 +546,17 @@ def crumbs(root: str, tenant: str = "", job: str = "") -> str:
 @app.get("/tenants/{tenant}/jobs", response_class=HTMLResponse)
 def jobs_page(tenant: str, user: User, request: Request, state: JobState | None = None) -> str:
     """The tenant's jobs as a page: rendered here, then kept up to date by jobs.js."""
-    listing = tenant_jobs(authorized_config(user, tenant), tenant, state)
     root = request.scope.get("root_path", "")
+    listing = tenant_jobs(authorized_config(user, tenant), tenant, root, state)
     rows = "".join(
         f'<tr data-job="{html.escape(job.job_id)}" data-state="{job.state.value}">'
         + "".join(
             f"<td>{cell}</td>"
             for cell in (
-                f'<a href="{root}/tenants/{quote(tenant)}/jobs/{quote(job.job_id)}">'
-                f"{html.escape(job.job_id)}</a>",
+                f'<a href="{html.escape(job.page)}">{html.escape(job.job_id)}</a>',
                 f'<span class="state {job.state.value}">{job.state.value}</span>',
                 html.escape(progress_text(job)),
-                format_duration(job.elapsed_s),
+                format_duration(job.elapsed_s) if job.elapsed_s is not None else "",
                 format_duration(job.eta_s) if job.eta_s is not None else "",
                 str(job.attempt or ""),
                 html.escape(job.failure_class or ""),
@@ -464,7 +607,7 @@ def progress_text(job: JobSummary) -> str:
 @app.get("/tenants/{tenant}/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(tenant: str, job_id: str, user: User, request: Request) -> str:
     """One job's page; job.js draws it from the job API (and refreshes it while it runs)."""
-    job_record(authorized_config(user, tenant), tenant, job_id)  # 403/404 up front
+    find_job(authorized_config(user, tenant), tenant, job_id)  # 403/404 up front
     root = request.scope.get("root_path", "")
     body = f'{crumbs(root, tenant, job_id)}<main id="job"><p class="empty">Loading…</p></main>'
     return page(
@@ -481,7 +624,7 @@ def job_page(tenant: str, job_id: str, user: User, request: Request) -> str:
 @app.get("/", response_class=HTMLResponse)
 def index(user: User, request: Request) -> str:
     """Links to the job lists of the tenants the caller may see."""
-    names = [name for name in load_config().tenant_names if may_use_runs(user, name)]
+    names = [name for name in deployment_config.get().tenant_names if may_use_runs(user, name)]
     root = request.scope.get("root_path", "")
     items = "".join(
         f'<li><a href="{root}/tenants/{quote(n)}/jobs">{html.escape(n)}</a></li>' for n in names

@@ -73,7 +73,6 @@ const Trainyard = (() => {
     return parts;
   }
 
-  const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
   applyTheme();
-  return { body, api, el, duration, time, bytes, stateBadge, progressCell, TERMINAL };
+  return { body, api, el, duration, time, bytes, stateBadge, progressCell };
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { body, api, el, duration, time, bytes, stateBadge, progressCell, TERMINAL } = Trainyard;
+  const { body, api, el, duration, time, bytes, stateBadge, progressCell } = Trainyard;
   const REFRESH_MS = 5000;
   const COLOURS = ["#017cee", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#1098ad", "#c2255c"];
   const main = document.getElementById("job");
@@ -133,7 +133,7 @@
         el("td", { class: "num" }, v.value === null ? "" : `${v.metric} = ${v.value}`),
         el("td", { class: "num" }, time(v.created_at)),
         el("td", {}, v.job_id === detail.job.job_id ? el("strong", {}, "this job") :
-          el("a", { href: `${body.pages}/jobs/${encodeURIComponent(v.job_id)}` }, v.job_id)),
+          el("a", { href: detail.job_pages[v.job_id] }, v.job_id)),
         el("td", { class: "mono" }, lineageText(v.lineage)))),
       "No model version.");
   }
@@ -149,7 +149,8 @@
       detail.failure_fix ? el("br") : null, detail.failure_fix ? `Fix: ${detail.failure_fix}` : null) : null;
     const sections = [
       el("h1", {}, job.job_id, " ", stateBadge(job.state)),
-      el("p", { id: "progress" }, progressCell(job), ` · ${duration(job.elapsed_s)} elapsed`,
+      el("p", { id: "progress" }, progressCell(job),
+        job.elapsed_s === null ? "" : ` · ${duration(job.elapsed_s)} elapsed`,
         job.eta_s === null ? "" : ` · about ${duration(job.eta_s)} left`,
         job.attempt ? ` · attempt ${job.attempt}` : ""),
       failure,
@@ -173,7 +174,7 @@
     try {
       const detail = await api(`/tenants/${encodeURIComponent(body.tenant)}/jobs/${encodeURIComponent(body.job)}`);
       render(detail);
-      if (!TERMINAL.has(detail.job.state)) setTimeout(refresh, REFRESH_MS);
+      if (!detail.job.terminal) setTimeout(refresh, REFRESH_MS);
     } catch (error) {
       main.replaceChildren(el("p", { class: "error" }, `could not load the job: ${error.message}`));
       setTimeout(refresh, REFRESH_MS);

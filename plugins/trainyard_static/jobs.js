@@ -10,8 +10,7 @@
 
   function row(job) {
     return el("tr", { "data-job": job.job_id, "data-state": job.state },
-      el("td", {}, el("a", { href: `${body.pages}/jobs/${encodeURIComponent(job.job_id)}` },
-        job.job_id)),
+      el("td", {}, el("a", { href: job.page }, job.job_id)),
       el("td", {}, stateBadge(job.state)),
       el("td", { class: "num" }, progressCell(job)),
       el("td", { class: "num" }, duration(job.elapsed_s)),
