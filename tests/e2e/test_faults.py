@@ -22,8 +22,8 @@ from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import JobStatus
-from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore, file_digest
-from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.checkpoints import CheckpointStore, file_digest
+from trainyard.jobs.layout import JobLayout, RunMode, published_manifest
 from trainyard.jobs.progress import estimate, read_metrics
 from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.storage import ObjectStore, join_key
@@ -111,8 +111,8 @@ def verify_every_checkpoint(store: ObjectStore, job_id: str) -> None:
     steps = committed(store, job_id)
     assert steps
     for step in steps:
-        prefix = join_key(layout.checkpoints, f"step-{step:09d}")
-        for relative, expected in store.get_json(join_key(prefix, MANIFEST))["files"].items():
+        prefix = layout.checkpoint(step)
+        for relative, expected in store.get_json(published_manifest(prefix))["files"].items():
             local = Path(f"/tmp/verify-{job_id}-{step}")
             store.get_file(join_key(prefix, relative), local)
             assert file_digest(local) == {"size": expected["size"], "sha256": expected["sha256"]}
@@ -257,7 +257,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
     wait_until(lambda: store.exists(layout.outcome(RunMode.TRAIN, 1, 0)), "attempt 1 to end")
     steps = committed(store, job_id)
     newest, previous = steps[-1], steps[-2]
-    store.put_bytes(join_key(layout.checkpoints, f"step-{newest:09d}", "state.pt"), b"garbage")
+    store.put_bytes(join_key(layout.checkpoint(newest), "state.pt"), b"garbage")
 
     final = wait_for_end(client, store, job_id)
     assert final.state is JobState.SUCCEEDED, final.failure

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.jobs.checkpoints import MANIFEST, CheckpointStore, file_digest
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.checkpoints import CheckpointStore, file_digest
+from trainyard.jobs.layout import MANIFEST, JobLayout
 from trainyard.storage.base import Rewindable, StorageError
 from trainyard.storage.local import LocalStore
 

@@ -144,6 +144,16 @@ MODEL = ModelLayout("digits-mlp")
             "jobs/acme.digits-mlp.run-1/logs/data-validation.json",
             id="data-validation-report",
         ),
+        pytest.param(
+            JOB.checkpoint(7),
+            "jobs/acme.digits-mlp.run-1/checkpoints/step-000000007",
+            id="checkpoint",
+        ),
+        pytest.param(
+            JOB.checkpoint_pointer,
+            "jobs/acme.digits-mlp.run-1/checkpoints/latest",
+            id="checkpoint-pointer",
+        ),
         pytest.param(JOB.results, "jobs/acme.digits-mlp.run-1/results", id="results"),
         pytest.param(
             JOB.results_manifest,
@@ -186,3 +196,11 @@ def test_a_version_record_key_names_its_version_and_no_other_key_does() -> None:
     assert MODEL.number_of_record("models/digits-mlp/v0/version.json") is None
     assert MODEL.number_of_record(ModelLayout("other").version_record(1)) is None
     assert MODEL.number_of_record("models/digits-mlp-2/v1/version.json") is None
+
+
+def test_a_checkpoint_key_names_its_step_and_path_and_no_other_key_does() -> None:
+    assert JOB.checkpoint_file(published_manifest(JOB.checkpoint(7))) == (7, "_MANIFEST.json")
+    assert JOB.checkpoint_file(JOB.checkpoint(12) + "/model/state.pt") == (12, "model/state.pt")
+    assert JOB.checkpoint_file(JOB.checkpoint_pointer) is None
+    assert JOB.checkpoint_file(JobLayout("acme.other.run-1").checkpoint(7)) is None
+    assert JOB.checkpoint_file(JOB.results_manifest) is None

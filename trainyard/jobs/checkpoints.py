@@ -12,7 +12,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trainyard.jobs.layout import MANIFEST, JobLayout
+from trainyard.jobs.layout import MANIFEST, JobLayout, published_manifest
 from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
 from trainyard.storage.untrusted import open_regular, regular_files
 
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 #: Files of one checkpoint upload in parallel: a large shard's network wait overlaps the next
 #: file's read, hashing and request signing (hashlib and sockets release the GIL).
 UPLOAD_THREADS = 4
-_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 class CorruptCheckpoint(Exception):
@@ -96,7 +94,7 @@ def publish_directory(
     # Leaving the pool waits for every upload; a failed one raises here, before the commit.
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
         files = dict(zip(names, pool.map(upload, names), strict=True))
-    store.put_json(join_key(prefix, MANIFEST), {**marker, "files": files})
+    store.put_json(published_manifest(prefix), {**marker, "files": files})
     return files
 
 
@@ -121,24 +119,13 @@ class CheckpointStore:
         self.layout = layout
         self.keep = keep
 
-    def _step_prefix(self, step: int) -> str:
-        return join_key(self.layout.checkpoints, f"step-{step:09d}")
-
-    @property
-    def _pointer(self) -> str:
-        return join_key(self.layout.checkpoints, "latest")
-
     def _stored_steps(self) -> dict[int, bool]:
         """Every step with objects in storage, mapped to whether it is committed."""
-        base = self.layout.checkpoints + "/"
         steps: dict[int, bool] = {}
         for info in self.store.list(self.layout.checkpoints):
-            if not info.key.startswith(base):
-                continue
-            top, _, rest = info.key[len(base) :].partition("/")
-            match = _STEP_DIR.fullmatch(top)
-            if match:
-                step = int(match.group(1))
+            found = self.layout.checkpoint_file(info.key)
+            if found is not None:
+                step, rest = found
                 steps[step] = steps.get(step, False) or rest == MANIFEST
         return steps
 
@@ -151,7 +138,7 @@ class CheckpointStore:
         found = []
         for step in self.committed_steps():
             try:
-                manifest = self.store.get_json(join_key(self._step_prefix(step), MANIFEST))
+                manifest = self.store.get_json(published_manifest(self.layout.checkpoint(step)))
             except ObjectNotFound:
                 continue
             files = manifest.get("files", {})
@@ -168,7 +155,7 @@ class CheckpointStore:
     def latest_step(self) -> int | None:
         """The step the pointer names; without a pointer, the newest committed step."""
         try:
-            return int(self.store.get_json(self._pointer)["step"])
+            return int(self.store.get_json(self.layout.checkpoint_pointer)["step"])
         except (KeyError, ValueError, TypeError):  # missing (ObjectNotFound) or unreadable
             committed = self.committed_steps()
             return committed[-1] if committed else None
@@ -178,8 +165,8 @@ class CheckpointStore:
 
         Steps are immutable: committing an already committed step only moves the pointer.
         """
-        prefix = self._step_prefix(step)
-        if not self.store.exists(join_key(prefix, MANIFEST)):
+        prefix = self.layout.checkpoint(step)
+        if not self.store.exists(published_manifest(prefix)):
             if not local_dir.is_dir():
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
             if not regular_files(local_dir):
@@ -187,7 +174,7 @@ class CheckpointStore:
             publish_directory(
                 self.store, local_dir, prefix, step=step, committed_at=datetime.now(UTC).isoformat()
             )
-        self.store.put_json(self._pointer, {"step": step})
+        self.store.put_json(self.layout.checkpoint_pointer, {"step": step})
         self._prune(step)
 
     def _prune(self, newest: int) -> None:
@@ -200,11 +187,11 @@ class CheckpointStore:
         committed = sorted((s for s, ok in stored.items() if ok), reverse=True)
         for step in committed[self.keep :]:
             if step != newest:
-                self.store.delete(join_key(self._step_prefix(step), MANIFEST))
-                self.store.delete_prefix(self._step_prefix(step))
+                self.store.delete(published_manifest(self.layout.checkpoint(step)))
+                self.store.delete_prefix(self.layout.checkpoint(step))
         for step, ok in stored.items():
             if not ok and step < newest:
-                self.store.delete_prefix(self._step_prefix(step))
+                self.store.delete_prefix(self.layout.checkpoint(step))
 
     def restore(self, into: Path) -> int | None:
         """Download the newest intact committed checkpoint into `into/step-<N>`; return N."""
@@ -236,9 +223,9 @@ class CheckpointStore:
         scratch.rename(target)
 
     def _fetch_verified(self, step: int, scratch: Path) -> None:
-        prefix = self._step_prefix(step)
+        prefix = self.layout.checkpoint(step)
         try:
-            files: dict[str, dict[str, Any]] = self.store.get_json(join_key(prefix, MANIFEST))[
+            files: dict[str, dict[str, Any]] = self.store.get_json(published_manifest(prefix))[
                 "files"
             ]
             for relative, expected in files.items():

@@ -79,6 +79,24 @@ class JobLayout:
     def checkpoints(self) -> str:
         return join_key(self.root, "checkpoints")
 
+    def checkpoint(self, step: int) -> str:
+        """The folder of the checkpoint of `step` (committed once its MANIFEST exists)."""
+        return join_key(self.checkpoints, f"step-{step:09d}")
+
+    @property
+    def checkpoint_pointer(self) -> str:
+        """The step of the newest committed checkpoint."""
+        return join_key(self.checkpoints, "latest")
+
+    def checkpoint_file(self, key: str) -> tuple[int, str] | None:
+        """The step of the checkpoint that `key` is in, and the path within it; None for any
+        other key (the pointer among them)."""
+        folder, _, rest = key.removeprefix(self.checkpoints + "/").partition("/")
+        match = _STEP_FOLDER.fullmatch(folder)
+        if match is None or not key.startswith(self.checkpoints + "/"):
+            return None
+        return int(match[1]), rest
+
     @property
     def results(self) -> str:
         return join_key(self.root, "results")
@@ -154,6 +172,7 @@ class ModelLayout:
 
 
 _VERSION_RECORD = re.compile(rf"v([1-9][0-9]*)/{re.escape(_VERSION_NAME)}")
+_STEP_FOLDER = re.compile(r"step-(\d+)")
 
 JOB_ID_PATTERN = re.compile(
     r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"
