@@ -35,6 +35,7 @@ from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.progress import read_metrics
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import TenantConfig, TrainyardConfig
 
 FULL_INTERVAL = 10.0
 QUICK_INTERVAL = 0.5
@@ -83,8 +84,14 @@ def run_runtime(ctx: Context, epochs: int, interval: float) -> RuntimeRun:
         gpus=0,
     )
     lines: list[str] = []
+    backend = LocalProcessBackend(
+        TrainyardConfig(
+            work_dir=root / "work", tenants=[TenantConfig(name="bench", storage=storage)]
+        ),
+        "bench",
+    )
     cpu, started = children_cpu(), time.perf_counter()
-    [learner] = LocalProcessBackend().run(spec, on_output=lines.append)
+    [learner] = backend.run(spec, on_output=lines.append)
     seconds, cpu = time.perf_counter() - started, children_cpu() - cpu
     if learner.exit_code != 0:
         raise RuntimeError(f"the runtime exited {learner.exit_code}:\n" + "\n".join(lines[-20:]))

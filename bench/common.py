@@ -27,8 +27,8 @@ from rich.table import Table as RichTable
 
 from devkit.deployment import EXAMPLE, EXAMPLES, Deployment, deploy
 from devkit.s3_server import S3Server, running_s3_server
-from trainyard.backends.local.environments import Environments, provided_frameworks
 from trainyard.backends.local.backend import INHERITED_VARIABLES
+from trainyard.backends.local.environments import Environments, provided_frameworks
 from trainyard.cli.client import AirflowClient, ApiSettings
 from trainyard.tenancy.config import EnvironmentsConfig
 

@@ -1,8 +1,10 @@
 """Builds the training DAGs: one per tenant, plus one per scheduled job manifest.
 
 A tenant's DAG runs its jobs: validate -> stage_data -> learner -> commit -> evaluate ->
-register_model, whatever the tenant's learner backend: with `kubernetes`, learner and evaluate
-are KubernetesPodOperator tasks running the learner runtime in pods. The learner retries
+register_model, whatever the tenant's learner backend (`trainyard.backends.backend_for`):
+learner and evaluate are the same task type in train and evaluate mode, the generic learner task
+for a process backend and a KubernetesPodOperator task running the runtime in pods for
+Kubernetes (`learner_task_type`). The learner retries
 platform faults with exponential backoff and resumes from the newest committed checkpoint; user
 errors fail at once (the operators raise AirflowFailException for them).
 
@@ -23,20 +25,19 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
 from operators.callbacks import record_failure
 from operators.commit import CommitModelOperator
-from operators.evaluate import EvaluateModelOperator
-from operators.learner import LearnerOperator, LearnerRunningOperator
+from operators.learner import LearnerOperator
 from operators.register import RegisterModelOperator
 from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
 from operators.stage_data import StageDataOperator
 from operators.submit import SubmitJobOperator
 from operators.validate import InvalidJobOperator, ValidateJobOperator
-from trainyard.jobs.layout import RunMode
+from trainyard.backends import LearnerBackend, ProcessBackend, RunMode, backend_for
+from trainyard.backends.kubernetes import KubernetesBackend
 from trainyard.jobs.tasks import TaskId
 from trainyard.manifest.schema import DataTrigger, JobManifest, parse_manifest
 from trainyard.manifest.submission import example_manifest
 from trainyard.tenancy.config import (
-    LearnerBackendName,
     ScheduledJob,
     TenantConfig,
     TrainyardConfig,
@@ -114,22 +115,21 @@ def data_asset(tenant: str, path: str) -> Asset:
     return Asset(name=data_asset_name(tenant, path), uri=data_asset_uri(tenant, path))
 
 
-def learner_operators(
-    backend: LearnerBackendName,
-) -> tuple[type[LearnerOperator], type[LearnerRunningOperator]]:
-    """The train and evaluate task types of a backend: local processes, or Kubernetes pods.
+def learner_task_type(backend: LearnerBackend) -> type[LearnerOperator]:
+    """The task type that runs `backend`'s learners (train and evaluate mode): the one place a
+    backend meets its Airflow task.
 
-    The Kubernetes operators are imported here, not at the top: a deployment without
+    A process backend's learners are children of the generic learner task; Kubernetes' are pods
+    of a KubernetesPodOperator subclass, imported here, not at the top: a deployment without
     Kubernetes tenants never imports the provider and the kubernetes client to parse DAGs.
     """
-    if backend == "kubernetes":
-        from operators.kubernetes_learner import (
-            KubernetesEvaluateOperator,
-            KubernetesLearnerOperator,
-        )
+    if isinstance(backend, ProcessBackend):
+        return LearnerOperator
+    if isinstance(backend, KubernetesBackend):
+        from operators.kubernetes_learner import KubernetesLearnerOperator
 
-        return KubernetesLearnerOperator, KubernetesEvaluateOperator
-    return LearnerOperator, EvaluateModelOperator
+        return KubernetesLearnerOperator
+    raise TypeError(f"no Airflow task runs the learners of the {backend.name} backend")
 
 
 def _trainyard_dag(
@@ -169,7 +169,7 @@ def _trainyard_dag(
     )
 
 
-def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
+def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
     """The DAG that runs every job of `tenant`, at most `max_running_jobs` at once."""
     dag_id = dag_id_for_tenant(tenant.name)
     manifest = example_manifest(tenant.name)
@@ -186,7 +186,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
         tags=[],
     ) as dag:
-        train, evaluate_model = learner_operators(backend)
+        learner_task = learner_task_type(backend)
         validate = ValidateJobOperator(task_id=TaskId.VALIDATE, tenant=tenant.name)
         job_id = validate.output
         storage_ready = StorageAvailableSensor(
@@ -194,7 +194,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         )
         stage = StageDataOperator(task_id=TaskId.STAGE_DATA, tenant=tenant.name, job_id=job_id)
         training = learner_pool(tenant.name, resources, RunMode.TRAIN)
-        learner = train(
+        learner = learner_task(
             task_id=POOLED_TASKS[RunMode.TRAIN],
             retries=LEARNER_RETRY_POLICY.total_retries,
             retry_policy=LEARNER_RETRY_POLICY,
@@ -211,8 +211,9 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackendName) -> DAG:
         )
         commit = CommitModelOperator(task_id=TaskId.COMMIT, tenant=tenant.name, job_id=job_id)
         evaluation = learner_pool(tenant.name, resources, RunMode.EVALUATE)
-        evaluate = evaluate_model(
+        evaluate = learner_task(
             task_id=POOLED_TASKS[RunMode.EVALUATE],
+            mode=RunMode.EVALUATE,
             pool=evaluation.pool,
             pool_slots=evaluation.slots,
             tenant=tenant.name,
@@ -290,8 +291,7 @@ def tenant_dags(config: TrainyardConfig | None = None, only: str | None = None) 
     config = config or load_config()
     tenants = [t for t in config.tenants if only is None or is_tenant_dag(only, t.name)]
     dags = {
-        dag_id_for_tenant(t.name): build_tenant_dag(t, config.learner_backend_of(t.name))
-        for t in tenants
+        dag_id_for_tenant(t.name): build_tenant_dag(t, backend_for(config, t.name)) for t in tenants
     }
     if only is not None and only in dags:
         return {only: dags[only]}

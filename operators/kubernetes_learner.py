@@ -1,4 +1,5 @@
-"""The learner tasks on Kubernetes: the provider's KubernetesPodOperator, set up per job.
+"""The learner task on Kubernetes: the provider's KubernetesPodOperator, set up per job by the
+Kubernetes backend (`trainyard.backends.kubernetes`), the adapter between the two.
 
 Training and evaluation both run the learner runtime in a pod (`train` and `evaluate` mode), so
 a Kubernetes tenant's user code never runs on an Airflow worker.
@@ -20,32 +21,25 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.base import TrainyardOperator, classified_failures
-from operators.evaluate import record_metrics, run_evaluation
 from operators.kubernetes_trigger import LearnerGroupTrigger
-from operators.learner import LearnerOperator, learner_failure
-from trainyard.backends import RunMode
-from trainyard.backends.base import LearnerSpec
-from trainyard.backends.kubernetes.pods import (
-    ATTEMPT_LABEL,
-    LEARNER_CONTAINER,
-    RANK_LABEL,
-    classify_pod_failure,
-    learner_exit,
-    learner_pod,
-    rank_hostname,
-    rendezvous_service,
-)
-from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure
+from operators.learner import LearnerOperator
+from trainyard.backends import LearnerSpec
+from trainyard.backends.kubernetes import KubernetesBackend
+from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, RANK_LABEL, rank_hostname
+from trainyard.failures import PlatformFault
 from trainyard.manifest.schema import JobManifest
 
 
 class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
-    """Train in a pod: the runtime in the framework's image, in the tenant's namespace.
+    """The learners in pods: the runtime in the framework's image, in the tenant's namespace, in
+    the task's `mode` (evaluation: the same image, namespace and resources as training).
 
     Both the provider's operator and Trainyard's learner task, by multiple inheritance rather
     than composition: the pod's life (creation, reattaching to the pod of an interrupted try,
     following its log, events on failure, deletion) is the provider's, and the job's side
-    (tenant, storage, job record, learner spec, attempt record) is the local learner's code.
+    (tenant, storage, job record, learner spec, attempt record, evaluate mode) is the generic
+    learner task's code, and the pods' specs and the judging of their ends are the Kubernetes
+    backend's.
     The retry policy and the failure callback also need the task itself to be a
     TrainyardOperator. Both bases share Airflow's BaseOperator, and their `__init__`s pass
     keyword arguments along cooperatively.
@@ -74,7 +68,6 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         *KubernetesPodOperator.template_fields,
         *TrainyardOperator.template_fields,
     )
-    mode = RunMode.TRAIN
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
@@ -154,16 +147,23 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.conclude(manifest, self.started_at, error)
         return self.learners_done()
 
+    @property
+    def kubernetes(self) -> KubernetesBackend:
+        """The tenant's backend, which the DAG factory gave this task type: Kubernetes."""
+        backend = self.backend
+        if not isinstance(backend, KubernetesBackend):
+            raise PlatformFault(
+                f"tenant {self.tenant!r} runs learners on the {backend.name} backend, not in pods",
+                "clear the task once the DAG is parsed again with the current config",
+            )
+        return backend
+
     def configure(self, manifest: JobManifest, context: Context) -> None:
         """Set the pod up for this job and attempt, from its manifest and the deployment config."""
-        cluster = self.trainyard_config.kubernetes
-        if cluster is None:
-            raise PlatformFault(
-                "the deployment config describes no Kubernetes cluster",
-                "an admin must add the config's kubernetes section",
-            )
+        backend = self.kubernetes
+        cluster = backend.cluster
         spec = self.learner_spec(manifest, context["ti"].try_number)
-        pod = learner_pod(spec, manifest, self.tenant_config, cluster)
+        pod = backend.pod(spec, manifest)
         self.name = pod.name
         self.image = pod.image
         self.namespace = pod.namespace
@@ -189,10 +189,9 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self.group_spec = spec
         if spec.num_learners > 1:
             self.rank_envs = {
-                rank: learner_pod(spec, manifest, self.tenant_config, cluster, rank).env
-                for rank in range(1, spec.num_learners)
+                rank: backend.pod(spec, manifest, rank).env for rank in range(1, spec.num_learners)
             }
-            self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
+            self.rendezvous = backend.rendezvous_service(spec)
 
     # Overridden, not a `callbacks=` hook: the group must exist before the task waits for the
     # gang start, and a callback's `on_pod_creation` comes after an extra read of the pod.
@@ -204,10 +203,8 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         pod = super().get_or_create_pod(pod_request_obj, context)
         attempt = int((pod.metadata.labels or {}).get(ATTEMPT_LABEL) or 0)
         if self.rendezvous is not None and self.group_spec is not None and attempt:
-            cluster = self.trainyard_config.kubernetes
-            assert cluster is not None  # configure checked it
             spec = replace(self.group_spec, attempt=attempt)
-            self.rendezvous = rendezvous_service(spec, self.tenant_config, cluster)
+            self.rendezvous = self.kubernetes.rendezvous_service(spec)
         if self.rendezvous is not None:
             try:
                 self.start_group(pod)
@@ -381,12 +378,21 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         self, manifest: JobManifest, started_at: datetime, error: Exception | None
     ) -> None:
         """Record the attempt and raise its failure class, as the local learner task does."""
+        reason = None
         if error is not None:  # its first line: the rest is the whole pod
-            first = (str(error).splitlines() or [""])[0]
-            self.log.info("the pod operator raised %s: %s", type(error).__name__, first)
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            self.log.info("the pod operator raised %s: %s", type(error).__name__, reason)
         spec = self.learner_spec(manifest, self.pod_attempt())
+        statuses = {0: self.final_status or {}, **self.worker_statuses}
         with classified_failures():
-            failure = self.attempt_failure(spec, manifest, error)
+            failure = self.kubernetes.judge_pods(
+                self.store,
+                spec,
+                statuses,
+                manifest.resources,
+                first=self.failed_rank,
+                error=reason,
+            )
         if failure is None and error is not None:
             self.log.warning("the learner succeeded; ignoring the pod operator's error")
         self.conclude_attempt(manifest, spec.attempt, started_at, failure)
@@ -396,47 +402,6 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         labels = (self.pod.metadata.labels if self.pod is not None else None) or {}
         return int(labels.get(ATTEMPT_LABEL) or self.attempt_labels[ATTEMPT_LABEL])
 
-    def attempt_failure(
-        self, spec: LearnerSpec, manifest: JobManifest, error: Exception | None
-    ) -> TrainyardFailure | None:
-        """A pod's failure (OOM, eviction, image, scheduling), else the learners' outcomes.
-
-        In a group, the rank that failed first (and stopped the others) is looked at first.
-        """
-        statuses = {0: self.final_status or {}, **self.worker_statuses}
-        ranks = sorted(statuses, key=lambda rank: rank != self.failed_rank)
-        for rank in ranks:
-            failure = classify_pod_failure(statuses[rank], manifest.resources)
-            if failure is not None:
-                return failure
-        ended = {rank: learner_exit(statuses[rank]) for rank in ranks}
-        known = {rank: end for rank, end in ended.items() if end is not None}
-        if known:
-            failure = learner_failure(self.store, spec, list(known.values()), ranks=list(known))
-            if failure is not None or len(known) == spec.num_learners:
-                return failure
-        if error is None:  # the provider saw the pod succeed
-            return None
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        return PlatformFault(
-            f"learner pod ended before its {LEARNER_CONTAINER!r} container did: {reason}",
-            RESUME_FIX,
-        )
-
 
 #: How often the triggerer reads the pods of a running group.
 POLL_SECONDS = 2.0
-
-
-class KubernetesEvaluateOperator(KubernetesLearnerOperator):
-    """Evaluate in a pod: the runtime's `evaluate` mode, in the same image, namespace and
-    resources as training. What evaluating adds (no run without `evaluation`, the metrics
-    stored) is the local evaluate task's, by the functions it uses too."""
-
-    mode = RunMode.EVALUATE
-
-    def run_task(self, context: Context) -> dict[str, Any]:
-        return run_evaluation(self, context)
-
-    def learners_done(self) -> dict[str, Any]:
-        return record_metrics(self)

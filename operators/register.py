@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.sdk import Context
 
 from operators import notify
 from operators.base import TrainyardOperator, classified_failures
 from trainyard.failures import PlatformFault
 from trainyard.jobs.evaluation import gate
-from trainyard.jobs.lineage import Lineage
-from trainyard.jobs.records import JobRecord, JobState, update_record
+from trainyard.jobs.lineage import lineage_of
+from trainyard.jobs.records import JobState, update_record
 from trainyard.jobs.registry import ModelRegistry
-from trainyard.manifest.schema import JobManifest
-
-
-def lineage_of(record: JobRecord, manifest: JobManifest) -> Lineage:
-    """What the model was made from, as the earlier tasks recorded it."""
-    training = sum((a.ended_at - a.started_at).total_seconds() for a in record.attempts)
-    return Lineage(
-        job_id=record.job_id,
-        airflow_run_id=record.dag_run_id,
-        manifest=record.manifest,
-        code_digest=record.code_digest or "",
-        data_digest=record.data_digest,
-        data_validation=record.data_validation,
-        framework=f"{manifest.framework.name.value} {manifest.framework.version}",
-        image=manifest.framework.image,
-        parent_checkpoint=record.final_step,
-        timings={
-            "training": round(training, 3),
-            "total": round((datetime.now(UTC) - record.created_at).total_seconds(), 3),
-        },
-    )
 
 
 class RegisterModelOperator(TrainyardOperator):

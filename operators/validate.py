@@ -8,16 +8,15 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.base import TrainyardOperator, classified_failures, failure_of_exception
-from trainyard.backends.local.environments import check_framework
-from trainyard.backends.kubernetes.pods import learner_image
-from trainyard.data.packaging import ARCHIVE_FIX, PackagingError, is_archive, unpack_archive
+from trainyard.backends import backend_for
 from trainyard.failures import TrainyardFailure, UserError
+from trainyard.jobs.code import snapshot_code
 from trainyard.jobs.layout import JobLayout, job_id_for_run
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
 from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.submission import manifest_from_conf, run_job_name
-from trainyard.storage import ObjectNotFound, ObjectStore, StorageError
+from trainyard.storage import StorageError
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
@@ -99,45 +98,7 @@ class ValidateJobOperator(TrainyardOperator):
                 f"or set tenant: {self.tenant}",
             )
         check_manifest_for_tenant(manifest, self.trainyard_config)
-        config = self.trainyard_config
-        if config.learner_backend_of(self.tenant) == "local":
-            check_framework(manifest.framework, config.environments)
-        elif config.kubernetes is not None:
-            learner_image(manifest.framework, config.kubernetes)
-
-
-def snapshot_code(store: ObjectStore, manifest: JobManifest, layout: JobLayout) -> None:
-    """Copy the job's code into the job's own prefix so a rerun uses exactly this code.
-
-    `code.uri` names a prefix, or a code archive, which is checked whole and then unpacked.
-    """
-    source = manifest.code.uri
-    if source is None:
-        raise UserError(
-            "code.path: a local directory can only be packaged by 'trainyard submit'",
-            "submit with the CLI, or upload the code with 'trainyard data upload' and set code.uri",
-        )
-    if is_archive(source):
-        try:
-            archive = store.get_bytes(source)
-        except ObjectNotFound as missing:
-            raise UserError(
-                f"code.uri: no archive {source!r} in {store.describe()}",
-                "upload the archive first, or name the prefix that holds the code",
-            ) from missing
-        store.delete_prefix(layout.code)
-        try:
-            unpack_archive(store, archive, source, layout.code, "code.uri")
-        except PackagingError as error:
-            raise UserError(str(error), ARCHIVE_FIX) from error
-    elif source != layout.code:
-        store.delete_prefix(layout.code)
-        store.copy_prefix(source, layout.code)
-    if not any(True for _ in store.list(layout.code)):
-        raise UserError(
-            f"code.uri: no files under {source!r} in {store.describe()}",
-            "upload the code first ('trainyard data upload DIR PATH --tenant T')",
-        )
+        backend_for(self.trainyard_config, self.tenant).check(manifest)
 
 
 class InvalidJobOperator(BaseOperator):

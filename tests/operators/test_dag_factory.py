@@ -21,6 +21,7 @@ from airflow.timetables.base import TimeRestriction
 from devkit.airflow_env import REPO_ROOT
 from operators.dag_factory import tenant_dags
 from operators.submit import SubmitJobOperator
+from trainyard.backends import RunMode
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.tenancy.config import CONFIG_ENV, load_config
 from trainyard.tenancy.names import dag_id_for_tenant
@@ -197,9 +198,14 @@ def test_learner_and_evaluate_run_on_the_tenants_backend(
         for dag_id, dag in dags.items()
     }
     assert kinds["trainyard_acme"]["learner"] == "KubernetesLearnerOperator"
-    assert kinds["trainyard_acme"]["evaluate"] == "KubernetesEvaluateOperator"
+    assert kinds["trainyard_acme"]["evaluate"] == "KubernetesLearnerOperator"
     assert kinds["trainyard_globex"]["learner"] == "LearnerOperator"
-    assert kinds["trainyard_globex"]["evaluate"] == "EvaluateModelOperator"
+    assert kinds["trainyard_globex"]["evaluate"] == "LearnerOperator"
+    # Evaluation is the learner task in evaluate mode, on either backend.
+    for dag_id in ("trainyard_acme", "trainyard_globex"):
+        tasks = {task: dags[dag_id].get_task(task) for task in ("learner", "evaluate")}
+        modes = {name: getattr(task, "mode", None) for name, task in tasks.items()}
+        assert modes == {"learner": RunMode.TRAIN, "evaluate": RunMode.EVALUATE}
     assert dags["trainyard_acme"].task_ids == dags["trainyard_globex"].task_ids
     learner = dags["trainyard_acme"].get_task("learner")
     assert learner.retries == dags["trainyard_globex"].get_task("learner").retries

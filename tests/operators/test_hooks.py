@@ -93,7 +93,7 @@ def test_a_learner_gets_its_tenants_keys_and_nobody_elses(
     task = LearnerOperator(task_id="learner", tenant="acme", job_id="acme.digits-mlp.x-1")
     spec = task.learner_spec(parse_manifest(example_manifest("acme")), attempt=1)
 
-    env = LocalProcessBackend().learner_environment(spec, rank=0, ports=[29500])
+    env = LocalProcessBackend(config, "acme").learner_environment(spec, rank=0, ports=[29500])
 
     assert env["TRAINYARD_STORAGE_ACCESS_KEY"] == KEYS["acme"].access_key
     assert env["TRAINYARD_STORAGE_SECRET_KEY"] == KEYS["acme"].secret_key

@@ -22,7 +22,7 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.hooks import storage_connection
-from operators.kubernetes_learner import KubernetesEvaluateOperator, KubernetesLearnerOperator
+from operators.kubernetes_learner import KubernetesLearnerOperator
 from trainyard.backends import RunMode
 from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
 from trainyard.failures import (
@@ -335,17 +335,15 @@ def test_storage_keys_appear_nowhere(config_dir: Path, local_store: LocalStore) 
         assert SECRET_KEY not in place
 
 
-@pytest.mark.parametrize(
-    "operator_type",
-    [KubernetesLearnerOperator, KubernetesEvaluateOperator],
-    ids=["learner", "evaluate"],
-)
+@pytest.mark.parametrize("mode", [RunMode.TRAIN, RunMode.EVALUATE], ids=["learner", "evaluate"])
 def test_every_template_field_renders(
-    config_dir: Path, local_store: LocalStore, operator_type: type[KubernetesLearnerOperator]
+    config_dir: Path, local_store: LocalStore, mode: RunMode
 ) -> None:
     """As Airflow does: render first (job_id from the validate task), then execute."""
     learner_task(local_store)
-    operator = operator_type(task_id="learner", tenant="acme", job_id="{{ run_id }}")
+    operator = KubernetesLearnerOperator(
+        task_id="learner", tenant="acme", job_id="{{ run_id }}", mode=mode
+    )
 
     operator.render_template_fields(context())
 
@@ -756,7 +754,9 @@ def test_the_evaluation_pod_runs_the_runtimes_evaluate_mode_alone(
 ) -> None:
     evaluation = {"command": "python evaluate.py", "metric": "accuracy"}
     learner_task(local_store, {"resources": {"learners": 2, "gpus": 1}, "evaluation": evaluation})
-    operator = KubernetesEvaluateOperator(task_id="evaluate", tenant="acme", job_id=JOB_ID)
+    operator = KubernetesLearnerOperator(
+        task_id="evaluate", tenant="acme", job_id=JOB_ID, mode=RunMode.EVALUATE
+    )
     operator.store = local_store
 
     pod = built_pod(operator)

@@ -1,4 +1,5 @@
-"""The learner task: classifying an attempt from the learners' outcome files, and its spec."""
+"""The learner task: the attempt's spec from a manifest and the config, its retry semantics,
+and evaluate mode (the judging itself: tests/jobs/test_attempts.py)."""
 
 from __future__ import annotations
 
@@ -11,208 +12,18 @@ import yaml
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.evaluate import EvaluateModelOperator
-from operators.learner import LearnerOperator, LearnerRunningOperator, learner_failure
-from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
-from trainyard.failures import (
-    Hang,
-    PlatformFault,
-    Preemption,
-    ResourceError,
-    TrainyardFailure,
-    UserError,
-)
+from operators.learner import LearnerOperator
+from trainyard.backends import RunMode
+from trainyard.failures import UserError
 from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import JobRecord, save_record
+from trainyard.jobs.records import JobRecord, load_record, save_record
 from trainyard.manifest.schema import JobManifest, parse_manifest
-from trainyard.runtime.outcome import Outcome
 from trainyard.storage import join_key
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import CONFIG_ENV
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
-ATTEMPT = 2
-
-SUCCEEDED = Outcome(exit_code=0, signal=None)
-USER_ERROR = Outcome(
-    exit_code=1,
-    signal=None,
-    failure=UserError(
-        "the command failed with ZeroDivisionError: division by zero (train.py:12)",
-        "fix the code at the place named (the whole traceback: see the learner log at "
-        "jobs/.../learner-train-attempt-1-rank-0.log)",
-    ),
-)
-PREEMPTED = Outcome(
-    exit_code=143,
-    signal=None,
-    failure=Preemption(
-        "the command exited with code 143 after SIGTERM: the runtime forwarded it (cancel, "
-        "preemption or eviction)",
-        "none needed: a retry resumes from the newest committed checkpoint",
-    ),
-)
-HUNG = Outcome(
-    exit_code=None,
-    signal=9,
-    failure=Hang("no progress for 30 minutes", "look for a deadlock in the data loader"),
-)
-
-
-def attempt_spec(mode: RunMode, attempt: int = ATTEMPT) -> LearnerSpec:
-    """The spec of one attempt, as the learner task builds it (only identity matters here)."""
-    return LearnerSpec(
-        job_id=JOB_ID,
-        tenant="acme",
-        mode=mode,
-        command="python train.py",
-        attempt=attempt,
-        num_learners=1,
-        checkpoint_interval=10.0,
-        checkpoint_keep=3,
-        storage=LocalStorageConfig(root=Path("unused")),
-        work_dir=Path("unused"),
-        cpus=1.0,
-        memory_bytes=2 * 2**30,
-        gpus=0,
-        watchdog=0.0,
-        watchdog_startup=0.0,
-    )
-
-
-def exits(*codes: int) -> list[LearnerExit]:
-    return [LearnerExit(code) for code in codes]
-
-
-def write_outcomes(store: LocalStore, mode: RunMode, outcomes: list[Outcome | None]) -> None:
-    """Write each learner's outcome file where the runtime writes it (None: no file)."""
-    layout = JobLayout(JOB_ID)
-    for rank, outcome in enumerate(outcomes):
-        if outcome is not None:
-            store.put_json(layout.outcome(mode, ATTEMPT, rank), outcome.to_json())
-
-
-CASES = [
-    pytest.param(RunMode.TRAIN, [SUCCEEDED], [0], None, [], id="success-is-no-failure"),
-    pytest.param(
-        RunMode.TRAIN,
-        [USER_ERROR],
-        [1],
-        UserError,
-        ["learner 0", "ZeroDivisionError: division by zero"],
-        id="user-error-outcome-is-a-user-error",
-    ),
-    pytest.param(
-        RunMode.TRAIN,
-        [PREEMPTED],
-        [143],
-        Preemption,
-        ["learner 0", "after SIGTERM: the runtime forwarded it"],
-        id="preemption-outcome-is-a-preemption",
-    ),
-    pytest.param(RunMode.TRAIN, [HUNG], [137], Hang, ["no progress"], id="hang-outcome-is-a-hang"),
-    pytest.param(
-        RunMode.TRAIN,
-        [None],
-        [137],
-        PlatformFault,
-        ["learner 0", "code 137", "without reporting an outcome"],
-        id="missing-outcome-with-failed-exit-is-a-platform-fault",
-    ),
-    pytest.param(RunMode.TRAIN, [None], [0], None, [], id="missing-outcome-with-exit-0-is-fine"),
-    pytest.param(
-        RunMode.TRAIN,
-        [SUCCEEDED],
-        [75],
-        PlatformFault,
-        ["learner 0", "reported success but exited with code 75"],
-        id="reported-success-with-failed-exit-is-a-platform-fault",
-    ),
-    pytest.param(
-        RunMode.TRAIN,
-        [SUCCEEDED, USER_ERROR, SUCCEEDED],
-        [0, 1, 0],
-        UserError,
-        ["learner 1:", "ZeroDivisionError"],
-        id="multi-rank-names-the-failed-learner",
-    ),
-    pytest.param(
-        RunMode.TRAIN,
-        [SUCCEEDED, None],
-        [0, -9],
-        PlatformFault,
-        ["learner 1 exited with code -9"],
-        id="multi-rank-names-the-learner-without-outcome",
-    ),
-    pytest.param(
-        RunMode.EVALUATE,
-        [USER_ERROR],
-        [1],
-        UserError,
-        ["ZeroDivisionError"],
-        id="evaluate-mode-reads-the-evaluate-outcome",
-    ),
-]
-
-
-@pytest.mark.parametrize(("mode", "outcomes", "exit_codes", "expected", "fragments"), CASES)
-def test_learner_failure_classifies_the_attempt(
-    local_store: LocalStore,
-    mode: RunMode,
-    outcomes: list[Outcome | None],
-    exit_codes: list[int],
-    expected: type[TrainyardFailure] | None,
-    fragments: list[str],
-) -> None:
-    write_outcomes(local_store, mode, outcomes)
-
-    failure = learner_failure(local_store, attempt_spec(mode), exits(*exit_codes))
-
-    if expected is None:
-        assert failure is None
-        return
-    assert type(failure) is expected
-    assert failure is not None
-    for fragment in fragments:
-        assert fragment in failure.cause
-    reported = [o.failure for o in outcomes if o is not None and o.failure is not None]
-    if reported:  # the fix the learner reported reaches the user unchanged
-        assert failure.fix == reported[0].fix
-
-
-def test_outcome_of_another_attempt_is_not_read(local_store: LocalStore) -> None:
-    layout = JobLayout(JOB_ID)
-    local_store.put_json(layout.outcome(RunMode.TRAIN, ATTEMPT - 1, 0), USER_ERROR.to_json())
-
-    failure = learner_failure(local_store, attempt_spec(RunMode.TRAIN), exits(137))
-
-    assert isinstance(failure, PlatformFault)
-
-
-def test_training_outcome_is_not_read_for_evaluation(local_store: LocalStore) -> None:
-    write_outcomes(local_store, RunMode.TRAIN, [USER_ERROR])
-
-    failure = learner_failure(local_store, attempt_spec(RunMode.EVALUATE), exits(1))
-
-    assert isinstance(failure, PlatformFault)
-
-
-def test_oom_killed_by_the_backend_is_a_resource_error_naming_the_limit(
-    local_store: LocalStore,
-) -> None:
-    """The runtime only saw SIGKILL (a platform fault); the backend knows it was memory."""
-    killed = Outcome(exit_code=None, signal=9, failure=PlatformFault("killed by SIGKILL", ""))
-    write_outcomes(local_store, RunMode.TRAIN, [killed])
-
-    failure = learner_failure(
-        local_store, attempt_spec(RunMode.TRAIN), [LearnerExit(137, reason=OOM_KILLED)]
-    )
-
-    assert isinstance(failure, ResourceError)
-    assert "resources.memory = 2Gi" in failure.cause
-    assert "raise resources.memory above 2Gi" in failure.fix
-
 
 # The learner spec, from a manifest and the deployment config.
 
@@ -274,7 +85,9 @@ def test_training_spec_runs_every_learner_of_the_manifest(
 def test_evaluation_spec_runs_one_learner_with_the_evaluation_command(
     config_dir: Path, manifest: JobManifest
 ) -> None:
-    operator = EvaluateModelOperator(task_id="evaluate", tenant="acme", job_id=JOB_ID)
+    operator = LearnerOperator(
+        task_id="evaluate", tenant="acme", job_id=JOB_ID, mode=RunMode.EVALUATE
+    )
 
     spec = operator.learner_spec(manifest, attempt=1)
 
@@ -285,19 +98,18 @@ def test_evaluation_spec_runs_one_learner_with_the_evaluation_command(
 
 
 @pytest.mark.parametrize(
-    ("operator_type", "tenant"),
+    ("mode", "tenant"),
     [
-        pytest.param(LearnerOperator, "globex", id="training"),
-        pytest.param(EvaluateModelOperator, "globex", id="evaluation"),
+        pytest.param(RunMode.TRAIN, "globex", id="training"),
+        pytest.param(RunMode.EVALUATE, "globex", id="evaluation"),
     ],
 )
 def test_spec_uses_the_operators_tenant_storage(
-    config_dir: Path,
-    manifest: JobManifest,
-    operator_type: type[LearnerRunningOperator],
-    tenant: str,
+    config_dir: Path, manifest: JobManifest, mode: RunMode, tenant: str
 ) -> None:
-    operator = operator_type(task_id="task", tenant=tenant, job_id="globex.digits-mlp.x")
+    operator = LearnerOperator(
+        task_id="task", tenant=tenant, job_id="globex.digits-mlp.x", mode=mode
+    )
 
     spec = operator.learner_spec(manifest, attempt=1)
 
@@ -331,3 +143,53 @@ def test_user_errors_are_retried_only_as_often_as_the_manifest_opts_in(config_di
     with pytest.raises(AirflowFailException) as second:
         operator.run_learners(failing, cast(Context, {"ti": SimpleNamespace(try_number=2)}))
     assert "flaky" in str(second.value)
+
+
+def record_of(store: LocalStore, manifest: JobManifest) -> None:
+    save_record(
+        store,
+        JobRecord(
+            job_id=JOB_ID,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=JOB_ID,
+            manifest=manifest.model_dump(mode="json"),
+        ),
+    )
+
+
+def test_evaluate_mode_without_an_evaluation_runs_nothing(config_dir: Path) -> None:
+    store = LocalStore(config_dir / "storage" / "acme")
+    record_of(store, parse_manifest({k: v for k, v in MANIFEST.items() if k != "evaluation"}))
+    operator = LearnerOperator(
+        task_id="evaluate", tenant="acme", job_id=JOB_ID, mode=RunMode.EVALUATE
+    )
+
+    assert operator.execute(cast(Context, {"ti": SimpleNamespace(try_number=1)})) == {}
+    assert [info.key for info in store.list()] == [JobLayout(JOB_ID).record]
+
+
+def test_evaluate_mode_stores_the_metrics_its_learner_wrote(config_dir: Path) -> None:
+    """A real learner in evaluate mode: the metrics it stored reach the record and the XCom."""
+    store = LocalStore(config_dir / "storage" / "acme")
+    script = (
+        "import json, os\n"
+        "with open(os.environ['TRAINYARD_METRICS_FILE'], 'w') as f:\n"
+        "    f.write(json.dumps({'accuracy': 0.93}))\n"
+    )
+    store.put_bytes(join_key(JobLayout(JOB_ID).code, "evaluate.py"), script.encode())
+    record_of(
+        store,
+        parse_manifest(
+            {**MANIFEST, "evaluation": {"command": "python evaluate.py", "metric": "accuracy"}}
+        ),
+    )
+    operator = LearnerOperator(
+        task_id="evaluate", tenant="acme", job_id=JOB_ID, mode=RunMode.EVALUATE
+    )
+
+    metrics = operator.execute(cast(Context, {"ti": SimpleNamespace(try_number=1)}))
+
+    record = load_record(store, JOB_ID)
+    assert record is not None
+    assert metrics == record.evaluation

@@ -10,6 +10,7 @@ import yaml
 
 from operators.dag_factory import build_tenant_dag
 from operators.tenant_sync import connection_spec, role_permissions, tenants_variable
+from trainyard.backends import backend_for
 from trainyard.tenancy.config import TrainyardConfig, load_config
 from trainyard.tenancy.names import dag_access_control, storage_connection_id, tenant_role
 
@@ -58,7 +59,7 @@ def test_the_platform_admin_reaches_every_dag_but_not_users_and_roles() -> None:
 
 def test_every_tenant_dag_names_its_own_role_only(config: TrainyardConfig) -> None:
     for tenant in config.tenants:
-        dag = build_tenant_dag(tenant, config.learner_backend_of(tenant.name))
+        dag = build_tenant_dag(tenant, backend_for(config, tenant.name))
         assert dag.access_control == {
             tenant_role(tenant.name): {
                 "DAGs": {"can_read", "can_edit"},

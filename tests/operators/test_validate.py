@@ -1,9 +1,8 @@
-"""The validate task: quota admission, and code archives checked whole before unpacking."""
+"""The validate task: quota admission, the backend's check, and rejections kept in the record
+(the code snapshot itself: tests/jobs/test_code.py)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -14,72 +13,14 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.base import classified_failures
-from operators.validate import InvalidJobOperator, ValidateJobOperator, snapshot_code
+from operators.validate import InvalidJobOperator, ValidateJobOperator
+from tests.support.paths import path_without
 from trainyard.failures import ResourceError, UserError
-from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import JobState, load_record
-from trainyard.manifest.schema import ManifestError, parse_manifest
+from trainyard.manifest.schema import ManifestError
 from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import CONFIG_ENV
-
-LAYOUT = JobLayout("acme.digits-mlp.20261124-215908-abcd")
-
-
-def tar_gz(files: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-        for name, target in (symlinks or {}).items():
-            link = tarfile.TarInfo(name)
-            link.type, link.linkname = tarfile.SYMTYPE, target
-            tar.addfile(link)
-    return buffer.getvalue()
-
-
-def manifest_with_code(uri: str) -> Any:
-    return parse_manifest(example_manifest("acme") | {"code": {"uri": uri}})
-
-
-def test_a_code_archive_in_storage_is_unpacked_into_the_jobs_code(local_store: LocalStore) -> None:
-    local_store.put_bytes("uploads/code.tar.gz", tar_gz({"train.py": b"print(1)"}))
-
-    snapshot_code(local_store, manifest_with_code("uploads/code.tar.gz"), LAYOUT)
-
-    assert [info.key for info in local_store.list(LAYOUT.code)] == [f"{LAYOUT.code}/train.py"]
-
-
-@pytest.mark.parametrize(
-    ("archive", "problem"),
-    [
-        pytest.param(
-            tar_gz({"train.py": b"x"}, symlinks={"creds": "/var/run/secrets/token"}),
-            "entry 'creds' is a symbolic link",
-            id="symlink",
-        ),
-        pytest.param(tar_gz({"../../jobs/other/x.py": b"x"}), "leaves the archive", id="dotdot"),
-    ],
-)
-def test_an_unsafe_code_archive_fails_validation_naming_code_uri(
-    local_store: LocalStore, archive: bytes, problem: str
-) -> None:
-    local_store.put_bytes("uploads/code.tar.gz", archive)
-
-    with pytest.raises(UserError) as raised:
-        snapshot_code(local_store, manifest_with_code("uploads/code.tar.gz"), LAYOUT)
-
-    assert raised.value.cause.startswith("code.uri: uploads/code.tar.gz cannot be unpacked")
-    assert problem in raised.value.cause
-    assert "tar -czf" in raised.value.fix
-    assert list(local_store.list(LAYOUT.code)) == []
-
-
-def test_a_missing_code_archive_names_code_uri(local_store: LocalStore) -> None:
-    with pytest.raises(UserError, match=r"^code\.uri: no archive 'uploads/code\.zip'"):
-        snapshot_code(local_store, manifest_with_code("uploads/code.zip"), LAYOUT)
 
 
 def test_a_job_over_the_whole_gpu_quota_fails_validation_leaving_only_its_record(
@@ -160,6 +101,41 @@ def test_an_invalid_conf_fails_validation_once_as_a_user_error(
     assert record.failure is not None
     assert record.failure.failure_class == "user_error"
     assert record.failure.message == message
+
+
+def test_without_bwrap_a_sandboxed_deployment_fails_the_job_once_at_validate_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sandbox.enabled: auto` (the default) on a machine without bubblewrap: the job is
+    refused as a resource error (not retried) instead of running the tenant's code
+    unsandboxed; the fix names the install command and the deliberate way out."""
+    monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
+    storage = tmp_path / "acme"
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "sandbox": {"enabled": "auto"},
+        "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(storage)}}],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    context = {
+        "params": {"manifest": example_manifest("acme")},
+        "dag_run": SimpleNamespace(run_id="run-1"),
+    }
+
+    with pytest.raises(AirflowFailException) as raised:  # Airflow's "fail, no retry"
+        ValidateJobOperator(task_id="validate", tenant="acme").execute(cast(Context, context))
+
+    message = str(raised.value)
+    assert message.startswith("[resource_error] sandbox.enabled: ")
+    assert "bubblewrap" in message
+    assert "apt-get install bubblewrap" in message
+    assert "sandbox.enabled: false" in message
+    record = load_record(LocalStore(storage), "acme.digits-mlp.run-1")
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.failure is not None
+    assert record.failure.failure_class == "resource_error"
 
 
 def rejection(failure: Exception) -> AirflowFailException:

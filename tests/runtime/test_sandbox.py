@@ -21,13 +21,16 @@ from typing import Any
 import pytest
 
 from devkit.s3_server import S3Server, running_s3_server
+from tests.support.paths import path_without
 from trainyard.backends import LearnerSpec, RunMode
 from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
-from trainyard.runtime.sandbox import SandboxNetwork
+from trainyard.runtime.sandbox import UNSANDBOXED, SandboxNetwork
 from trainyard.storage import ObjectStore, StorageCredentials
+from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
+from trainyard.tenancy.config import TenantConfig, TrainyardConfig, load_config
 
 JOB = "acme.hostile.20261202-010000-abcd"
 OTHER_JOB = "acme.victim.20261202-000000-ef01"
@@ -120,7 +123,10 @@ def run_hostile_job(
         sandbox_network=network,
     )
     output: list[str] = []
-    [learner] = LocalProcessBackend().run(spec, on_output=output.append)
+    config = TrainyardConfig(
+        work_dir=root / "work", tenants=[TenantConfig(name="acme", storage=spec.storage)]
+    )
+    [learner] = LocalProcessBackend(config, "acme").run(spec, on_output=output.append)
     report = json.loads(store.get_bytes(f"{LAYOUT.results}/report.json"))
     return HostileRun(network, report, store, keys, learner.exit_code, output)
 
@@ -197,3 +203,65 @@ def test_the_runtime_follows_none_of_its_links(hostile: HostileRun) -> None:
     step_1 = {key.rsplit("/", 1)[1] for key in stored if "/step-000000001/" in key}
     assert step_1 == {"weights.txt", "_MANIFEST.json"}
     assert not any("/step-000000002/" in key for key in stored)
+
+
+#: An ordinary job: what it can see of the machine outside its workspace says it is unsandboxed.
+PLAIN_JOB = """
+import json, os
+from pathlib import Path
+results = Path(os.environ["TRAINYARD_RESULT_DIR"])
+(results / "model.txt").write_text("trained")
+(results / "saw.json").write_text(json.dumps({"root_entries": len(os.listdir("/"))}))
+with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as metrics:
+    metrics.write(json.dumps({"step": 1, "loss": 0.5}) + "\\n")
+"""
+
+
+def test_without_bwrap_a_deployment_that_turned_the_sandbox_off_runs_the_job_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sandbox.enabled: false`, said in so many words: the learner runs (bwrap or not), and
+    its log says that the job's code ran unsandboxed."""
+    monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
+    storage = tmp_path / "acme"
+    config_file = tmp_path / "trainyard.yaml"
+    config_file.write_text(
+        json.dumps(
+            {
+                "work_dir": str(tmp_path / "work"),
+                "sandbox": {"enabled": False},
+                "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(storage)}}],
+            }
+        )
+    )
+    config = load_config(config_file)
+    store = LocalStore(storage)
+    store.put_bytes(f"{LAYOUT.code}/train.py", PLAIN_JOB.encode())
+    spec = LearnerSpec(
+        job_id=JOB,
+        tenant="acme",
+        mode=RunMode.TRAIN,
+        command="python train.py",
+        attempt=1,
+        num_learners=1,
+        checkpoint_interval=5.0,
+        checkpoint_keep=3,
+        watchdog=0.0,
+        watchdog_startup=0.0,
+        storage=config.tenant("acme").storage,
+        work_dir=config.work_dir,
+        cpus=1.0,
+        memory_bytes=2**30,
+        gpus=0,
+        sandbox_network=config.sandbox_network_of("acme"),
+    )
+    output: list[str] = []
+
+    [learner] = LocalProcessBackend(config, "acme").run(spec, on_output=output.append)
+
+    assert learner.exit_code == 0, "\n".join(output)
+    assert f"trainyard: {UNSANDBOXED}" in output
+    assert store.get_bytes(f"{LAYOUT.results}/model.txt") == b"trained"
+    # It saw the machine's own root (a sandbox shows only the few paths it binds).
+    seen = json.loads(store.get_bytes(f"{LAYOUT.results}/saw.json"))
+    assert seen["root_entries"] == len(os.listdir("/"))

@@ -152,12 +152,13 @@ def test_s3_tenant(tmp_path):
         ),
         pytest.param(
             {"work_dir": "w", "learner_backend": "slurm", "tenants": [tenant("acme")]},
-            "learner_backend: Input should be 'local' or 'kubernetes' (got 'slurm')",
+            "learner_backend: Input should be 'local', 'kubernetes' or 'bare' (got 'slurm')",
             id="unknown-backend",
         ),
         pytest.param(
             {"work_dir": "w", "tenants": [tenant("acme", learner_backend="slurm")]},
-            "tenants.0.learner_backend: Input should be 'local' or 'kubernetes' (got 'slurm')",
+            "tenants.0.learner_backend: Input should be 'local', 'kubernetes' or 'bare' "
+            "(got 'slurm')",
             id="unknown-tenant-backend",
         ),
         pytest.param(

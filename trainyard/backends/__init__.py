@@ -1,24 +1,50 @@
-"""Learner backends: where a learner process runs. The DAG is the same for every backend."""
+"""Learner backends: where a tenant's learners run. The DAG is the same for every backend.
+
+`backend_for` is the one place that decides which backend a tenant's `learner_backend` setting
+means; everything else (validate, the learner task, the DAG factory) asks it.
+"""
 
 from __future__ import annotations
 
-from trainyard.backends.base import OOM_KILLED, LearnerBackend, LearnerExit, LearnerSpec, RunMode
+import importlib
+
+from trainyard.backends.base import (
+    OOM_KILLED,
+    LearnerBackend,
+    LearnerEnd,
+    LearnerExit,
+    LearnerSpec,
+    ProcessBackend,
+    RunMode,
+)
+from trainyard.tenancy.config import LearnerBackendName, TrainyardConfig
+
+#: The backend class of each `learner_backend` setting, imported only once chosen.
+BACKENDS: dict[LearnerBackendName, str] = {
+    "local": "trainyard.backends.local:LocalProcessBackend",
+    "kubernetes": "trainyard.backends.kubernetes:KubernetesBackend",
+    "bare": "trainyard.backends.bare:BareProcessBackend",  # for tests only
+}
 
 
-def get_backend(name: str) -> LearnerBackend:
-    """The process backend named in the deployment config (`learner_backend`).
+def backend_for(config: TrainyardConfig, tenant: str) -> LearnerBackend:
+    """The backend that runs `tenant`'s learners, as the deployment config sets it.
 
-    Kubernetes learners are pods run by operators/kubernetes_learner.py, the tasks the DAG
-    factory builds for such tenants: they never ask for a process backend.
+    Raises:
+        KeyError: no tenant of that name.
     """
-    if name == "local":
-        from trainyard.backends.local.backend import LocalProcessBackend
-
-        return LocalProcessBackend()
-    raise ValueError(
-        f"learner_backend {name!r} has no process backend: Kubernetes learners run as pods of "
-        "the KubernetesLearnerOperator task, which the DAG factory builds for such tenants"
-    )
+    module, _, name = BACKENDS[config.learner_backend_of(tenant)].partition(":")
+    backend: type[LearnerBackend] = getattr(importlib.import_module(module), name)
+    return backend(config, tenant)
 
 
-__all__ = ["OOM_KILLED", "LearnerBackend", "LearnerExit", "LearnerSpec", "RunMode", "get_backend"]
+__all__ = [
+    "OOM_KILLED",
+    "LearnerBackend",
+    "LearnerEnd",
+    "LearnerExit",
+    "LearnerSpec",
+    "ProcessBackend",
+    "RunMode",
+    "backend_for",
+]

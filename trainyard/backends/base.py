@@ -1,4 +1,10 @@
-"""The seam between the training DAG and the place learners run."""
+"""The seam between the training DAG and the place learners run: one `LearnerBackend` interface.
+
+A backend checks a manifest against what it can run, builds the launch of an attempt (the
+learner spec, then its own processes or pods) and reports how each learner ended
+(`LearnerEnd`); `trainyard.jobs.attempts.judge_attempt` turns those ends into the attempt's
+failure, the same way for every backend. `trainyard.backends.backend_for` chooses the backend.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from trainyard.failures import TrainyardFailure
 from trainyard.jobs.layout import RunMode
+from trainyard.manifest.schema import JobManifest
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
+from trainyard.tenancy.config import LearnerBackendName, TenantConfig, TrainyardConfig
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
 RUNTIME_CREDENTIALS_ENV = "TRAINYARD_STORAGE"
@@ -129,14 +139,86 @@ class LearnerExit:
 GANG_STOPPED = "GangStopped"
 
 
-def failure_order(exits: list[LearnerExit]) -> list[int]:
-    """Ranks in the order to judge them: those that failed by themselves before those their
-    backend stopped because another rank had failed (the gang's cause comes first)."""
-    return sorted(range(len(exits)), key=lambda rank: exits[rank].reason == GANG_STOPPED)
+@dataclass(frozen=True)
+class LearnerEnd:
+    """How learner `rank` of an attempt ended, as its backend saw it.
+
+    `exit` is None when the backend never saw the learner end (its pod vanished); `failure` is
+    what the backend's view alone says, before any outcome file (a pod evicted or unschedulable).
+    """
+
+    rank: int
+    exit: LearnerExit | None
+    failure: TrainyardFailure | None = None
 
 
 class LearnerBackend(ABC):
-    """Runs the learner runtime for a spec and reports each learner's exit code."""
+    """Where one tenant's learners run (like kubeflow/sdk's trainer backends).
+
+    Made by `backend_for` for a deployment config and a tenant. Each backend checks manifests
+    (`check`, at validate), builds each attempt's spec (`learner_spec`) and its own launch from
+    it, and reports its learners' ends for `judge_attempt`.
+    """
+
+    #: The `learner_backend` setting that chooses this backend.
+    name: ClassVar[LearnerBackendName]
+
+    def __init__(self, config: TrainyardConfig, tenant: str) -> None:
+        self.config = config
+        self.tenant: TenantConfig = config.tenant(tenant)
+
+    @abstractmethod
+    def check(self, manifest: JobManifest) -> None:
+        """Refuse, at validate, a job this backend cannot run (a framework version without an
+        environment or image, an unknown GPU type).
+
+        Raises:
+            UserError, ResourceError: naming the manifest field and the fix.
+        """
+
+    def learner_spec(
+        self,
+        manifest: JobManifest,
+        *,
+        job_id: str,
+        mode: RunMode,
+        attempt: int,
+        credentials: StorageCredentials | None,
+        on_output: Callable[[str], None],
+    ) -> LearnerSpec:
+        """The spec of one attempt's learners, what every backend builds its launch from.
+
+        `credentials` are the tenant's storage keys from its Airflow connection; `on_output`
+        hears of slow preparations (a backend building an environment).
+        """
+        command = manifest.command
+        if mode is RunMode.EVALUATE:
+            assert manifest.evaluation is not None
+            command = manifest.evaluation.command
+        resources, tenant = manifest.resources, self.tenant
+        return LearnerSpec(
+            job_id=job_id,
+            tenant=tenant.name,
+            mode=mode,
+            command=command,
+            attempt=attempt,
+            num_learners=resources.learners_in(mode),
+            checkpoint_interval=manifest.checkpoint.interval,
+            checkpoint_keep=manifest.checkpoint.keep,
+            storage=tenant.storage,
+            work_dir=self.config.work_dir,
+            cpus=resources.cpus,
+            memory_bytes=resources.memory,
+            gpus=resources.gpus,
+            watchdog=manifest.watchdog or tenant.default_watchdog,
+            watchdog_startup=manifest.watchdog_startup or tenant.default_watchdog_startup,
+            credentials=credentials,
+        )
+
+
+class ProcessBackend(LearnerBackend):
+    """A backend whose learners are processes the Airflow task starts and waits for: the
+    generic learner task runs any of them."""
 
     @abstractmethod
     def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:

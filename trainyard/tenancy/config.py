@@ -77,7 +77,8 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
-LearnerBackendName = Literal["local", "kubernetes"]
+#: The `learner_backend` settings; `trainyard.backends.backend_for` says what each one means.
+LearnerBackendName = Literal["local", "kubernetes", "bare"]
 
 #: Kubernetes object names: a namespace is a DNS-1123 label, other names DNS-1123 subdomains.
 K8sLabelName = Annotated[
@@ -391,7 +392,8 @@ class TrainyardConfig(BaseModel):
         return kubernetes
 
     def learner_backend_of(self, tenant: str) -> LearnerBackendName:
-        """Where `tenant`'s learners run: its own setting, else the deployment's."""
+        """The `learner_backend` setting of `tenant`: its own, else the deployment's. Which
+        backend it means is for `trainyard.backends.backend_for` alone to decide."""
         return self.tenant(tenant).learner_backend or self.learner_backend
 
     def sandbox_network_of(self, tenant: str) -> SandboxNetwork | None:

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from devkit.learners import learner_processes, wait_until
-from operators.learner import learner_failure
+from tests.support.paths import path_without
 from tests.support.processes import still_running
-from trainyard.backends import OOM_KILLED, LearnerExit, LearnerSpec, RunMode
-from trainyard.backends.base import GANG_STOPPED, failure_order
+from trainyard.backends import OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec, RunMode
+from trainyard.backends.base import GANG_STOPPED
 from trainyard.backends.local.backend import STOP_GRACE_SECONDS, LocalProcessBackend
-from trainyard.failures import Preemption, UserError
+from trainyard.failures import Preemption, ResourceError, UserError
+from trainyard.jobs.attempts import judge_attempt
 from trainyard.jobs.layout import JobLayout
+from trainyard.manifest.schema import parse_manifest
+from trainyard.manifest.submission import example_manifest
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage import join_key
 from trainyard.storage.config import (
@@ -27,6 +30,7 @@ from trainyard.storage.config import (
     StorageCredentials,
 )
 from trainyard.storage.local import LocalStore
+from trainyard.tenancy.config import TrainyardConfig
 
 JOB_ID = "acme.tiny.20261124-215908-abcd"
 
@@ -54,6 +58,21 @@ def make_spec(
     }
     fields.update(changes)
     return LearnerSpec(**fields)  # type: ignore[arg-type]
+
+
+def local_backend(root: Path) -> LocalProcessBackend:
+    """Tenant acme's local backend, in a deployment with its scratch and storage under `root`."""
+    config = TrainyardConfig.model_validate(
+        {
+            "work_dir": str(root / "work"),
+            "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(root / "s")}}],
+        }
+    )
+    return LocalProcessBackend(config, "acme")
+
+
+def ends(exits: list[LearnerExit]) -> list[LearnerEnd]:
+    return [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
 
 
 def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
@@ -141,7 +160,7 @@ def test_gpu_visibility(
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=gpus)
 
-    env = LocalProcessBackend().learner_environment(spec, rank=0, ports=[29511])
+    env = local_backend(tmp_path).learner_environment(spec, rank=0, ports=[29511])
 
     assert env.get("CUDA_VISIBLE_DEVICES") == expected
 
@@ -157,7 +176,7 @@ def test_learner_environment_withholds_the_parents_other_variables(
     monkeypatch.setenv("PATH", "/opt/bin:/usr/bin")
     spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
 
-    env = LocalProcessBackend().learner_environment(spec, rank=2, ports=[29511, 29512, 29513])
+    env = local_backend(tmp_path).learner_environment(spec, rank=2, ports=[29511, 29512, 29513])
 
     assert not any(name.startswith("AIRFLOW") for name in env)
     assert "airflows-own-secret" not in env.values()
@@ -214,19 +233,19 @@ def test_run_executes_the_command_and_publishes_results(
     spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
     lines: list[str] = []
 
-    exits = LocalProcessBackend().run(spec, on_output=lines.append)
+    exits = local_backend(tmp_path).run(spec, on_output=lines.append)
 
     assert exits == [LearnerExit(0)], "\n".join(lines)
     assert "hello from learner 0" in lines
     model = local_store.get_bytes(join_key(layout.results, "model.txt"))
     assert model == f"weights of {JOB_ID}".encode()
-    assert learner_failure(local_store, spec, exits) is None
+    assert judge_attempt(local_store, spec, ends(exits)) is None
 
 
 def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_path: Path) -> None:
     job_with_code(local_store, SLEEPER)
     spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)
-    backend = LocalProcessBackend()
+    backend = local_backend(tmp_path)
     lines: list[str] = []
     ready = threading.Event()
     exits: list[LearnerExit] = []
@@ -251,12 +270,12 @@ def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_pat
     assert not runner.is_alive(), "the learner outlived the grace period"
     # Ended by the forwarded SIGTERM (not a SIGKILL after the grace period): a preemption.
     assert exits == [LearnerExit(128 + signal.SIGTERM)], "\n".join(lines)
-    failure = learner_failure(local_store, spec, exits)
+    failure = judge_attempt(local_store, spec, ends(exits))
     assert isinstance(failure, Preemption)
 
 
-def test_stop_before_run_is_harmless() -> None:
-    LocalProcessBackend().stop()
+def test_stop_before_run_is_harmless(tmp_path: Path) -> None:
+    local_backend(tmp_path).stop()
 
 
 # Memory: the backend enforces resources.memory on each learner's whole process tree.
@@ -284,7 +303,7 @@ def test_learner_over_its_memory_limit_is_oom_killed(
         num_learners=1,
         memory_bytes=150 * 2**20,
     )
-    backend = LocalProcessBackend()
+    backend = local_backend(tmp_path)
     lines: list[str] = []
 
     started = time.monotonic()
@@ -313,7 +332,7 @@ def test_learner_within_its_memory_limit_runs_to_completion(
     )
     lines: list[str] = []
 
-    exits = LocalProcessBackend().run(spec, on_output=lines.append)
+    exits = local_backend(tmp_path).run(spec, on_output=lines.append)
 
     assert exits == [LearnerExit(0)], "\n".join(lines)
     assert not any("OOMKilled" in line for line in lines)
@@ -341,7 +360,7 @@ def test_a_rank_that_fails_stops_its_gang_and_is_judged_first(
     lines: list[str] = []
     started = time.monotonic()
 
-    exits = LocalProcessBackend().run(spec, on_output=lines.append)
+    exits = local_backend(tmp_path).run(spec, on_output=lines.append)
 
     assert time.monotonic() - started < STOP_GRACE_SECONDS + 30, "the gang was not stopped"
     assert exits[1].exit_code != 0
@@ -353,8 +372,38 @@ def test_a_rank_that_fails_stops_its_gang_and_is_judged_first(
         assert exits[rank].reason == GANG_STOPPED, "\n".join(lines)
         assert exits[rank].exit_code in (128 + signal.SIGTERM, -signal.SIGTERM), "\n".join(lines)
     assert any("learner 1 exited with code 1: stopping learners 0, 2" in line for line in lines)
-    order = failure_order(exits)
-    assert order[0] == 1
-    failure = learner_failure(local_store, spec, [exits[rank] for rank in order], order)
+    failure = judge_attempt(local_store, spec, ends(exits))
     assert isinstance(failure, UserError)
     assert "learner 1" in failure.cause
+
+
+# The check at validate.
+
+
+def test_check_refuses_a_framework_without_an_environment_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    changes = {"framework": {"name": "pytorch", "version": "1.0"}}
+    manifest = parse_manifest(example_manifest("acme") | changes)
+
+    with pytest.raises(ResourceError) as refused:
+        local_backend(tmp_path).check(manifest)
+
+    assert refused.value.cause.startswith("framework.version: ")
+
+
+def test_check_refuses_where_the_sandbox_the_config_asks_for_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validate fails rather than running the tenant's code unsandboxed by accident."""
+    monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
+    config = TrainyardConfig.model_validate(
+        {
+            "work_dir": str(tmp_path / "work"),
+            "sandbox": {"enabled": True},
+            "tenants": [{"name": "acme", "storage": {"kind": "local", "root": str(tmp_path)}}],
+        }
+    )
+
+    with pytest.raises(ResourceError, match="bubblewrap"):
+        LocalProcessBackend(config, "acme").check(parse_manifest(example_manifest("acme")))

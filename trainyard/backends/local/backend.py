@@ -1,4 +1,6 @@
-"""Local backend: each learner is a child process running the learner runtime.
+"""Local backend: each learner is a child process running the learner runtime, in its
+framework's environment (`environments.py`) and, when the deployment sandboxes user code, in
+its sandbox.
 
 This is the embedded default. Learners get a minimal environment (no Airflow or other tenants'
 variables) plus the runtime's contract, and die with their parent: if the Airflow task process
@@ -22,18 +24,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import psutil
 
 from trainyard.backends.base import (
     GANG_STOPPED,
     OOM_KILLED,
-    LearnerBackend,
     LearnerExit,
     LearnerSpec,
+    ProcessBackend,
     distributed_environment,
 )
+from trainyard.backends.local.environments import check_framework, learner_python
+from trainyard.jobs.layout import RunMode
+from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.units import format_bytes
+from trainyard.runtime.sandbox import UNSANDBOXED
+from trainyard.storage.config import StorageCredentials
+from trainyard.tenancy.config import TrainyardConfig
 
 #: Variables of the parent environment a learner may see; everything else is withheld.
 INHERITED_VARIABLES = (
@@ -87,9 +96,46 @@ def _free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
-class LocalProcessBackend(LearnerBackend):
-    def __init__(self) -> None:
+class LocalProcessBackend(ProcessBackend):
+    """Learners as child processes of the Airflow task (`learner_backend: local`)."""
+
+    name = "local"
+
+    def __init__(self, config: TrainyardConfig, tenant: str) -> None:
+        super().__init__(config, tenant)
         self._processes: list[subprocess.Popen[str]] = []
+
+    def check(self, manifest: JobManifest) -> None:
+        """The framework needs an environment this deployment can make, and the tenant's
+        learners a sandbox as the config asks (a refused sandbox fails the job at validate)."""
+        check_framework(manifest.framework, self.config.environments)
+        self.config.sandbox_network_of(self.tenant.name)
+
+    def learner_spec(
+        self,
+        manifest: JobManifest,
+        *,
+        job_id: str,
+        mode: RunMode,
+        attempt: int,
+        credentials: StorageCredentials | None,
+        on_output: Callable[[str], None],
+    ) -> LearnerSpec:
+        """The common spec, plus the framework environment's Python (made if missing) and the
+        sandbox's network."""
+        spec = super().learner_spec(
+            manifest,
+            job_id=job_id,
+            mode=mode,
+            attempt=attempt,
+            credentials=credentials,
+            on_output=on_output,
+        )
+        return replace(
+            spec,
+            python=learner_python(manifest.framework, self.config.environments, on_output),
+            sandbox_network=self.config.sandbox_network_of(self.tenant.name),
+        )
 
     def learner_environment(self, spec: LearnerSpec, rank: int, ports: list[int]) -> dict[str, str]:
         """The learner's whitelisted environment; `ports`: one per rank, rank 0's the master."""
@@ -119,9 +165,12 @@ class LocalProcessBackend(LearnerBackend):
         """Start every rank at once and run them as a gang: the first rank to fail gets the
         others stopped (SIGTERM, so they may checkpoint), since a collective with a dead peer
         can only hang or fail, and the retry restarts the whole group."""
+        self._processes = []  # a retry in the same task process is a new gang
         ports = _free_ports(spec.num_learners)
         python = str(spec.python or sys.executable)
         on_output(f"trainyard: learner runtime: {python}")
+        if spec.sandbox_network is None:
+            on_output(f"trainyard: {UNSANDBOXED}")
         pumps = []
         learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):

@@ -1,0 +1,120 @@
+"""One attempt of a job's learners, judged and recorded the same way on every backend.
+
+`judge_attempt` is the one place that decides whether an attempt failed, and as what: the
+backends only report how each learner ended (`LearnerEnd`), and the learners' own outcome files
+say the rest. The Airflow tasks turn its answer into retry semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from trainyard.backends.base import GANG_STOPPED, OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec
+from trainyard.failures import (
+    RESUME_FIX,
+    FailureClass,
+    PlatformFault,
+    TrainyardFailure,
+    out_of_memory,
+)
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import AttemptInfo, load_record, save_record, update_record
+from trainyard.manifest.units import format_bytes
+from trainyard.runtime.outcome import Outcome
+from trainyard.storage import ObjectNotFound, ObjectStore
+
+
+def judge_attempt(
+    store: ObjectStore,
+    spec: LearnerSpec,
+    ends: Sequence[LearnerEnd],
+    unseen: TrainyardFailure | None = None,
+) -> TrainyardFailure | None:
+    """The failure of one attempt, or None when every learner succeeded.
+
+    `ends` come in the order the backend saw the learners fail (the rank that stopped its gang
+    first); ranks stopped because another had failed are looked at last, so the gang's cause is
+    the failure. The backend's own view wins where it knows more (a pod evicted, a learner
+    OOM-killed); then each learner's outcome file. A learner that died without writing its
+    outcome (killed hard, node lost) is a platform fault: the retry resumes from the newest
+    committed checkpoint. `unseen` is the failure when some learner's end went unseen and the
+    others succeeded (None: the backend saw the attempt succeed).
+    """
+    order = sorted(ends, key=lambda end: end.exit is not None and end.exit.reason == GANG_STOPPED)
+    for end in order:
+        if end.failure is not None:
+            return end.failure
+    for end in order:
+        if end.exit is not None:
+            failure = _learner_failure(store, spec, end.rank, end.exit)
+            if failure is not None:
+                return failure
+    seen = sum(1 for end in ends if end.exit is not None)
+    return None if seen == spec.num_learners else unseen
+
+
+def _learner_failure(
+    store: ObjectStore, spec: LearnerSpec, rank: int, learner: LearnerExit
+) -> TrainyardFailure | None:
+    """One learner's failure, from its exit and the outcome it wrote, or None."""
+    if learner.reason == OOM_KILLED:
+        limit = format_bytes(spec.memory_bytes)
+        return out_of_memory(
+            f"learner {rank} was OOM-killed: it needed more than resources.memory = {limit}",
+            limit,
+        )
+    try:
+        key = JobLayout(spec.job_id).outcome(spec.mode, spec.attempt, rank)
+        outcome = Outcome.from_json(store.get_json(key))
+    except ObjectNotFound:
+        if learner.exit_code == 0:
+            return None
+        return PlatformFault(
+            f"learner {rank} exited with code {learner.exit_code} without reporting an outcome",
+            RESUME_FIX,
+        )
+    if outcome.failure is not None:
+        failure = outcome.failure
+        return type(failure)(f"learner {rank}: {failure.cause}", failure.fix)
+    if learner.exit_code != 0:
+        return PlatformFault(
+            f"learner {rank} reported success but exited with code {learner.exit_code}",
+            RESUME_FIX,
+        )
+    return None
+
+
+def record_attempt(
+    store: ObjectStore,
+    job_id: str,
+    attempt: int,
+    started_at: datetime,
+    failure: TrainyardFailure | None,
+) -> int:
+    """Append a training attempt's end to the job record, where the retry budgets count from.
+
+    Returns how many attempts so far ended in a user error (0 for a job without a record).
+    """
+    record = load_record(store, job_id)
+    if record is None:
+        return 0
+    record.attempts.append(
+        AttemptInfo(
+            attempt=attempt,
+            started_at=started_at,
+            failure_class=failure.failure_class.value if failure else None,
+            message=failure.cause if failure else "",
+            fix=failure.fix if failure else "",
+        )
+    )
+    save_record(store, record)
+    return record.count_attempts(FailureClass.USER_ERROR.value)
+
+
+def record_evaluation(store: ObjectStore, job_id: str) -> dict[str, Any]:
+    """Copy the metrics a successful evaluation attempt stored into the job record; return them."""
+    metrics: dict[str, Any] = store.get_json(JobLayout(job_id).evaluation)["metrics"]
+    update_record(store, job_id, evaluation=metrics)
+    return metrics
