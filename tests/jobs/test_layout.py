@@ -204,3 +204,10 @@ def test_a_checkpoint_key_names_its_step_and_path_and_no_other_key_does() -> Non
     assert JOB.checkpoint_file(JOB.checkpoint_pointer) is None
     assert JOB.checkpoint_file(JobLayout("acme.other.run-1").checkpoint(7)) is None
     assert JOB.checkpoint_file(JOB.results_manifest) is None
+
+
+def test_a_metrics_key_names_its_attempt_and_no_other_key_does() -> None:
+    assert JOB.metrics_attempt(JOB.metrics(3)) == 3
+    assert JOB.metrics_attempt(JOB.learner_log(RunMode.TRAIN, 3, 0)) is None
+    assert JOB.metrics_attempt(JobLayout("acme.other.run-1").metrics(3)) is None
+    assert JOB.metrics_attempt(JOB.metrics(3) + ".tmp") is None

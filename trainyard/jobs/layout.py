@@ -124,6 +124,11 @@ class JobLayout:
         """Metrics rows of one attempt (JSON lines, each tagged with step/attempt/rank)."""
         return join_key(self.logs, f"metrics-attempt-{attempt}.jsonl")
 
+    def metrics_attempt(self, key: str) -> int | None:
+        """The attempt whose metrics rows are stored at `key`; None for any other key."""
+        match = _METRICS_NAME.fullmatch(key.removeprefix(self.logs + "/"))
+        return int(match[1]) if match and key.startswith(self.logs + "/") else None
+
     def learner_log(self, mode: RunMode, attempt: int, rank: int) -> str:
         name = "learner" if mode is RunMode.TRAIN else mode.value
         return join_key(self.logs, f"{name}-attempt-{attempt}-rank-{rank}.log")
@@ -173,6 +178,7 @@ class ModelLayout:
 
 _VERSION_RECORD = re.compile(rf"v([1-9][0-9]*)/{re.escape(_VERSION_NAME)}")
 _STEP_FOLDER = re.compile(r"step-(\d+)")
+_METRICS_NAME = re.compile(r"metrics-attempt-(\d+)\.jsonl")
 
 JOB_ID_PATTERN = re.compile(
     r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 from trainyard.jobs.layout import JobLayout
 from trainyard.storage.base import ObjectStore
 
-_METRICS_FILE = re.compile(r"metrics-attempt-(\d+)\.jsonl$")
 #: Row fields that describe a row rather than measure the model: never drawn as a curve.
 ROW_FIELDS = frozenset({"step", "total_steps", "progress", "time", "attempt", "rank", "epoch"})
 
@@ -34,9 +32,9 @@ def read_metrics(store: ObjectStore, job_id: str) -> list[dict[str, Any]]:
     layout = JobLayout(job_id)
     files = []
     for info in store.list(layout.logs):
-        match = _METRICS_FILE.search(info.key)
-        if match:
-            files.append((int(match.group(1)), info.key))
+        attempt = layout.metrics_attempt(info.key)
+        if attempt is not None:
+            files.append((attempt, info.key))
     rows: list[dict[str, Any]] = []
     for _, key in sorted(files):
         text = store.get_bytes(key).decode()
