@@ -47,7 +47,7 @@ def staged(store: LocalStore) -> dict[str, bytes]:
 
 
 def stored_report(store: LocalStore) -> dict[str, Any]:
-    return store.get_json(f"jobs/{JOB_ID}/logs/data-validation.json")
+    return store.get_json(LAYOUT.data_validation)
 
 
 def test_good_data_is_staged_and_its_report_stored(local_store: LocalStore) -> None:
