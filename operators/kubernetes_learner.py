@@ -26,7 +26,7 @@ from operators.learner import LearnerOperator
 from trainyard.backends import LearnerSpec
 from trainyard.backends.kubernetes import KubernetesBackend
 from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, RANK_LABEL, rank_hostname
-from trainyard.failures import PlatformFault
+from trainyard.failures import InternalError
 from trainyard.manifest.schema import JobManifest
 
 
@@ -152,9 +152,11 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         """The tenant's backend, which the DAG factory gave this task type: Kubernetes."""
         backend = self.backend
         if not isinstance(backend, KubernetesBackend):
-            raise PlatformFault(
-                f"tenant {self.tenant!r} runs learners on the {backend.name} backend, not in pods",
-                "clear the task once the DAG is parsed again with the current config",
+            raise InternalError(
+                f"the {backend.name} backend's learners are not pods: the DAG was built for "
+                "another backend",
+                "none needed if the retry runs the rebuilt DAG; otherwise report it to the "
+                "platform team (operators/dag_factory.py builds the DAG)",
             )
         return backend
 

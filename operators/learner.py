@@ -44,6 +44,7 @@ class LearnerOperator(TrainyardOperator):
     def __init__(self, *, mode: RunMode = RunMode.TRAIN, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = mode
+        self._running: ProcessBackend | None = None
 
     @cached_property
     def backend(self) -> LearnerBackend:
@@ -105,6 +106,7 @@ class LearnerOperator(TrainyardOperator):
             backend.name,
         )
         started_at = datetime.now(UTC)
+        self._running = backend
         exits = backend.run(spec, on_output=self.log.info)
         with classified_failures():
             ends = [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
@@ -138,7 +140,5 @@ class LearnerOperator(TrainyardOperator):
                 raise failure
 
     def on_kill(self) -> None:
-        # Only a backend this task started has learners to stop.
-        backend = self.__dict__.get("backend")
-        if isinstance(backend, ProcessBackend):
-            backend.stop()
+        if self._running is not None:
+            self._running.stop()
