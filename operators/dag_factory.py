@@ -4,9 +4,9 @@ A tenant's DAG runs its jobs: validate -> stage_data -> learner -> commit -> eva
 register_model, whatever the tenant's learner backend (`trainyard.backends.backend_for`):
 learner and evaluate are the same task type in train and evaluate mode, the generic learner task
 for a process backend and a KubernetesPodOperator task running the runtime in pods for
-Kubernetes (`learner_task_type`). The learner retries
-platform faults with exponential backoff and resumes from the newest committed checkpoint; user
-errors fail at once (the operators raise AirflowFailException for them).
+Kubernetes (`learner_task_type`). The learner retries platform faults with exponential backoff
+and resumes from the newest committed checkpoint; user errors fail at once (the operators raise
+AirflowFailException for them).
 
 A scheduled job's DAG (cron or new data) has one task, which runs the job as a run of the
 tenant's DAG and waits for it: every job of a tenant is a run of one DAG, whose
