@@ -20,7 +20,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 envs: $(VENV)/.installed
 	$(BIN)/trainyard envs prepare $(ENVS)
 
-## demo: start Airflow standalone, train the digits example through Trainyard, show the result
+## demo: start Airflow (FAB, generated passwords in .demo/credentials.json), train the digits
+## example through Trainyard in the bubblewrap sandbox, show the result; installs bubblewrap
+## with apt-get when it is missing and running as root (otherwise it says which command would)
 demo: $(VENV)/.installed
 	$(MAKE) envs ENVS=pytorch
 	$(BIN)/python -m devkit.demo start

@@ -1,14 +1,22 @@
-"""`make demo`: Airflow standalone on this machine, a real training job, the result.
+"""`make demo`: Airflow on this machine, a real training job, the result.
 
-`python -m devkit.demo start` starts (or reuses) the private PostgreSQL server (the
-metadata DB) and `airflow standalone`, both under .demo/, uploads the digits dataset and
-example code for tenant `acme`, submits the example with the CLI and prints where everything
-is. `stop` ends Airflow, then the database; the next `start` finds every job where it was.
+`python -m devkit.demo start` starts (or reuses) the private PostgreSQL server (the metadata
+DB) and Airflow's components (API server, scheduler, DAG processor, triggerer; one process
+group, under .demo/), uploads the digits dataset and example code for tenant `acme`, submits
+the example with the CLI as that tenant's user and prints where everything is. `stop` ends
+Airflow, then the database; the next `start` finds every job where it was.
+
+Secure by default: the jobs' code runs in the bubblewrap sandbox (installed here when missing
+and running as root), and Airflow runs FAB's auth manager with a generated admin password and
+one user per tenant holding only the tenant's role, all kept in `.demo/credentials.json`,
+which only its owner can read.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -18,35 +26,82 @@ from pathlib import Path
 
 import psutil
 
-from devkit.airflow_env import REPO_ROOT, airflow_environment, airflow_healthy, wait_for_dags
+from devkit.airflow_env import (
+    REPO_ROOT,
+    airflow_environment,
+    airflow_healthy,
+    api_server_environment,
+    create_user,
+    wait_for_dags,
+    write_private,
+)
+from devkit.cluster import COMPONENTS
 from devkit.metadata_db import start_postgres, stop_postgres
-from trainyard.runtime.sandbox import bwrap_available
-from trainyard.tenancy.names import dag_id_for_tenant
+from trainyard.runtime.sandbox import INSTALL_COMMAND, bwrap_available
+from trainyard.tenancy.config import TrainyardConfig, load_config
+from trainyard.tenancy.names import dag_id_for_tenant, tenant_role
 
 DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_CONFIG = REPO_ROOT / "config" / "trainyard.yaml"
 EXAMPLE = REPO_ROOT / "examples" / "pytorch-digits"
 TENANT = "acme"
+#: The platform admin (FAB's Admin role), whom the demo's own steps run as.
+ADMIN = "admin"
+#: username -> password of the demo's users, generated at first start; mode 0600.
+CREDENTIALS_FILE = "credentials.json"
+#: The process group of Airflow's components (its leader is `serve`).
+PID_FILE = "airflow.pid"
 START_TIMEOUT_SECONDS = 180
 #: How long Airflow gets after SIGTERM (its tasks checkpoint and exit) before SIGKILL.
 STOP_TIMEOUT_SECONDS = 60
 
 
-def demo_environment(demo_dir: Path, trainyard_config: Path, database_url: str) -> dict[str, str]:
+def tenant_user(tenant: str) -> str:
+    """The demo's user of `tenant`, who holds the tenant's role and nothing else."""
+    return f"{tenant}-user"
+
+
+def demo_credentials(demo_dir: Path, tenants: list[str]) -> dict[str, str]:
+    """The demo's users and their passwords (the admin, one user per tenant): those of
+    `demo_dir`'s credentials file, plus a generated password for any user it lacks; the file
+    is (re)written readable by its owner only."""
+    path = demo_dir / CREDENTIALS_FILE
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    users = [ADMIN, *(tenant_user(tenant) for tenant in tenants)]
+    credentials = {user: known.get(user) or secrets.token_urlsafe(18) for user in users}
+    write_private(path, json.dumps(credentials, indent=2) + "\n")
+    return credentials
+
+
+def demo_environment(
+    demo_dir: Path, trainyard_config: Path, database_url: str, admin_password: str
+) -> dict[str, str]:
+    """Airflow's and the CLI's environment (as the admin); its home is private to its owner."""
     port = int(os.environ.get("TRAINYARD_DEMO_PORT", "8080"))
+    home = demo_dir / "airflow"
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)  # airflow.cfg, the API's signing secret, the task logs
     env = dict(os.environ)
     env.update(
         airflow_environment(
-            demo_dir / "airflow",
+            home,
             api_port=port,
             log_server_port=port + 713,
             trigger_log_server_port=port + 714,
             trainyard_config=trainyard_config,
+            username=ADMIN,
+            password=admin_password,
             database_url=database_url,
+            auth_manager="fab",
         )
     )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def as_user(env: dict[str, str], user: str, credentials: dict[str, str]) -> dict[str, str]:
+    """`env` with the CLI logging in as `user`."""
+    return {**env, "TRAINYARD_USERNAME": user, "TRAINYARD_PASSWORD": credentials[user]}
 
 
 def run(command: str, env: dict[str, str]) -> None:
@@ -55,40 +110,128 @@ def run(command: str, env: dict[str, str]) -> None:
     subprocess.run(shlex.split(command), env=env, cwd=REPO_ROOT, check=True)
 
 
+def ensure_bubblewrap(config: TrainyardConfig, config_file: Path) -> None:
+    """Make sure the jobs' code will run sandboxed: install bubblewrap when it is missing and
+    this runs as root (as `make services` does); without root, exit naming the command that
+    would. Nothing to do when the config turned the sandbox off deliberately."""
+    if config.sandbox.enabled is False or bwrap_available():
+        return
+    if os.geteuid() == 0:
+        print("bubblewrap sandboxes the jobs' code and is missing: installing it", flush=True)
+        apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=apt, check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "bubblewrap"], env=apt, check=True)
+        if bwrap_available():
+            return
+    sys.exit(
+        "bubblewrap (bwrap), which sandboxes the jobs' code, is not installed, and the demo "
+        f"refuses to run tenants' code unsandboxed. Install it: sudo {INSTALL_COMMAND} "
+        f"(or set sandbox.enabled: false in {config_file} to run it unsandboxed deliberately)"
+    )
+
+
+def sandbox_notice(config: TrainyardConfig) -> str:
+    """What the demo says at start about the sandbox of the jobs' code."""
+    return config.sandbox_warning() or "learners run the job's code in a bubblewrap sandbox"
+
+
+def credentials_notice(
+    api_url: str, credentials: dict[str, str], tenants: list[str], demo_dir: Path
+) -> str:
+    """The demo's users, for the UI and the CLI (also kept in the credentials file)."""
+    roles = {ADMIN: "platform admin"} | {tenant_user(t): f"tenant {t} only" for t in tenants}
+    lines = [f"  Airflow UI: {api_url}  (the passwords are also in {demo_dir / CREDENTIALS_FILE})"]
+    for user, role in roles.items():
+        lines.append(f"    user {user:<14} password {credentials[user]}  ({role})")
+    return "\n".join(lines)
+
+
 def start_services(
     demo_dir: Path = DEMO_DIR, trainyard_config: Path = DEMO_CONFIG
 ) -> dict[str, str]:
-    """Start (or reuse) the demo's PostgreSQL and `airflow standalone` under `demo_dir`;
-    return the environment the CLI needs to reach them."""
+    """Start (or reuse) the demo's PostgreSQL and Airflow under `demo_dir`, with its users and
+    the tenants' roles and pools; return the environment the CLI needs (as the admin)."""
     demo_dir.mkdir(parents=True, exist_ok=True)
-    env = demo_environment(demo_dir, trainyard_config, start_postgres(demo_dir / "postgres"))
-    if airflow_healthy(env["TRAINYARD_API_URL"]):
+    config = load_config(trainyard_config)
+    credentials = demo_credentials(demo_dir, config.tenant_names)
+    database_url = start_postgres(demo_dir / "postgres")
+    env = demo_environment(demo_dir, trainyard_config, database_url, credentials[ADMIN])
+    running = airflow_healthy(env["TRAINYARD_API_URL"])
+    if not running:
+        subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    run("trainyard tenants sync", env)  # the tenants' roles, pools and variable
+    create_users(env, credentials, config.tenant_names)
+    if running:
         print(f"Airflow is already running at {env['TRAINYARD_API_URL']}")
-        return env
-    log_file = demo_dir / "standalone.log"
-    print(f"Starting airflow standalone (log: {log_file}) ...", flush=True)
+    else:
+        start_airflow(demo_dir, env)
+    notice = credentials_notice(
+        env["TRAINYARD_API_URL"], credentials, config.tenant_names, demo_dir
+    )
+    print(notice, flush=True)
+    return env
+
+
+def create_users(env: dict[str, str], credentials: dict[str, str], tenants: list[str]) -> None:
+    """Create those of the demo's users that Airflow does not have yet: the admin (FAB's Admin)
+    and each tenant's user (the tenant's role only)."""
+    listing = subprocess.run(
+        ["airflow", "users", "list", "-o", "json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # One JSON line among Airflow's log lines; none at all ("No data found") before any user.
+    rows = [line for line in listing.splitlines() if line.startswith(("[{", "[]"))]
+    existing = {user["username"] for row in rows for user in json.loads(row)}
+    roles = {ADMIN: "Admin"} | {tenant_user(tenant): tenant_role(tenant) for tenant in tenants}
+    for user, role in roles.items():
+        if user not in existing:
+            create_user(env, user, credentials[user], role)
+
+
+def start_airflow(demo_dir: Path, env: dict[str, str]) -> None:
+    """Start Airflow's components in a session of their own (a Ctrl-C of `make demo` leaves
+    them running) and wait until they are healthy."""
+    log_file = demo_dir / "airflow.log"
+    print(f"Starting Airflow (log: {log_file}) ...", flush=True)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            ["airflow", "standalone"],
+            [sys.executable, "-m", "devkit.demo", "serve"],
             env=env,
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    (demo_dir / "standalone.pid").write_text(str(process.pid))
+    (demo_dir / PID_FILE).write_text(str(process.pid))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not airflow_healthy(env["TRAINYARD_API_URL"]):
         if process.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"airflow standalone did not start; see {log_file}")
+            sys.exit(f"Airflow did not start; see {log_file}")
         time.sleep(2)
-    return env
+
+
+def serve() -> None:
+    """Run Airflow's components as children of this process, in its process group (which
+    `stop` ends), until they exit; the API server without any tenant's storage keys."""
+    env = dict(os.environ)
+    components = [
+        subprocess.Popen(
+            ["airflow", *component.split()],
+            env=api_server_environment(env) if component == "api-server" else env,
+        )
+        for component in COMPONENTS
+    ]
+    for component in components:
+        component.wait()
 
 
 def stop_services(demo_dir: Path = DEMO_DIR) -> None:
     """Stop the demo's Airflow (every process of its group: running tasks get SIGTERM and
     checkpoint), then, once all of them are gone, its PostgreSQL."""
-    pid_file = demo_dir / "standalone.pid"
+    pid_file = demo_dir / PID_FILE
     if pid_file.exists():
         group = int(pid_file.read_text())
         members = _process_group(group)
@@ -99,7 +242,7 @@ def stop_services(demo_dir: Path = DEMO_DIR) -> None:
             process.kill()
         psutil.wait_procs(alive, timeout=10)
         pid_file.unlink()
-        print("stopped airflow standalone" if members else "the demo Airflow had already stopped")
+        print("stopped Airflow" if members else "the demo Airflow had already stopped")
     else:
         print("no demo Airflow is running")
     if stop_postgres(demo_dir / "postgres"):
@@ -118,21 +261,13 @@ def _process_group(group: int) -> list[psutil.Process]:
     return members
 
 
-def sandbox_notice() -> str:
-    """What the demo says about the sandbox of the learners' user code (config: auto)."""
-    if bwrap_available():
-        return "learners run the job's code in a bubblewrap sandbox"
-    return (
-        "bwrap is not installed: learners run the job's code unsandboxed, as the user running "
-        "Airflow, with this machine's files in reach. Install it (apt-get install bubblewrap) "
-        "to sandbox them."
-    )
-
-
 def start() -> None:
-    print(sandbox_notice(), flush=True)
-    env = start_services()
-    run("trainyard tenants sync", env)  # the tenants' pools and variable
+    config = load_config(DEMO_CONFIG)
+    ensure_bubblewrap(config, DEMO_CONFIG)
+    print(sandbox_notice(config), flush=True)
+    admin_env = start_services()
+    credentials = demo_credentials(DEMO_DIR, config.tenant_names)
+    env = as_user(admin_env, tenant_user(TENANT), credentials)  # the tenant's own user
     wait_for_dags(env, [dag_id_for_tenant(TENANT)])
     dataset = DEMO_DIR / "datasets" / "digits"
     run(f"python {EXAMPLE / 'make_dataset.py'} --out {dataset}", env)
@@ -153,19 +288,22 @@ def start() -> None:
         sys.exit("the demo job did not succeed; the output above says why")
     run(f"trainyard metrics {job_id} --tail 5", env)
     run(f"trainyard download {job_id} {DEMO_DIR / 'model'}", env)
+    user = tenant_user(TENANT)
     print(
         f"""
-Done. Job {job_id} trained and passed its evaluation.
+Done. Job {job_id} of tenant {TENANT} trained and passed its evaluation.
   model:      {DEMO_DIR / "model"} (also in {DEMO_DIR / "storage" / TENANT / "jobs" / job_id})
-  Airflow UI: {env["TRAINYARD_API_URL"]}  (user {env["TRAINYARD_USERNAME"]}, """
-        f"""password {env["TRAINYARD_PASSWORD"]}); DAG trainyard_{TENANT}
-  jobs page:  {env["TRAINYARD_API_URL"]}/trainyard/tenants/{TENANT}/jobs
+{credentials_notice(env["TRAINYARD_API_URL"], credentials, config.tenant_names, DEMO_DIR)}
+  jobs page:  {env["TRAINYARD_API_URL"]}/trainyard/tenants/{TENANT}/jobs (DAG trainyard_{TENANT})
   CLI:        export TRAINYARD_CONFIG={env["TRAINYARD_CONFIG"]} \\
-                TRAINYARD_API_URL={env["TRAINYARD_API_URL"]}
+                TRAINYARD_API_URL={env["TRAINYARD_API_URL"]} \\
+                TRAINYARD_USERNAME={user} TRAINYARD_PASSWORD={credentials[user]}
               .venv/bin/trainyard status {job_id}
   stop it:    make demo-stop"""
     )
 
 
 if __name__ == "__main__":
-    {"start": start, "stop": stop_services}[sys.argv[1] if len(sys.argv) > 1 else "start"]()
+    {"start": start, "stop": stop_services, "serve": serve}[
+        sys.argv[1] if len(sys.argv) > 1 else "start"
+    ]()
