@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from devkit.airflow_env import wait_for_dags
 from devkit.deployment import Deployment, deploy
-from devkit.learners import wait_for_end, wait_until
+from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id
@@ -321,3 +324,143 @@ def test_a_jobs_code_cannot_reach_airflows_files_or_become_admin(
 ) -> None:
     entry = intrusion[name]
     assert entry["denied"], f"{name}: {entry['tried']} gave {entry['detail']}"
+
+
+#: A job that runs long enough to be watched, queued behind others and cancelled: a metric row
+#: with its step of the total every second.
+STEPPER = textwrap.dedent(
+    """
+    import json, os, time
+
+    total = 40
+    for step in range(1, total + 1):
+        time.sleep(1)
+        with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as metrics:
+            metrics.write(json.dumps({"step": step, "total_steps": total, "time": time.time()}))
+            metrics.write("\\n")
+    with open(os.path.join(os.environ["TRAINYARD_RESULT_DIR"], "model.txt"), "w") as model:
+        model.write("trained")
+    """
+)
+
+
+def readings(deployment: Deployment, client: AirflowClient, job_id: str) -> dict[str, Any]:
+    """The job as `trainyard list`, `trainyard status` and the page's API show it."""
+    tenant = job_id.split(".")[0]
+    cli = deployment.cluster.trainyard
+    listed = json.loads(cli("list", "--tenant", tenant, "--json").stdout)
+    page = client.request("GET", f"/tenants/{tenant}/jobs", api="/trainyard/api")["jobs"]
+    return {
+        "list": next(job for job in listed if job["job_id"] == job_id),
+        "status": json.loads(cli("status", job_id, "--json").stdout),
+        "page": next(job for job in page if job["job_id"] == job_id),
+    }
+
+
+def agreed(deployment: Deployment, client: AirflowClient, job_id: str) -> dict[str, Any]:
+    """What the list, the status and the page agree on (they must): state, attempt, progress,
+    step and start."""
+    seen = readings(deployment, client, job_id)
+    fields = {
+        where: {
+            "state": job["state"],
+            "attempt": job["attempt"],
+            "progress": job["progress"],
+            "step": job["step"],
+            "started_at": job["started_at"] and datetime.fromisoformat(job["started_at"]),
+        }
+        for where, job in seen.items()
+    }
+    assert fields["list"] == fields["status"] == fields["page"], fields
+    return fields["page"]
+
+
+def learners_gone(job_id: str) -> bool:
+    """Whether the job's learner processes (runtime and user command) have exited: its last
+    metric rows are uploaded."""
+    return not learner_processes(job_id, user_code=False) + learner_processes(
+        job_id, user_code=True
+    )
+
+
+def test_queued_cancelled_and_running_jobs_read_the_same_in_the_cli_and_the_pages(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    """B runs at most 2 jobs: of 3, one waits, `queued` everywhere; cancelled while queued it
+    never runs; cancelled while running it ends `cancelled` everywhere; list, status and page
+    agree on attempt and progress. Meanwhile an S3 tenant's job is listed by the page, whose
+    API server holds no tenant's storage keys."""
+    code = deployment.root / "stepper"
+    code.mkdir(exist_ok=True)
+    (code / "stepper.py").write_text(STEPPER)
+    deployment.cluster.trainyard("data", "upload", str(code), "code/stepper", "--tenant", TENANT_B)
+    stepper = {"code": {"uri": "code/stepper"}, "command": "python stepper.py"}
+    jobs = [trigger(client, manifest(TENANT_B, f"stepper-{i}") | stepper) for i in range(3)]
+    s3_job = trigger(client, manifest(TENANT_A, "listed"))
+    dag_id = dag_id_for_tenant(TENANT_B)
+
+    def two_running_one_queued() -> dict[str, list[str]] | None:
+        states: dict[str, list[str]] = {}
+        for job_id in jobs:
+            states.setdefault(str(client.get_run(dag_id, job_id)["state"]), []).append(job_id)
+        ok = len(states.get("running", [])) == B_RUNNING_JOBS and len(states.get("queued", [])) == 1
+        return states if ok else None
+
+    states = wait_until(two_running_one_queued, "two of B's jobs running, one queued")
+    [waiting], running = states["queued"], states["running"]
+    assert agreed(deployment, client, waiting)["state"] == "queued"
+    detail = client.request("GET", f"/tenants/{TENANT_B}/jobs/{waiting}", api="/trainyard/api")
+    assert (detail["job"]["state"], detail["job"]["terminal"]) == ("queued", False)
+
+    deployment.cluster.trainyard("cancel", waiting)
+    assert client.get_run(dag_id, waiting)["state"] == "failed"
+    assert agreed(deployment, client, waiting) == {
+        "state": "cancelled",
+        "attempt": 0,
+        "progress": None,
+        "step": None,
+        "started_at": None,
+    }
+
+    store = deployment.stores[TENANT_B]
+    cancelled, finishing = running
+    wait_until(
+        lambda: any(row.get("step", 0) >= 3 for row in read_metrics(store, cancelled)),
+        f"{cancelled} to report step 3",
+    )
+    deployment.cluster.trainyard("cancel", cancelled)
+    assert wait_for_end(client, store, cancelled).state is JobState.CANCELLED
+    wait_until(lambda: learners_gone(cancelled), f"{cancelled}'s learners to exit")
+    stopped = agreed(deployment, client, cancelled)
+    assert (stopped["state"], stopped["attempt"]) == ("cancelled", 1)
+    assert 0 < stopped["progress"] < 1
+
+    assert wait_for_end(client, store, finishing).state is JobState.SUCCEEDED
+    done = agreed(deployment, client, finishing)
+    assert (done["state"], done["attempt"], done["progress"]) == ("succeeded", 1, 1.0)
+    # Both slots are free again, and the job cancelled while queued never ran.
+    for ti in client.task_instances(dag_id, waiting):
+        assert not ti["try_number"], ti
+    assert read_metrics(store, waiting) == []
+    assert agreed(deployment, client, waiting)["state"] == "cancelled"
+
+    assert wait_for_end(client, deployment.stores[TENANT_A], s3_job).state is JobState.SUCCEEDED
+    assert agreed(deployment, client, s3_job)["state"] == "succeeded"
+    assert_no_tenant_keys_in_the_api_server(deployment)
+
+
+def assert_no_tenant_keys_in_the_api_server(deployment: Deployment) -> None:
+    """Neither a name nor a value of a tenant's storage keys is in the environment of any
+    process of the API server (its workers included)."""
+    server = psutil.Process(deployment.cluster.processes["api-server"].pid)
+    processes = [server, *server.children(recursive=True)]
+    secrets = {deployment.acme_keys.access_key, deployment.acme_keys.secret_key}
+    for name, value in deployment.cluster.env.items():
+        if name.startswith(("TRAINYARD_S3", "AIRFLOW_CONN_TRAINYARD_STORAGE")):
+            secrets.add(value)
+    assert len(processes) > 1  # the server and its workers
+    for process in processes:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace")
+        names = [entry.split("=", 1)[0] for entry in environ.split("\0")]
+        assert not [n for n in names if n.startswith(("TRAINYARD_S3", "AIRFLOW_CONN_TRAINYARD"))]
+        assert not [secret for secret in secrets if secret in environ], process.cmdline()
