@@ -435,11 +435,15 @@ class TrainyardConfig(BaseModel):
         raise UnknownTenantError(name, self.tenant_names)
 
 
+def config_path() -> Path:
+    """Where the config is read from: `$TRAINYARD_CONFIG`, else the embedded default."""
+    path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
+    return path.expanduser()
+
+
 def load_config(path: Path | None = None) -> TrainyardConfig:
-    """Load the config from `path`, else `$TRAINYARD_CONFIG`, else the embedded default."""
-    if path is None:
-        path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
-    path = Path(path).expanduser()
+    """Load the config from `path`, else `config_path()`."""
+    path = config_path() if path is None else Path(path).expanduser()
     try:
         document: Any = load_yaml(path.read_text(encoding="utf-8"))
         check_document(document)
