@@ -44,7 +44,8 @@ from trainyard.cli.status import job_status
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.progress import read_metrics
-from trainyard.jobs.records import TERMINAL_STATES, JobRecord, JobState, load_record
+from trainyard.jobs.records import JobRecord, JobState, load_record
+from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.storage import ObjectStore
 
 pytestmark = pytest.mark.e2e
