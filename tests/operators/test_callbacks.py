@@ -11,10 +11,10 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from devkit.s3_server import free_port
-from operators.base import TrainyardOperator
+from operators.base import TrainyardOperator, classified_failures
 from operators.callbacks import record_failure
 from tests.support.notifications import smtp_connection, webhook_receiver
-from trainyard.failures import Hang, PlatformFault, TrainyardFailure, UserError
+from trainyard.failures import Hang, PlatformFault, ResourceError, TrainyardFailure, UserError
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, load_record, save_record
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import TenantConfig
@@ -130,3 +130,40 @@ def test_a_job_whose_cancel_was_requested_ends_cancelled_and_nobody_is_told(
     assert ended is not None
     assert ended.state is JobState.CANCELLED
     assert hook.received == []
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        pytest.param(AirflowException("[user_error] a label in the text only"), id="untyped"),
+        pytest.param("Task was killed externally", id="only-a-text"),
+        pytest.param(None, id="nothing"),
+    ],
+)
+def test_an_untyped_failure_is_recorded_as_a_platform_fault(
+    local_store: LocalStore, exception: BaseException | str | None
+) -> None:
+    """The class comes from the typed failure only; without one, the one default."""
+    task = failed_task(local_store, [])
+
+    record_failure(cast(Context, cast(Any, {"task": task, "exception": exception})))
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.failure is not None
+    assert record.failure.failure_class == "platform_fault"
+    assert record.failure.fix  # the platform fault's: what to do if retries do not get past it
+
+
+def test_the_class_and_fix_come_through_the_translation(local_store: LocalStore) -> None:
+    task = failed_task(local_store, ["resource_error"])
+    with pytest.raises(AirflowException) as raised, classified_failures():
+        raise ResourceError("learner 0 used 2Gi", "raise resources.memory above 1Gi")
+
+    record_failure(cast(Context, cast(Any, {"task": task, "exception": raised.value})))
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.failure is not None
+    assert record.failure.failure_class == "resource_error"
+    assert record.failure.fix == "raise resources.memory above 1Gi"
