@@ -21,9 +21,9 @@ class CommitModelOperator(TrainyardOperator):
         layout = JobLayout(self.job_id)
         with classified_failures():
             model = commit_model(self.store, layout)
-        update_record(
-            self.store, self.job_id, model_key=model.key, final_step=model.checkpoint_step
-        )
+            update_record(
+                self.store, self.job_id, model_key=model.key, final_step=model.checkpoint_step
+            )
         self.log.info(
             "model committed: %d files at %s/%s (newest checkpoint: step %s)",
             len(model.files),

@@ -22,10 +22,10 @@ class StageDataOperator(TrainyardOperator):
         layout = JobLayout(self.job_id)
         with classified_failures():
             report = stage_data(self.store, manifest.data, layout)
-        update_record(
-            self.store,
-            self.job_id,
-            data_digest=report.data_digest,
-            data_validation={"success": report.success, "expectations": len(report.outcomes)},
-        )
+            update_record(
+                self.store,
+                self.job_id,
+                data_digest=report.data_digest,
+                data_validation={"success": report.success, "expectations": len(report.outcomes)},
+            )
         self.log.info("staged %s: %d expectations met", manifest.data.path, len(report.outcomes))
