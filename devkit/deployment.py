@@ -2,7 +2,9 @@
 
 Two tenants: `acme` on S3 (moto's server, standing in for MinIO; Airflow holds keys of an IAM
 user allowed acme's bucket only) and `globex` on a local directory (the embedded default).
-Both have the digits dataset and the example code uploaded. User code runs sandboxed.
+User code runs sandboxed. Beside them, `initech` (local directory) runs its learners on the
+test-only `bare` backend (trainyard/backends/bare.py), the proof that a backend is one module.
+All three have the digits dataset and the example code uploaded.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ EXAMPLES = {
 }
 EXAMPLE_CODE = "examples/pytorch-digits"  # where the trigger form's default manifest looks
 TENANTS = ("acme", "globex")
+#: The tenant on the `bare` backend: the same jobs through Airflow on a third backend.
+BARE_TENANT = "initech"
 #: The CLI's keys for acme, as a user's terminal holds them (the S3 server's admin keys).
 S3_CREDENTIALS_ENV = "TRAINYARD_S3_ACME"
 
@@ -84,7 +88,7 @@ def write_config(
     tenant_settings: dict[str, dict[str, Any]] | None = None,
     kubernetes: dict[str, Any] | None = None,
 ) -> Path:
-    """Both tenants' config: `tenant_settings` adds fields (quotas, a per-tenant
+    """The tenants' config: `tenant_settings` adds fields (quotas, a per-tenant
     `learner_backend: kubernetes`, ...) per tenant; `kubernetes` is the cluster section."""
     settings = tenant_settings or {}
     acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
@@ -100,6 +104,11 @@ def write_config(
                 "name": "globex",
                 "storage": {"kind": "local", "root": str(root / "globex")},
                 **settings.get("globex", {}),
+            },
+            {
+                "name": BARE_TENANT,
+                "storage": {"kind": "local", "root": str(root / BARE_TENANT)},
+                "learner_backend": "bare",
             },
         ],
     }
@@ -143,7 +152,8 @@ def deploy(
     with pytest.MonkeyPatch.context() as patch:
         for name, value in credentials.items():
             patch.setenv(name, value)
-        stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in TENANTS}
+        tenants = (*TENANTS, BARE_TENANT)
+        stores = {tenant: open_store(config.tenant(tenant).storage) for tenant in tenants}
         acme_store = stores["acme"]
         assert isinstance(acme_store, S3Store)
         acme_store.ensure_bucket()
@@ -156,13 +166,13 @@ def deploy(
             celery_broker_url=celery_broker_url,
         ) as cluster:
             # The CLI asks Airflow for the tenant's DAG before it touches the tenant's storage.
-            wait_for_dags(cluster.env, [dag_id_for_tenant(tenant) for tenant in TENANTS])
+            wait_for_dags(cluster.env, [dag_id_for_tenant(tenant) for tenant in tenants])
             dataset = root / "digits"
             subprocess.run(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
                 check=True,
             )
-            for tenant in TENANTS:
+            for tenant in tenants:
                 cluster.trainyard(
                     "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
                 )

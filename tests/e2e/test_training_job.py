@@ -2,7 +2,8 @@
 
 One Airflow serves two tenants: `acme` on S3 (moto's server, as MinIO in production) and
 `globex` on a local directory (the embedded default), so both storage backends run the same
-job through the same DAG at the same time.
+job through the same DAG at the same time. A third tenant, `initech`, runs its learners on the
+test-only `bare` backend: the same DAG on another backend.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit.deployment import TENANTS, Deployment
+from devkit.deployment import BARE_TENANT, TENANTS, Deployment
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, job_id_for_run
@@ -103,6 +104,28 @@ def test_cli_reports_status_metrics_and_logs(
 
     listing = cluster.trainyard("list", "--tenant", tenant).stdout
     assert job_id in listing
+
+
+def test_a_job_on_a_third_backend_trains_through_airflow(deployment: Deployment) -> None:
+    """The proof of the seam: on the bare backend (one module behind `backend_for`), the
+    digits example goes through the same DAG to an evaluated, registered model."""
+    manifest = deployment.write_manifest(BARE_TENANT, "job-bare.yaml", command=TRAIN_COMMAND)
+
+    submitted = deployment.cluster.trainyard("submit", str(manifest), "--wait")
+
+    job_id = submitted.stdout.split()[0]
+    store, layout = deployment.stores[BARE_TENANT], JobLayout(job_id)
+    record = load_record(store, job_id)
+    assert record is not None
+    assert record.state is JobState.SUCCEEDED
+    assert record.evaluation is not None
+    assert record.evaluation["accuracy"] >= 0.95
+    assert record.model_version == 1
+    assert store.get_bytes(f"{layout.results}/model.pt")
+    logs = deployment.cluster.trainyard("logs", job_id).stdout
+    # Training, then the evaluation (the learner task in evaluate mode), both on it.
+    assert logs.count("on the bare backend") == 2, logs
+    assert "held-out digits" in logs.split("=== evaluate (try 1) ===")[1]
 
 
 def wait_for_run(client: AirflowClient, dag_id: str, run_id: str) -> str:
