@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -17,8 +18,9 @@ from airflow.serialization.serialized_objects import DagSerialization
 from operators.admission import task_instance_mutation_hook
 from operators.dag_factory import build_tenant_dag
 from operators.submit import SubmitJobOperator
+from trainyard.backends import backend_for
 from trainyard.manifest.submission import example_manifest
-from trainyard.tenancy.config import TenantConfig
+from trainyard.tenancy.config import TenantConfig, TrainyardConfig
 
 RUN_ID = "scheduled__2026-11-25T03:00:00+00:00"
 JOB_ID = "acme.nightly.scheduled-2026-11-25t03-00-00-00-00"
@@ -93,7 +95,8 @@ def test_the_scheduled_jobs_learner_takes_its_gpu_share_in_the_tenants_dag() -> 
     assert conf is not None
     storage = {"kind": "local", "root": "/srv/acme"}
     tenant = TenantConfig.model_validate({"name": "acme", "storage": storage, "gpu_quota": 8})
-    dag = DagSerialization.from_dict(DagSerialization.to_dict(build_tenant_dag(tenant, "local")))
+    backend = backend_for(TrainyardConfig(work_dir=Path("/srv/work"), tenants=[tenant]), "acme")
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(build_tenant_dag(tenant, backend)))
     ti = TaskInstance(dag.get_task("learner"), run_id=JOB_ID, dag_version_id=uuid.uuid4())
 
     task_instance_mutation_hook(ti, DagRun(dag_id=dag.dag_id, run_id=JOB_ID, conf=conf))
