@@ -98,8 +98,9 @@ def require_bwrap() -> None:
     """
     if not bwrap_available():
         raise ResourceError(
-            "sandbox.enabled: the deployment sandboxes tenants' code (the default), but "
-            "bubblewrap (bwrap) is not installed on this machine, so no learner starts here",
+            "sandbox.enabled: the deployment sandboxes tenants' code (auto, the default, or "
+            "true), but bubblewrap (bwrap) is not installed on this machine, so no learner "
+            "starts here",
             fix=INSTALL_FIX,
         )
 
