@@ -4,7 +4,7 @@ through the REST API, and its record and metric rows, read from the tenant's sto
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -140,8 +140,9 @@ def job_status(client: AirflowClient, store: ObjectStore, job_id: str) -> JobSta
 
 
 def tenant_statuses(client: AirflowClient, store: ObjectStore, tenant: str) -> list[JobStatus]:
-    """The status of each recent run of the tenant's DAG, newest first: its learner tries in
-    one request, each job's record and rows from the storage."""
+    """The status of each recent run of the tenant's DAG, newest first: the learner's tries
+    in one request (not the failed tasks of each run: `job_status` names them), each job's
+    record and rows from the storage."""
     dag_id = dag_id_for_tenant(tenant)
     tries = client.task_tries(dag_id, TaskId.LEARNER)
     statuses = []
@@ -149,8 +150,7 @@ def tenant_statuses(client: AirflowClient, store: ObjectStore, tenant: str) -> l
         run_id = str(run["dag_run_id"])
         job_id = job_id_for_run(tenant, run_job_name(run.get("conf")), run_id)
         job = FoundJob(job_id, tenant, dag_id, run_id, run, load_record(store, job_id))
-        learner = [{"task_id": TaskId.LEARNER, "try_number": tries.get(run_id, 0)}]
-        facts = run_facts(run, learner)
+        facts = replace(run_facts(run, None), learner_try=tries.get(run_id, 0))
         statuses.append(JobStatus.of(job, job_view(facts, job.record, read_metrics(store, job_id))))
     return statuses
 
