@@ -86,3 +86,30 @@ def test_a_signal_the_runtime_did_not_send_is_a_platform_fault_with_its_own_hint
     assert hint in failure.fix
     assert failure.fix.endswith(RESUMES)
     assert sig == signal.SIGKILL or "memory" not in failure.fix
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "received", "whence"),
+    [
+        pytest.param(signal.SIGTERM, frozenset(), "the runtime forwarded it", id="forwarded"),
+        pytest.param(None, frozenset({signal.SIGTERM}), "its process group", id="sent-to-it"),
+    ],
+)
+def test_exit_0_after_a_stop_is_a_preemption_not_success(
+    stop_signal: int | None, received: frozenset[int], whence: str
+) -> None:
+    finished = Finished(returncode=0, stop_signal=stop_signal, tail=[], received=received)
+
+    outcome = Outcome.of(finished)
+
+    assert not outcome.succeeded
+    assert isinstance(outcome.failure, Preemption)
+    assert "exited with code 0 after SIGTERM" in outcome.failure.cause
+    assert whence in outcome.failure.cause
+    assert outcome.failure.fix == RESUME_FIX
+
+
+def test_exit_0_without_a_stop_is_success() -> None:
+    outcome = Outcome.of(Finished(returncode=0, stop_signal=None, tail=[]))
+
+    assert outcome.succeeded

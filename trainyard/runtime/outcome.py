@@ -144,7 +144,32 @@ def _failure(
             f"the command was killed by {_signal_name(sig)}, which the runtime did not send",
             fix=f"{fix}; {RESUMES}",
         )
-    return _user_error(finished, code, learner_log) if code else None
+    if code:
+        return _user_error(finished, code, learner_log)
+    return _stopped_early(finished)
+
+
+def _stopped_early(finished: Finished) -> Preemption | None:
+    """Exit 0 after a stop reached the command is a stop, not success.
+
+    A command that checkpoints on SIGTERM and then exits 0 has not finished training: its
+    results are half a model, so they must not be published as the job's.
+    """
+    stops = ({finished.stop_signal} if finished.stop_signal is not None else set()) | set(
+        finished.received & STOP_SIGNALS
+    )
+    if not stops:
+        return None
+    name = ", ".join(_signal_name(s) for s in sorted(stops))
+    if finished.stop_signal is not None:
+        whence = "the runtime forwarded it (cancel, preemption or eviction)"
+    else:
+        whence = "sent to the command or its process group (preemption, drain or shutdown)"
+    return Preemption(
+        f"the command exited with code 0 after {name}: {whence}; a stopped command has not "
+        "finished training, so its results are not published",
+        fix=RESUME_FIX,
+    )
 
 
 @dataclass(frozen=True)
