@@ -152,6 +152,41 @@ def test_commit_is_idempotent(store: RecordingStore, local: Path) -> None:
     assert checkpoints.committed_steps() == [2]
 
 
+def test_a_damaged_committed_step_is_uploaded_again(
+    store: RecordingStore, local: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoints = CheckpointStore(store, LAYOUT, keep=1)
+    directory = make_step(local, 2)
+    checkpoints.commit(directory, 2)
+    store.put_bytes(f"{CKPTS}/step-000000002/model.bin", b"bit rot")
+
+    with caplog.at_level(logging.WARNING, logger="trainyard.jobs.checkpoints"):
+        checkpoints.commit(directory, 2)
+
+    assert "step 2 is damaged" in caplog.text
+    assert checkpoints.latest_step() == 2
+    assert checkpoints.restore(tmp_path / "restored") == 2
+    assert (tmp_path / "restored/step-2/model.bin").read_bytes() == (
+        directory / "model.bin"
+    ).read_bytes()
+
+
+def test_a_damaged_step_without_its_files_is_neither_pointed_at_nor_kept(
+    store: RecordingStore, local: Path, tmp_path: Path
+) -> None:
+    checkpoints = CheckpointStore(store, LAYOUT, keep=2)
+    checkpoints.commit(make_step(local, 1), 1)
+    checkpoints.commit(make_step(local, 2), 2)
+    store.put_json(f"{CKPTS}/latest", {"step": 1})  # as if step 2's pointer move was lost
+    store.put_bytes(f"{CKPTS}/step-000000002/model.bin", b"bit rot")
+
+    with pytest.raises(FileNotFoundError):
+        checkpoints.commit(tmp_path / "gone", 2)
+
+    assert checkpoints.latest_step() == 1
+    assert checkpoints.committed_steps() == [1]
+
+
 def test_nothing_committed_restores_nothing(store: RecordingStore, tmp_path: Path) -> None:
     checkpoints = CheckpointStore(store, LAYOUT)
     assert checkpoints.latest_step() is None

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,10 +164,12 @@ class CheckpointStore:
     def commit(self, local_dir: Path, step: int) -> None:
         """Upload `local_dir` as checkpoint `step`, commit it, point `latest` at it, prune.
 
-        Steps are immutable: committing an already committed step only moves the pointer.
+        Steps are immutable: committing an already committed step that is intact (every file
+        matches its manifest) only moves the pointer; a damaged one is uploaded again first,
+        so `latest` never names, and pruning never favours, a step that was not verified.
         """
         prefix = self.layout.checkpoint(step)
-        if not self.store.exists(published_manifest(prefix)):
+        if not self._intact(step):
             if not local_dir.is_dir():
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
             if not regular_files(local_dir):
@@ -176,6 +179,28 @@ class CheckpointStore:
             )
         self.store.put_json(self.layout.checkpoint_pointer, {"step": step})
         self._prune(step)
+
+    def _intact(self, step: int) -> bool:
+        """Whether `step` is committed and every file matches its manifest (size and sha256).
+
+        A damaged step is uncommitted (its manifest goes first, as in a prune) so that a crash
+        before the new upload leaves an uncommitted leftover, never a committed bad step.
+        """
+        manifest = published_manifest(self.layout.checkpoint(step))
+        if not self.store.exists(manifest):
+            return False
+        with tempfile.TemporaryDirectory(prefix="trainyard-verify-") as scratch:
+            try:
+                self._fetch_verified(step, Path(scratch))
+            except CorruptCheckpoint as bad:
+                log.warning(
+                    "committed checkpoint step %d is damaged (%s); uploading it again", step, bad
+                )
+            else:
+                return True
+        self.store.delete(manifest)
+        self.store.delete_prefix(self.layout.checkpoint(step))
+        return False
 
     def _prune(self, newest: int) -> None:
         """Drop committed checkpoints beyond `keep` and uncommitted leftovers older than `newest`.
