@@ -224,3 +224,37 @@ def test_a_job_that_ended_cannot_be_cancelled(
     with pytest.raises(ValueError, match=f"already ended \\({state}\\)"):
         cancel_job(local_store, record, facts, lambda record: pytest.fail("the run was stopped"))
     assert load_record(local_store, JOB_ID) is None
+
+
+def test_cancel_keeps_what_a_task_wrote_after_the_record_was_read(local_store: LocalStore) -> None:
+    stale = a_record()
+    save_record(local_store, a_record(model_version=3))
+
+    def stop_run(record: JobRecord) -> None:  # an attempt ends while the run is stopped
+        stored = load_record(local_store, JOB_ID)
+        assert stored is not None
+        stored.attempts.append(AttemptInfo(attempt=1, failure_class="preemption", started_at=T0))
+        save_record(local_store, stored)
+
+    cancelled = cancel_job(local_store, stale, run("running"), stop_run)
+
+    stored = load_record(local_store, JOB_ID)
+    assert stored == cancelled
+    assert (stored.state, stored.cancel_requested) == (JobState.CANCELLED, True)
+    assert stored.model_version == 3
+    assert [a.attempt for a in stored.attempts] == [1]
+
+
+def test_a_failed_stop_withdraws_the_cancel_request(local_store: LocalStore) -> None:
+    save_record(local_store, a_record())
+
+    def stop_run(record: JobRecord) -> None:
+        raise ConnectionError("the API server is down")
+
+    with pytest.raises(ConnectionError):
+        cancel_job(local_store, a_record(), run("running"), stop_run)
+
+    stored = load_record(local_store, JOB_ID)
+    assert stored is not None
+    assert (stored.state, stored.cancel_requested) == (JobState.RUNNING, False)
+    assert job_state(run("failed"), stored) is JobState.FAILED

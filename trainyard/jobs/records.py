@@ -6,6 +6,7 @@ database loss and the CLI can read it with storage access alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -96,9 +97,38 @@ def save_record(store: ObjectStore, record: JobRecord) -> None:
 
 def update_record(store: ObjectStore, job_id: str, **changes: Any) -> JobRecord | None:
     """Apply `changes` to the stored record (if there is one) and save it."""
-    record = load_record(store, job_id)
-    if record is None:
-        return None
-    updated = record.model_copy(update=changes)
-    save_record(store, updated)
-    return updated
+
+    def apply(record: JobRecord) -> None:
+        for name, value in changes.items():
+            setattr(record, name, value)
+
+    return change_record(store, job_id, apply)
+
+
+def change_record(
+    store: ObjectStore,
+    job_id: str,
+    change: Callable[[JobRecord], None],
+    new: JobRecord | None = None,
+) -> JobRecord | None:
+    """Apply `change` to the stored record and write it only if nobody wrote it meanwhile.
+
+    A conditional write (`ObjectStore.write_if`): on a conflict the record is read again and
+    `change` applied to the fresh one, so a writer changes only the fields it owns and never
+    writes back a stale copy over a concurrent attempt, register or cancel. Without a stored
+    record: `new` is created (changed), or None is returned.
+    """
+    key = JobLayout(job_id).record
+    while True:
+        try:
+            data, token = store.read_with_token(key)
+        except ObjectNotFound:
+            if new is None:
+                return None
+            record, expected = new.model_copy(deep=True), None
+        else:
+            record, expected = JobRecord.model_validate_json(data), token
+        change(record)
+        record.updated_at = datetime.now(UTC)
+        if store.write_if(key, record.model_dump_json(indent=2).encode(), expected):
+            return record

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainyard.jobs.progress import estimate
-from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
+from trainyard.jobs.records import FailureInfo, JobRecord, JobState, change_record
 from trainyard.storage.base import ObjectStore
 
 #: The states a job never leaves.
@@ -173,7 +173,9 @@ def cancel_job(
     `record` is the job's stored record or, for a job still queued before `validate`, a new one
     of its run (manifest from the run's conf): storage then says the job was cancelled, which
     every reader of `job_view` shows. The request is saved before the run is stopped, so the
-    failure callback of the stopped tasks finds it and ends the job cancelled, not failed.
+    failure callback of the stopped tasks finds it and ends the job cancelled, not failed; a
+    stop that fails withdraws it. Every write re-reads the record and is conditional
+    (`records.change_record`), so it keeps what a task wrote meanwhile.
 
     Raises:
         ValueError: the job already ended.
@@ -181,11 +183,26 @@ def cancel_job(
     state = job_state(run, record)
     if state in TERMINAL_STATES:
         raise ValueError(f"{record.job_id} already ended ({state.value}); nothing to cancel")
-    record.cancel_requested = True
-    save_record(store, record)
-    stop_run(record)
-    ended = load_record(store, record.job_id) or record  # a task may have written it since
-    ended.cancel_requested = True
-    ended.state = JobState.CANCELLED
-    save_record(store, ended)
+
+    def request(stored: JobRecord) -> None:
+        stored.cancel_requested = True
+
+    def withdraw(stored: JobRecord) -> None:
+        stored.cancel_requested = False
+
+    def end(stored: JobRecord) -> None:
+        stored.cancel_requested = True
+        stored.state = JobState.CANCELLED
+
+    # Each write changes only cancel's own fields of the record as stored then (a task may
+    # have recorded an attempt or a model since `record` was read).
+    change_record(store, record.job_id, request, new=record)
+    try:
+        stop_run(record)
+    except BaseException:
+        # The run goes on: a later real failure must not read as cancelled.
+        change_record(store, record.job_id, withdraw)
+        raise
+    ended = change_record(store, record.job_id, end, new=record)
+    assert ended is not None  # `new` is created when there is none
     return ended
