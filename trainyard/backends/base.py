@@ -45,6 +45,8 @@ class LearnerSpec:
     cpus: float
     memory_bytes: int
     gpus: int
+    # The type every GPU of a learner must be (resources.gpu_type); None: any.
+    gpu_type: str | None = None
     # The tenant's S3 keys, from its Airflow connection; None for local storage.
     credentials: StorageCredentials | None = None
     # Local learners: the network of the sandbox their command runs in; None: no sandbox.
@@ -135,6 +137,9 @@ class LearnerExit:
     reason: str | None = None  # e.g. OOM_KILLED; Kubernetes' container termination reason
 
 
+#: Reason of a failed learner whose GPU failed under it (an XID error, lost from the bus).
+GPU_FAILED = "GPUFailed"
+
 #: Reason of a learner its backend stopped because another rank of the gang failed first.
 GANG_STOPPED = "GangStopped"
 
@@ -176,6 +181,11 @@ class LearnerBackend(ABC):
             UserError, ResourceError: naming the manifest field and the fix.
         """
 
+    def machine_gpus(self) -> int | None:
+        """How many GPUs the machine that runs this backend's learners has, where that is the
+        machine this runs on (None: the learners run elsewhere, such as Kubernetes nodes)."""
+        return None
+
     def learner_spec(
         self,
         manifest: JobManifest,
@@ -210,6 +220,7 @@ class LearnerBackend(ABC):
             cpus=resources.cpus,
             memory_bytes=resources.memory,
             gpus=resources.gpus,
+            gpu_type=resources.gpu_type,
             watchdog=manifest.watchdog or tenant.default_watchdog,
             watchdog_startup=manifest.watchdog_startup or tenant.default_watchdog_startup,
             credentials=credentials,

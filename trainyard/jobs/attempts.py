@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from trainyard.backends.base import GANG_STOPPED, OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec
+from trainyard.backends.base import (
+    GANG_STOPPED,
+    GPU_FAILED,
+    OOM_KILLED,
+    LearnerEnd,
+    LearnerExit,
+    LearnerSpec,
+)
 from trainyard.failures import (
     RESUME_FIX,
     FailureClass,
@@ -64,6 +71,12 @@ def _learner_failure(
         return out_of_memory(
             f"learner {rank} was OOM-killed: it needed more than resources.memory = {limit}",
             limit,
+        )
+    if learner.reason == GPU_FAILED:
+        return PlatformFault(
+            f"learner {rank}'s GPU failed during the attempt (NVML reports it unhealthy; the "
+            "learner task's log names it and its XID)",
+            f"{RESUME_FIX}, on a healthy GPU: the failed one is not handed out again",
         )
     try:
         key = JobLayout(spec.job_id).outcome(spec.mode, spec.attempt, rank)

@@ -87,6 +87,7 @@ class Runner:
                 ws.user_paths,
                 settings.num_learners,
                 readable=(ws.python_hook,),
+                gpus=settings.gpu_devices,
             )
             if settings.sandbox_network
             else None
@@ -99,6 +100,7 @@ class Runner:
             ws.log_file,
             signal_report=ws.signal_report,
             sandbox=sandbox,
+            stop_grace=settings.stop_grace,
         )
         training_leader = self.mode is RunMode.TRAIN and self._leader
         # Only the leader's progress is visible (other ranks need not write metrics), and a

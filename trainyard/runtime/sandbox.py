@@ -4,8 +4,10 @@ The command sees the system's programs and libraries and the framework environme
 interpreter running the runtime, its prefix and base prefix) read-only, its own job's
 workspace (code, data, checkpoints, results, the metrics file) read-write, a private `/tmp`,
 its own PID, IPC, UTS and user namespaces (as `nobody`, with no capabilities and no way to
-make a nested user namespace) and its own `/proc`. Nothing else of the machine is there: not
-`$AIRFLOW_HOME`, not the deployment config, not other tenants' storage or other jobs'
+make a nested user namespace) and its own `/proc` and minimal `/dev`. A learner with GPUs also
+gets exactly its leased GPUs' device nodes, the shared ones (`nvidiactl`, `nvidia-uvm`) and the
+driver's user-space libraries (`gpu_binds`), no other GPU's. Nothing else of the machine is
+there: not `$AIRFLOW_HOME`, not the deployment config, not other tenants' storage or other jobs'
 workspaces, not the runtime's environment (which holds the storage keys). The runtime stays
 outside and does all storage I/O. A deployment sandboxes user code unless its config says
 `sandbox.enabled: false`; where bwrap is missing, its jobs are refused (`require_bwrap`), never
@@ -22,6 +24,7 @@ IPC transports between sandboxed ranks of one machine do not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +63,19 @@ ETC_PATHS = (
     "/etc/ssl",
     "/etc/ca-certificates",
     "/etc/mime.types",
+)
+#: Where the machine's device nodes are; a GPU's is `nvidia<minor>` (tests point at a fake one).
+DEV_ROOT = Path("/dev")
+#: Device nodes every CUDA process needs besides its GPUs' own, bound where they exist.
+SHARED_GPU_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
+#: The NVIDIA driver's user-space libraries a CUDA build loads (the driver, not the toolkit:
+#: the CUDA wheels bring that), and where drivers install them besides the loader's cache.
+DRIVER_LIBRARIES = ("libcuda.so*", "libnvidia-*.so*", "libcudadebugger.so*")
+DRIVER_LIBRARY_DIRS = (
+    Path("/usr/lib/x86_64-linux-gnu"),
+    Path("/usr/lib64"),
+    Path("/usr/local/nvidia/lib64"),
+    Path("/run/nvidia/driver/usr/lib/x86_64-linux-gnu"),
 )
 #: What installs bubblewrap (Debian, Ubuntu), as root.
 INSTALL_COMMAND = "apt-get install bubblewrap"
@@ -117,6 +133,51 @@ def _framework_paths() -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+def driver_library_dirs() -> list[Path]:
+    """Where the driver's libraries are here: the usual directories, plus libcuda's in the
+    loader's cache (`ldconfig -p`)."""
+    dirs = list(DRIVER_LIBRARY_DIRS)
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    with contextlib.suppress(OSError):
+        cache = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
+        for line in cache.stdout.splitlines():
+            if line.strip().startswith("libcuda.so") and " => " in line:
+                dirs.append(Path(line.rsplit(" => ", 1)[1]).parent)
+    return list(dict.fromkeys(dirs))
+
+
+def driver_libraries(dirs: Sequence[Path]) -> list[Path]:
+    """The driver's libraries in `dirs` that the sandbox does not show already (outside its
+    read-only system directories), each with the file its links resolve to."""
+    found: list[Path] = []
+    for directory in dirs:
+        for pattern in DRIVER_LIBRARIES:
+            for library in sorted(directory.glob(pattern)):
+                found += [library, library.resolve()]
+    shown = [Path(name) for name in SYSTEM_PATHS]
+    return [
+        path
+        for path in dict.fromkeys(found)
+        if not any(path.is_relative_to(system) for system in shown)
+    ]
+
+
+def gpu_binds(minors: Sequence[int], dev_root: Path, library_dirs: Sequence[Path]) -> list[str]:
+    """bwrap's binds of exactly these GPUs (`/dev/nvidia<minor>`), the shared nodes that exist,
+    and the driver's libraries (read-only); nothing when the learner has no GPU."""
+    if not minors:
+        return []
+    args: list[str] = []
+    nodes = [f"nvidia{minor}" for minor in minors] + list(SHARED_GPU_DEVICES)
+    for node in nodes:
+        source = dev_root / node
+        if source.exists():
+            args += ["--dev-bind", str(source), str(DEV_ROOT / node)]
+    for library in driver_libraries(library_dirs):
+        args += ["--ro-bind", str(library), str(library)]
+    return args
+
+
 def _read_all(fd: int) -> bytes:
     data = b""
     while chunk := os.read(fd, 4096):
@@ -132,6 +193,9 @@ class Sandbox:
     writable: Sequence[Path]
     num_learners: int = 1
     readable: Sequence[Path] = ()  # e.g. the runtime's Python hook on the command's PYTHONPATH
+    gpus: Sequence[int] = ()  # minor numbers of the learner's leased GPUs (/dev/nvidia<minor>)
+    dev_root: Path = DEV_ROOT
+    library_dirs: Sequence[Path] | None = None  # None: driver_library_dirs()
 
     @property
     def own_network(self) -> bool:
@@ -173,8 +237,9 @@ class Sandbox:
             args += ["--ro-bind-try", name, name]
         for path in _framework_paths():
             args += ["--ro-bind", str(path), str(path)]
-        for device in sorted(Path("/dev").glob("nvidia*")):  # GPUs, when the machine has any
-            args += ["--dev-bind", str(device), str(device)]
+        if self.gpus:
+            dirs = driver_library_dirs() if self.library_dirs is None else self.library_dirs
+            args += gpu_binds(self.gpus, self.dev_root, dirs)
         for path in self.readable:
             args += ["--ro-bind", str(path), str(path)]
         for path in self.writable:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
+from trainyard.runtime.process import DEFAULT_STOP_GRACE_S
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import StorageConfig
 
@@ -36,9 +37,13 @@ class RuntimeSettings(BaseModel):
     # Seconds the command may take to show its first progress; 0: no start-up limit.
     watchdog_startup: float = Field(default=0.0, alias="TRAINYARD_WATCHDOG_STARTUP", ge=0)
     work_dir: Path = Field(alias="TRAINYARD_WORK_DIR")
+    # Seconds the command has after a forwarded stop before it is killed (stop_grace_seconds).
+    stop_grace: float = Field(default=DEFAULT_STOP_GRACE_S, alias="TRAINYARD_STOP_GRACE", gt=0)
     storage: Json[StorageConfig] = Field(alias="TRAINYARD_STORAGE")
     # Set: the command runs in a sandbox with this network (trainyard/runtime/sandbox.py).
     sandbox_network: SandboxNetwork | None = Field(default=None, alias="TRAINYARD_SANDBOX_NETWORK")
+    # The minor numbers of the learner's leased GPUs, whose device nodes its sandbox binds.
+    gpu_devices: Json[list[int]] = Field(default_factory=list, alias="TRAINYARD_GPU_DEVICES")
 
     @model_validator(mode="after")
     def _rank_in_range(self) -> RuntimeSettings:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from devkit.learners import learner_processes, wait_until
+from tests.support.gpus import FAKE_NVML_ENV, StandInGpus, stand_in_gpu
 from tests.support.paths import path_without
 from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec, RunMode
-from trainyard.backends.base import GANG_STOPPED
+from trainyard.backends.base import GANG_STOPPED, GPU_FAILED
 from trainyard.backends.local.backend import STOP_GRACE_SECONDS, LocalProcessBackend
-from trainyard.failures import Preemption, ResourceError, UserError
+from trainyard.failures import PlatformFault, Preemption, ResourceError, UserError
 from trainyard.jobs.attempts import judge_attempt
 from trainyard.jobs.layout import JobLayout
 from trainyard.manifest.schema import parse_manifest
@@ -138,31 +139,35 @@ def test_s3_storage_without_credentials_is_refused(tmp_path: Path) -> None:
         make_spec(storage, tmp_path / "work").runtime_environment(rank=0)
 
 
-@pytest.mark.parametrize(
-    ("gpus", "parent", "expected"),
-    [
-        pytest.param(0, "0,1", "", id="cpu-job-sees-no-gpu"),
-        pytest.param(0, None, "", id="cpu-job-on-a-machine-without-gpus"),
-        pytest.param(1, "1", "1", id="gpu-job-sees-the-workers-gpus"),
-        pytest.param(2, None, None, id="gpu-job-without-gpus-runs-on-cpu"),
-    ],
-)
-def test_gpu_visibility(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    gpus: int,
-    parent: str | None,
-    expected: str | None,
+def test_a_cpu_job_sees_no_gpu_whatever_the_worker_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if parent is None:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    else:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
-    spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=gpus)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work")
 
     env = local_backend(tmp_path).learner_environment(spec, rank=0, ports=[29511])
 
-    assert env.get("CUDA_VISIBLE_DEVICES") == expected
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "TRAINYARD_GPU_DEVICES" not in env
+
+
+def test_a_gpu_learner_sees_exactly_its_leased_gpus(
+    stand_in_gpus: StandInGpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    backend = local_backend(tmp_path)
+    spec = make_spec(LocalStorageConfig(root=tmp_path / "storage"), tmp_path / "work", gpus=2)
+    machine = backend.gpus()
+    assert machine is not None
+    other_job = machine.lease(1)  # another job's learner holds GPU 0
+    lease = machine.lease(2)
+
+    env = backend.learner_environment(spec, rank=0, ports=[29511], lease=lease)
+    other_job.close()
+
+    uuids = [stand_in_gpu(index)["uuid"] for index in (1, 3)]  # GPU 2 has an XID
+    assert env["CUDA_VISIBLE_DEVICES"] == ",".join(uuids)
+    assert json.loads(env["TRAINYARD_GPU_DEVICES"]) == [1, 3]
 
 
 def test_learner_environment_withholds_the_parents_other_variables(
@@ -407,3 +412,110 @@ def test_check_refuses_where_the_sandbox_the_config_asks_for_is_missing(
 
     with pytest.raises(ResourceError, match="bubblewrap"):
         LocalProcessBackend(config, "acme").check(parse_manifest(example_manifest("acme")))
+
+
+# GPUs: real learners on a machine of stand-in GPUs (tests/support/fake_nvml).
+
+SHOW_GPUS = """\
+import os
+
+print("visible:", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
+"""
+
+
+def test_each_rank_of_a_gpu_gang_runs_on_its_own_leased_gpu(
+    stand_in_gpus: StandInGpus, local_store: LocalStore, tmp_path: Path
+) -> None:
+    job_with_code(local_store, SHOW_GPUS)
+    spec = make_spec(
+        LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=2, gpus=1
+    )
+    backend = local_backend(tmp_path)
+    lines: list[str] = []
+
+    exits = backend.run(spec, on_output=lines.append)
+
+    assert exits == [LearnerExit(0), LearnerExit(0)], "\n".join(lines)
+    # Inside each sandboxed command: its own GPU's UUID, never GPU 2 (XID 79).
+    for rank, gpu in enumerate((0, 1)):
+        assert f"[learner {rank}] visible: {stand_in_gpu(gpu)['uuid']}" in lines
+    machine = backend.gpus()
+    assert machine is not None
+    assert len(machine.lease(3).gpus) == 3  # the attempt's leases ended with it
+
+
+def test_a_learner_whose_gpu_fails_mid_run_is_a_platform_fault_and_the_gpu_stays_out(
+    stand_in_gpus: StandInGpus, local_store: LocalStore, tmp_path: Path
+) -> None:
+    job_with_code(local_store, SLEEPER)
+    spec = make_spec(
+        LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1, gpus=1
+    )
+    backend = local_backend(tmp_path)
+    lines: list[str] = []
+    ready = threading.Event()
+    exits: list[LearnerExit] = []
+
+    def on_output(line: str) -> None:
+        lines.append(line)
+        if line == "ready":
+            ready.set()
+
+    runner = threading.Thread(target=lambda: exits.extend(backend.run(spec, on_output)))
+    runner.start()
+    try:
+        assert ready.wait(timeout=30), "the learner never started:\n" + "\n".join(lines)
+        stand_in_gpus.fail(0, xid=79)  # GPU 0 falls off the bus, and its learner dies
+        for process in backend._processes:
+            process.kill()
+    finally:
+        runner.join(timeout=60)
+
+    assert exits == [LearnerExit(-signal.SIGKILL, reason=GPU_FAILED)], "\n".join(lines)
+    assert any("GPU 0" in line and "XID 79" in line for line in lines), "\n".join(lines)
+    failure = judge_attempt(local_store, spec, ends(exits))
+    assert isinstance(failure, PlatformFault)
+    assert "GPU failed" in failure.cause
+    machine = backend.gpus()
+    assert machine is not None
+    assert [gpu.index for gpu in machine.lease(2).gpus] == [1, 3]  # the retry's GPUs
+
+
+def test_check_refuses_a_gpu_job_on_a_machine_without_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    StandInGpus(tmp_path / "gpus").install(monkeypatch)
+    monkeypatch.delenv(FAKE_NVML_ENV)  # the stand-in without state: no driver
+    manifest = parse_manifest(example_manifest("acme") | {"resources": {"gpus": 1}})
+
+    with pytest.raises(ResourceError) as refused:
+        local_backend(tmp_path).check(manifest)
+
+    assert refused.value.cause.startswith("resources.gpus: ")
+    assert "resources.gpus: 0" in refused.value.fix
+
+
+def test_check_refuses_a_gpu_type_the_machine_lacks(
+    stand_in_gpus: StandInGpus, tmp_path: Path
+) -> None:
+    manifest = parse_manifest(
+        example_manifest("acme") | {"resources": {"gpus": 1, "gpu_type": "h100"}}
+    )
+
+    with pytest.raises(ResourceError) as refused:
+        local_backend(tmp_path).check(manifest)
+
+    assert refused.value.cause == (
+        "resources.gpu_type: this machine has no h100 GPU; it has NVIDIA A100-SXM4-80GB"
+    )
+
+
+def test_check_passes_a_gpu_job_the_machine_can_run(
+    stand_in_gpus: StandInGpus, tmp_path: Path
+) -> None:
+    manifest = parse_manifest(
+        example_manifest("acme") | {"resources": {"gpus": 1, "gpu_type": "a100", "learners": 2}}
+    )
+
+    local_backend(tmp_path).check(manifest)
+    assert local_backend(tmp_path).machine_gpus() == 4

@@ -117,7 +117,7 @@ def test_prepare_creates_once_then_reuses_and_refreshes_the_runtime_copy(
     python = cache.prepare(tiny_framework, lines.append)
 
     assert cache.is_ready(tiny_framework)
-    assert any("creating the pytorch:2.13 environment" in line for line in lines)
+    assert any("creating the pytorch:2.13 (cpu) environment" in line for line in lines)
     site = imports_runtime_from(python)
     assert site.startswith(str(cache.path(tiny_framework)))
     assert "site-packages" in site

@@ -7,15 +7,17 @@ variables) plus the runtime's contract, and die with their parent: if the Airflo
 is killed, the kernel sends them SIGTERM, so they still write a final checkpoint. With no kubelet
 to enforce resources.memory, the backend does it itself, as a container's cgroup would.
 
-GPUs are not pinned: a GPU job sees the machine's GPUs (or the worker's CUDA_VISIBLE_DEVICES),
-and on a machine without any it runs on the CPU, as code written `cuda if available` does; the
-tenant's GPU pool still counts its `resources.gpus`. A CPU job sees no GPU.
+GPUs are assigned like a device plugin would (`gpus.py`): each learner of a GPU job leases
+`resources.gpus` healthy GPUs of its own (CUDA_VISIBLE_DEVICES by UUID, its sandbox binds only
+their device nodes) and runs in its framework's CUDA build; a job whose GPUs this machine lacks
+is refused at validate, never run on the CPU. A CPU job sees no GPU and keeps the CPU build.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -30,13 +32,23 @@ import psutil
 
 from trainyard.backends.base import (
     GANG_STOPPED,
+    GPU_FAILED,
     OOM_KILLED,
     LearnerExit,
     LearnerSpec,
     ProcessBackend,
     distributed_environment,
 )
-from trainyard.backends.local.environments import check_framework, learner_python
+from trainyard.backends.local.environments import Accelerator, check_framework, learner_python
+from trainyard.backends.local.gpus import (
+    NO_GPU_FIX,
+    GpuLease,
+    GpuMachine,
+    check_gpus,
+    detect_gpus,
+    lease_dir,
+)
+from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.units import format_bytes
@@ -54,7 +66,6 @@ INHERITED_VARIABLES = (
     "TZ",
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
-    "CUDA_VISIBLE_DEVICES",
 )
 STOP_GRACE_SECONDS = 30.0
 #: How often the gang is looked at for a learner that ended.
@@ -87,6 +98,11 @@ def _resident_bytes(processes: list[psutil.Process]) -> int:
     return total
 
 
+def _accelerator(gpus: int) -> Accelerator:
+    """The framework build a job runs in: CUDA for a GPU job (validate saw its GPUs here)."""
+    return Accelerator.CUDA if gpus else Accelerator.CPU
+
+
 def _free_ports(count: int) -> list[int]:
     """`count` distinct free loopback ports (held open together, so none repeats)."""
     with contextlib.ExitStack() as stack:
@@ -106,10 +122,22 @@ class LocalProcessBackend(ProcessBackend):
         self._processes: list[subprocess.Popen[str]] = []
 
     def check(self, manifest: JobManifest) -> None:
-        """The framework needs an environment this deployment can make, and the tenant's
-        learners a sandbox as the config asks (a refused sandbox fails the job at validate)."""
-        check_framework(manifest.framework, self.config.environments)
+        """The framework needs an environment this deployment can make (its CUDA build for a GPU
+        job), the job's GPUs must be on this machine, and the tenant's learners need a sandbox
+        as the config asks (a refused sandbox fails the job at validate)."""
+        resources = manifest.resources
+        check_framework(manifest.framework, self.config.environments, _accelerator(resources.gpus))
+        if resources.gpus:
+            check_gpus(resources, self.gpus())
         self.config.sandbox_network_of(self.tenant.name)
+
+    def gpus(self) -> GpuMachine | None:
+        """This machine's GPUs and their leases (None: no NVIDIA driver here)."""
+        return detect_gpus(lease_dir(self.config.work_dir))
+
+    def machine_gpus(self) -> int:
+        machine = self.gpus()
+        return 0 if machine is None else len(machine.inventory())
 
     def learner_spec(
         self,
@@ -121,8 +149,8 @@ class LocalProcessBackend(ProcessBackend):
         credentials: StorageCredentials | None,
         on_output: Callable[[str], None],
     ) -> LearnerSpec:
-        """The common spec, plus the framework environment's Python (made if missing) and the
-        sandbox's network."""
+        """The common spec, plus the framework environment's Python (made if missing; the CUDA
+        build for a GPU job) and the sandbox's network."""
         spec = super().learner_spec(
             manifest,
             job_id=job_id,
@@ -133,12 +161,20 @@ class LocalProcessBackend(ProcessBackend):
         )
         return replace(
             spec,
-            python=learner_python(manifest.framework, self.config.environments, on_output),
+            python=learner_python(
+                manifest.framework,
+                self.config.environments,
+                on_output,
+                _accelerator(manifest.resources.gpus),
+            ),
             sandbox_network=self.config.sandbox_network_of(self.tenant.name),
         )
 
-    def learner_environment(self, spec: LearnerSpec, rank: int, ports: list[int]) -> dict[str, str]:
-        """The learner's whitelisted environment; `ports`: one per rank, rank 0's the master."""
+    def learner_environment(
+        self, spec: LearnerSpec, rank: int, ports: list[int], lease: GpuLease | None = None
+    ) -> dict[str, str]:
+        """The learner's whitelisted environment; `ports`: one per rank, rank 0's the master;
+        `lease`: the GPUs the learner holds (only those are visible to it)."""
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         env.update(spec.runtime_environment(rank))
         # Multi-learner jobs on one machine: every learner is local to rank 0.
@@ -156,16 +192,85 @@ class LocalProcessBackend(ProcessBackend):
             env["VIRTUAL_ENV"] = str(spec.python.parent.parent)
         if spec.sandbox_network is not None:
             env["TRAINYARD_SANDBOX_NETWORK"] = spec.sandbox_network.value
-        if spec.gpus == 0:
-            # A CPU job sees no GPU, so it cannot take one from the GPU jobs.
-            env["CUDA_VISIBLE_DEVICES"] = ""
+        # A CPU job sees no GPU, so it cannot take one from the GPU jobs.
+        env["CUDA_VISIBLE_DEVICES"] = "" if lease is None else lease.visible_devices
+        if lease is not None:
+            env["TRAINYARD_GPU_DEVICES"] = json.dumps([gpu.minor for gpu in lease.gpus])
         return env
+
+    def _lease_gpus(
+        self, machine: GpuMachine | None, spec: LearnerSpec, on_output: Callable[[str], None]
+    ) -> list[GpuLease]:
+        """One lease per rank of `spec.gpus` distinct GPUs, or none for a CPU job.
+
+        Raises:
+            PlatformFault: the GPUs are gone or held (retried; validate saw them).
+        """
+        if spec.gpus == 0:
+            return []
+        if machine is None:
+            raise PlatformFault(
+                "resources.gpus: NVML finds no NVIDIA GPU on this machine any more (it did at "
+                "validate): the driver is not loaded or the GPUs are gone",
+                f"check nvidia-smi on the machine; the retry runs once it shows them; or "
+                f"{NO_GPU_FIX}",
+            )
+        leases: list[GpuLease] = []
+        try:
+            for rank in range(spec.num_learners):
+                lease = machine.lease(spec.gpus, spec.gpu_type)
+                leases.append(lease)
+                names = ", ".join(f"{gpu.index} ({gpu.name}, {gpu.uuid})" for gpu in lease.gpus)
+                on_output(f"trainyard: learner {rank} holds GPU {names}")
+        except PlatformFault:
+            for lease in leases:
+                lease.close()
+            raise
+        return leases
+
+    @staticmethod
+    def _failed_gpus(
+        machine: GpuMachine | None, leases: list[GpuLease], on_output: Callable[[str], None]
+    ) -> set[int]:
+        """The ranks whose GPUs NVML reports unhealthy now: `machine` has listened for XID
+        errors since before the learners started."""
+        if machine is None or not leases:
+            return set()
+        problems = {gpu.uuid: gpu.problem for gpu in machine.inventory() if not gpu.healthy}
+        failed = set()
+        for rank, lease in enumerate(leases):
+            for gpu in lease.gpus:
+                if gpu.uuid in problems:
+                    on_output(
+                        f"trainyard: learner {rank}'s GPU {gpu.index} ({gpu.uuid}) failed: "
+                        f"{problems[gpu.uuid]}"
+                    )
+                    failed.add(rank)
+        return failed
 
     def run(self, spec: LearnerSpec, on_output: Callable[[str], None]) -> list[LearnerExit]:
         """Start every rank at once and run them as a gang: the first rank to fail gets the
         others stopped (SIGTERM, so they may checkpoint), since a collective with a dead peer
         can only hang or fail, and the retry restarts the whole group."""
         self._processes = []  # a retry in the same task process is a new gang
+        machine = self.gpus() if spec.gpus else None
+        leases = self._lease_gpus(machine, spec, on_output)
+        try:
+            exits = self._run_gang(spec, leases, on_output)
+            gpu_failed = self._failed_gpus(machine, leases, on_output)
+            return [
+                replace(learner, reason=GPU_FAILED)
+                if rank in gpu_failed and learner.exit_code != 0 and learner.reason != OOM_KILLED
+                else learner
+                for rank, learner in enumerate(exits)
+            ]
+        finally:
+            for lease in leases:
+                lease.close()
+
+    def _run_gang(
+        self, spec: LearnerSpec, leases: list[GpuLease], on_output: Callable[[str], None]
+    ) -> list[LearnerExit]:
         ports = _free_ports(spec.num_learners)
         python = str(spec.python or sys.executable)
         on_output(f"trainyard: learner runtime: {python}")
@@ -174,11 +279,14 @@ class LocalProcessBackend(ProcessBackend):
         pumps = []
         learners: list[psutil.Process] = []
         for rank in range(spec.num_learners):
+            lease = leases[rank] if leases else None
             process = subprocess.Popen(
                 # -P: not the working directory first on sys.path, so the environment's own
                 # copy of the runtime runs, whatever directory the worker runs in.
                 [python, "-P", "-m", "trainyard.runtime", spec.mode.value],
-                env=self.learner_environment(spec, rank, ports),
+                env=self.learner_environment(spec, rank, ports, lease),
+                # The learner holds its GPUs' locks too: they outlive neither it nor this task.
+                pass_fds=lease.fds if lease is not None else (),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

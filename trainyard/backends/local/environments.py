@@ -1,4 +1,5 @@
-"""Local learners' Python environments: one virtual environment per framework version.
+"""Local learners' Python environments: one virtual environment per framework version and
+accelerator.
 
 The pinned requirements under `images/<framework>/requirements.txt` define both the learner
 image and the local environment of that framework, so a job runs the same versions on either
@@ -9,7 +10,9 @@ and needs nothing of the deployment's own interpreter.
 
 Environments live under `environments.dir` of the deployment config, in a directory named by a
 hash of everything they are built from (interpreter version, requirements), so a changed pin
-makes a new one and an unchanged one is reused. The runtime's copy is refreshed on every use,
+makes a new one and an unchanged one is reused. A GPU job runs in the framework's CUDA build
+(`images/<framework>/requirements-cuda.txt`, the GPU learner image's pins; the machine supplies
+only the driver), a CPU job in its CPU build. The runtime's copy is refreshed on every use,
 under the same lock, because it changes with Trainyard's code and costs milliseconds.
 """
 
@@ -24,7 +27,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 from trainyard.failures import PlatformFault, ResourceError
@@ -56,6 +60,20 @@ FRAMEWORK_PACKAGES = {
     FrameworkName.JAX: ("jax", "3.12"),
 }
 
+
+class Accelerator(StrEnum):
+    """Which build of a framework an environment holds."""
+
+    CPU = "cpu"
+    CUDA = "cuda"  # NVIDIA GPUs
+
+
+#: Each accelerator's pins beside a framework's image (the learner image's variants).
+REQUIREMENTS_FILES = {
+    Accelerator.CPU: "requirements.txt",
+    Accelerator.CUDA: "requirements-cuda.txt",
+}
+
 PREPARE_COMMAND = "trainyard envs prepare"
 _READY = ".trainyard-ready"
 _RUNTIME_STAMP = ".trainyard-runtime"
@@ -70,10 +88,27 @@ class FrameworkEnv:
     version: str  # as manifests name it: major.minor of the pinned distribution
     python: str  # the interpreter's version, e.g. "3.12"
     requirements: Path
+    accelerator: Accelerator = Accelerator.CPU
 
     @property
     def key(self) -> str:
         return f"{self.name.value}:{self.version}"
+
+    def on(self, accelerator: Accelerator) -> FrameworkEnv:
+        """The same framework version built for `accelerator`.
+
+        Raises:
+            ResourceError: its requirements file is missing.
+        """
+        requirements = self.requirements.with_name(REQUIREMENTS_FILES[accelerator])
+        if not requirements.is_file():
+            raise ResourceError(
+                f"resources.gpus: this deployment pins no {accelerator.value} build of "
+                f"{self.key} ({requirements} is missing)",
+                f"a platform admin pins it in {requirements} and runs '{PREPARE_COMMAND} "
+                f"{self.name.value}' on the GPU machine; or set resources.gpus: 0",
+            )
+        return replace(self, requirements=requirements, accelerator=accelerator)
 
     def digest(self) -> str:
         """Names the environment: a change of interpreter or of any pin makes a new one."""
@@ -145,7 +180,9 @@ class Environments:
     root: Path
 
     def path(self, framework: FrameworkEnv) -> Path:
-        return self.root / f"{framework.name.value}-{framework.version}-{framework.digest()}"
+        build = "" if framework.accelerator is Accelerator.CPU else f"-{framework.accelerator}"
+        name = f"{framework.name.value}-{framework.version}{build}-{framework.digest()}"
+        return self.root / name
 
     def python(self, framework: FrameworkEnv) -> Path:
         return self.path(framework) / "bin" / "python"
@@ -166,7 +203,10 @@ class Environments:
         self.root.mkdir(parents=True, exist_ok=True)
         with _locked(self.root / f"{target.name}.lock"):
             if not self.is_ready(framework):
-                on_output(f"trainyard: creating the {framework.key} environment in {target}")
+                on_output(
+                    f"trainyard: creating the {framework.key} ({framework.accelerator}) "
+                    f"environment in {target}"
+                )
                 shutil.rmtree(target, ignore_errors=True)
                 _build(framework, target, on_output)
                 (target / _READY).write_text(framework.digest() + "\n", encoding="utf-8")
@@ -307,13 +347,23 @@ def _install_runtime(target: Path) -> None:
     stamp.write_text(digest + "\n", encoding="utf-8")
 
 
-def check_framework(framework: Framework, config: EnvironmentsConfig) -> FrameworkEnv:
-    """Validate time: the environment `framework` runs in locally (ResourceError if none)."""
-    return resolve_framework(framework, config.custom)
+def check_framework(
+    framework: Framework,
+    config: EnvironmentsConfig,
+    accelerator: Accelerator = Accelerator.CPU,
+) -> FrameworkEnv:
+    """Validate time: the environment `framework` runs in locally on `accelerator`
+    (ResourceError if none)."""
+    return resolve_framework(framework, config.custom).on(accelerator)
 
 
 def learner_python(
-    framework: Framework, config: EnvironmentsConfig, on_output: Callable[[str], None]
+    framework: Framework,
+    config: EnvironmentsConfig,
+    on_output: Callable[[str], None],
+    accelerator: Accelerator = Accelerator.CPU,
 ) -> Path:
-    """The Python a local learner of `framework` runs with, its environment made if missing."""
-    return Environments(config.dir).prepare(check_framework(framework, config), on_output)
+    """The Python a local learner of `framework` runs with on `accelerator`, its environment
+    made if missing."""
+    environment = check_framework(framework, config, accelerator)
+    return Environments(config.dir).prepare(environment, on_output)
