@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from trainyard.backends import LearnerSpec, RunMode
 from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
-from trainyard.runtime.sandbox import UNSANDBOXED, SandboxNetwork
+from trainyard.runtime.sandbox import SHARED_GPU_DEVICES, UNSANDBOXED, Sandbox, SandboxNetwork
 from trainyard.storage import ObjectStore, StorageCredentials
 from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
@@ -265,3 +266,76 @@ def test_without_bwrap_a_deployment_that_turned_the_sandbox_off_runs_the_job_and
     # It saw the machine's own root (a sandbox shows only the few paths it binds).
     seen = json.loads(store.get_bytes(f"{LAYOUT.results}/saw.json"))
     assert seen["root_entries"] == len(os.listdir("/"))
+
+
+# GPUs: the sandbox binds exactly the learner's leased GPUs (fake device nodes in a temp dir).
+
+
+@pytest.fixture
+def gpu_machine(tmp_path: Path) -> tuple[Path, Path]:
+    """A /dev with four GPUs' nodes, the shared ones and a disk; a driver library directory."""
+    dev, lib = tmp_path / "dev", tmp_path / "lib"
+    dev.mkdir()
+    lib.mkdir()
+    for node in ["nvidia0", "nvidia1", "nvidia2", "nvidia3", *SHARED_GPU_DEVICES, "sda"]:
+        (dev / node).write_text(node)
+    (lib / "libcuda.so.570.86").write_text("driver")
+    (lib / "libcuda.so.1").symlink_to("libcuda.so.570.86")
+    (lib / "libnvidia-ml.so.1").write_text("nvml")
+    (lib / "libssl.so.3").write_text("not the driver's")
+    return dev, lib
+
+
+def binds(argv: list[str], option: str) -> list[tuple[str, str]]:
+    return [(argv[i + 1], argv[i + 2]) for i, arg in enumerate(argv) if arg == option]
+
+
+def test_a_gpu_learners_sandbox_binds_exactly_its_gpus_and_the_shared_nodes(
+    gpu_machine: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dev, lib = gpu_machine
+    sandbox = Sandbox(
+        SandboxNetwork.NONE, [tmp_path], gpus=[1, 3], dev_root=dev, library_dirs=[lib]
+    )
+
+    argv = sandbox.argv(["true"], tmp_path, 3, 4)
+
+    nodes = ["nvidia1", "nvidia3", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"]
+    assert binds(argv, "--dev-bind") == [(str(dev / node), f"/dev/{node}") for node in nodes]
+    libraries = {source for source, _ in binds(argv, "--ro-bind")}
+    assert {str(lib / "libcuda.so.1"), str(lib / "libcuda.so.570.86")} <= libraries
+    assert str(lib / "libnvidia-ml.so.1") in libraries
+    assert str(lib / "libssl.so.3") not in libraries
+    assert argv[argv.index("--dev") + 1] == "/dev"  # the rest of /dev stays bwrap's minimal one
+
+
+def test_a_cpu_learners_sandbox_gets_no_gpu_even_on_a_gpu_machine(
+    gpu_machine: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dev, lib = gpu_machine
+    sandbox = Sandbox(SandboxNetwork.NONE, [tmp_path], dev_root=dev, library_dirs=[lib])
+
+    argv = sandbox.argv(["true"], tmp_path, 3, 4)
+
+    assert binds(argv, "--dev-bind") == []
+    assert not any("nvidia" in arg or "libcuda" in arg for arg in argv)
+
+
+def test_inside_the_sandbox_only_the_leased_gpus_node_is_there(
+    gpu_machine: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dev, lib = gpu_machine
+    work = tmp_path / "work"
+    work.mkdir()
+    sandbox = Sandbox(SandboxNetwork.NONE, [work], gpus=[2], dev_root=dev, library_dirs=[lib])
+    launch = sandbox.launch(["sh", "-c", "ls /dev; cat /dev/nvidia2"], work)
+
+    bwrap = subprocess.Popen(launch.argv, pass_fds=launch.pass_fds, stdout=subprocess.PIPE)
+    launch.started(bwrap)
+    output, _ = bwrap.communicate(timeout=60)
+
+    listed = output.decode().split()
+    assert launch.returncode(bwrap.returncode) == 0, listed
+    assert {"nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"} <= set(listed)
+    assert not {"nvidia0", "nvidia1", "nvidia3", "sda"} & set(listed)
+    assert listed[-1] == "nvidia2"  # the node's content: the fake GPU 2 itself

@@ -17,6 +17,7 @@ from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.base import GANG_STOPPED, GPU_FAILED
 from trainyard.backends.local.backend import STOP_GRACE_SECONDS, LocalProcessBackend
+from trainyard.backends.local.environments import Environments, FrameworkEnv
 from trainyard.failures import PlatformFault, Preemption, ResourceError, UserError
 from trainyard.jobs.attempts import judge_attempt
 from trainyard.jobs.layout import JobLayout
@@ -519,3 +520,32 @@ def test_check_passes_a_gpu_job_the_machine_can_run(
 
     local_backend(tmp_path).check(manifest)
     assert local_backend(tmp_path).machine_gpus() == 4
+
+
+@pytest.mark.parametrize(
+    ("gpus", "build"), [pytest.param(1, "cuda", id="gpu-job"), pytest.param(0, "cpu", id="cpu-job")]
+)
+def test_a_gpu_job_on_a_gpu_machine_runs_in_the_cuda_build(
+    stand_in_gpus: StandInGpus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gpus: int,
+    build: str,
+) -> None:
+    prepared: list[FrameworkEnv] = []
+
+    def prepare(self: Environments, framework: FrameworkEnv, on_output: object) -> Path:
+        prepared.append(framework)  # never installs (the CUDA wheels are several GB)
+        return self.python(framework)
+
+    monkeypatch.setattr(Environments, "prepare", prepare)
+    manifest = parse_manifest(example_manifest("acme") | {"resources": {"gpus": gpus}})
+
+    spec = local_backend(tmp_path).learner_spec(
+        manifest, job_id=JOB_ID, mode=RunMode.TRAIN, attempt=1, credentials=None, on_output=print
+    )
+
+    (framework,) = prepared
+    assert framework.accelerator == build
+    assert spec.python is not None
+    assert ("pytorch-2.13-cuda-" in str(spec.python)) is (build == "cuda")

@@ -15,8 +15,10 @@ import pytest
 
 from trainyard.backends.local import environments
 from trainyard.backends.local.environments import (
+    Accelerator,
     Environments,
     FrameworkEnv,
+    check_framework,
     provided_frameworks,
     resolve_framework,
 )
@@ -85,6 +87,48 @@ def test_the_environment_is_named_by_its_pins(tmp_path: Path) -> None:
     assert cache.path(FrameworkEnv(FrameworkName.PYTORCH, "2.13", "3.12", requirements)) != (
         cache.path(framework)
     )
+
+
+@pytest.mark.parametrize(
+    ("framework", "pin"),
+    [
+        pytest.param(FrameworkName.PYTORCH, "torch==2.13.0", id="pytorch"),
+        pytest.param(FrameworkName.TENSORFLOW, "tensorflow[and-cuda]==2.21.0", id="tensorflow"),
+        pytest.param(FrameworkName.JAX, "jax[cuda12]==0.12.0.1", id="jax"),
+    ],
+)
+def test_a_gpu_job_gets_the_cuda_build_of_the_same_version_in_its_own_environment(
+    tmp_path: Path, framework: FrameworkName, pin: str
+) -> None:
+    """The choice of pins and of environment only: the CUDA wheels are never installed here."""
+    version = {"pytorch": "2.13", "tensorflow": "2.21", "jax": "0.12"}[framework.value]
+    job = Framework(name=framework, version=version)
+    config = EnvironmentsConfig(dir=tmp_path / "envs")
+
+    cpu = check_framework(job, config)
+    cuda = check_framework(job, config, Accelerator.CUDA)
+
+    assert (cpu.requirements.name, cuda.requirements.name) == (
+        "requirements.txt",
+        "requirements-cuda.txt",
+    )
+    assert pin in cuda.requirements.read_text().splitlines()
+    assert (cpu.key, cuda.key) == (f"{framework.value}:{version}",) * 2
+    cache = Environments(config.dir)
+    assert cache.path(cpu).name.startswith(f"{framework.value}-{version}-")
+    assert cache.path(cuda).name.startswith(f"{framework.value}-{version}-cuda-")
+    assert cache.path(cuda).name.removesuffix(cuda.digest()) != cache.path(cpu).name
+
+
+def test_a_framework_without_cuda_pins_refuses_a_gpu_job(tmp_path: Path) -> None:
+    images = write_images(tmp_path, {"pytorch": "torch==2.14.1+cpu\n"})
+    (found,) = provided_frameworks(images).values()
+
+    with pytest.raises(ResourceError) as refused:
+        found.on(Accelerator.CUDA)
+
+    assert refused.value.cause.startswith("resources.gpus: this deployment pins no cuda build")
+    assert "requirements-cuda.txt" in refused.value.fix
 
 
 @pytest.fixture

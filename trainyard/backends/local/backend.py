@@ -50,7 +50,7 @@ from trainyard.backends.local.gpus import (
 )
 from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import RunMode
-from trainyard.manifest.schema import JobManifest
+from trainyard.manifest.schema import JobManifest, Resources
 from trainyard.manifest.units import format_bytes
 from trainyard.runtime.sandbox import UNSANDBOXED
 from trainyard.storage.config import StorageCredentials
@@ -98,11 +98,6 @@ def _resident_bytes(processes: list[psutil.Process]) -> int:
     return total
 
 
-def _accelerator(gpus: int) -> Accelerator:
-    """The framework build a job runs in: CUDA for a GPU job (validate saw its GPUs here)."""
-    return Accelerator.CUDA if gpus else Accelerator.CPU
-
-
 def _free_ports(count: int) -> list[int]:
     """`count` distinct free loopback ports (held open together, so none repeats)."""
     with contextlib.ExitStack() as stack:
@@ -126,9 +121,9 @@ class LocalProcessBackend(ProcessBackend):
         job), the job's GPUs must be on this machine, and the tenant's learners need a sandbox
         as the config asks (a refused sandbox fails the job at validate)."""
         resources = manifest.resources
-        check_framework(manifest.framework, self.config.environments, _accelerator(resources.gpus))
         if resources.gpus:
             check_gpus(resources, self.gpus())
+        check_framework(manifest.framework, self.config.environments, self.accelerator(resources))
         self.config.sandbox_network_of(self.tenant.name)
 
     def gpus(self) -> GpuMachine | None:
@@ -138,6 +133,12 @@ class LocalProcessBackend(ProcessBackend):
     def machine_gpus(self) -> int:
         machine = self.gpus()
         return 0 if machine is None else len(machine.inventory())
+
+    def accelerator(self, resources: Resources) -> Accelerator:
+        """The framework build a job's learners run in: CUDA for a GPU job on a machine with
+        GPUs. A GPU job where none are left gets the CPU build only to fail at its lease (a
+        platform fault, retried), never to train on the CPU."""
+        return Accelerator.CUDA if resources.gpus and self.machine_gpus() else Accelerator.CPU
 
     def learner_spec(
         self,
@@ -165,7 +166,7 @@ class LocalProcessBackend(ProcessBackend):
                 manifest.framework,
                 self.config.environments,
                 on_output,
-                _accelerator(manifest.resources.gpus),
+                self.accelerator(manifest.resources),
             ),
             sandbox_network=self.config.sandbox_network_of(self.tenant.name),
         )
