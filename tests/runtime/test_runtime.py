@@ -71,6 +71,19 @@ elif mode == "wait":  # catches stop signals, checkpoints, exits 128 + the signa
     save(start + 7)
     print("final checkpoint written", flush=True)
     sys.exit(128 + stop[0])
+elif mode == "slow-save":  # on a stop, saves for argv[2] seconds, talking all along
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, _: stop.append(signum))
+    print(f"ready {os.getpid()}", flush=True)
+    while not stop:
+        time.sleep(0.02)
+    deadline = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        print("saving the final checkpoint...", flush=True)
+        time.sleep(0.5)
+    save(start + 7)
+    print("final checkpoint written", flush=True)
+    sys.exit(128 + stop[0])
 elif mode == "sleep":  # leaves every signal to its default action
     print(f"ready {os.getpid()}", flush=True)
     time.sleep(600)
@@ -353,6 +366,45 @@ def test_a_stop_signal_is_a_preemption_whoever_receives_it(
     # The retry resumes from the final checkpoint: no step is lost.
     assert run_runtime(store, tmp_path, "train", attempt=2)[0] == 0
     assert CheckpointStore(store, LAYOUT).committed_steps() == [7, 8, 9]
+
+
+def test_a_slow_final_save_is_committed_when_nobody_reads_the_output_any_more(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """The task process is killed mid-stop (Airflow's SIGKILL after 5 s): the runtime, in its
+    own session, goes on without the pipe it wrote to, for the deployment's stop grace."""
+    proc = start_runtime(store, tmp_path, "slow-save 8", TRAINYARD_STOP_GRACE="60")
+    wait_until_ready(proc)
+    assert proc.stdout is not None
+    proc.stdout.close()  # nobody reads the runtime's output any more
+
+    proc.send_signal(signal.SIGTERM)
+
+    assert proc.wait(timeout=120) == 143
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [7]
+    result = outcome(store)
+    assert result["failure_class"] == "preemption", result
+    log = store.get_bytes(LAYOUT.learner_log(RunMode.TRAIN, 1, 0)).decode()
+    assert log.count("saving the final checkpoint...") >= 10
+    assert "final checkpoint written" in log
+
+
+def test_a_stopped_command_is_killed_when_the_stop_grace_is_over(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    proc = start_runtime(store, tmp_path, "slow-save 600", TRAINYARD_STOP_GRACE="2")
+    wait_until_ready(proc)
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+
+    assert time.monotonic() - started >= 2, "killed before the grace was over"
+    result = outcome(store)
+    assert result["failure_class"] == "preemption", output
+    assert "did not exit within the stop grace of 2 s after SIGTERM" in str(result["message"])
+    assert "stop_grace_seconds = 2 s" in str(result["fix"])
+    assert CheckpointStore(store, LAYOUT).committed_steps() == []
 
 
 def test_a_command_killed_by_sigterm_itself_is_a_preemption(

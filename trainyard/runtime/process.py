@@ -10,18 +10,22 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from trainyard.failures import TrainyardFailure, UserError
+from trainyard.failures import RESUMES, Preemption, TrainyardFailure, UserError
 from trainyard.runtime.oom import OomWitness
 from trainyard.runtime.sandbox import Sandbox
 from trainyard.runtime.signal_report import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
 TAIL_LINES = 200
+#: How long a command has after a stop signal when the deployment says nothing
+#: (`stop_grace_seconds` in the Trainyard config; the backends pass it on).
+DEFAULT_STOP_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,27 @@ def _die_with_runtime() -> Callable[[], None] | None:
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _echo(line: str) -> bool:
+    """Write `line` to stdout; False once nobody reads it any more (the reader is gone).
+
+    Then stdout becomes /dev/null, so that the runtime's own later output (and Python's flush
+    at exit) cannot fail on the broken pipe either.
+    """
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        broken = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (2, broken):  # stderr first, where it is the same pipe
+            with contextlib.suppress(OSError):
+                if fd == broken or os.path.sameopenfile(fd, broken):
+                    os.dup2(devnull, fd)
+        os.close(devnull)
+        return False
+    return True
+
+
 class UserProcess:
     """The user's command as a child process; start it before any other thread exists."""
 
@@ -69,12 +94,16 @@ class UserProcess:
         log_file: Path,
         signal_report: Path | None = None,
         sandbox: Sandbox | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE_S,
     ) -> None:
-        """`signal_report`: the file the command's signal_report hook writes (env carries it)."""
+        """`signal_report`: the file the command's signal_report hook writes (env carries it);
+        `stop_grace`: how long the command has, after a forwarded stop, before it is killed."""
         self.log_file = log_file
         self.signal_report = signal_report
+        self.stop_grace = stop_grace
         self.stop_signal: int | None = None
         self.stopped_for: TrainyardFailure | None = None
+        self._deadline: threading.Timer | None = None
         self.oom = OomWitness()
         try:
             argv = shlex.split(command)
@@ -105,9 +134,29 @@ class UserProcess:
 
         No output here: the handler may interrupt the main thread inside a write to stdout,
         and a second buffered write would raise. The outcome reports the forwarded signal.
+        Only the first stop is forwarded (the task process's death sends another, which could
+        interrupt the save); the command gets `stop_grace` seconds from it, then SIGKILL: the
+        grace the deployment promises, whoever outlives whom.
         """
+        if self.stop_signal is not None:
+            return
         self.stop_signal = signum
         self._send(signum)
+        self._deadline = threading.Timer(self.stop_grace, self._grace_over, args=(signum,))
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _grace_over(self, signum: int) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.stopped_for = Preemption(
+            f"the command did not exit within the stop grace of {self.stop_grace:g} s after "
+            f"{signal.Signals(signum).name}: it was killed",
+            fix=f"write the final checkpoint within stop_grace_seconds = {self.stop_grace:g} s "
+            f"(the deployment's setting; an admin may raise it); {RESUMES}",
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stop(self, failure: TrainyardFailure, grace: float) -> None:
         """End the command for `failure`: SIGTERM so it can still checkpoint, then SIGKILL.
@@ -128,17 +177,24 @@ class UserProcess:
                 os.kill(self._signalled, signum)
 
     def wait(self) -> Finished:
-        """Copy every output line to stdout and the learner log until the command exits."""
+        """Copy every output line to the learner log, then to stdout, until the command exits.
+
+        The log comes first and stdout is best effort: stdout is a pipe that only the task
+        process reads, and a task process killed mid-stop must not cost the final checkpoint.
+        """
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         assert self.proc.stdout is not None
+        echo = True
         with self.log_file.open("ab") as log:
             for raw in self.proc.stdout:
-                line = raw.decode("utf-8", errors="replace")
-                sys.stdout.write(line)
-                sys.stdout.flush()
                 log.write(raw)
                 log.flush()
+                line = raw.decode("utf-8", errors="replace")
                 tail.append(line.rstrip("\n"))
+                if echo:
+                    echo = _echo(line)
+        if self._deadline is not None:
+            self._deadline.cancel()
         returncode = self.proc.wait()
         if self.sandboxed:
             returncode = self.sandboxed.returncode(returncode)
