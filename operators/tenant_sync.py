@@ -3,7 +3,8 @@
 For each tenant it creates or updates its FAB role (`tenant_role`), its pools (`tenant_pools`)
 and, for S3 storage, its storage connection (`storage_connection_id`); for the deployment, the
 platform-admin role and the `trainyard_tenants` variable. It reports each object as created,
-updated or unchanged, so a second run reports nothing changed.
+updated or unchanged, so a second run reports nothing changed, and warns when the GPU pools of
+the local backend's tenants promise more GPUs than this machine has.
 
 It runs inside the Airflow environment (where `airflow` runs: same metadata database, same
 configuration) and uses Airflow's models and FAB's security manager, not the REST API, because:
@@ -39,6 +40,7 @@ from sqlalchemy import select
 
 from operators.auth_managers import AUTH_MANAGERS
 from operators.hooks import storage_connection
+from trainyard.backends import backend_for
 from trainyard.storage.config import S3StorageConfig, StorageCredentials
 from trainyard.tenancy.config import TrainyardConfig
 from trainyard.tenancy.names import (
@@ -66,6 +68,7 @@ class Outcome(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
+    WARNING = "warning"  # nothing changed, but the config promises what cannot be kept
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,33 @@ def _sync_variable(key: str, value: Any, session: Session, report: SyncReport) -
         report.changes.append(Change("variable", key, Outcome.UNCHANGED))
 
 
+def gpu_pool_warning(config: TrainyardConfig) -> Change | None:
+    """A warning when the GPU pools of the tenants whose learners run on this machine (the
+    local backend) promise more GPUs at once than it has: their jobs would pass the pools and
+    then wait for a GPU, attempt after attempt. Sync runs where Airflow runs, which for the
+    local backend is where the learners run."""
+    local = [
+        tenant
+        for tenant in config.tenants
+        if tenant.gpu_quota and config.learner_backend_of(tenant.name) == "local"
+    ]
+    if not local:
+        return None
+    machine = backend_for(config, local[0].name).machine_gpus()
+    promised = sum(tenant.gpu_quota for tenant in local)
+    if machine is None or promised <= machine:
+        return None
+    quotas = ", ".join(f"{tenant.name} {tenant.gpu_quota}" for tenant in local)
+    return Change(
+        "gpus",
+        "this machine",
+        Outcome.WARNING,
+        f"the local tenants' GPU pools (gpu_quota: {quotas}) promise {promised} GPUs at once, "
+        f"but this machine has {machine}: jobs over that wait for a free GPU; lower their "
+        "gpu_quota to add up to at most the machine's GPUs",
+    )
+
+
 def sync_tenants(config: TrainyardConfig) -> SyncReport:
     """Create or update every tenant's Airflow objects; return what changed.
 
@@ -305,4 +335,7 @@ def sync_tenants(config: TrainyardConfig) -> SyncReport:
         for connection in connections:
             _sync_connection(connection, session, report)
         _sync_variable(TENANTS_VARIABLE, tenants_variable(config), session, report)
+    warning = gpu_pool_warning(config)
+    if warning is not None:
+        report.changes.append(warning)
     return report

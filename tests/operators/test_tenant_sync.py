@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from operators.dag_factory import build_tenant_dag
-from operators.tenant_sync import connection_spec, role_permissions, tenants_variable
+from operators.tenant_sync import (
+    Outcome,
+    connection_spec,
+    gpu_pool_warning,
+    role_permissions,
+    tenants_variable,
+)
+from tests.support.gpus import FAKE_NVML_ENV, StandInGpus, stand_in_gpu
 from trainyard.backends import backend_for
 from trainyard.tenancy.config import TrainyardConfig, load_config
 from trainyard.tenancy.names import dag_access_control, storage_connection_id, tenant_role
@@ -96,3 +103,45 @@ def test_the_tenants_variable_holds_no_secret(
     assert variable["acme"]["storage_connection"] == "trainyard_storage_acme"
     assert variable["globex"]["storage_connection"] is None
     assert "secret" not in str(variable)
+
+
+def gpu_config(tmp_path: Path, quotas: dict[str, int], backend: str = "local") -> TrainyardConfig:
+    tenants = [
+        {"name": name, "gpu_quota": quota, "storage": {"kind": "local", "root": name}}
+        for name, quota in quotas.items()
+    ]
+    path = tmp_path / "gpus.yaml"
+    path.write_text(
+        yaml.safe_dump({"work_dir": "work", "learner_backend": backend, "tenants": tenants})
+    )
+    return load_config(path)
+
+
+def test_sync_warns_when_the_gpu_pools_promise_more_than_this_machine_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpus = StandInGpus(tmp_path / "gpus")
+    gpus.write([stand_in_gpu(index) for index in range(4)])
+    gpus.install(monkeypatch)
+
+    warning = gpu_pool_warning(gpu_config(tmp_path, {"acme": 2, "globex": 3}))
+
+    assert warning is not None
+    assert warning.outcome is Outcome.WARNING
+    assert "(gpu_quota: acme 2, globex 3) promise 5 GPUs at once" in warning.detail
+    assert "this machine has 4" in warning.detail
+    assert gpu_pool_warning(gpu_config(tmp_path, {"acme": 2, "globex": 2})) is None
+    # Another backend's learners (Kubernetes nodes, here the test-only bare one) run elsewhere.
+    assert gpu_pool_warning(gpu_config(tmp_path, {"acme": 8}, backend="bare")) is None
+
+
+def test_sync_warns_of_gpu_pools_on_a_machine_without_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    StandInGpus(tmp_path / "gpus").install(monkeypatch)
+    monkeypatch.delenv(FAKE_NVML_ENV)  # no driver
+
+    warning = gpu_pool_warning(gpu_config(tmp_path, {"acme": 1, "globex": 0}))
+
+    assert warning is not None
+    assert "promise 1 GPUs at once, but this machine has 0" in warning.detail
