@@ -176,7 +176,8 @@ def create_user(env: Mapping[str, str], username: str, password: str, role: str)
             "airflow",
             "users",
             "create",
-            *("--username", username, "--password", password, "--role", role),
+            # --password=...: a generated password may start with "-", like an option.
+            *("--username", username, f"--password={password}", "--role", role),
             *("--email", f"{username}@trainyard.invalid", "--firstname", username),
             *("--lastname", "Trainyard"),
         ],

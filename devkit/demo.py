@@ -159,7 +159,8 @@ def start_services(
     running = airflow_healthy(env["TRAINYARD_API_URL"])
     if not running:
         subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
-    run("trainyard tenants sync", env)  # the tenants' roles, pools and variable
+    # The tenants' roles, pools and variable (FAB's info log of each permission left out).
+    run("trainyard tenants sync", {**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
     create_users(env, credentials, config.tenant_names)
     if running:
         print(f"Airflow is already running at {env['TRAINYARD_API_URL']}")
@@ -196,6 +197,8 @@ def start_airflow(demo_dir: Path, env: dict[str, str]) -> None:
     them running) and wait until they are healthy."""
     log_file = demo_dir / "airflow.log"
     print(f"Starting Airflow (log: {log_file}) ...", flush=True)
+    log_file.touch(mode=0o600)
+    log_file.chmod(0o600)  # the components' logs are their owner's business only
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "devkit.demo", "serve"],

@@ -136,6 +136,7 @@ def test_the_demos_secrets_are_readable_by_their_owner_only(demo: Demo) -> None:
         demo.root / CREDENTIALS_FILE,
         home / "trainyard-secrets.json",
         home / "airflow.cfg",
+        demo.root / "airflow.log",
     ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert json.loads((demo.root / CREDENTIALS_FILE).read_text()) == demo.printed
