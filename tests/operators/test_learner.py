@@ -39,6 +39,10 @@ MANIFEST = {
     "evaluation": {"command": "python evaluate.py --split test", "metric": "accuracy"},
 }
 
+#: What the tests that run real learners submit: the machine has no GPU, and a GPU job's
+#: learners would find none (a platform fault; tests/backends/local runs them on stand-in GPUs).
+CPU_JOB = {**MANIFEST, "resources": {"cpus": "1500m", "memory": "3Gi", "learners": 3}}
+
 
 @pytest.fixture
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -122,7 +126,7 @@ def test_user_errors_are_retried_only_as_often_as_the_manifest_opts_in(config_di
     store = LocalStore(config_dir / "storage" / "acme")
     store.put_bytes(join_key(JobLayout(JOB_ID).code, "main.py"), b"raise SystemExit('flaky')\n")
     failing = parse_manifest(
-        {**MANIFEST, "command": "python main.py", "retries": {"user_errors": 1}}
+        {**CPU_JOB, "command": "python main.py", "retries": {"user_errors": 1}}
     )
     save_record(
         store,
@@ -181,7 +185,7 @@ def test_evaluate_mode_stores_the_metrics_its_learner_wrote(config_dir: Path) ->
     record_of(
         store,
         parse_manifest(
-            {**MANIFEST, "evaluation": {"command": "python evaluate.py", "metric": "accuracy"}}
+            {**CPU_JOB, "evaluation": {"command": "python evaluate.py", "metric": "accuracy"}}
         ),
     )
     operator = LearnerOperator(
