@@ -58,6 +58,8 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow: FakeAir
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
     monkeypatch.setenv("TRAINYARD_API_URL", airflow.url)
     monkeypatch.setenv("TRAINYARD_API_RETRY_SECONDS", "0")
+    monkeypatch.setenv("TRAINYARD_USERNAME", "alice")
+    monkeypatch.setenv("TRAINYARD_PASSWORD", "s3cret")
     return tmp_path
 
 
@@ -425,7 +427,7 @@ def test_a_tenant_airflow_refuses_is_refused_before_its_storage_is_touched(
     result = invoke(*(arg.format(**paths) for arg in args))
 
     assert result.exit_code == 1, result.output
-    assert "access denied: user 'admin' may not use tenant 'globex'" in text_of(result)
+    assert "access denied: user 'alice' may not use tenant 'globex'" in text_of(result)
     assert "tenant_globex" in text_of(result)
     assert stored_keys(deployment, "globex") == ["jobs/keep"]
     assert not (deployment / "model").exists()

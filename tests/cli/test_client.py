@@ -6,6 +6,9 @@ import pytest
 
 from trainyard.cli.client import AirflowClient, ApiError, ApiSettings, SettingsError
 
+#: A user's credentials, which have no default.
+USER = {"TRAINYARD_USERNAME": "alice", "TRAINYARD_PASSWORD": "s3cret"}
+
 
 @pytest.mark.parametrize(
     ("env", "variable"),
@@ -29,22 +32,39 @@ from trainyard.cli.client import AirflowClient, ApiError, ApiSettings, SettingsE
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as raised:
-        ApiSettings.from_env(env)
+        ApiSettings.from_env({**USER, **env})
 
     assert str(raised.value).startswith(f"{variable}: ")
     assert len(str(raised.value)) < 300
 
 
 def test_defaults() -> None:
-    settings = ApiSettings.from_env({})
+    settings = ApiSettings.from_env(USER)
 
     assert settings.url == "http://127.0.0.1:8080"
     assert settings.connect_retry_seconds == 20.0
+    assert (settings.username, settings.password) == ("alice", "s3cret")
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        pytest.param("TRAINYARD_USERNAME", id="no-user"),
+        pytest.param("TRAINYARD_PASSWORD", id="no-password"),
+    ],
+)
+def test_no_well_known_credentials_to_fall_back_on(missing: str) -> None:
+    """admin/admin is no default: a missing user or password is named, with its fix."""
+    env = {**USER, missing: ""}
+    with pytest.raises(SettingsError) as raised:
+        ApiSettings.from_env(env)
+
+    assert str(raised.value).startswith(f"{missing}: not set; export {missing}")
 
 
 def test_an_unreachable_api_is_an_api_error_naming_the_url() -> None:
     settings = ApiSettings.from_env(
-        {"TRAINYARD_API_URL": "http://127.0.0.1:9", "TRAINYARD_API_RETRY_SECONDS": "0"}
+        {**USER, "TRAINYARD_API_URL": "http://127.0.0.1:9", "TRAINYARD_API_RETRY_SECONDS": "0"}
     )
     with AirflowClient(settings) as client, pytest.raises(ApiError) as raised:
         client.get_dag("trainyard_acme")

@@ -42,6 +42,8 @@ def test_a_command_warns_once_at_start_when_the_sandbox_is_off_or_unavailable(
         monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
     with fake_airflow({"trainyard_acme"}) as airflow:
         monkeypatch.setenv("TRAINYARD_API_URL", airflow.url)
+        monkeypatch.setenv("TRAINYARD_USERNAME", "alice")
+        monkeypatch.setenv("TRAINYARD_PASSWORD", "s3cret")
 
         result = CliRunner().invoke(app, ["models", "list", "digits-mlp", "--tenant", "acme"])
 

@@ -98,6 +98,8 @@ def test_cli_arguments_and_environment(
         CONFIG_ENV: str(root / "trainyard.yaml"),
         "TRAINYARD_API_URL": airflow.url,
         "TRAINYARD_API_RETRY_SECONDS": "0",
+        "TRAINYARD_USERNAME": "alice",
+        "TRAINYARD_PASSWORD": "s3cret",
     }
     fill = {"{tmp}": str(root), "{manifest}": str(root / "job.yaml")}
 

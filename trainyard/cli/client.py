@@ -81,12 +81,22 @@ class ApiSettings:
         """
         return cls(
             url=_api_url(env.get("TRAINYARD_API_URL", DEFAULT_API_URL)),
-            username=env.get("TRAINYARD_USERNAME", "admin"),
-            password=env.get("TRAINYARD_PASSWORD", "admin"),
+            username=_required(env, "TRAINYARD_USERNAME", "your Airflow user name"),
+            password=_required(env, "TRAINYARD_PASSWORD", "that user's password"),
             connect_retry_seconds=_retry_seconds(
                 env.get("TRAINYARD_API_RETRY_SECONDS", str(DEFAULT_CONNECT_RETRY_SECONDS))
             ),
         )
+
+
+def _required(env: Mapping[str, str], variable: str, what: str) -> str:
+    """A credential variable: there is no default user or password to fall back on."""
+    value = env.get(variable, "")
+    if not value:
+        raise SettingsError(
+            f"{variable}: not set; export {variable} with {what} (make demo prints the demo's)"
+        )
+    return value
 
 
 class AirflowClient:
