@@ -130,7 +130,6 @@ def deployment(
         "images": {"pytorch:2.13": IMAGE},
         "gpu_node_selectors": {"t4": GPU_SELECTOR},
         "startup_timeout_seconds": STARTUP_TIMEOUT,
-        "termination_grace_seconds": 30,
         "rendezvous_port": free_port(),
         "in_cluster": False,
         "config_file": str(cluster.write_kubeconfig(root / "kubeconfig")),

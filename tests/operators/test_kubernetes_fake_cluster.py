@@ -83,7 +83,6 @@ def config(tmp_path: Path, cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPa
         "kubernetes": {
             "images": {"pytorch:2.13": IMAGE},
             "startup_timeout_seconds": STARTUP_TIMEOUT,
-            "termination_grace_seconds": 5,
             "in_cluster": False,
             "config_file": str(cluster.write_kubeconfig(tmp_path / "kubeconfig")),
         },

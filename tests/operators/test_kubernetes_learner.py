@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from operators.hooks import storage_connection
 from operators.kubernetes_learner import KubernetesLearnerOperator
 from trainyard.backends import RunMode
+from trainyard.backends.base import FINAL_UPLOAD_SECONDS
 from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL
 from trainyard.failures import (
     PlatformFault,
@@ -92,7 +93,6 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 "jax:0.12": "registry.example/trainyard/jax:0.12.0.1-cuda",
             },
             "gpu_node_selectors": {"a100": {"gpu.example/type": "a100"}},
-            "termination_grace_seconds": 240,
             "startup_timeout_seconds": 900,
             "in_cluster": False,
             "config_file": "kubeconfig",
@@ -191,7 +191,7 @@ PODS = [
             "limits": CPU_JOB,
             "node_selector": {},
             "tolerations": [],
-            "grace": 240,
+            "grace": 30 + FINAL_UPLOAD_SECONDS,  # stop_grace_seconds' default
             "restart_policy": "Never",
             "secret": ACME_SECRET,
         },

@@ -147,7 +147,7 @@ def test_s3_tenant(tmp_path):
         pytest.param(
             {"work_dir": "w", "tenants": [tenant("acme")], "executor": "celery"},
             "executor: field is not allowed here; "
-            "allowed fields: learner_backend, work_dir, jobs_dir, tenants",
+            "allowed fields: learner_backend, work_dir, stop_grace_seconds, jobs_dir, tenants",
             id="unknown-top-level-field",
         ),
         pytest.param(
@@ -179,8 +179,8 @@ def test_s3_tenant(tmp_path):
         pytest.param(
             {"work_dir": "w", "tenants": [tenant("acme")], "kubernetes": {"cluster": "prod"}},
             "kubernetes.cluster: field is not allowed here; allowed fields: images, "
-            "gpu_node_selectors, gpu_tolerations, startup_timeout_seconds, "
-            "termination_grace_seconds, rendezvous_port, in_cluster, config_file",
+            "gpu_node_selectors, gpu_tolerations, startup_timeout_seconds, rendezvous_port, "
+            "in_cluster, config_file",
             id="unknown-kubernetes-field",
         ),
         pytest.param(
@@ -384,7 +384,7 @@ def test_kubernetes_defaults(tmp_path):
         }
     ]
     assert kubernetes.startup_timeout_seconds == 600
-    assert kubernetes.termination_grace_seconds == 300
+    assert config.stop_grace_seconds == 30
     assert kubernetes.in_cluster is True
     assert kubernetes.config_file is None
     acme = config.tenant("acme")
@@ -402,10 +402,12 @@ def test_kubernetes_settings_of_a_tenant_and_the_cluster(tmp_path):
         "in_cluster": False,
         "config_file": "kube/config",
         "startup_timeout_seconds": 900,
-        "termination_grace_seconds": 120,
     }
     acme = s3_tenant("acme", namespace="ml-acme", service_account="acme-sa", storage_secret="s3")
-    path = write_config(tmp_path, {"work_dir": "w", "tenants": [acme], "kubernetes": cluster})
+    path = write_config(
+        tmp_path,
+        {"work_dir": "w", "tenants": [acme], "kubernetes": cluster, "stop_grace_seconds": 120},
+    )
 
     config = load_config(path)
 
@@ -413,13 +415,7 @@ def test_kubernetes_settings_of_a_tenant_and_the_cluster(tmp_path):
     assert config.kubernetes.config_file == tmp_path / "kube" / "config"
     assert config.kubernetes.gpu_node_selectors == {"a100": {"cloud.example.com/gpu": "a100"}}
     assert config.kubernetes.gpu_tolerations[0].value == "yes"
-    assert (
-        config.kubernetes.startup_timeout_seconds,
-        config.kubernetes.termination_grace_seconds,
-    ) == (
-        900,
-        120,
-    )
+    assert (config.kubernetes.startup_timeout_seconds, config.stop_grace_seconds) == (900, 120)
     tenant_config = config.tenant("acme")
     assert (tenant_config.namespace, tenant_config.service_account) == ("ml-acme", "acme-sa")
     assert tenant_config.storage_secret == "s3"

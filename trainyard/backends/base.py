@@ -18,12 +18,18 @@ from typing import ClassVar
 from trainyard.failures import TrainyardFailure
 from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import JobManifest
+from trainyard.runtime.process import DEFAULT_STOP_GRACE_S
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
 from trainyard.tenancy.config import LearnerBackendName, TenantConfig, TrainyardConfig
 
 #: Name of the credential variables the runtime reads (TRAINYARD_STORAGE_ACCESS_KEY, ...).
 RUNTIME_CREDENTIALS_ENV = "TRAINYARD_STORAGE"
+
+
+#: What a stopped learner's runtime gets beyond its command's stop grace to upload the final
+#: checkpoint, its log and its outcome.
+FINAL_UPLOAD_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,19 @@ class LearnerSpec:
     gpu_type: str | None = None
     # The tenant's S3 keys, from its Airflow connection; None for local storage.
     credentials: StorageCredentials | None = None
+    # Seconds a stopped learner's command gets for its final checkpoint (stop_grace_seconds).
+    stop_grace: float = DEFAULT_STOP_GRACE_S
     # Local learners: the network of the sandbox their command runs in; None: no sandbox.
     sandbox_network: SandboxNetwork | None = None
     # Local learners: the Python of the framework's environment (backends/local/environments.py);
     # None: the backend's own interpreter.
     python: Path | None = None
+
+    @property
+    def learner_grace(self) -> int:
+        """Seconds a stopped learner may take in all before its backend kills it: its
+        command's `stop_grace` (the runtime enforces that), then the final upload."""
+        return int(self.stop_grace + FINAL_UPLOAD_SECONDS)
 
     def runtime_environment(self, rank: int) -> dict[str, str]:
         """The runtime's environment contract (docs/architecture.md) for learner `rank`.
@@ -77,6 +91,7 @@ class LearnerSpec:
             "TRAINYARD_WATCHDOG": str(self.watchdog),
             "TRAINYARD_WATCHDOG_STARTUP": str(self.watchdog_startup),
             "TRAINYARD_WORK_DIR": str(self.work_dir),
+            "TRAINYARD_STOP_GRACE": f"{self.stop_grace:g}",
         }
         if isinstance(storage, S3StorageConfig):
             if self.credentials is None:
@@ -224,6 +239,7 @@ class LearnerBackend(ABC):
             watchdog=manifest.watchdog or tenant.default_watchdog,
             watchdog_startup=manifest.watchdog_startup or tenant.default_watchdog_startup,
             credentials=credentials,
+            stop_grace=self.config.stop_grace_seconds,
         )
 
 

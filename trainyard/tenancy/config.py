@@ -129,11 +129,6 @@ class KubernetesConfig(BaseModel):
         description="how long a learner pod may take to be scheduled, and then to start, "
         "before the job fails (long enough for a node to be added and a large image pulled)",
     )
-    termination_grace_seconds: int = Field(
-        default=300,
-        gt=0,
-        description="time a stopped learner gets to write and upload its final checkpoint",
-    )
     rendezvous_port: int = Field(
         default=29500,
         gt=0,
@@ -339,6 +334,13 @@ class TrainyardConfig(BaseModel):
 
     learner_backend: LearnerBackendName = "local"
     work_dir: Path = Field(description="scratch directory of local learners")
+    stop_grace_seconds: int = Field(
+        default=30,
+        gt=0,
+        description="time a stopped learner's command gets to write its final checkpoint (on "
+        "cancel, a heartbeat kill, a drain, a gang stop or an eviction), on every backend; "
+        "then it is killed and the runtime uploads what it committed",
+    )
     jobs_dir: Path | None = Field(
         default=None,
         description="folder of scheduled job manifests, one subfolder per tenant "

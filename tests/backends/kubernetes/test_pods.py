@@ -13,6 +13,7 @@ import pytest
 from kubernetes.client import models as k8s
 
 from trainyard.backends import LearnerExit, LearnerSpec, RunMode
+from trainyard.backends.base import FINAL_UPLOAD_SECONDS
 from trainyard.backends.kubernetes.pods import (
     ATTEMPT_LABEL,
     JOB_ID_LABEL,
@@ -269,6 +270,7 @@ def test_env_is_the_runtime_contract_with_keys_from_the_tenants_secret(
         "TRAINYARD_WATCHDOG": "600.0",
         "TRAINYARD_WATCHDOG_STARTUP": "600.0",
         "TRAINYARD_WORK_DIR": POD_WORK_DIR,
+        "TRAINYARD_STOP_GRACE": "30",
         # torch.distributed's contract, as on the local backend: a world of one.
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": "29500",
@@ -357,7 +359,7 @@ def test_the_pod_of_an_attempt() -> None:
     assert pod.annotations == {JOB_ID_LABEL: JOB_ID}
     assert pod.node_selector == {"gpu.example/type": "t4"}
     assert pod.tolerations == [DEFAULT_TOLERATION]
-    assert pod.termination_grace_seconds == 300
+    assert pod.termination_grace_seconds == 30 + FINAL_UPLOAD_SECONDS  # stop_grace_seconds
     assert [m.mount_path for m in pod.volume_mounts] == [POD_WORK_DIR, "/tmp"]
     assert all(volume.empty_dir is not None for volume in pod.volumes)
 

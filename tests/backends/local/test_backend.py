@@ -16,7 +16,7 @@ from tests.support.paths import path_without
 from tests.support.processes import still_running
 from trainyard.backends import OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.base import GANG_STOPPED, GPU_FAILED
-from trainyard.backends.local.backend import STOP_GRACE_SECONDS, LocalProcessBackend
+from trainyard.backends.local.backend import LocalProcessBackend
 from trainyard.backends.local.environments import Environments, FrameworkEnv
 from trainyard.failures import PlatformFault, Preemption, ResourceError, UserError
 from trainyard.jobs.attempts import judge_attempt
@@ -95,6 +95,7 @@ def test_runtime_environment_carries_the_contract(tmp_path: Path) -> None:
         "TRAINYARD_WATCHDOG": "600.0",
         "TRAINYARD_WATCHDOG_STARTUP": "600.0",
         "TRAINYARD_WORK_DIR": str(tmp_path / "work"),
+        "TRAINYARD_STOP_GRACE": "30",
         "TRAINYARD_STORAGE": json.dumps({"kind": "local", "root": str(tmp_path / "storage")}),
     }
 
@@ -266,7 +267,7 @@ def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_pat
     try:
         assert ready.wait(timeout=30), "the learner never started:\n" + "\n".join(lines)
         backend.stop()
-        runner.join(timeout=STOP_GRACE_SECONDS)
+        runner.join(timeout=spec.learner_grace)
     finally:
         if runner.is_alive():  # do not leave a sleeping learner behind a failed test
             for process in backend._processes:
@@ -368,7 +369,7 @@ def test_a_rank_that_fails_stops_its_gang_and_is_judged_first(
 
     exits = local_backend(tmp_path).run(spec, on_output=lines.append)
 
-    assert time.monotonic() - started < STOP_GRACE_SECONDS + 30, "the gang was not stopped"
+    assert time.monotonic() - started < spec.learner_grace + 30, "the gang was not stopped"
     assert exits[1].exit_code != 0
     assert exits[1].reason is None
     # The others were stopped with SIGTERM (a final checkpoint), not left to sleep: their

@@ -139,7 +139,7 @@ def learner_pod(
             k8s.V1VolumeMount(name="scratch", mount_path=POD_WORK_DIR),
             k8s.V1VolumeMount(name="tmp", mount_path=POD_TMP_DIR),
         ],
-        termination_grace_seconds=cluster.termination_grace_seconds,
+        termination_grace_seconds=spec.learner_grace,
         security_context=pod_security,
         container_security_context=container_security,
     )

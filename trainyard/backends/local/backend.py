@@ -67,7 +67,6 @@ INHERITED_VARIABLES = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
 )
-STOP_GRACE_SECONDS = 30.0
 #: How often the gang is looked at for a learner that ended.
 GANG_POLL_SECONDS = 0.2
 #: How often each learner's memory is sampled; an allocation between samples goes unseen.
@@ -115,6 +114,8 @@ class LocalProcessBackend(ProcessBackend):
     def __init__(self, config: TrainyardConfig, tenant: str) -> None:
         super().__init__(config, tenant)
         self._processes: list[subprocess.Popen[str]] = []
+        # How long a stopped learner of the gang may take: `LearnerSpec.learner_grace`.
+        self._grace = 0
 
     def check(self, manifest: JobManifest) -> None:
         """The framework needs an environment this deployment can make (its CUDA build for a GPU
@@ -254,6 +255,7 @@ class LocalProcessBackend(ProcessBackend):
         others stopped (SIGTERM, so they may checkpoint), since a collective with a dead peer
         can only hang or fail, and the retry restarts the whole group."""
         self._processes = []  # a retry in the same task process is a new gang
+        self._grace = spec.learner_grace
         machine = self.gpus() if spec.gpus else None
         leases = self._lease_gpus(machine, spec, on_output)
         try:
@@ -350,7 +352,7 @@ class LocalProcessBackend(ProcessBackend):
                     for other in running:
                         with contextlib.suppress(ProcessLookupError):
                             self._processes[other].send_signal(signal.SIGTERM)
-                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+                    deadline = time.monotonic() + self._grace
             if deadline is not None and time.monotonic() > deadline:
                 for rank, process in enumerate(self._processes):
                     if rank not in codes:
@@ -405,6 +407,6 @@ class LocalProcessBackend(ProcessBackend):
             process.send_signal(signal.SIGTERM)
         for process in running:
             try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
+                process.wait(timeout=self._grace)
             except subprocess.TimeoutExpired:
                 process.kill()
