@@ -87,9 +87,11 @@ def write_config(
     s3_server: S3Server,
     tenant_settings: dict[str, dict[str, Any]] | None = None,
     kubernetes: dict[str, Any] | None = None,
+    deployment_settings: dict[str, Any] | None = None,
 ) -> Path:
     """The tenants' config: `tenant_settings` adds fields (quotas, a per-tenant
-    `learner_backend: kubernetes`, ...) per tenant; `kubernetes` is the cluster section."""
+    `learner_backend: kubernetes`, ...) per tenant; `kubernetes` is the cluster section;
+    `deployment_settings` sets top-level fields (such as `environments`)."""
     settings = tenant_settings or {}
     acme_storage = s3_server.config(f"acme-{root.name}").model_dump(mode="json")
     acme_storage["credentials_env"] = S3_CREDENTIALS_ENV
@@ -114,6 +116,7 @@ def write_config(
     }
     if kubernetes is not None:
         config["kubernetes"] = kubernetes
+    config.update(deployment_settings or {})
     config_file = root / "trainyard.yaml"
     config_file.write_text(yaml.safe_dump(config))
     return config_file
@@ -129,6 +132,7 @@ def deploy(
     auth_manager: AuthManagerName = "simple",
     database_url: str | None = None,
     celery_broker_url: str | None = None,
+    deployment_settings: dict[str, Any] | None = None,
 ) -> Iterator[Deployment]:
     """Start Airflow for both tenants (their pools and roles synced), with the dataset and
     example code uploaded.
@@ -137,7 +141,7 @@ def deploy(
     `airflow_env` Airflow settings; `database_url` and `celery_broker_url` make it the
     production configuration (PostgreSQL, CeleryExecutor).
     """
-    config_file = write_config(root, s3_server, tenant_settings, kubernetes)
+    config_file = write_config(root, s3_server, tenant_settings, kubernetes, deployment_settings)
     credentials = s3_server.env(S3_CREDENTIALS_ENV)
     config = load_config(config_file)
     acme_storage = config.tenant("acme").storage

@@ -3,8 +3,9 @@
 One Airflow for the module: `acme` (tenant A, S3 storage) and `globex` (tenant B, local
 storage, at most 2 running jobs), each with a GPU quota of 2. The jobs are short: the user
 command records when it started and ended, sleeps a few seconds, and saves a one-line model.
-The machine has no GPU: the local backend runs GPU jobs on the CPU, and the pools still count
-their GPUs.
+The machine has no GPU: a stand-in NVML (tests/support/fake_nvml) gives the Airflow processes
+four, as many as the two GPU pools together, so GPU jobs pass validate and each learner leases
+GPUs of its own as on a GPU machine (their CUDA build is the CPU one: `cuda_builds_as_cpu`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from devkit.airflow_env import wait_for_dags
 from devkit.deployment import Deployment, deploy
 from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
+from tests.support.gpus import StandInGpus, cuda_builds_as_cpu, stand_in_gpu
 from trainyard.cli.client import AirflowClient
 from trainyard.jobs.layout import JobLayout, job_id_for_run, new_job_id
 from trainyard.jobs.progress import read_metrics
@@ -63,8 +65,14 @@ def deployment(
         TENANT_A: {"gpu_quota": GPU_QUOTA, "max_running_jobs": 8},
         TENANT_B: {"gpu_quota": GPU_QUOTA, "max_running_jobs": B_RUNNING_JOBS},
     }
+    gpus = StandInGpus(root / "gpus")
+    gpus.write([stand_in_gpu(index) for index in range(2 * GPU_QUOTA)])
     with deploy(
-        root, s3_server, tenant_settings=tenants, airflow_env={"AIRFLOW__CORE__PARALLELISM": "64"}
+        root,
+        s3_server,
+        tenant_settings=tenants,
+        airflow_env={"AIRFLOW__CORE__PARALLELISM": "64", **gpus.environment()},
+        deployment_settings={"environments": {"dir": str(cuda_builds_as_cpu(root / "envs"))}},
     ) as deployed:
         code = root / "sleeper"
         code.mkdir()
@@ -128,6 +136,8 @@ def test_a_burst_stays_within_its_gpu_quota_and_does_not_delay_the_other_tenant(
     instances = client.task_instances(dag_id_for_tenant(TENANT_A), a_jobs[0])
     learner = next(ti for ti in instances if ti["task_id"] == "learner")
     assert (learner["pool"], learner["pool_slots"]) == ("trainyard_acme_gpu", 1)
+    log = "\n".join(client.task_log(dag_id_for_tenant(TENANT_A), a_jobs[0], "learner", 1))
+    assert "trainyard: learner 0 holds GPU " in log  # its own, of the stand-in machine's four
 
 
 def test_the_running_jobs_limit_counts_the_tenants_scheduled_jobs_too(

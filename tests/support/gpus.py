@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from trainyard.backends.local.environments import Accelerator, Environments, provided_frameworks
+from trainyard.tenancy.config import EnvironmentsConfig
+
 FAKE_NVML_DIR = Path(__file__).with_name("fake_nvml")
 FAKE_NVML_ENV = "TRAINYARD_FAKE_NVML"
 SHARED_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
@@ -69,3 +72,22 @@ class StandInGpus:
         monkeypatch.syspath_prepend(str(FAKE_NVML_DIR))
         monkeypatch.delitem(sys.modules, "pynvml", raising=False)
         monkeypatch.setenv(FAKE_NVML_ENV, str(self.state))
+
+
+def cuda_builds_as_cpu(into: Path, cache: Path | None = None) -> Path:
+    """An `environments.dir` for a deployment on stand-in GPUs: each CPU environment prepared in
+    `cache` (default: the config's default directory), also under its CUDA build's name.
+
+    Stand-in GPUs could not run CUDA anyway, and the CUDA wheels (several GB) are never
+    installed on a machine without GPUs; the choice of the CUDA build is tested on its own
+    (tests/backends/local/test_environments.py).
+    """
+    source = Environments(cache or EnvironmentsConfig().dir)
+    target = Environments(into)
+    into.mkdir(parents=True, exist_ok=True)
+    for framework in provided_frameworks().values():
+        if source.is_ready(framework):
+            built = source.path(framework)
+            target.path(framework).symlink_to(built)
+            target.path(framework.on(Accelerator.CUDA)).symlink_to(built)
+    return into
