@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 
 import torch
-from train import accuracy, build_model, load_split
+from train import DEVICE, accuracy, build_model, load_split
 
 
 def main() -> None:
     torch.set_num_threads(1)
     model = build_model()
     model_file = Path(os.environ["TRAINYARD_RESULT_DIR"]) / "model.pt"
-    model.load_state_dict(torch.load(model_file, weights_only=True))
+    model.load_state_dict(torch.load(model_file, weights_only=True, map_location=DEVICE))
     x_test, y_test = load_split("test")
     score = accuracy(model, x_test, y_test)
     with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as f:

@@ -24,6 +24,8 @@ from torch import nn
 SEED = 0
 BATCH_SIZE = 16
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM: tells the platform the run was stopped, not done
+#: The learner's GPU where it has one (resources.gpus: job-gpu.yaml), else the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def env_path(name: str) -> Path:
@@ -33,13 +35,13 @@ def env_path(name: str) -> Path:
 def load_split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels scaled to [0, 1] and labels from `<TRAINYARD_DATA_DIR>/<name>.csv`."""
     table = np.loadtxt(env_path("TRAINYARD_DATA_DIR") / f"{name}.csv", delimiter=",", skiprows=1)
-    return torch.tensor(table[:, :-1] / 16.0, dtype=torch.float32), torch.tensor(
-        table[:, -1], dtype=torch.long
+    return torch.tensor(table[:, :-1] / 16.0, dtype=torch.float32, device=DEVICE), torch.tensor(
+        table[:, -1], dtype=torch.long, device=DEVICE
     )
 
 
 def build_model() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).to(DEVICE)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -92,6 +94,7 @@ def main() -> int:
     checkpoint_dir = env_path("TRAINYARD_CHECKPOINT_DIR")
     interval = float(os.environ.get("TRAINYARD_CHECKPOINT_INTERVAL", "60"))
 
+    print(f"device {DEVICE} (torch.cuda.is_available() = {torch.cuda.is_available()})", flush=True)
     x_train, y_train = load_split("train")
     x_test, y_test = load_split("test")
     model = build_model()
@@ -102,7 +105,7 @@ def main() -> int:
 
     resume_from = latest_checkpoint(checkpoint_dir)
     if resume_from is not None:
-        state = torch.load(resume_from / "state.pt", weights_only=True)
+        state = torch.load(resume_from / "state.pt", weights_only=True, map_location=DEVICE)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
