@@ -10,6 +10,7 @@ import pytest
 from trainyard.backends import OOM_KILLED, LearnerEnd, LearnerExit, LearnerSpec, RunMode
 from trainyard.backends.base import GANG_STOPPED
 from trainyard.failures import (
+    FailureClass,
     Hang,
     PlatformFault,
     Preemption,
@@ -17,9 +18,15 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs.attempts import judge_attempt, record_attempt, record_evaluation
+from trainyard.jobs.attempts import (
+    faults_in_a_row,
+    judge_attempt,
+    record_attempt,
+    record_evaluation,
+)
+from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record
 from trainyard.runtime.outcome import Outcome
 from trainyard.storage.config import LocalStorageConfig
 from trainyard.storage.local import LocalStore
@@ -289,6 +296,72 @@ def test_record_attempt_appends_to_the_record_and_counts_user_errors(
         (3, None, ""),
     ]
     assert record.attempts[0].fix == "fix the code"
+
+
+def commit_step(store: LocalStore, tmp_path: Path, step: int) -> None:
+    directory = tmp_path / f"step-{step}"
+    directory.mkdir()
+    (directory / "weights.bin").write_bytes(bytes([step]))
+    CheckpointStore(store, JobLayout(JOB_ID)).commit(directory, step)
+
+
+def test_record_attempt_says_whether_the_attempt_advanced_the_committed_checkpoint(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    save_record(
+        local_store,
+        JobRecord(
+            job_id=JOB_ID, tenant="acme", dag_id="trainyard_acme", dag_run_id="r", manifest={}
+        ),
+    )
+    started = datetime(2026, 11, 24, 21, 59, tzinfo=UTC)
+    killed = PlatformFault("learner 0 was killed by SIGKILL", "none needed")
+
+    record_attempt(local_store, JOB_ID, 1, started, killed)  # nothing committed yet
+    commit_step(local_store, tmp_path, 10)
+    record_attempt(local_store, JOB_ID, 2, started, killed)
+    record_attempt(local_store, JOB_ID, 3, started, killed)  # no new checkpoint
+    # Try 4 was lost to a crash (no entry): its checkpoint counts for try 5.
+    commit_step(local_store, tmp_path, 20)
+    record_attempt(local_store, JOB_ID, 5, started, killed)
+    record_attempt(local_store, JOB_ID, 5, started, killed)  # recorded again: replaced
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert [(a.attempt, a.checkpoint_step, a.progressed) for a in record.attempts] == [
+        (1, None, False),
+        (2, 10, True),
+        (3, 10, False),
+        (5, 20, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("progressed", "in_a_row"),
+    [
+        pytest.param([False, False, False, False], 4, id="no-progress-counts-all"),
+        pytest.param([False, True, False, False], 3, id="progress-starts-over-with-itself"),
+        pytest.param([False, False, False, True], 1, id="the-newest-progressed"),
+    ],
+)
+def test_faults_in_a_row_count_back_to_the_last_progress(
+    progressed: list[bool], in_a_row: int
+) -> None:
+    started = datetime(2026, 11, 24, 21, 59, tzinfo=UTC)
+    record = JobRecord(
+        job_id=JOB_ID,
+        tenant="acme",
+        dag_id="trainyard_acme",
+        dag_run_id="r",
+        manifest={},
+        attempts=[
+            AttemptInfo(attempt=n, failure_class="hang", started_at=started, progressed=p)
+            for n, p in enumerate(progressed, start=1)
+        ],
+    )
+
+    assert faults_in_a_row(record, FailureClass.HANG) == in_a_row
+    assert faults_in_a_row(record, FailureClass.PREEMPTION) == 0
 
 
 def test_an_attempt_of_a_job_without_a_record_counts_nothing(local_store: LocalStore) -> None:

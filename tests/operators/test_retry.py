@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 from operators.base import classified_failures
 from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
 from trainyard.failures import (
+    RESUME_FIX,
     RETRIED_CLASSES,
     FailureClass,
     Hang,
@@ -21,7 +22,8 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs.records import AttemptInfo, JobRecord, save_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record
+from trainyard.manifest.schema import MAX_USER_ERROR_RETRIES
 from trainyard.storage.local import LocalStore
 
 STARTED = datetime(2026, 11, 24, tzinfo=UTC)
@@ -43,8 +45,12 @@ def translated(failure: Exception) -> AirflowException:
     return raised.value
 
 
-def saved_record(store: LocalStore, classes: list[str]) -> SimpleNamespace:
-    """A task whose job record lists attempts that ended as `classes`."""
+def saved_record(
+    store: LocalStore, classes: list[str], progressed: list[bool] | None = None
+) -> SimpleNamespace:
+    """A task whose job record lists attempts that ended as `classes` (and, per attempt,
+    whether it advanced the committed checkpoint: by default none did)."""
+    progress = progressed or [False] * len(classes)
     save_record(
         store,
         JobRecord(
@@ -54,8 +60,8 @@ def saved_record(store: LocalStore, classes: list[str]) -> SimpleNamespace:
             dag_run_id=JOB_ID,
             manifest={},
             attempts=[
-                AttemptInfo(attempt=n, failure_class=kind, started_at=STARTED)
-                for n, kind in enumerate(classes, start=1)
+                AttemptInfo(attempt=n, failure_class=kind, started_at=STARTED, progressed=p)
+                for n, (kind, p) in enumerate(zip(classes, progress, strict=True), start=1)
             ],
         ),
     )
@@ -118,14 +124,61 @@ def test_decision_per_failure_and_history(
     assert decision.retry_delay == expected_delay
 
 
-def test_a_used_up_budget_says_how_many_attempts_ended_so() -> None:
-    decision = POLICY.decide(Hang("x"), {HANG: 3})
+def test_a_used_up_budget_says_how_many_attempts_ended_so_and_what_to_do() -> None:
+    hang = Hang("x", RESUME_FIX)
 
-    assert decision.reason == "3 attempts ended as hang: its budget of 2 retries is used up"
+    decision = POLICY.decide(hang, {HANG: 3})
+
+    assert decision.reason == (
+        "3 attempts in a row ended as hang without progress: its budget of 2 retries is used up"
+    )
+    assert hang.fix.startswith(
+        "the job failed 3 times in a row as hang without progress (no new committed checkpoint; "
+        "its budget is 2 retries): find what blocks in the learner log"
+    )
 
 
-def test_task_retries_cover_every_budget() -> None:
-    assert POLICY.total_retries == 7
+def test_task_retries_are_the_cap_plus_the_user_error_retries() -> None:
+    """A manifest's retries.user_errors never cut into the platform's budgets."""
+    assert POLICY.total_retries == POLICY.max_retries + MAX_USER_ERROR_RETRIES
+
+
+@pytest.mark.parametrize(
+    ("progressed", "action"),
+    [
+        pytest.param([False, True, True, True], RetryAction.RETRY, id="progressing-between"),
+        pytest.param([False] * 4, RetryAction.FAIL, id="without-progress"),
+    ],
+)
+def test_a_job_sigkilled_four_times_is_retried_while_it_progresses(
+    local_store: LocalStore, progressed: list[bool], action: RetryAction
+) -> None:
+    task = saved_record(local_store, ["platform_fault"] * 4, progressed)
+    killed = PlatformFault("the command was killed by SIGKILL", RESUME_FIX)
+
+    decision = POLICY.evaluate(
+        translated(killed), try_number=4, max_tries=9, context={"task": task}
+    )
+
+    assert decision.action is action
+    if action is RetryAction.FAIL:
+        assert killed.fix.startswith("the job failed 4 times in a row as platform_fault without")
+        assert "resubmit the job" in killed.fix
+    else:
+        assert killed.fix == RESUME_FIX
+
+
+def test_the_total_cap_fails_a_job_that_progresses_forever(local_store: LocalStore) -> None:
+    policy = LearnerRetryPolicy(max_retries=5)
+    task = saved_record(local_store, ["preemption"] * 5, [True] * 5)
+    evicted = Preemption("evicted", RESUME_FIX)
+
+    decision = policy.evaluate(
+        translated(evicted), try_number=5, max_tries=8, context={"task": task}
+    )
+
+    assert decision.action is RetryAction.FAIL
+    assert evicted.fix.startswith("the job was retried 5 times in all, the most a job may be")
 
 
 def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:
@@ -193,16 +246,22 @@ def test_an_internal_error_is_retried_once_at_most(try_number: int, action: Retr
 @pytest.mark.parametrize(
     ("recorded", "action"),
     [
-        pytest.param(2, RetryAction.RETRY, id="earlier-tries-all-recorded-their-end"),
-        pytest.param(1, RetryAction.FAIL, id="an-earlier-try-ended-unrecorded"),
+        pytest.param(["preemption"] * 2, RetryAction.RETRY, id="earlier-tries-other-classes"),
+        pytest.param(["preemption"], RetryAction.RETRY, id="a-try-lost-to-a-crash-is-no-bug"),
+        pytest.param(["internal_error", "preemption"], RetryAction.FAIL, id="an-earlier-bug"),
     ],
 )
 def test_the_learner_counts_earlier_internal_errors_from_the_job_record(
-    local_store: LocalStore, recorded: int, action: RetryAction
+    local_store: LocalStore, recorded: list[str], action: RetryAction
 ) -> None:
-    """Every other end of a training attempt is in the job record; an internal error is not."""
-    task = saved_record(local_store, ["preemption"] * recorded)
+    """A try that ended unrecorded was lost to a crash (its task process killed), not a bug;
+    an internal error is recorded as the attempt's end, so that the next one is counted."""
+    task = saved_record(local_store, recorded)
 
     decision = POLICY.evaluate(internal_error(), try_number=3, max_tries=8, context={"task": task})
 
     assert decision.action is action
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.attempts[-1].attempt == 3
+    assert record.attempts[-1].failure_class == "internal_error"

@@ -26,8 +26,9 @@ from trainyard.failures import (
     TrainyardFailure,
     out_of_memory,
 )
+from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import AttemptInfo, load_record, save_record, update_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, change_record, update_record
 from trainyard.manifest.units import format_bytes
 from trainyard.runtime.outcome import Outcome
 from trainyard.storage import ObjectNotFound, ObjectStore
@@ -108,22 +109,48 @@ def record_attempt(
 ) -> int:
     """Append a training attempt's end to the job record, where the retry budgets count from.
 
-    Returns how many attempts so far ended in a user error (0 for a job without a record).
+    The entry holds the newest committed checkpoint step now, and whether the attempt advanced
+    it: beyond the step the previous recorded attempt ended at (a try lost to a crash records
+    nothing, so its progress counts for the next). Recording an attempt again replaces its
+    entry. Returns how many attempts so far ended in a user error (0 for a job without a
+    record).
     """
-    record = load_record(store, job_id)
-    if record is None:
-        return 0
-    record.attempts.append(
-        AttemptInfo(
-            attempt=attempt,
-            started_at=started_at,
-            failure_class=failure.failure_class.value if failure else None,
-            message=failure.cause if failure else "",
-            fix=failure.fix if failure else "",
-        )
-    )
-    save_record(store, record)
-    return record.count_attempts(FailureClass.USER_ERROR.value)
+    step = CheckpointStore(store, JobLayout(job_id)).latest_step()
+
+    def append(record: JobRecord) -> None:
+        earlier = [a for a in record.attempts if a.attempt != attempt]
+        before = earlier[-1].checkpoint_step if earlier else None
+        record.attempts = [
+            *earlier,
+            AttemptInfo(
+                attempt=attempt,
+                started_at=started_at,
+                failure_class=failure.failure_class.value if failure else None,
+                message=failure.cause if failure else "",
+                fix=failure.fix if failure else "",
+                checkpoint_step=step,
+                progressed=step is not None and (before is None or step > before),
+            ),
+        ]
+
+    record = change_record(store, job_id, append)
+    return 0 if record is None else record.count_attempts(FailureClass.USER_ERROR.value)
+
+
+def faults_in_a_row(record: JobRecord, failure_class: FailureClass) -> int:
+    """How many attempts ended as `failure_class` since the job last made progress.
+
+    Walking back from the newest attempt, counting those of the class, up to and including
+    the newest one that advanced the committed checkpoint (of whatever class): a job that
+    keeps checkpointing between faults starts its count over, so it is never failed by faults
+    it outlives.
+    """
+    count = 0
+    for attempt in reversed(record.attempts):
+        count += attempt.failure_class == failure_class.value
+        if attempt.progressed:
+            break
+    return count
 
 
 def record_evaluation(store: ObjectStore, job_id: str) -> dict[str, Any]:

@@ -46,6 +46,10 @@ class AttemptInfo(BaseModel):
     fix: str = ""
     started_at: datetime
     ended_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # The newest committed checkpoint step when it ended, and whether that is newer than when
+    # it started: the retry budgets count faults without progress (`attempts.faults_in_a_row`).
+    checkpoint_step: int | None = None
+    progressed: bool = False
 
 
 class JobRecord(BaseModel):
