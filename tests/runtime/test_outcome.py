@@ -113,3 +113,25 @@ def test_exit_0_without_a_stop_is_success() -> None:
     outcome = Outcome.of(Finished(returncode=0, stop_signal=None, tail=[]))
 
     assert outcome.succeeded
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(
+            [
+                "Traceback (most recent call last):",
+                '  File "/w/code/train.py", line 9, in <module>',
+                "OSError: [Errno 28] No space left on device",
+            ],
+            id="python",
+        ),
+        pytest.param(["tar: model.tar: Cannot write: No space left on device"], id="a-tool"),
+    ],
+)
+def test_a_full_disk_in_user_code_is_a_platform_fault_with_a_fix(tail: list[str]) -> None:
+    outcome = Outcome.of(Finished(returncode=1, stop_signal=None, tail=tail))
+
+    assert isinstance(outcome.failure, PlatformFault)
+    assert outcome.failure.cause.startswith("the learner's disk is full: the command failed with")
+    assert "free space on the learners' scratch disk" in outcome.failure.fix

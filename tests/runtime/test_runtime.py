@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -16,13 +17,15 @@ import pytest
 
 from devkit.learners import learner_processes, wait_until
 from tests.support.processes import still_running
-from trainyard.failures import Hang
+from trainyard.failures import Hang, PlatformFault
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime import helpers
 from trainyard.runtime.outcome import Outcome
-from trainyard.runtime.process import UserProcess
+from trainyard.runtime.process import Finished, UserProcess
+from trainyard.runtime.runner import Runner
 from trainyard.runtime.sandbox import Sandbox, SandboxNetwork
+from trainyard.runtime.settings import RuntimeSettings
 from trainyard.storage.local import LocalStore
 
 JOB = "acme.fake.20250101-000000-abcd"
@@ -231,6 +234,39 @@ def test_train_commits_checkpoints_metrics_results_and_outcome(
         "message": "the command succeeded",
         "fix": None,
     }
+
+
+def test_the_workspace_is_deleted_once_everything_is_uploaded(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    for behaviour in ("train", "fail"):
+        run_runtime(store, tmp_path, behaviour)
+
+        assert not (tmp_path / "work" / JOB).exists()
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [1, 2]
+
+
+class FullDiskStore(LocalStore):
+    """Storage whose downloads find the learner's disk full."""
+
+    def get_file(self, key: str, path: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_in_the_runtimes_downloads_is_the_same_failure_as_in_user_code(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    settings = RuntimeSettings.from_env(runtime_env(store, tmp_path, "python fake_job.py", 1))
+    full = FullDiskStore(store.root)
+
+    result = Runner(RunMode.TRAIN, settings, full).run()
+
+    assert isinstance(result.failure, PlatformFault)
+    assert result.failure.cause.startswith("the learner's disk is full: [Errno 28]")
+    user = Outcome.of(Finished(1, None, ["OSError: [Errno 28] No space left on device"]))
+    assert type(user.failure) is type(result.failure)
+    assert result.failure.fix == user.failure.fix
+    assert outcome(store)["failure_class"] == "platform_fault"
 
 
 def test_next_attempt_resumes_from_newest_checkpoint(store: LocalStore, tmp_path: Path) -> None:

@@ -32,6 +32,20 @@ _WARNING = re.compile(r"(.*:\d+: )?\w*Warning: ")
 #: How a Python command says it ran out of memory (MemoryError, torch's allocators).
 _OUT_OF_MEMORY = re.compile(r"MemoryError|OutOfMemoryError|can't allocate memory|out of memory")
 _LIBRARY_PATHS = ("site-packages", "dist-packages", "/lib/python")
+#: How a full disk shows in a command's output (strerror(ENOSPC), Python's OSError).
+_NO_SPACE = re.compile(r"No space left on device|\[Errno 28\]|ENOSPC")
+
+
+def out_of_disk(cause: str) -> PlatformFault:
+    """The learner's scratch disk is full, whoever hit it (the user's code or the runtime's
+    downloads): the platform's disk, retried (other jobs' workspaces are deleted as their
+    attempts end), with the fix named for when it keeps failing."""
+    return PlatformFault(
+        f"the learner's disk is full: {cause}",
+        fix="if it keeps failing: free space on the learners' scratch disk (the local "
+        "backend's work_dir, a pod's ephemeral storage) or give it more; a job whose data, "
+        f"checkpoints and results need more than the disk holds must use less; {RESUMES}",
+    )
 
 
 def _signal_name(signum: int) -> str:
@@ -106,6 +120,9 @@ def _user_error(finished: Finished, code: int, learner_log: str) -> TrainyardFai
     exception = user_exception(finished.tail)
     if exception is not None and _OUT_OF_MEMORY.search(exception):
         return out_of_memory(f"the command ran out of memory: {exception}")
+    last = exception or _last_words(finished.tail)
+    if last is not None and _NO_SPACE.search(last):
+        return out_of_disk(f"the command failed with {last}")
     if exception is not None:
         return UserError(
             f"the command failed with {exception}",

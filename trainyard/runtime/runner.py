@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.checkpoints import CheckpointStore, publish_directory
 from trainyard.jobs.layout import JobLayout, RunMode
-from trainyard.runtime.outcome import Outcome
+from trainyard.runtime.outcome import Outcome, out_of_disk
 from trainyard.runtime.process import UserProcess
 from trainyard.runtime.sandbox import Sandbox
 from trainyard.runtime.settings import RuntimeSettings
@@ -21,6 +22,17 @@ from trainyard.storage.base import ObjectStore, StorageError
 from trainyard.storage.untrusted import UnsafeFile
 
 log = logging.getLogger(__name__)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, is ENOSPC (a storage client may wrap
+    the OSError of the file it was writing)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 class Runner:
@@ -39,20 +51,35 @@ class Runner:
         return self.settings.rank == 0
 
     def run(self) -> Outcome:
-        """Never raises for a classified failure: it becomes the outcome (and its file)."""
+        """Never raises for a classified failure: it becomes the outcome (and its file).
+
+        Once everything is uploaded and the outcome written, the workspace goes: a machine
+        running job after job must not fill its disk with their data and checkpoints.
+        """
         try:
             self._stage()
             self._execute()
             if self.outcome.succeeded and self._leader:
                 self._publish()
-        except (TrainyardFailure, StorageError) as error:
-            failure = error if isinstance(error, TrainyardFailure) else self._storage_fault(error)
+        except (TrainyardFailure, StorageError, OSError) as error:
+            failure = self._failure_of(error)
             if self.outcome.succeeded:
                 self.outcome = self.outcome.with_failure(failure)
             else:  # the command's own failure is what the user must see
                 log.error("after the command failed: %s", failure.cause)
         self._report()
+        self.workspace.remove()
         return self.outcome
+
+    def _failure_of(self, error: Exception) -> TrainyardFailure:
+        """The failure an error around the command stands for; raises back any other OSError."""
+        if _disk_full(error):
+            return out_of_disk(f"{error} (the workspace is {self.workspace.root})")
+        if isinstance(error, TrainyardFailure):
+            return error
+        if isinstance(error, StorageError):
+            return self._storage_fault(error)
+        raise error
 
     def _storage_fault(self, error: StorageError) -> PlatformFault:
         return PlatformFault(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -36,12 +37,20 @@ class Workspace:
     root: Path
 
     @classmethod
-    def create(cls, settings: RuntimeSettings, mode: RunMode) -> Workspace:
-        """A fresh, empty workspace; leftovers of an earlier run of the same attempt go."""
-        name = f"attempt-{settings.attempt}-rank-{settings.rank}"
+    def of(cls, work_dir: Path, job_id: str, mode: RunMode, attempt: int, rank: int) -> Workspace:
+        """Where learner `rank` of an attempt works (the backend removes it, should the
+        runtime not: killed hard)."""
+        name = f"attempt-{attempt}-rank-{rank}"
         if mode is RunMode.EVALUATE:
             name = f"evaluate-{name}"
-        workspace = cls(settings.work_dir / settings.job_id / name)
+        return cls(work_dir / job_id / name)
+
+    @classmethod
+    def create(cls, settings: RuntimeSettings, mode: RunMode) -> Workspace:
+        """A fresh, empty workspace; leftovers of an earlier run of the same attempt go."""
+        workspace = cls.of(
+            settings.work_dir, settings.job_id, mode, settings.attempt, settings.rank
+        )
         shutil.rmtree(workspace.root, ignore_errors=True)
         for directory in (workspace.code, workspace.data, workspace.checkpoints, workspace.results):
             directory.mkdir(parents=True)
@@ -50,6 +59,12 @@ class Workspace:
         workspace.python_hook.mkdir()
         shutil.copyfile(signal_report.__file__, workspace.python_hook / "sitecustomize.py")
         return workspace
+
+    def remove(self) -> None:
+        """Delete the workspace, and its job's directory once no workspace is left in it."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another attempt's or rank's is still there
+            self.root.parent.rmdir()
 
     @property
     def code(self) -> Path:

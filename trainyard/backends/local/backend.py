@@ -53,6 +53,7 @@ from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import JobManifest, Resources
 from trainyard.manifest.units import format_bytes
 from trainyard.runtime.sandbox import UNSANDBOXED
+from trainyard.runtime.workspace import Workspace
 from trainyard.storage.config import StorageCredentials
 from trainyard.tenancy.config import TrainyardConfig
 
@@ -319,6 +320,8 @@ class LocalProcessBackend(ProcessBackend):
         monitor.join()
         for pump in pumps:
             pump.join()
+        for rank in range(spec.num_learners):  # a runtime killed hard left its workspace
+            Workspace.of(spec.work_dir, spec.job_id, spec.mode, spec.attempt, rank).remove()
         return [
             LearnerExit(
                 code,
