@@ -4,6 +4,6 @@
 (every component that creates runs needs it: the API server and the scheduler).
 """
 
-from operators.admission import task_instance_mutation_hook
+from operators.deployment.admission import task_instance_mutation_hook
 
 __all__ = ["task_instance_mutation_hook"]

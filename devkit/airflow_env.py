@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from operators.auth_managers import AUTH_MANAGERS, AuthManagerName
+from operators.deployment.auth_managers import AUTH_MANAGERS, AuthManagerName
 from trainyard.storage.config import S3StorageConfig
 from trainyard.tenancy.config import load_config
 from trainyard.tenancy.names import storage_connection_id

@@ -30,7 +30,7 @@ from devkit.airflow_env import (
     create_user,
 )
 from devkit.metadata_db import start_postgres, stop_postgres
-from operators.auth_managers import AuthManagerName
+from operators.deployment.auth_managers import AuthManagerName
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 BIN_DIR = Path(sys.executable).parent

@@ -23,8 +23,8 @@ import yaml
 from devkit.airflow_env import REPO_ROOT, wait_for_dags
 from devkit.cluster import AirflowCluster, running_airflow
 from devkit.s3_server import S3Server
-from operators.auth_managers import AuthManagerName
-from operators.hooks import storage_connection
+from operators.deployment.auth_managers import AuthManagerName
+from operators.hooks.storage import storage_connection
 from trainyard.storage import ObjectStore, StorageCredentials, open_store
 from trainyard.storage.config import S3StorageConfig
 from trainyard.storage.s3 import S3Store

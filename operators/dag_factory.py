@@ -23,15 +23,15 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
-from operators.callbacks import record_failure
-from operators.commit import CommitModelOperator
-from operators.learner import LearnerOperator
-from operators.register import RegisterModelOperator
-from operators.retry import LearnerRetryPolicy, TaskRetryPolicy
-from operators.sensors import ModelPublishedSensor, StorageAvailableSensor
-from operators.stage_data import StageDataOperator
-from operators.submit import SubmitJobOperator
-from operators.validate import InvalidJobOperator, ValidateJobOperator
+from operators.sensors.storage import ModelPublishedSensor, StorageAvailableSensor
+from operators.tasks.callbacks import record_failure
+from operators.tasks.commit import CommitModelOperator
+from operators.tasks.learner import LearnerOperator
+from operators.tasks.register import RegisterModelOperator
+from operators.tasks.retry import LearnerRetryPolicy, TaskRetryPolicy
+from operators.tasks.stage_data import StageDataOperator
+from operators.tasks.submit import SubmitJobOperator
+from operators.tasks.validate import InvalidJobOperator, ValidateJobOperator
 from trainyard.backends import LearnerBackend, ProcessBackend, RunMode, backend_for
 from trainyard.backends.kubernetes import KubernetesBackend
 from trainyard.jobs.tasks import TaskId
@@ -126,7 +126,7 @@ def learner_task_type(backend: LearnerBackend) -> type[LearnerOperator]:
     if isinstance(backend, ProcessBackend):
         return LearnerOperator
     if isinstance(backend, KubernetesBackend):
-        from operators.kubernetes_learner import KubernetesLearnerOperator
+        from operators.tasks.kubernetes_learner import KubernetesLearnerOperator
 
         return KubernetesLearnerOperator
     raise TypeError(f"no Airflow task runs the learners of the {backend.name} backend")
@@ -174,7 +174,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
     dag_id = dag_id_for_tenant(tenant.name)
     manifest = example_manifest(tenant.name)
     # The learner's and the evaluation's pools as the form's manifest sizes them; the admission
-    # policy (operators/admission.py) resizes them for each run from the run's conf.
+    # policy (operators/deployment/admission.py) resizes them for each run from the run's conf.
     resources = parse_manifest(manifest).resources
     with _trainyard_dag(
         dag_id,

@@ -156,7 +156,7 @@ def authorized_config(
 def tenant_store(config: TrainyardConfig, tenant: str) -> ObjectStore:
     """The tenant's storage, opened with the keys of its Airflow connection as the tasks open
     it; 503 naming the fix when the connection is missing or incomplete."""
-    from operators.hooks import TenantStorageHook
+    from operators.hooks.storage import TenantStorageHook
 
     try:
         return TenantStorageHook(config.tenant(tenant)).get_store()

@@ -13,8 +13,8 @@ import yaml
 
 from devkit.airflow_env import LOCAL_SETTINGS, REPO_ROOT
 from devkit.cluster import COMPONENTS
-from operators.admission import task_instance_mutation_hook
-from operators.auth_managers import AUTH_MANAGERS
+from operators.deployment.admission import task_instance_mutation_hook
+from operators.deployment.auth_managers import AUTH_MANAGERS
 from trainyard.storage.config import S3StorageConfig
 from trainyard.tenancy.config import load_config
 

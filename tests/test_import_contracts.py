@@ -56,7 +56,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ),
         pytest.param(
             "trainyard/jobs/records.py",
-            "import operators.retry",
+            "import operators.tasks.retry",
             "The core never imports Airflow",
             id="core-imports-operators",
         ),
@@ -67,7 +67,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
             id="runtime-imports-data",
         ),
         pytest.param(
-            "operators/learner.py",
+            "operators/tasks/learner.py",
             "import trainyard.backends.local.environments",
             "The Airflow layer asks backend_for",
             id="operator-reaches-into-a-backend",
@@ -79,7 +79,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
             id="operator-other-than-the-adapter-reaches-into-kubernetes",
         ),
         pytest.param(
-            "operators/kubernetes_learner.py",
+            "operators/tasks/kubernetes_learner.py",
             "import trainyard.runtime.outcome",
             "The Airflow layer reads no outcome",
             id="operator-reads-outcomes",

@@ -23,7 +23,7 @@ class FailureClass(StrEnum):
 
 #: The one statement of which classes a retry may get past. The others (the user's or the
 #: resources' fault) fail the task at once; each retried class's budget is the retry policy's
-#: (operators/retry.py).
+#: (operators/tasks/retry.py).
 RETRIED_CLASSES = frozenset(
     {
         FailureClass.PLATFORM_FAULT,

@@ -25,7 +25,9 @@ def declared() -> list[EntryPoint]:
 
 
 def test_the_airflow_layer_declares_the_tenants_group() -> None:
-    assert [(ep.name, ep.value) for ep in declared()] == [("tenants", "operators.cli:app")]
+    assert [(ep.name, ep.value) for ep in declared()] == [
+        ("tenants", "operators.deployment.cli:app")
+    ]
 
 
 def test_declared_groups_are_added_and_an_unimportable_one_is_left_out(

@@ -20,7 +20,7 @@ from airflow.timetables.base import TimeRestriction
 
 from devkit.airflow_env import REPO_ROOT
 from operators.dag_factory import tenant_dags
-from operators.submit import SubmitJobOperator
+from operators.tasks.submit import SubmitJobOperator
 from trainyard.backends import RunMode
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.tenancy.config import CONFIG_ENV, load_config

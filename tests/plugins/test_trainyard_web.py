@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from devkit.s3_server import S3Server
-from operators.hooks import storage_connection
+from operators.hooks.storage import storage_connection
 from tests.plugins.stored import JOB_ID, stored_job
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.progress import read_metrics

@@ -14,8 +14,8 @@ from airflow.sdk import DAG
 from airflow.serialization.serialized_objects import DagSerialization
 
 from devkit.airflow_env import LOCAL_SETTINGS
-from operators.admission import task_instance_mutation_hook
 from operators.dag_factory import tenant_dags
+from operators.deployment.admission import task_instance_mutation_hook
 from trainyard.failures import ResourceError
 from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import Resources

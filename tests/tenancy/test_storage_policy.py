@@ -140,7 +140,7 @@ def test_policy_names_only_the_tenants_bucket_or_prefix(
 def test_cli_prints_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from operators.cli import app  # the `trainyard tenants` group
+    from operators.deployment.cli import app  # the `trainyard tenants` group
 
     config = tmp_path / "trainyard.yaml"
     config.write_text(

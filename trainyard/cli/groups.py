@@ -2,10 +2,10 @@
 
 The CLI is core: it may not import the Airflow layer, yet `trainyard tenants sync` needs Airflow's
 models. Packages declare such groups as entry points of the `trainyard.cli` group (Trainyard's
-own in pyproject.toml: `tenants = "operators.cli:app"`), and the CLI adds each under its entry
-point's name. The dependency is then declared where packages are, in the distribution metadata,
-not in an import: an install without the Airflow layer simply has no `tenants` group, and a
-group whose module cannot be imported there is left out rather than breaking every command.
+own in pyproject.toml: `tenants = "operators.deployment.cli:app"`), and the CLI adds each under its
+entry point's name. The dependency is then declared where packages are, in the distribution
+metadata, not in an import: an install without the Airflow layer simply has no `tenants` group,
+and a group whose module cannot be imported there is left out rather than breaking every command.
 """
 
 from __future__ import annotations

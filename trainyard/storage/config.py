@@ -32,9 +32,10 @@ class S3StorageConfig(BaseModel):
     """A bucket (and optional prefix) on an S3-compatible server such as MinIO.
 
     Credentials are never part of the config. Airflow's tasks read them from the tenant's
-    Airflow connection (`trainyard_storage_<tenant>`, see `operators/hooks.py`) and hand them to
-    the learners; outside Airflow (the `trainyard` CLI, the learner runtime) they come from the
-    environment variables `<credentials_env>_ACCESS_KEY` and `<credentials_env>_SECRET_KEY`.
+    Airflow connection (`trainyard_storage_<tenant>`, see `operators/hooks/storage.py`) and hand
+    them to the learners; outside Airflow (the `trainyard` CLI, the learner runtime) they come
+    from the environment variables `<credentials_env>_ACCESS_KEY` and
+    `<credentials_env>_SECRET_KEY`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -219,7 +219,7 @@ class NotifyEvent(StrEnum):
 
 class NotifierConfig(BaseModel):
     """One notification channel of a tenant, sent with Airflow's notifier classes
-    (operators/notify.py): `email` through an SMTP connection, `slack` through a Slack
+    (operators/deployment/notify.py): `email` through an SMTP connection, `slack` through a Slack
     incoming-webhook connection. The connection (server, credentials, webhook URL) is an
     Airflow connection, like any other secret Airflow holds."""
 

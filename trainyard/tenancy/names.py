@@ -2,9 +2,9 @@
 pages.
 
 One place defines them, so the DAG factory (which uses the DAG ids, pools and roles), the
-admission policy (`operators/admission.py`, which sizes a run's learner in its pool), `trainyard
-tenants sync` (which creates them), the CLI, the web plugin and the tests agree. The quotas
-those pools enforce are in `trainyard.tenancy.quotas`. Names derived from a job (its id, its
+admission policy (`operators/deployment/admission.py`, which sizes a run's learner in its pool),
+`trainyard tenants sync` (which creates them), the CLI, the web plugin and the tests agree. The
+quotas those pools enforce are in `trainyard.tenancy.quotas`. Names derived from a job (its id, its
 storage keys) are in `trainyard.jobs.layout`, which the learner runtime may import.
 """
 
@@ -76,7 +76,7 @@ def tenant_role(tenant: str) -> str:
 #: resource name -> actions). Triggering a run needs `can_edit` on the DAG as well as
 #: `can_create` on its runs (FAB checks both); cancelling needs the global "DAG Runs" edit the
 #: role holds, combined with `can_edit` on the DAG. Read covers runs, task instances, logs and
-#: XComs, whose global read permissions the role also holds (see operators.tenant_sync).
+#: XComs, whose global read permissions the role also holds (see operators.deployment.tenant_sync).
 TENANT_DAG_ACTIONS: dict[str, set[str]] = {
     "DAGs": {"can_read", "can_edit"},
     "DAG Runs": {"can_read", "can_create"},

@@ -1,6 +1,6 @@
 """The Kubernetes backend: what a tenant's learner pods look like, and what their ends mean.
 
-The pods themselves run in the learner task, `operators.kubernetes_learner` (the provider's
+The pods themselves run in the learner task, `operators.tasks.kubernetes_learner` (the provider's
 KubernetesPodOperator); this class holds the parts that need no Airflow: the check at validate,
 each rank's pod and the rendezvous Service (`pods.py`), and each pod's end as a `LearnerEnd`.
 """

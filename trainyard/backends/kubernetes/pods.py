@@ -2,7 +2,8 @@
 
 Pure functions of the learner spec, the manifest, the tenant and the cluster config, so that the
 pod a job gets can be checked without a cluster. The pod itself is run by the learner task,
-`operators.kubernetes_learner.KubernetesLearnerOperator` (the provider's KubernetesPodOperator).
+`operators.tasks.kubernetes_learner.KubernetesLearnerOperator` (the provider's
+KubernetesPodOperator).
 The Kubernetes client is imported inside the functions: the DAG processor imports this package
 through the DAG factory, and parsing DAGs must not pay for it.
 """

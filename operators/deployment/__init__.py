@@ -1,0 +1,1 @@
+"""Deployment glue: tenants sync, the cluster policy, auth managers, notifiers, the CLI group."""

@@ -1,0 +1,1 @@
+"""Airflow hooks: a tenant's storage through its Airflow connection."""

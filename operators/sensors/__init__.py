@@ -1,0 +1,1 @@
+"""Sensors that wait (deferred) for storage and published results."""

@@ -1,0 +1,1 @@
+"""The training DAG's task types (operators), their retry policies and callbacks."""

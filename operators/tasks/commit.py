@@ -1,0 +1,34 @@
+"""Commit the job's model: the results the learner published are complete and recorded."""
+
+from __future__ import annotations
+
+from airflow.sdk import Context
+
+from operators.tasks.base import TrainyardOperator, classified_failures
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.model import commit_model
+from trainyard.jobs.records import update_record
+
+
+class CommitModelOperator(TrainyardOperator):
+    """Verify the published model against its manifest and record it with the newest checkpoint.
+
+    Until this task succeeds the job has no model: evaluation and downloads only ever see a
+    complete, verified set of files.
+    """
+
+    def execute(self, context: Context) -> str:
+        layout = JobLayout(self.job_id)
+        with classified_failures():
+            model = commit_model(self.store, layout)
+            update_record(
+                self.store, self.job_id, model_key=model.key, final_step=model.checkpoint_step
+            )
+        self.log.info(
+            "model committed: %d files at %s/%s (newest checkpoint: step %s)",
+            len(model.files),
+            self.store.describe(),
+            model.key,
+            model.checkpoint_step,
+        )
+        return model.key

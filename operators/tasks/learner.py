@@ -1,0 +1,144 @@
+"""The learner task: one attempt of a job's learners on its tenant's backend.
+
+A thin adapter over the core: the backend (`trainyard.backends.backend_for`) builds the attempt
+and runs it, `trainyard.jobs.attempts` judges and records it. The task adds Airflow's side: the
+attempt number, the retry semantics of the failure, and `on_kill`. Evaluation is this task in
+evaluate mode.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException
+
+from operators.tasks.base import TrainyardOperator, classified_failures, describe_failure
+from trainyard.backends import (
+    LearnerBackend,
+    LearnerEnd,
+    LearnerSpec,
+    ProcessBackend,
+    RunMode,
+    backend_for,
+)
+from trainyard.failures import InternalError, TrainyardFailure, UserError
+from trainyard.jobs.attempts import judge_attempt, record_attempt, record_evaluation
+from trainyard.manifest.schema import JobManifest
+
+
+class LearnerOperator(TrainyardOperator):
+    """Run the job's learners on a process backend, in `mode`.
+
+    Train (the default): every learner runs the job's command; a failed attempt raises with its
+    failure class, and platform faults are retried. Evaluate: one learner runs
+    `evaluation.command` against the committed model, and the metrics it stored are copied into
+    the job record and returned (XCom); a manifest without evaluation runs nothing. Judging the
+    metrics is the register_model task's job, so that a rejected model is still kept as a
+    version. `on_kill` asks the learners to stop gracefully so they can commit a final
+    checkpoint.
+    """
+
+    def __init__(self, *, mode: RunMode = RunMode.TRAIN, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self._running: ProcessBackend | None = None
+
+    @cached_property
+    def backend(self) -> LearnerBackend:
+        return backend_for(self.trainyard_config, self.tenant)
+
+    def learner_spec(self, manifest: JobManifest, attempt: int) -> LearnerSpec:
+        with classified_failures():
+            return self.backend.learner_spec(
+                manifest,
+                job_id=self.job_id,
+                mode=self.mode,
+                attempt=attempt,
+                credentials=self.storage_hook.get_credentials(),
+                on_output=self.log.info,
+            )
+
+    def execute(self, context: Context) -> Any:
+        return self.run_task(context)
+
+    def run_task(self, context: Context) -> Any:
+        """The task: load the job, run its learners, and return what `learners_done` returns.
+
+        Kept apart from `execute` so that a task type whose `execute` is another base's (the
+        Kubernetes task: the provider's) runs the same flow.
+        """
+        _, manifest = self.load_job()
+        if self.mode is RunMode.EVALUATE and manifest.evaluation is None:
+            self.log.info("the manifest names no evaluation")
+            return {}
+        self.run_learners(manifest, context)
+        return self.learners_done()
+
+    def learners_done(self) -> dict[str, Any] | None:
+        """What the task returns once its learners succeeded: the evaluation's metrics."""
+        if self.mode is RunMode.TRAIN:
+            return None
+        with classified_failures():
+            metrics = record_evaluation(self.store, self.job_id)
+        self.log.info("evaluation metrics: %s", metrics)
+        return metrics
+
+    def run_learners(self, manifest: JobManifest, context: Context) -> None:
+        backend = self.backend
+        if not isinstance(backend, ProcessBackend):  # the DAG factory gives it its own task
+            with classified_failures():
+                raise InternalError(
+                    f"the {backend.name} backend's learners are not processes of this task: "
+                    "the DAG was built for another backend",
+                    "none needed if the retry runs the rebuilt DAG; otherwise report it to the "
+                    "platform team (operators/dag_factory.py builds the DAG)",
+                )
+        attempt = context["ti"].try_number
+        spec = self.learner_spec(manifest, attempt)
+        self.log.info(
+            "starting %d learner(s) of %s (attempt %d) on the %s backend",
+            spec.num_learners,
+            self.job_id,
+            attempt,
+            backend.name,
+        )
+        started_at = datetime.now(UTC)
+        self._running = backend
+        exits = backend.run(spec, on_output=self.log.info)
+        with classified_failures():
+            ends = [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
+            failure = judge_attempt(self.store, spec, ends)
+        self.conclude_attempt(manifest, attempt, started_at, failure)
+
+    def conclude_attempt(
+        self,
+        manifest: JobManifest,
+        attempt: int,
+        started_at: datetime,
+        failure: TrainyardFailure | None,
+    ) -> None:
+        """Record a training attempt and raise its failure with Airflow's retry semantics.
+
+        Failing user code is retried only as often as the manifest opts in
+        (`retries.user_errors`); every other class follows classified_failures.
+        """
+        with classified_failures():
+            user_errors = (
+                record_attempt(self.store, self.job_id, attempt, started_at, failure)
+                if self.mode is RunMode.TRAIN
+                else 0
+            )
+            if isinstance(failure, UserError) and user_errors <= manifest.retries.user_errors:
+                raise AirflowException(
+                    f"{describe_failure(failure)} (retrying: retries.user_errors is "
+                    f"{manifest.retries.user_errors})"
+                ) from failure
+            if failure is not None:
+                raise failure
+
+    def on_kill(self) -> None:
+        if self._running is not None:
+            self._running.stop()

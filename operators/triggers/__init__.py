@@ -1,0 +1,1 @@
+"""Triggers the triggerer runs while a task is deferred."""

@@ -1,0 +1,157 @@
+"""The triggerer's watch over a deferred learner group: the provider's pod trigger, plus ranks.
+
+The provider's KubernetesPodTrigger follows one pod (rank 0) until its container ends. A
+multi-learner job also needs the other ranks watched: one that fails or disappears leaves the
+others hanging in a collective, so the trigger stops the group (deletes rank 0 with its grace
+period, in which it commits a final checkpoint) and reports the rank that failed. The task,
+resumed on a worker, reads every rank's final status, deletes the rest and classifies the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.triggers.pod import ContainerState, KubernetesPodTrigger
+from airflow.triggers.base import TriggerEvent
+
+from operators.triggers.deferral import DEFER_SETTLE_SECONDS
+
+#: Pod phases of a rank that has stopped for good; "Deleted" is a pod that is gone.
+ENDED_PHASES = ("Failed", "Deleted")
+
+
+class LearnerGroupTrigger(KubernetesPodTrigger):
+    """Watch rank 0 as the provider does, and ranks 1..N-1 beside it.
+
+    Yields exactly one event: the provider's (rank 0 ended, or the watch failed), with the
+    group added: `workers` (rank -> pod name, as the task gave them), `service_name` and
+    `failed_rank` (the rank that stopped the group, or None). Serialized as classpath and
+    keyword arguments, so a restarted triggerer picks the watch up where it was: the pods keep
+    running meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: dict[str, str] | None = None,
+        service_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workers = dict(workers or {})
+        self.service_name = service_name
+        self.failed_rank: int | None = None
+
+    # Extended: a trigger's state is its serialized kwargs, so the group's go with the provider's.
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        _, kwargs = super().serialize()
+        kwargs.update(workers=self.workers, service_name=self.service_name)
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    # Extended: the provider's event, with the group added (the operator's callbacks do not
+    # run in the triggerer, and the provider's trigger offers no hook of its own).
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        settled = time.monotonic() + DEFER_SETTLE_SECONDS
+        async for event in super().run():
+            # A group that ended at once (a bad image, an OOM kill) is reported only once the
+            # deferral has settled (operators/triggers/deferral.py: else Airflow retries the task).
+            await asyncio.sleep(max(0.0, settled - time.monotonic()))
+            yield TriggerEvent(
+                {
+                    **event.payload,
+                    "workers": self.workers,
+                    "service_name": self.service_name,
+                    "failed_rank": self.failed_rank,
+                }
+            )
+
+    # The one provider internal overridden: its wait for rank 0 is where a failed rank must
+    # interrupt; no public hook lets anything else end the wait.
+    async def _wait_for_container_completion(self) -> TriggerEvent:
+        """The provider's wait for rank 0, raced against the first rank that ends early."""
+        leader = asyncio.ensure_future(super()._wait_for_container_completion())
+        if not self.workers:
+            return await leader
+        watch = asyncio.ensure_future(self._wait_for_failed_rank())
+        done, _ = await asyncio.wait({leader, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if leader in done:
+            watch.cancel()
+            return leader.result()
+        leader.cancel()
+        self.failed_rank = watch.result()
+        self.log.warning("learner rank %d ended: stopping the group", self.failed_rank)
+        await self.hook.delete_pod(
+            name=self.pod_name,
+            namespace=self.pod_namespace,
+            grace_period_seconds=self.termination_grace_period,
+        )
+        return await self._wait_for_leader_end()
+
+    async def _wait_for_failed_rank(self) -> int:
+        while True:
+            for rank, name in self.workers.items():
+                if await self._phase(name) in ENDED_PHASES:
+                    return int(rank)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _wait_for_leader_end(self) -> TriggerEvent:
+        """Rank 0 once it has stopped (its final checkpoint committed) or is gone."""
+        while await self._phase(self.pod_name) not in (*ENDED_PHASES, "Succeeded"):
+            await asyncio.sleep(self.poll_interval)
+        return TriggerEvent(
+            {
+                "status": "failed",
+                "namespace": self.pod_namespace,
+                "name": self.pod_name,
+                "message": f"learner rank {self.failed_rank} ended: the group was stopped",
+                "last_log_time": self.last_log_time,
+                **self.trigger_kwargs,
+            }
+        )
+
+    async def _phase(self, name: str) -> str | None:
+        """A pod's phase, "Deleted" once it is gone, None while the API does not answer."""
+        try:
+            pod = await self.hook.get_pod(name=name, namespace=self.pod_namespace)
+        except Exception as error:  # the client's ApiException, or the hook's wrapper of it
+            status = getattr(error, "status", None) or getattr(error.__cause__, "status", None)
+            if status == 404:
+                return "Deleted"
+            self.log.warning("cannot read pod %s: %s", name, error)
+            return None
+        if pod.status is None:
+            return None
+        if self.define_container_state(pod) == ContainerState.FAILED:
+            return "Failed"
+        return str(pod.status.phase)
+
+    # Extended: the provider deletes rank 0 only.
+    async def on_kill(self) -> None:
+        """A user stopped the deferred task: delete the rendezvous Service, rank 0 (the
+        provider's) and the other ranks, each rank with its grace period. The Service first:
+        nothing needs it any more, and the triggerer bounds on_kill's time."""
+        if self._fired_event:  # the task resumes on a worker and cleans up there
+            return
+        if self.service_name is not None:
+            from kubernetes_asyncio.client import CoreV1Api
+
+            async with self.hook.get_conn() as connection:
+                try:
+                    await CoreV1Api(connection).delete_namespaced_service(
+                        name=self.service_name, namespace=self.pod_namespace
+                    )
+                except Exception:
+                    self.log.exception("cannot delete the Service %s", self.service_name)
+        await super().on_kill()
+        for name in self.workers.values():
+            try:
+                await self.hook.delete_pod(
+                    name=name,
+                    namespace=self.pod_namespace,
+                    grace_period_seconds=self.termination_grace_period,
+                )
+            except Exception:
+                self.log.exception("cannot delete pod %s", name)
