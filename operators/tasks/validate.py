@@ -47,7 +47,6 @@ class ValidateJobOperator(TrainyardOperator):
         """Validate the run's conf into a job, snapshot its code and record it."""
         manifest = manifest_from_conf(conf)
         self.check_tenant(manifest)
-        check_quota(manifest.resources, self.tenant_config)
         job_id = job_id_for_run(self.tenant, manifest.name, run_id)
         layout = JobLayout(job_id)
         snapshot_code(self.store, manifest, layout)
@@ -98,6 +97,9 @@ class ValidateJobOperator(TrainyardOperator):
                 f"or set tenant: {self.tenant}",
             )
         check_manifest_for_tenant(manifest, self.trainyard_config)
+        # The tenant's quota before the machine: a job the tenant may never run is told so
+        # whatever the backend could offer.
+        check_quota(manifest.resources, self.tenant_config)
         backend_for(self.trainyard_config, self.tenant).check(manifest)
 
 
