@@ -124,12 +124,14 @@ class LearnerRetryPolicy(TaskRetryPolicy):
                 f"{count} attempts in a row ended as {kind.value} without progress: its budget "
                 f"of {budget} retries is used up"
             )
-        if retried >= self.max_retries:
+        if retried > self.max_retries:
             failure.fix = (
-                f"the job was retried {retried} times in all, the most a job may be; "
-                f"{_NO_PROGRESS_FIX[kind]}"
+                f"the job failed {retried} times in all, more than the {self.max_retries} "
+                f"retries a job may have; {_NO_PROGRESS_FIX[kind]}"
             )
-            return RetryDecision.fail(f"{retried} retries in all: the cap of {self.max_retries}")
+            return RetryDecision.fail(
+                f"{retried} failed attempts in all: more than the cap of {self.max_retries} retries"
+            )
         if kind is FailureClass.PREEMPTION:
             return RetryDecision.retry(
                 self.preemption_delay,

@@ -170,15 +170,16 @@ def test_a_job_sigkilled_four_times_is_retried_while_it_progresses(
 
 def test_the_total_cap_fails_a_job_that_progresses_forever(local_store: LocalStore) -> None:
     policy = LearnerRetryPolicy(max_retries=5)
-    task = saved_record(local_store, ["preemption"] * 5, [True] * 5)
-    evicted = Preemption("evicted", RESUME_FIX)
+    for attempts, action in ((5, RetryAction.RETRY), (6, RetryAction.FAIL)):
+        task = saved_record(local_store, ["preemption"] * attempts, [True] * attempts)
+        evicted = Preemption("evicted", RESUME_FIX)
 
-    decision = policy.evaluate(
-        translated(evicted), try_number=5, max_tries=8, context={"task": task}
-    )
+        decision = policy.evaluate(
+            translated(evicted), try_number=attempts, max_tries=9, context={"task": task}
+        )
 
-    assert decision.action is RetryAction.FAIL
-    assert evicted.fix.startswith("the job was retried 5 times in all, the most a job may be")
+        assert decision.action is action
+    assert evicted.fix.startswith("the job failed 6 times in all, more than the 5 retries")
 
 
 def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:
