@@ -4,14 +4,14 @@ through the REST API, and its record and metric rows, read from the tenant's sto
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.layout import job_id_for_run, tenant_of
 from trainyard.jobs.progress import read_metrics
-from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.jobs.state import JobView, RunFacts, cancel_job, job_view
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
@@ -20,21 +20,14 @@ from trainyard.storage import ObjectStore
 from trainyard.tenancy.names import dag_id_for_tenant
 
 
-@dataclass
-class JobStatus:
+@dataclass(frozen=True)
+class JobStatus(JobView):
+    """A job's view (`job_view`) with what names it and what its record adds."""
+
     job_id: str
     tenant: str
     dag_id: str
     dag_run_id: str
-    state: JobState
-    attempt: int
-    progress: float | None
-    step: int | None
-    total_steps: int | None
-    started_at: datetime | None
-    elapsed_s: float | None
-    eta_s: float | None
-    failure: FailureInfo | None
     evaluation: dict[str, Any] | None
     model: str | None
     model_version: int | None
@@ -43,19 +36,11 @@ class JobStatus:
     def of(cls, job: FoundJob, view: JobView) -> JobStatus:
         record = job.record
         return cls(
+            **{field.name: getattr(view, field.name) for field in fields(view)},
             job_id=job.job_id,
             tenant=job.tenant,
             dag_id=job.dag_id,
             dag_run_id=job.dag_run_id,
-            state=view.state,
-            attempt=view.attempt,
-            progress=view.progress,
-            step=view.step,
-            total_steps=view.total_steps,
-            started_at=view.started_at,
-            elapsed_s=view.elapsed_s,
-            eta_s=view.eta_s,
-            failure=view.failure,
             evaluation=record.evaluation if record else None,
             model=record.model_key if record else None,
             model_version=record.model_version if record else None,
