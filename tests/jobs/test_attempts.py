@@ -334,6 +334,13 @@ def test_record_attempt_says_whether_the_attempt_advanced_the_committed_checkpoi
         (3, 10, False),
         (5, 20, True),
     ]
+    # Each entry keeps when its checkpoint was committed (from the manifest), for accounting.
+    committed = {
+        c.step: c.committed_at for c in CheckpointStore(local_store, JobLayout(JOB_ID)).committed()
+    }
+    assert record.attempts[0].checkpoint_at is None
+    assert record.attempts[3].checkpoint_at is not None
+    assert record.attempts[3].checkpoint_at.isoformat() == committed[20]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from trainyard.failures import (
     out_of_memory,
 )
 from trainyard.jobs.checkpoints import CheckpointStore
-from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.layout import JobLayout, published_manifest
 from trainyard.jobs.records import AttemptInfo, JobRecord, change_record, update_record
 from trainyard.manifest.units import format_bytes
 from trainyard.runtime.outcome import Outcome
@@ -115,7 +115,9 @@ def record_attempt(
     entry. Returns how many attempts so far ended in a user error (0 for a job without a
     record).
     """
-    step = CheckpointStore(store, JobLayout(job_id)).latest_step()
+    layout = JobLayout(job_id)
+    step = CheckpointStore(store, layout).latest_step()
+    committed_at = _committed_at(store, layout, step)
 
     def append(record: JobRecord) -> None:
         earlier = [a for a in record.attempts if a.attempt != attempt]
@@ -130,11 +132,24 @@ def record_attempt(
                 fix=failure.fix if failure else "",
                 checkpoint_step=step,
                 progressed=step is not None and (before is None or step > before),
+                checkpoint_at=committed_at,
             ),
         ]
 
     record = change_record(store, job_id, append)
     return 0 if record is None else record.count_attempts(FailureClass.USER_ERROR.value)
+
+
+def _committed_at(store: ObjectStore, layout: JobLayout, step: int | None) -> datetime | None:
+    """When checkpoint `step` was committed, from its manifest (None: no step, or a manifest
+    without the time, or pruned meanwhile)."""
+    if step is None:
+        return None
+    try:
+        stamp = store.get_json(published_manifest(layout.checkpoint(step))).get("committed_at")
+    except ObjectNotFound:
+        return None
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
 
 
 def faults_in_a_row(record: JobRecord, failure_class: FailureClass) -> int:

@@ -26,6 +26,7 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSED = "paused"
 
 
 class FailureInfo(BaseModel):
@@ -50,6 +51,9 @@ class AttemptInfo(BaseModel):
     # it started: the retry budgets count faults without progress (`attempts.faults_in_a_row`).
     checkpoint_step: int | None = None
     progressed: bool = False
+    # When that checkpoint was committed: the accounting (`accounting.py`) counts an attempt's
+    # training up to it as goodput and the rest of a failed attempt as lost.
+    checkpoint_at: datetime | None = None
 
 
 class JobRecord(BaseModel):
@@ -63,6 +67,10 @@ class JobRecord(BaseModel):
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     failure: FailureInfo | None = None
     cancel_requested: bool = False
+    # Pause and resume (`trainyard.jobs.control`): a pause asked for, and the attempts before
+    # the current run (its learner tries count on from there, so attempt numbers stay unique).
+    pause_requested: bool = False
+    attempt_offset: int = 0
     model_key: str | None = None
     final_step: int | None = None
     evaluation: dict[str, Any] | None = None

@@ -1,0 +1,215 @@
+"""What a job used and what its faults cost, from its record alone; summed per tenant.
+
+Everything is computed from the job record's attempts (`records.AttemptInfo`: start, end,
+failure class, the newest committed checkpoint and when it was committed), so the accounting
+survives every restart of Airflow and reads the same in `trainyard usage`, the plugin's API and
+pages, and the metrics endpoint. The rules:
+
+- learner time: the sum of the attempts' durations (start to end);
+- held: the manifest's request times learner time (`gpus x learners`, `cpus x learners`,
+  `memory x learners` seconds);
+- productive time of an attempt: a successful attempt's whole duration; a failed attempt's
+  time up to the checkpoint it committed (only when it advanced the newest checkpoint and that
+  commit falls inside it), the rest of it is lost;
+- lost to faults: each failed attempt's lost time plus its restart time (from its end to the
+  next attempt's start), by failure class;
+- queue time: from the record's creation (the job was accepted) to its first attempt's start;
+- goodput: productive time / learner time (None before any attempt ended).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from trainyard.jobs.records import AttemptInfo, JobRecord, JobState
+
+
+@dataclass(frozen=True)
+class AttemptAccount:
+    """One attempt's share: its learner time, split into productive and lost seconds, and the
+    restart time after it (0 unless it failed and another attempt followed)."""
+
+    attempt: int
+    failure_class: str | None
+    learner_s: float
+    productive_s: float
+    lost_s: float
+    restart_s: float
+
+
+@dataclass(frozen=True)
+class Requested:
+    """What each learner asked for (the manifest's `resources`), times the learners."""
+
+    gpus: float
+    cpus: float
+    memory_bytes: float
+
+    @classmethod
+    def of(cls, manifest: dict[str, object]) -> Requested:
+        """The request of a stored manifest (a rejected job's empty manifest asks nothing)."""
+        resources = manifest.get("resources")
+        if not isinstance(resources, dict):
+            return cls(0.0, 0.0, 0.0)
+        learners = float(resources.get("learners", 1))
+        return cls(
+            gpus=float(resources.get("gpus", 0)) * learners,
+            cpus=float(resources.get("cpus", 1.0)) * learners,
+            memory_bytes=float(resources.get("memory", 0)) * learners,
+        )
+
+
+@dataclass(frozen=True)
+class JobAccount:
+    """A job's accounting (seconds throughout; `gpu_s` etc. are resource-seconds held)."""
+
+    job_id: str
+    tenant: str
+    state: JobState
+    created_at: datetime
+    queue_s: float | None
+    attempts: tuple[AttemptAccount, ...]
+    learner_s: float
+    productive_s: float
+    lost_s: float
+    gpu_s: float
+    cpu_s: float
+    memory_gib_s: float
+    lost_by_class: dict[str, float]
+
+    @property
+    def goodput(self) -> float | None:
+        """The share of learner time held that advanced the newest checkpoint."""
+        return self.productive_s / self.learner_s if self.learner_s > 0 else None
+
+    @property
+    def restarts_s(self) -> list[float]:
+        """Each fault's restart time (fault -> next attempt's start): the recovery times."""
+        return [a.restart_s for a in self.attempts if a.failure_class and a.restart_s > 0]
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())
+
+
+def _productive(attempt: AttemptInfo) -> float:
+    """The seconds of `attempt` that advanced the newest checkpoint."""
+    if attempt.failure_class is None:
+        return _seconds(attempt.started_at, attempt.ended_at)
+    at = attempt.checkpoint_at
+    if not attempt.progressed or at is None or not attempt.started_at <= at <= attempt.ended_at:
+        return 0.0
+    return _seconds(attempt.started_at, at)
+
+
+def account(record: JobRecord) -> JobAccount:
+    """The accounting of one job, from its record."""
+    attempts = sorted(record.attempts, key=lambda a: a.attempt)
+    accounts = []
+    for index, attempt in enumerate(attempts):
+        learner = _seconds(attempt.started_at, attempt.ended_at)
+        productive = min(learner, _productive(attempt))
+        following = attempts[index + 1] if index + 1 < len(attempts) else None
+        restart = (
+            _seconds(attempt.ended_at, following.started_at)
+            if attempt.failure_class and following is not None
+            else 0.0
+        )
+        accounts.append(
+            AttemptAccount(
+                attempt=attempt.attempt,
+                failure_class=attempt.failure_class,
+                learner_s=learner,
+                productive_s=productive,
+                lost_s=learner - productive,
+                restart_s=restart,
+            )
+        )
+    lost_by_class: dict[str, float] = defaultdict(float)
+    for entry in accounts:
+        if entry.failure_class:
+            lost_by_class[entry.failure_class] += entry.lost_s + entry.restart_s
+    learner_s = sum(a.learner_s for a in accounts)
+    requested = Requested.of(record.manifest)
+    return JobAccount(
+        job_id=record.job_id,
+        tenant=record.tenant,
+        state=record.state,
+        created_at=record.created_at,
+        queue_s=_seconds(record.created_at, attempts[0].started_at) if attempts else None,
+        attempts=tuple(accounts),
+        learner_s=learner_s,
+        productive_s=sum(a.productive_s for a in accounts),
+        lost_s=sum(lost_by_class.values()),
+        gpu_s=requested.gpus * learner_s,
+        cpu_s=requested.cpus * learner_s,
+        memory_gib_s=requested.memory_bytes / 2**30 * learner_s,
+        lost_by_class=dict(lost_by_class),
+    )
+
+
+@dataclass
+class TenantUsage:
+    """One tenant's jobs summed: by state, resource hours held, goodput, lost time by failure
+    class, mean queue time. Goodput is the productive share of all its learner time."""
+
+    tenant: str
+    jobs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    learner_s: float = 0.0
+    productive_s: float = 0.0
+    gpu_hours: float = 0.0
+    cpu_hours: float = 0.0
+    lost_s_by_class: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    retries_by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    queue_s: list[float] = field(default_factory=list)
+
+    def add(self, job: JobAccount) -> None:
+        self.jobs[job.state.value] += 1
+        self.learner_s += job.learner_s
+        self.productive_s += job.productive_s
+        self.gpu_hours += job.gpu_s / 3600
+        self.cpu_hours += job.cpu_s / 3600
+        for failure_class, lost in job.lost_by_class.items():
+            self.lost_s_by_class[failure_class] += lost
+        for attempt in job.attempts:
+            if attempt.failure_class:
+                self.retries_by_class[attempt.failure_class] += 1
+        if job.queue_s is not None:
+            self.queue_s.append(job.queue_s)
+
+    @property
+    def goodput(self) -> float | None:
+        return self.productive_s / self.learner_s if self.learner_s > 0 else None
+
+    @property
+    def mean_queue_s(self) -> float | None:
+        return sum(self.queue_s) / len(self.queue_s) if self.queue_s else None
+
+    def as_json(self) -> dict[str, object]:
+        """The summary as the API and `trainyard usage --json` give it."""
+        return {
+            "tenant": self.tenant,
+            "jobs": dict(sorted(self.jobs.items())),
+            "learner_hours": self.learner_s / 3600,
+            "gpu_hours": self.gpu_hours,
+            "cpu_hours": self.cpu_hours,
+            "goodput": self.goodput,
+            "lost_hours_by_class": {k: v / 3600 for k, v in sorted(self.lost_s_by_class.items())},
+            "retries_by_class": dict(sorted(self.retries_by_class.items())),
+            "mean_queue_s": self.mean_queue_s,
+        }
+
+
+def usage_by_tenant(
+    records: Iterable[JobRecord], since: datetime | None = None
+) -> dict[str, TenantUsage]:
+    """Each tenant's usage over the jobs created at or after `since` (all with None)."""
+    usage: dict[str, TenantUsage] = {}
+    for record in records:
+        if since is not None and record.created_at < since:
+            continue
+        usage.setdefault(record.tenant, TenantUsage(record.tenant)).add(account(record))
+    return dict(sorted(usage.items()))
