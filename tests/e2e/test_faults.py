@@ -363,3 +363,76 @@ def test_cancel_stops_gracefully_with_a_final_checkpoint_and_no_process_left(
         timeout=60,
     )
     assert committed(store, job_id)[-1] > before  # the final checkpoint was committed
+
+
+#: A learner whose final save on SIGTERM takes SLOW_SAVE_S, talking all along: longer than the
+#: 5 s after which Airflow kills the task process that stops it.
+SLOW_SAVE_S = 10
+SLOW_SAVE = f"""
+import json, os, pathlib, signal, sys, time
+
+checkpoints = pathlib.Path(os.environ["TRAINYARD_CHECKPOINT_DIR"])
+stop = []
+signal.signal(signal.SIGTERM, lambda signum, _: stop.append(signum))
+
+
+def save(step):
+    tmp = checkpoints / f"tmp-{{step}}"
+    tmp.mkdir()
+    (tmp / "weights.txt").write_text(f"weights at step {{step}}")
+    tmp.rename(checkpoints / f"step-{{step}}")
+
+
+step = 0
+while not stop:
+    step += 1
+    save(step)
+    with open(os.environ["TRAINYARD_METRICS_FILE"], "a") as f:
+        f.write(json.dumps({{"step": step, "loss": 1 / step}}) + "\\n")
+    time.sleep(1)
+deadline = time.monotonic() + {SLOW_SAVE_S}
+while time.monotonic() < deadline:
+    print("saving the final checkpoint...", flush=True)
+    time.sleep(0.5)
+save(1000)
+print("final checkpoint written", flush=True)
+sys.exit(143)
+"""
+
+
+def test_cancel_commits_a_final_save_slower_than_airflows_kill_of_the_task(
+    deployment: Deployment, client: AirflowClient, tmp_path: Path
+) -> None:
+    """Airflow SIGKILLs the stopped task process after 5 s; the learner, in its own session,
+    finishes its save within the deployment's stop_grace_seconds (30 s) and commits it."""
+    code = tmp_path / "slow-save"
+    code.mkdir()
+    (code / "slow_save.py").write_text(SLOW_SAVE)
+    store = deployment.stores["globex"]
+    job_id = submit(
+        deployment,
+        "globex",
+        "slow-save",
+        code={"path": str(code)},
+        command="python slow_save.py",
+        data=None,
+        evaluation=None,
+    )
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint")
+
+    deployment.cluster.trainyard("cancel", job_id)
+
+    assert wait_for_end(client, store, job_id).state is JobState.CANCELLED
+    wait_until(
+        lambda: 1000 in committed(store, job_id),
+        "the slow final save to be committed",
+        timeout=SLOW_SAVE_S + 60,
+    )
+    wait_until(
+        lambda: (
+            not learner_processes(job_id, user_code=True)
+            and not learner_processes(job_id, user_code=False)
+        ),
+        "every learner process to exit",
+        timeout=60,
+    )
