@@ -324,6 +324,8 @@ def test_learner_over_its_memory_limit_is_oom_killed(
     assert still_running([backend._processes[0].pid]) == []
     # Nothing of its sandbox either (the kernel ends it with its init, a moment later).
     wait_until(lambda: not learner_processes(JOB_ID, user_code=True), "the command to end", 10)
+    # The runtime, killed hard, left its workspace: the backend deleted it.
+    assert not (tmp_path / "work" / JOB_ID).exists()
 
 
 def test_learner_within_its_memory_limit_runs_to_completion(
