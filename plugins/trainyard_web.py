@@ -631,3 +631,9 @@ def index(user: User, request: Request) -> str:
     )
     body = f"<ul>{items}</ul>" if items else "<p>You may not see any tenant's jobs.</p>"
     return page(request, "Trainyard jobs", f"<h1>Trainyard jobs</h1>{body}")
+
+
+# The fleet view (usage, metrics, admin page) lives in its own module, which uses this one.
+from trainyard_fleet import router as fleet_router  # noqa: E402 (it imports this module)
+
+app.include_router(fleet_router)

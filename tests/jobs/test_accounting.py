@@ -6,48 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trainyard.jobs.accounting import account, usage_by_tenant
-from trainyard.jobs.records import AttemptInfo, JobRecord, JobState
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-RESOURCES = {"gpus": 2, "cpus": 4.0, "memory": 8 * 2**30, "learners": 2}
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def faulted_job(job_id: str = "acme.digits.a", tenant: str = "acme") -> JobRecord:
-    """Queued 30 s; attempt 1 checkpoints at 100 s and is SIGKILLed at 160 s; attempt 2 starts
-    20 s later and succeeds after 200 s."""
-    return JobRecord(
-        job_id=job_id,
-        tenant=tenant,
-        dag_id=f"trainyard_{tenant}",
-        dag_run_id=job_id,
-        manifest={"resources": RESOURCES},
-        state=JobState.SUCCEEDED,
-        created_at=T0,
-        attempts=[
-            AttemptInfo(
-                attempt=1,
-                failure_class="platform_fault",
-                started_at=at(30),
-                ended_at=at(160),
-                checkpoint_step=10,
-                progressed=True,
-                checkpoint_at=at(100),
-            ),
-            AttemptInfo(
-                attempt=2,
-                started_at=at(180),
-                ended_at=at(380),
-                checkpoint_step=20,
-                progressed=True,
-                checkpoint_at=at(370),
-            ),
-        ],
-    )
+from tests.support.accounting import T0, faulted_job
+from trainyard.jobs.accounting import account, usage_by_tenant, window_start
+from trainyard.jobs.records import JobState
 
 
 def test_a_fault_after_a_checkpoint_loses_the_time_since_that_checkpoint() -> None:
@@ -107,3 +68,11 @@ def test_usage_sums_jobs_per_tenant_since_a_time() -> None:
     assert acme["retries_by_class"] == {"platform_fault": 2}
     assert acme["mean_queue_s"] == 30
     assert len(usage_by_tenant(records)["acme"].queue_s) == 3
+
+
+def test_a_window_counts_back_from_now_and_a_bad_one_names_since() -> None:
+    now = datetime(2026, 12, 8, tzinfo=UTC)
+    assert window_start("7d", now) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert window_start(None, now) is None
+    with pytest.raises(ValueError, match="since: invalid duration"):
+        window_start("a week", now)

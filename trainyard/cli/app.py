@@ -18,7 +18,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trainyard.cli import data, envs, models
+from trainyard.cli import data, envs, models, usage
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
 from trainyard.cli.status import JobStatus, cancel_by_id, tenant_statuses
@@ -38,6 +38,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(envs.app, name="envs")
+app.command("usage")(usage.usage)
 add_installed_groups(app)
 
 POLL_SECONDS = 2.0

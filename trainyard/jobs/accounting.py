@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState
+from trainyard.manifest.units import parse_duration
 
 
 @dataclass(frozen=True)
@@ -213,3 +214,17 @@ def usage_by_tenant(
             continue
         usage.setdefault(record.tenant, TenantUsage(record.tenant)).add(account(record))
     return dict(sorted(usage.items()))
+
+
+def window_start(since: str | None, now: datetime) -> datetime | None:
+    """The start of the window `since` ('7d', '12h'; None: all time) names, ending `now`.
+
+    Raises:
+        ValueError: `since` is no duration (the message names `since` and the units).
+    """
+    if since is None:
+        return None
+    try:
+        return now - timedelta(seconds=parse_duration(since))
+    except ValueError as error:
+        raise ValueError(f"since: {error}") from None
