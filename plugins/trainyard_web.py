@@ -38,11 +38,12 @@ from pydantic import BaseModel, Field
 
 from trainyard.failures import TrainyardFailure
 from trainyard.jobs.checkpoints import CheckpointStore, CommittedCheckpoint
-from trainyard.jobs.layout import JobLayout, job_id_for_run, tenant_of
+from trainyard.jobs.control import job_id_of_run, pause_job, resume_job
+from trainyard.jobs.layout import JobLayout, tenant_of
 from trainyard.jobs.progress import format_duration, metric_names, read_metrics
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records, load_record
 from trainyard.jobs.registry import ModelRegistry, ModelVersion
-from trainyard.jobs.state import JobView, RunFacts, job_view
+from trainyard.jobs.state import JobView, RunFacts, cancel_job, job_view
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import MAX_STRING_CHARS, shorten
 from trainyard.manifest.schema import confine_storage_path
@@ -210,7 +211,7 @@ def airflow_runs(tenant: str, run_id: str | None = None) -> dict[str, AirflowRun
             name = run_job_name(run.conf)
             runs[run.run_id] = AirflowRun(
                 run_id=run.run_id,
-                job_id=job_id_for_run(tenant, name, run.run_id),
+                job_id=job_id_of_run(tenant, run.conf, run.run_id),
                 name=name,
                 queued_at=run.queued_at or run.run_after,
                 facts=RunFacts(
@@ -323,7 +324,10 @@ def tenant_jobs(
         TenantJob(tenant, record.job_id, record, runs.pop(record.dag_run_id, None))
         for record in list_records(store)
     ]
-    jobs.extend(TenantJob(tenant, run.job_id, None, run) for run in runs.values())
+    known = {job.job_id for job in jobs}  # the earlier runs of a resumed job are its own
+    jobs.extend(
+        TenantJob(tenant, run.job_id, None, run) for run in runs.values() if run.job_id not in known
+    )
     summaries = [
         JobSummary.of(job, job.view(read_metrics(store, job.job_id)), mount) for job in jobs
     ]
@@ -498,6 +502,121 @@ def register_data_event(tenant: str, prefix: str, files: int) -> list[str]:
                 )
                 triggered.append(asset.uri)
     return triggered
+
+
+# --- Job control: pause, resume, cancel (trainyard.jobs.control, trainyard.jobs.state) --------
+
+
+class JobAction(BaseModel):
+    """What an action did: the job's state now."""
+
+    job_id: str
+    state: JobState
+
+
+def controlled_job(job_id: str, user: Any) -> tuple[ObjectStore, TenantJob]:
+    """The job a control action names, once `user` may start runs of its tenant (403 else;
+    404 for no such job)."""
+    try:
+        tenant = tenant_of(job_id)
+    except ValueError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job id: {error}") from error
+    return find_job(authorized_config(user, tenant, "POST"), tenant, job_id)
+
+
+def fail_airflow_run(record: JobRecord) -> None:
+    """End the job's run as the REST API's PATCH does: its running tasks are killed (the
+    learner's on_kill stops the learners gracefully) and the rest never start."""
+    from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag = DBDagBag().get_latest_version_of_dag(record.dag_id, session=session)
+        if dag is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no DAG {record.dag_id}")
+        set_dag_run_state_to_failed(dag=dag, run_id=record.dag_run_id, commit=True, session=session)
+
+
+def trigger_airflow_run(dag_id: str, user: Any) -> Any:
+    """A `trigger(run_id, conf)` that starts a run of `dag_id` in `user`'s name."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    def trigger(run_id: str, conf: dict[str, object]) -> None:
+        with create_session() as session:
+            trigger_dag(
+                dag_id,
+                triggered_by=DagRunTriggeredByType.UI,
+                triggering_user_name=user.get_name(),
+                run_id=run_id,
+                conf=dict(conf),
+                session=session,
+            )
+
+    return trigger
+
+
+def conflict(error: ValueError) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, str(error))
+
+
+@app.post("/api/jobs/{job_id}/pause")
+def pause(job_id: str, user: User) -> JobAction:
+    """Pause the job (`control.pause_job`); 409 with the reason when it is not queued or
+    running. Allowed to whoever may start runs of the tenant's training DAG."""
+    store, job = controlled_job(job_id, user)
+    if job.record is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{job_id} has not started validating: cancel it instead"
+        )
+    view = job.view(read_metrics(store, job_id))
+    facts = job.run.facts if job.run else None
+    try:
+        record = pause_job(store, job.record, facts, view.attempt, fail_airflow_run)
+    except ValueError as error:
+        raise conflict(error) from error
+    return JobAction(job_id=job_id, state=record.state)
+
+
+@app.post("/api/jobs/{job_id}/resume")
+def resume(job_id: str, user: User) -> JobAction:
+    """Resume the job in a new run of its tenant's DAG (`control.resume_job`); 409 with the
+    reason when it cannot be resumed."""
+    store, job = controlled_job(job_id, user)
+    if job.record is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{job_id} has nothing to resume")
+    facts = job.run.facts if job.run else None
+    trigger = trigger_airflow_run(job.record.dag_id, user)
+    try:
+        record = resume_job(store, job.record, facts, trigger)
+    except ValueError as error:
+        raise conflict(error) from error
+    return JobAction(job_id=job_id, state=record.state)
+
+
+@app.post("/api/jobs/{job_id}/cancel")
+def cancel(job_id: str, user: User) -> JobAction:
+    """Cancel the job (`state.cancel_job`); 409 when it already ended."""
+    store, job = controlled_job(job_id, user)
+    record = job.record or JobRecord(
+        job_id=job_id,
+        tenant=job.tenant,
+        dag_id=dag_id_for_tenant(job.tenant),
+        dag_run_id=job.dag_run_id,
+        manifest={},
+        state=JobState.QUEUED,
+    )
+    facts = job.run.facts if job.run else None
+    try:
+        ended = cancel_job(store, record, facts, fail_airflow_run)
+    except ValueError as error:
+        raise conflict(error) from error
+    return JobAction(job_id=job_id, state=ended.state)
+
+
+# --- end of job control ------------------------------------------------------------------------
 
 
 UPLOT = "vendor/uplot-1.6.32"

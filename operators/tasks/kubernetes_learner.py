@@ -164,7 +164,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         """Set the pod up for this job and attempt, from its manifest and the deployment config."""
         backend = self.kubernetes
         cluster = backend.cluster
-        spec = self.learner_spec(manifest, context["ti"].try_number)
+        spec = self.learner_spec(manifest, self.attempt(context))
         pod = backend.pod(spec, manifest)
         self.name = pod.name
         self.image = pod.image

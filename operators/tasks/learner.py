@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.tasks.base import TrainyardOperator, classified_failures, describe_failure
 from trainyard.backends import (
@@ -26,6 +26,8 @@ from trainyard.backends import (
 )
 from trainyard.failures import InternalError, TrainyardFailure, UserError
 from trainyard.jobs.attempts import judge_attempt, record_attempt, record_evaluation
+from trainyard.jobs.control import attempt_of_try, record_pause
+from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import JobManifest
 
 
@@ -49,6 +51,12 @@ class LearnerOperator(TrainyardOperator):
     @cached_property
     def backend(self) -> LearnerBackend:
         return backend_for(self.trainyard_config, self.tenant)
+
+    def attempt(self, context: Context) -> int:
+        """The job's attempt number of this try: a resumed job's tries count on from the
+        attempts of its earlier runs (`trainyard.jobs.control`)."""
+        record, _ = self.load_job()
+        return attempt_of_try(record, context["ti"].try_number)
 
     def learner_spec(self, manifest: JobManifest, attempt: int) -> LearnerSpec:
         with classified_failures():
@@ -96,7 +104,7 @@ class LearnerOperator(TrainyardOperator):
                     "none needed if the retry runs the rebuilt DAG; otherwise report it to the "
                     "platform team (operators/dag_factory.py builds the DAG)",
                 )
-        attempt = context["ti"].try_number
+        attempt = self.attempt(context)
         spec = self.learner_spec(manifest, attempt)
         self.log.info(
             "starting %d learner(s) of %s (attempt %d) on the %s backend",
@@ -126,6 +134,12 @@ class LearnerOperator(TrainyardOperator):
         (`retries.user_errors`); every other class follows classified_failures.
         """
         with classified_failures():
+            record = load_record(self.store, self.job_id)
+            if self.mode is RunMode.TRAIN and record is not None and record.pause_requested:
+                # Paused (trainyard.jobs.control): the attempt's end is the pause, which no
+                # retry budget counts and no retry follows.
+                record_pause(self.store, self.job_id, attempt, started_at)
+                raise AirflowFailException(f"{self.job_id} was paused")
             user_errors = (
                 record_attempt(self.store, self.job_id, attempt, started_at, failure)
                 if self.mode is RunMode.TRAIN

@@ -11,11 +11,12 @@ from operators.tasks.base import TrainyardOperator, classified_failures, failure
 from trainyard.backends import backend_for
 from trainyard.failures import TrainyardFailure, UserError
 from trainyard.jobs.code import snapshot_code
-from trainyard.jobs.layout import JobLayout, job_id_for_run
+from trainyard.jobs.control import RESUME_KEY, check_resume, job_id_of_run
+from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
 from trainyard.manifest.schema import JobManifest
-from trainyard.manifest.submission import manifest_from_conf, run_job_name
+from trainyard.manifest.submission import manifest_from_conf
 from trainyard.storage import StorageError
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_tenant
@@ -47,8 +48,19 @@ class ValidateJobOperator(TrainyardOperator):
         """Validate the run's conf into a job, snapshot its code and record it."""
         manifest = manifest_from_conf(conf)
         self.check_tenant(manifest)
-        job_id = job_id_for_run(self.tenant, manifest.name, run_id)
+        job_id = job_id_of_run(self.tenant, conf, run_id)
         layout = JobLayout(job_id)
+        if conf.get(RESUME_KEY):
+            # A resume (trainyard.jobs.control) goes on with the job's code, record, attempts,
+            # metrics and checkpoints.
+            try:
+                record = check_resume(load_record(self.store, job_id), job_id, run_id)
+            except ValueError as error:
+                raise UserError(str(error), "resume the job, or submit it as a new one") from None
+            record.state = JobState.RUNNING
+            save_record(self.store, record)
+            self.log.info("job %s resumed (after attempt %d)", job_id, record.attempt_offset)
+            return job_id
         snapshot_code(self.store, manifest, layout)
         record = load_record(self.store, job_id) or JobRecord(
             job_id=job_id,
@@ -67,7 +79,7 @@ class ValidateJobOperator(TrainyardOperator):
 
         Only the record is written: the refused job's code and data never reach its prefix.
         """
-        job_id = job_id_for_run(self.tenant, run_job_name(conf), run_id)
+        job_id = job_id_of_run(self.tenant, conf, run_id)
         cause = failure_of_exception(rejected)
         failure = FailureInfo(
             failure_class=cause.failure_class.value,
@@ -83,6 +95,8 @@ class ValidateJobOperator(TrainyardOperator):
                 dag_run_id=run_id,
                 manifest={},
             )
+            if record.dag_run_id != run_id:
+                return  # a forged resume: the job named belongs to another run
             record.state, record.failure = JobState.FAILED, failure
             save_record(self.store, record)
         except (StorageError, TrainyardFailure, AirflowException) as error:

@@ -62,6 +62,19 @@ CANCELLED = a_record(cancel_requested=True, state=JobState.CANCELLED)
             run("running"), CANCEL_REQUESTED, JobState.RUNNING, id="cancel-requested-still-running"
         ),
         pytest.param(run("failed"), CANCELLED, JobState.CANCELLED, id="cancelled-record"),
+        pytest.param(
+            run("failed"), a_record(pause_requested=True), JobState.PAUSED, id="failed-on-pause"
+        ),
+        pytest.param(
+            run("running"),
+            a_record(pause_requested=True),
+            JobState.RUNNING,
+            id="pause-requested-still-running",
+        ),
+        pytest.param(
+            run("failed"), a_record(state=JobState.PAUSED), JobState.PAUSED, id="paused-record"
+        ),
+        pytest.param(None, a_record(state=JobState.PAUSED), JobState.PAUSED, id="paused-no-run"),
         pytest.param(run("running"), CANCELLED, JobState.CANCELLED, id="cancelled-run-ending"),
         pytest.param(
             run("queued"),

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from trainyard.cli import data, envs, models, usage
+from trainyard.cli.control import pause_by_id, resume_by_id
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
 from trainyard.cli.status import JobStatus, cancel_by_id, tenant_statuses
@@ -289,6 +290,24 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
     with session() as sess:
         cancel_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
         console.print(f"{job_id}: cancelled", highlight=False)
+
+
+@app.command()
+def pause(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Hold a job: learners get SIGTERM and commit a final checkpoint, and the job gives back
+    its slots until `trainyard resume`. A queued job is kept from starting."""
+    with session() as sess:
+        pause_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
+        console.print(f"{job_id}: paused (trainyard resume {job_id} continues it)", highlight=False)
+
+
+@app.command()
+def resume(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Continue a paused or failed job, as the same job, from its newest committed checkpoint;
+    it waits in the queue like any job."""
+    with session() as sess:
+        resume_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
+        console.print(f"{job_id}: resumed (queued)", highlight=False)
 
 
 @app.command()

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from trainyard.cli.client import AirflowClient, ApiError
-from trainyard.jobs.layout import job_id_for_run, tenant_of
+from trainyard.jobs.control import job_id_of_run
+from trainyard.jobs.layout import tenant_of
 from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobRecord, JobState, load_record
 from trainyard.jobs.state import JobView, RunFacts, cancel_job, job_view
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
-from trainyard.manifest.submission import run_job_name
 from trainyard.storage import ObjectStore
 from trainyard.tenancy.names import dag_id_for_tenant
 
@@ -131,9 +131,13 @@ def tenant_statuses(client: AirflowClient, store: ObjectStore, tenant: str) -> l
     dag_id = dag_id_for_tenant(tenant)
     tries = client.task_tries(dag_id, TaskId.LEARNER)
     statuses = []
+    seen: set[str] = set()
     for run in client.list_runs(dag_id):
         run_id = str(run["dag_run_id"])
-        job_id = job_id_for_run(tenant, run_job_name(run.get("conf")), run_id)
+        job_id = job_id_of_run(tenant, run.get("conf"), run_id)
+        if job_id in seen:
+            continue  # an earlier run of a resumed job (trainyard.jobs.control): newest first
+        seen.add(job_id)
         job = FoundJob(job_id, tenant, dag_id, run_id, run, load_record(store, job_id))
         facts = replace(run_facts(run, None), learner_try=tries.get(run_id, 0))
         statuses.append(JobStatus.of(job, job_view(facts, job.record, read_metrics(store, job_id))))

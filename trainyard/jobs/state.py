@@ -70,11 +70,11 @@ class JobView:
 
 
 def job_state(run: RunFacts | None, record: JobRecord | None) -> JobState:
-    """The job's state: the run's, except that a job is cancelled once its record says so or
-    its run failed after a cancel request, and queued until `validate` accepted it (wrote its
-    record). Without a run (Airflow forgot it), the record's."""
-    if record is not None and record.state is JobState.CANCELLED:
-        return JobState.CANCELLED
+    """The job's state: the run's, except that a job is cancelled (paused) once its record says
+    so or its run failed after a cancel (pause) request, and queued until `validate` accepted it
+    (wrote its record). Without a run (Airflow forgot it), the record's."""
+    if record is not None and record.state in (JobState.CANCELLED, JobState.PAUSED):
+        return record.state
     if run is None:
         return record.state if record is not None else JobState.QUEUED
     state = _RUN_STATES.get(run.state, JobState.QUEUED)
@@ -82,6 +82,8 @@ def job_state(run: RunFacts | None, record: JobRecord | None) -> JobState:
         return JobState.QUEUED if state is JobState.RUNNING else state
     if record.cancel_requested and state is JobState.FAILED:
         return JobState.CANCELLED
+    if record.pause_requested and state is JobState.FAILED:
+        return JobState.PAUSED
     return state
 
 

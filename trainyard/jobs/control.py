@@ -1,0 +1,193 @@
+"""Pause and resume: a job holds nothing while paused and goes on as the same job when resumed.
+
+A pause ends the job's current Airflow run, exactly as a cancel does (`state.cancel_job`): the
+learners get SIGTERM and commit a final checkpoint, as for a preemption, and the run's end gives
+back its worker slot, its pool slots and its place under the tenant's `max_running_jobs`. The
+record says `paused` (`state.job_state`). A resume is a new run of the tenant's DAG whose conf
+names the job (`RESUME_KEY`): it waits in the queue like any job, and its tasks work on the same
+job id, record, checkpoints and metrics; its learner tries count on from the job's attempts so
+far (`attempt_of_try`). docs/dependability.md says why this mechanism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JOB_ID_PATTERN, JobLayout, job_id_for_run
+from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, change_record
+from trainyard.jobs.state import RunFacts, job_state
+from trainyard.manifest.submission import run_job_name
+from trainyard.storage.base import ObjectStore
+
+#: The run conf's key that makes a run the resume of an existing job.
+RESUME_KEY = "resume_job_id"
+
+#: What an attempt that a pause ended says in the job's attempt history.
+PAUSED = "paused"
+
+#: The states a job may be resumed from.
+RESUMABLE_STATES = frozenset({JobState.PAUSED, JobState.FAILED})
+
+
+def job_id_of_run(tenant: str, conf: object, run_id: str) -> str:
+    """The job a DAG run works on: the one its conf resumes, else the run's own
+    (`layout.job_id_for_run`)."""
+    resumed = conf.get(RESUME_KEY) if isinstance(conf, Mapping) else None
+    match = JOB_ID_PATTERN.match(resumed) if isinstance(resumed, str) else None
+    if match and match["tenant"] == tenant:
+        return match.string
+    return job_id_for_run(tenant, run_job_name(conf), run_id)
+
+
+def attempt_of_try(record: JobRecord, try_number: int) -> int:
+    """The job's attempt number of the learner task's Airflow try in the current run."""
+    return record.attempt_offset + try_number
+
+
+def record_pause(store: ObjectStore, job_id: str, attempt: int, started_at: datetime) -> None:
+    """Show the pause in the attempt history: the attempt it ended, with the newest committed
+    checkpoint. Its class is no failure class, so no retry budget counts it."""
+    step = CheckpointStore(store, JobLayout(job_id)).latest_step()
+
+    def note(record: JobRecord) -> None:
+        earlier = [a for a in record.attempts if a.attempt != attempt]
+        before = earlier[-1].checkpoint_step if earlier else None
+        record.attempts = [
+            *earlier,
+            AttemptInfo(
+                attempt=attempt,
+                failure_class=PAUSED,
+                message="paused: the learners were stopped and committed a final checkpoint",
+                fix="trainyard resume " + job_id,
+                started_at=started_at,
+                checkpoint_step=step,
+                progressed=step is not None and (before is None or step > before),
+            ),
+        ]
+
+    change_record(store, job_id, note)
+
+
+def pause_job(
+    store: ObjectStore,
+    record: JobRecord,
+    run: RunFacts | None,
+    attempt: int,
+    stop_run: Callable[[JobRecord], None],
+) -> JobRecord:
+    """Pause a queued or running job: record the request, `stop_run` (end its Airflow run, so
+    its learners stop with a final checkpoint and its slots are given back), record the pause.
+
+    `attempt` is the learner attempt the pause ends (0: none started). As in `cancel_job`, the
+    request is saved before the run is stopped, so the failure callback of the stopped tasks
+    ends the job paused, not failed; a stop that fails withdraws it.
+
+    Raises:
+        ValueError: the job is not queued or running (the reason in words).
+    """
+    state = job_state(run, record)
+    if state not in (JobState.QUEUED, JobState.RUNNING):
+        raise ValueError(f"{record.job_id} is {state.value}: only a queued or running job pauses")
+
+    def request(stored: JobRecord) -> None:
+        stored.pause_requested = True
+
+    def withdraw(stored: JobRecord) -> None:
+        stored.pause_requested = False
+
+    def end(stored: JobRecord) -> None:
+        stored.pause_requested = True
+        stored.state = JobState.PAUSED
+
+    change_record(store, record.job_id, request, new=record)
+    try:
+        stop_run(record)
+    except BaseException:
+        change_record(store, record.job_id, withdraw)
+        raise
+    if attempt > 0:
+        started = run.start_date if run is not None and run.start_date else datetime.now(UTC)
+        record_pause(store, record.job_id, attempt, started)
+    paused = change_record(store, record.job_id, end, new=record)
+    assert paused is not None  # `new` is created when there is none
+    return paused
+
+
+def resume_run_id(job_id: str, now: datetime | None = None) -> str:
+    """A fresh DAG run id for a resume of `job_id` (a run id is used once per DAG)."""
+    return f"resume__{job_id}__{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%S%f')}"
+
+
+def resume_job(
+    store: ObjectStore,
+    record: JobRecord,
+    run: RunFacts | None,
+    trigger: Callable[[str, dict[str, object]], object],
+) -> JobRecord:
+    """Resume a paused or failed job from its newest committed checkpoint: point its record at
+    a new run, then `trigger(run_id, conf)` that run of the tenant's DAG.
+
+    The record is changed first, so the new run's validate finds it prepared (`check_resume`);
+    a trigger that fails puts it back.
+
+    Raises:
+        ValueError: the job cannot be resumed (it runs, succeeded, was cancelled or has no
+            committed checkpoint), with the reason.
+    """
+    state = job_state(run, record)
+    job_id = record.job_id
+    if state not in RESUMABLE_STATES:
+        why = {
+            JobState.SUCCEEDED: "it succeeded: its model is committed (submit a new job to "
+            "train again)",
+            JobState.CANCELLED: "it was cancelled (submit it again)",
+        }.get(state, "it has not ended (pause it first)")
+        raise ValueError(f"{job_id} is {state.value} and cannot be resumed: {why}")
+    step = CheckpointStore(store, JobLayout(job_id)).latest_step()
+    if step is None:
+        raise ValueError(
+            f"{job_id} cannot be resumed: it has no committed checkpoint to resume from "
+            "(submit it again)"
+        )
+    run_id = resume_run_id(job_id)
+    before = record.model_copy(deep=True)
+
+    def prepare(stored: JobRecord) -> None:
+        known = [a.attempt for a in stored.attempts] + [stored.attempt_offset]
+        stored.attempt_offset = max(known)
+        stored.dag_run_id = run_id
+        stored.state = JobState.QUEUED
+        stored.pause_requested = False
+        stored.failure = None
+
+    def restore(stored: JobRecord) -> None:
+        stored.attempt_offset = before.attempt_offset
+        stored.dag_run_id = before.dag_run_id
+        stored.state = before.state
+        stored.pause_requested = before.pause_requested
+        stored.failure = before.failure
+
+    resumed = change_record(store, job_id, prepare, new=record)
+    assert resumed is not None  # `new` is created when there is none
+    try:
+        trigger(run_id, {"manifest": resumed.manifest, RESUME_KEY: job_id})
+    except BaseException:
+        change_record(store, job_id, restore)
+        raise
+    return resumed
+
+
+def check_resume(record: JobRecord | None, job_id: str, run_id: str) -> JobRecord:
+    """The record a resume run continues: the one `resume_job` pointed at this run.
+
+    Raises:
+        ValueError: the conf names a job that was not resumed into this run.
+    """
+    if record is None or record.dag_run_id != run_id:
+        raise ValueError(
+            f"{RESUME_KEY}: {job_id} was not resumed into this run: resume a job with "
+            "'trainyard resume JOB' (or the job page), not by triggering a run"
+        )
+    return record
