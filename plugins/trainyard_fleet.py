@@ -14,17 +14,18 @@ from typing import Any
 import trainyard_web as web
 from fastapi import APIRouter, HTTPException, status
 
-from trainyard.jobs.accounting import usage_by_tenant, window_start
-from trainyard.jobs.records import JobRecord, list_records
+from trainyard.jobs.accounting import JobAccount, store_accounts, usage_by_tenant, window_start
 from trainyard.tenancy.config import TrainyardConfig
 
 router = APIRouter()
 
 
-def tenant_records(config: TrainyardConfig, tenants: list[str]) -> list[JobRecord]:
-    """The job records of `tenants`, read from each one's storage."""
+def tenant_accounts(
+    config: TrainyardConfig, tenants: list[str], since: datetime | None = None
+) -> list[JobAccount]:
+    """The accounting of the jobs of `tenants` created since `since`, from each one's storage."""
     return [
-        record for tenant in tenants for record in list_records(web.tenant_store(config, tenant))
+        job for tenant in tenants for job in store_accounts(web.tenant_store(config, tenant), since)
     ]
 
 
@@ -41,5 +42,5 @@ def get_usage(user: web.User, tenant: str | None = None, since: str | None = Non
         start = window_start(since, datetime.now(UTC))
     except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
-    found = usage_by_tenant(tenant_records(config, tenants), start)
+    found = usage_by_tenant(tenant_accounts(config, tenants, start))
     return [summary.as_json() for summary in found.values()]

@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from tests.support.accounting import faulted_job
 from tests.support.fake_airflow import FakeAirflow, fake_airflow
 from trainyard.cli.app import app
+from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import save_record
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import CONFIG_ENV
@@ -49,6 +50,9 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow: FakeAir
     monkeypatch.setenv("TRAINYARD_PASSWORD", "s3cret")
     acme = LocalStore(tmp_path / "storage" / "acme")
     save_record(acme, faulted_job("acme.digits.new", created_at=RECENT))
+    # One learner's utilisation: 36 CPU seconds and one GPU at 50 % for 72 s.
+    row = {"interval_s": 72, "cpu_s": 36, "rss_bytes": 2**30, "gpus": [{"util": 50}]}
+    acme.put_bytes(JobLayout("acme.digits.new").utilisation(1, 0), json.dumps(row).encode())
     save_record(acme, faulted_job("acme.digits.old", created_at=RECENT - timedelta(days=30)))
     globex = LocalStore(tmp_path / "storage" / "globex")
     save_record(globex, faulted_job("globex.digits.new", "globex", created_at=RECENT))
@@ -69,6 +73,8 @@ def test_usage_as_json_sums_the_tenants_jobs_in_the_window(deployment: Path) -> 
     assert acme["jobs"] == {"succeeded": 1}
     assert acme["gpu_hours"] == pytest.approx(4 * 330 / 3600)
     assert acme["cpu_hours"] == pytest.approx(8 * 330 / 3600)
+    assert acme["cpu_hours_used"] == pytest.approx(0.01)
+    assert acme["gpu_hours_used"] == pytest.approx(0.01)
     assert acme["goodput"] == pytest.approx(270 / 330)
     assert acme["lost_hours_by_class"] == {"platform_fault": pytest.approx(80 / 3600)}
     assert acme["mean_queue_s"] == 30

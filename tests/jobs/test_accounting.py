@@ -56,7 +56,8 @@ def test_usage_sums_jobs_per_tenant_since_a_time() -> None:
     failed.state = JobState.FAILED
     records = [faulted_job(), failed, old, faulted_job("beta.digits.c", tenant="beta")]
 
-    usage = usage_by_tenant(records, since=T0 - timedelta(days=7))
+    since = T0 - timedelta(days=7)
+    usage = usage_by_tenant(account(r) for r in records if r.created_at >= since)
 
     assert list(usage) == ["acme", "beta"]
     acme = usage["acme"].as_json()
@@ -67,7 +68,7 @@ def test_usage_sums_jobs_per_tenant_since_a_time() -> None:
     assert acme["lost_hours_by_class"] == {"platform_fault": pytest.approx(160 / 3600)}
     assert acme["retries_by_class"] == {"platform_fault": 2}
     assert acme["mean_queue_s"] == 30
-    assert len(usage_by_tenant(records)["acme"].queue_s) == 3
+    assert len(usage_by_tenant(map(account, records))["acme"].queue_s) == 3
 
 
 def test_a_window_counts_back_from_now_and_a_bad_one_names_since() -> None:

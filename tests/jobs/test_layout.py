@@ -167,6 +167,11 @@ MODEL = ModelLayout("digits-mlp")
             JOB.metrics(2), "jobs/acme.digits-mlp.run-1/logs/metrics-attempt-2.jsonl", id="metrics"
         ),
         pytest.param(
+            JOB.utilisation(2, 1),
+            "jobs/acme.digits-mlp.run-1/logs/utilisation-attempt-2-rank-1.jsonl",
+            id="utilisation",
+        ),
+        pytest.param(
             JOB.outcome(RunMode.EVALUATE, 1, 0),
             "jobs/acme.digits-mlp.run-1/logs/evaluate-outcome-attempt-1-rank-0.json",
             id="outcome",
@@ -211,3 +216,10 @@ def test_a_metrics_key_names_its_attempt_and_no_other_key_does() -> None:
     assert JOB.metrics_attempt(JOB.learner_log(RunMode.TRAIN, 3, 0)) is None
     assert JOB.metrics_attempt(JobLayout("acme.other.run-1").metrics(3)) is None
     assert JOB.metrics_attempt(JOB.metrics(3) + ".tmp") is None
+
+
+def test_a_utilisation_key_is_told_from_every_other_key() -> None:
+    assert JOB.is_utilisation(JOB.utilisation(3, 0))
+    assert not JOB.is_utilisation(JOB.metrics(3))
+    assert not JOB.is_utilisation(JobLayout("acme.other.run-1").utilisation(3, 0))
+    assert not JOB.is_utilisation(JOB.utilisation(3, 0) + ".tmp")

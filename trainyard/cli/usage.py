@@ -13,9 +13,14 @@ import typer
 from rich.table import Table
 
 from trainyard.cli.session import AccessDenied, console, session
-from trainyard.jobs.accounting import TenantUsage, usage_by_tenant, window_start
+from trainyard.jobs.accounting import (
+    JobAccount,
+    TenantUsage,
+    store_accounts,
+    usage_by_tenant,
+    window_start,
+)
 from trainyard.jobs.progress import format_duration
-from trainyard.jobs.records import list_records
 
 #: The columns of `--csv`, one row a tenant (lost hours by class as `class=hours;...`).
 CSV_COLUMNS = (
@@ -24,6 +29,8 @@ CSV_COLUMNS = (
     "learner_hours",
     "gpu_hours",
     "cpu_hours",
+    "gpu_hours_used",
+    "cpu_hours_used",
     "goodput",
     "lost_hours_by_class",
     "retries_by_class",
@@ -61,19 +68,19 @@ def usage(
         bool, typer.Option("--json", help="Print JSON, one object a tenant.")
     ] = False,
 ) -> None:
-    """Per tenant: jobs by final state, GPU/CPU hours held, goodput, time lost by failure class,
-    mean queue time (all tenants: those the user may see)."""
+    """Per tenant: jobs by final state, GPU/CPU hours held and used, goodput, time lost by
+    failure class, mean queue time (all tenants: those the user may see)."""
     with session() as sess:
         start = window_start(since, datetime.now(UTC))
         tenants = [tenant] if tenant else sess.config.tenant_names
-        records = []
+        jobs: list[JobAccount] = []
         for name in tenants:
             try:
-                records.extend(list_records(sess.store(name)))
+                jobs.extend(store_accounts(sess.store(name), start))
             except AccessDenied:
                 if tenant:
                     raise
-        found = usage_by_tenant(records, start)
+        found = usage_by_tenant(jobs)
         if as_json:
             typer.echo(json.dumps([summary.as_json() for summary in found.values()], indent=2))
             return

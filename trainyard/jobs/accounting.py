@@ -14,18 +14,24 @@ pages, and the metrics endpoint. The rules:
 - lost to faults: each failed attempt's lost time plus its restart time (from its end to the
   next attempt's start), by failure class;
 - queue time: from the record's creation (the job was accepted) to its first attempt's start;
-- goodput: productive time / learner time (None before any attempt ended).
+- goodput: productive time / learner time (None before any attempt ended);
+- used: the learners' utilisation rows (`runtime.utilisation`) summed: CPU seconds, memory
+  GiB-seconds (resident bytes x interval), GPU-seconds (utilisation x interval).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from trainyard.jobs.records import AttemptInfo, JobRecord, JobState
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records
 from trainyard.manifest.units import parse_duration
+from trainyard.storage.base import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,36 @@ class Requested:
 
 
 @dataclass(frozen=True)
+class Used:
+    """What the learners used, summed from their utilisation rows (resource-seconds)."""
+
+    cpu_s: float = 0.0
+    memory_gib_s: float = 0.0
+    gpu_s: float = 0.0
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, Any]]) -> Used:
+        cpu = memory = gpu = 0.0
+        for row in rows:
+            interval = float(row.get("interval_s") or 0.0)
+            cpu += float(row.get("cpu_s") or 0.0)
+            memory += float(row.get("rss_bytes") or 0) / 2**30 * interval
+            gpu += sum(float(g.get("util") or 0.0) / 100 * interval for g in row.get("gpus", []))
+        return cls(cpu_s=cpu, memory_gib_s=memory, gpu_s=gpu)
+
+
+def read_utilisation(store: ObjectStore, job_id: str) -> list[dict[str, Any]]:
+    """Every utilisation row of a job's learners (all attempts and ranks)."""
+    layout = JobLayout(job_id)
+    rows: list[dict[str, Any]] = []
+    for info in store.list(layout.logs):
+        if layout.is_utilisation(info.key):
+            text = store.get_bytes(info.key).decode()
+            rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    return rows
+
+
+@dataclass(frozen=True)
 class JobAccount:
     """A job's accounting (seconds throughout; `gpu_s` etc. are resource-seconds held)."""
 
@@ -80,6 +116,7 @@ class JobAccount:
     cpu_s: float
     memory_gib_s: float
     lost_by_class: dict[str, float]
+    used: Used = Used()
 
     @property
     def goodput(self) -> float | None:
@@ -106,8 +143,8 @@ def _productive(attempt: AttemptInfo) -> float:
     return _seconds(attempt.started_at, at)
 
 
-def account(record: JobRecord) -> JobAccount:
-    """The accounting of one job, from its record."""
+def account(record: JobRecord, utilisation: Iterable[dict[str, Any]] = ()) -> JobAccount:
+    """The accounting of one job, from its record and its learners' utilisation rows."""
     attempts = sorted(record.attempts, key=lambda a: a.attempt)
     accounts = []
     for index, attempt in enumerate(attempts):
@@ -149,6 +186,7 @@ def account(record: JobRecord) -> JobAccount:
         cpu_s=requested.cpus * learner_s,
         memory_gib_s=requested.memory_bytes / 2**30 * learner_s,
         lost_by_class=dict(lost_by_class),
+        used=Used.of(utilisation),
     )
 
 
@@ -163,6 +201,8 @@ class TenantUsage:
     productive_s: float = 0.0
     gpu_hours: float = 0.0
     cpu_hours: float = 0.0
+    gpu_hours_used: float = 0.0
+    cpu_hours_used: float = 0.0
     lost_s_by_class: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     retries_by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     queue_s: list[float] = field(default_factory=list)
@@ -173,6 +213,8 @@ class TenantUsage:
         self.productive_s += job.productive_s
         self.gpu_hours += job.gpu_s / 3600
         self.cpu_hours += job.cpu_s / 3600
+        self.gpu_hours_used += job.used.gpu_s / 3600
+        self.cpu_hours_used += job.used.cpu_s / 3600
         for failure_class, lost in job.lost_by_class.items():
             self.lost_s_by_class[failure_class] += lost
         for attempt in job.attempts:
@@ -197,6 +239,8 @@ class TenantUsage:
             "learner_hours": self.learner_s / 3600,
             "gpu_hours": self.gpu_hours,
             "cpu_hours": self.cpu_hours,
+            "gpu_hours_used": self.gpu_hours_used,
+            "cpu_hours_used": self.cpu_hours_used,
             "goodput": self.goodput,
             "lost_hours_by_class": {k: v / 3600 for k, v in sorted(self.lost_s_by_class.items())},
             "retries_by_class": dict(sorted(self.retries_by_class.items())),
@@ -204,15 +248,20 @@ class TenantUsage:
         }
 
 
-def usage_by_tenant(
-    records: Iterable[JobRecord], since: datetime | None = None
-) -> dict[str, TenantUsage]:
-    """Each tenant's usage over the jobs created at or after `since` (all with None)."""
+def store_accounts(store: ObjectStore, since: datetime | None = None) -> list[JobAccount]:
+    """The accounting of each job in `store` created at or after `since` (all with None)."""
+    return [
+        account(record, read_utilisation(store, record.job_id))
+        for record in list_records(store)
+        if since is None or record.created_at >= since
+    ]
+
+
+def usage_by_tenant(jobs: Iterable[JobAccount]) -> dict[str, TenantUsage]:
+    """Each tenant's usage summed over `jobs`, by tenant name."""
     usage: dict[str, TenantUsage] = {}
-    for record in records:
-        if since is not None and record.created_at < since:
-            continue
-        usage.setdefault(record.tenant, TenantUsage(record.tenant)).add(account(record))
+    for job in jobs:
+        usage.setdefault(job.tenant, TenantUsage(job.tenant)).add(job)
     return dict(sorted(usage.items()))
 
 

@@ -129,6 +129,16 @@ class JobLayout:
         match = _METRICS_NAME.fullmatch(key.removeprefix(self.logs + "/"))
         return int(match[1]) if match and key.startswith(self.logs + "/") else None
 
+    def utilisation(self, attempt: int, rank: int) -> str:
+        """What one learner of a training attempt used (JSON lines, `runtime.utilisation`)."""
+        return join_key(self.logs, f"utilisation-attempt-{attempt}-rank-{rank}.jsonl")
+
+    def is_utilisation(self, key: str) -> bool:
+        """Whether `key` holds a learner's utilisation rows."""
+        return key.startswith(self.logs + "/") and bool(
+            _UTILISATION_NAME.fullmatch(key.removeprefix(self.logs + "/"))
+        )
+
     def learner_log(self, mode: RunMode, attempt: int, rank: int) -> str:
         name = "learner" if mode is RunMode.TRAIN else mode.value
         return join_key(self.logs, f"{name}-attempt-{attempt}-rank-{rank}.log")
@@ -179,6 +189,7 @@ class ModelLayout:
 _VERSION_RECORD = re.compile(rf"v([1-9][0-9]*)/{re.escape(_VERSION_NAME)}")
 _STEP_FOLDER = re.compile(r"step-(\d+)")
 _METRICS_NAME = re.compile(r"metrics-attempt-(\d+)\.jsonl")
+_UTILISATION_NAME = re.compile(r"utilisation-attempt-(\d+)-rank-(\d+)\.jsonl")
 
 JOB_ID_PATTERN = re.compile(
     r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"

@@ -16,6 +16,7 @@ from trainyard.runtime.process import UserProcess
 from trainyard.runtime.sandbox import Sandbox
 from trainyard.runtime.settings import RuntimeSettings
 from trainyard.runtime.sync import Syncer, annotated_rows, storage_retry
+from trainyard.runtime.utilisation import Sampler, load_nvml
 from trainyard.runtime.watchdog import Watchdog
 from trainyard.runtime.workspace import Workspace
 from trainyard.storage.base import ObjectStore, StorageError
@@ -154,6 +155,12 @@ class Runner:
             metrics_key=self.layout.metrics(settings.attempt),
             annotations={"attempt": settings.attempt, "rank": settings.rank},
             watchdog=watchdog,
+            sampler=(
+                Sampler(process.proc.pid, settings.gpu_devices, load_nvml(settings.gpu_devices))
+                if self.mode is RunMode.TRAIN
+                else None
+            ),
+            utilisation_key=self.layout.utilisation(settings.attempt, settings.rank),
         )
         syncer.start()
         finished = process.wait()

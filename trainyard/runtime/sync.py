@@ -24,6 +24,7 @@ from tenacity import (
 
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.runtime.helpers import checkpoint_steps
+from trainyard.runtime.utilisation import Sampler
 from trainyard.runtime.watchdog import Watchdog
 from trainyard.storage.base import ObjectNotFound, ObjectStore, StorageError
 
@@ -77,8 +78,11 @@ class Syncer:
         metrics_key: str | None = None,
         annotations: dict[str, Any] | None = None,
         watchdog: Watchdog | None = None,
+        sampler: Sampler | None = None,
+        utilisation_key: str | None = None,
     ) -> None:
-        """Checkpoints and metrics are synced only when given (rank 0 of a training run)."""
+        """Checkpoints and metrics are synced only when given (rank 0 of a training run);
+        utilisation is sampled and uploaded to `utilisation_key` with a `sampler`."""
         self.store = store
         self.log_file, self.log_key = log_file, log_key
         self.checkpoints, self.checkpoint_dir = checkpoints, checkpoint_dir
@@ -86,6 +90,8 @@ class Syncer:
         self.metrics_file, self.metrics_key = metrics_file, metrics_key
         self.annotations = annotations or {}
         self.watchdog = watchdog
+        self.sampler, self.utilisation_key = sampler, utilisation_key
+        self._sampled = 0
         self._uploaded: dict[Path, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trainyard-sync", daemon=True)
@@ -121,6 +127,7 @@ class Syncer:
         uploads.append(
             lambda: self._upload_if_changed(self.log_file, self.log_key, Path.read_bytes)
         )
+        uploads.append(self._sample_utilisation)
         failures = []
         for upload in uploads:
             try:
@@ -144,6 +151,18 @@ class Syncer:
             else:
                 log.info("committed checkpoint step-%d", step)
             self.committed.add(step)
+
+    def _sample_utilisation(self) -> None:
+        """Take a sample when one is due; upload the rows when there are new ones."""
+        if self.sampler is None or self.utilisation_key is None:
+            return
+        if self.sampler.due():
+            self.sampler.sample()
+        rows = self.sampler.rows
+        if len(rows) > self._sampled:
+            data = "".join(json.dumps({**row, **self.annotations}) + "\n" for row in rows)
+            storage_retry(self.store.put_bytes)(self.utilisation_key, data.encode())
+            self._sampled = len(rows)
 
     def _metrics_bytes(self, path: Path) -> bytes:
         rows = annotated_rows(path.read_text(encoding="utf-8"), **self.annotations)
