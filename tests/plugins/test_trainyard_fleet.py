@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trainyard_web as web
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.accounting import faulted_job
 from trainyard.jobs.records import save_record
@@ -75,3 +76,44 @@ def test_a_bad_window_is_422_naming_since(client: TestClient) -> None:
 
     assert response.status_code == 422
     assert "since:" in response.json()["detail"]
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of `GET /metrics`, parsed as Prometheus parses them, by name and labels."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.usefixtures("stored")
+def test_the_metrics_hold_the_stored_records_numbers_without_credentials(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web.app.dependency_overrides.clear()  # no caller at all
+
+    def nobody_asks(user: object, tenant: str, method: str = "GET") -> bool:
+        raise AssertionError("a scrape asks no user's rights")
+
+    monkeypatch.setattr(web, "may_use_runs", nobody_asks)
+
+    samples = scrape(client)
+
+    acme, globex = (("tenant", "acme"),), (("tenant", "globex"),)
+    assert samples["trainyard_jobs", (("state", "succeeded"), *acme)] == 2
+    assert samples["trainyard_jobs", (("state", "running"), *globex)] == 0
+    assert samples["trainyard_queue_length", acme] == 0
+    platform = ("failure_class", "platform_fault")
+    assert samples["trainyard_retries_total", (platform, *acme)] == 2
+    assert samples["trainyard_lost_seconds_total", (platform, *acme)] == 160
+    assert samples["trainyard_goodput_ratio", acme] == pytest.approx(270 / 330)
+    assert samples["trainyard_gpu_seconds_held_total", globex] == 4 * 330
+    # Each fault's restart took 20 s: in the 30 s bucket, not the 10 s one.
+    assert samples["trainyard_recovery_seconds_bucket", (("le", "10.0"), *acme)] == 0
+    assert samples["trainyard_recovery_seconds_bucket", (("le", "30.0"), *acme)] == 2
+    assert samples["trainyard_recovery_seconds_count", acme] == 2
+    assert samples["trainyard_recovery_seconds_sum", acme] == 40
