@@ -4,7 +4,7 @@
 (from Airflow's metadata DB: this app runs in the API server) joined with the job records in its
 storage, each read by `trainyard.jobs.state.job_view` as the CLI reads it, so a job still queued
 before `validate` is listed too; `GET /trainyard/tenants/{tenant}/jobs` shows the same as a
-page, and `GET /trainyard/` links the tenants the caller may see. `POST
+page, and `GET /trainyard/` (trainyard_fleet.py) is the landing page. `POST
 /trainyard/api/tenants/{tenant}/data-events` records new data for the tenant's data triggers:
 FAB's asset permissions are not per tenant, so tenant roles may not post asset events
 themselves, and this route lets them do it for their own tenant's assets only.
@@ -738,18 +738,6 @@ def job_page(tenant: str, job_id: str, user: User, request: Request) -> str:
         scripts=(f"{UPLOT}/uPlot.iife.min.js", "job.js"),
         styles=(f"{UPLOT}/uPlot.min.css",),
     )
-
-
-@app.get("/", response_class=HTMLResponse)
-def index(user: User, request: Request) -> str:
-    """Links to the job lists of the tenants the caller may see."""
-    names = [name for name in deployment_config.get().tenant_names if may_use_runs(user, name)]
-    root = request.scope.get("root_path", "")
-    items = "".join(
-        f'<li><a href="{root}/tenants/{quote(n)}/jobs">{html.escape(n)}</a></li>' for n in names
-    )
-    body = f"<ul>{items}</ul>" if items else "<p>You may not see any tenant's jobs.</p>"
-    return page(request, "Trainyard jobs", f"<h1>Trainyard jobs</h1>{body}")
 
 
 # The fleet view (usage, metrics, admin page) lives in its own module, which uses this one.

@@ -324,7 +324,8 @@ def test_plugin_lists_a_tenants_jobs_with_their_state(
     listing = httpx.get(f"{base}/trainyard/api/tenants/{OWN}/jobs", headers=headers).json()
     states = {job["job_id"]: job["state"] for job in listing["jobs"]}
     assert states[jobs[OWN]] == "succeeded"
-    index = httpx.get(f"{base}/trainyard/", headers=headers)
+    # A user of one tenant lands on its job list.
+    index = httpx.get(f"{base}/trainyard/", headers=headers, follow_redirects=True)
     assert f"tenants/{OWN}/jobs" in index.text
     assert f"tenants/{OTHER}/jobs" not in index.text
 

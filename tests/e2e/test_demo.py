@@ -154,7 +154,8 @@ def test_a_tenant_user_sees_only_its_tenants_dags_and_pages(demo: Demo) -> None:
     for route in ("/trainyard/api/tenants/{tenant}/jobs", "/trainyard/tenants/{tenant}/jobs"):
         assert httpx.get(base + route.format(tenant=OTHER), headers=headers).status_code == 403
         assert httpx.get(base + route.format(tenant=TENANT), headers=headers).status_code == 200
-    index = httpx.get(f"{base}/trainyard/", headers=headers)
+    # A user of one tenant lands on its job list.
+    index = httpx.get(f"{base}/trainyard/", headers=headers, follow_redirects=True)
     assert f"tenants/{TENANT}/jobs" in index.text
     assert f"tenants/{OTHER}/jobs" not in index.text
     # The CLI as that user: the other tenant is refused before its storage is touched.
