@@ -280,6 +280,8 @@ class JobSummary(BaseModel):
     progress: float | None = None
     elapsed_s: float | None = None
     eta_s: float | None = None
+    runtime_s: float | None = None
+    max_runtime_s: float | None = None
 
     @classmethod
     def of(cls, job: TenantJob, view: JobView, mount: str) -> JobSummary:
@@ -305,6 +307,8 @@ class JobSummary(BaseModel):
             progress=view.progress,
             elapsed_s=view.elapsed_s,
             eta_s=view.eta_s,
+            runtime_s=view.runtime_s,
+            max_runtime_s=view.max_runtime_s,
         )
 
 

@@ -19,6 +19,7 @@ class FailureClass(StrEnum):
     PREEMPTION = "preemption"
     HANG = "hang"
     INTERNAL_ERROR = "internal_error"
+    DEADLINE = "deadline"
 
 
 #: The one statement of which classes a retry may get past. The others (the user's or the
@@ -76,10 +77,17 @@ class InternalError(TrainyardFailure):
     failure_class = FailureClass.INTERNAL_ERROR
 
 
+class Deadline(TrainyardFailure):
+    """A limit of the job's own ran out (`max_runtime`, `max_queued`: trainyard.jobs.limits):
+    not retried, since a retry would only run out of it again."""
+
+    failure_class = FailureClass.DEADLINE
+
+
 #: Every failure class's exception type, for reading a failure back from its class's value.
 FAILURE_TYPES: dict[FailureClass, type[TrainyardFailure]] = {
     cls.failure_class: cls
-    for cls in (UserError, ResourceError, PlatformFault, Preemption, Hang, InternalError)
+    for cls in (UserError, ResourceError, PlatformFault, Preemption, Hang, InternalError, Deadline)
 }
 
 #: What a retry of the learner does, for the fix texts of failures a retry may cure.

@@ -8,6 +8,7 @@ evaluate mode.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -27,6 +28,7 @@ from trainyard.backends import (
 from trainyard.failures import InternalError, TrainyardFailure, UserError
 from trainyard.jobs.attempts import judge_attempt, record_attempt, record_evaluation
 from trainyard.jobs.control import attempt_of_try, record_pause
+from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import JobManifest
 
@@ -113,13 +115,55 @@ class LearnerOperator(TrainyardOperator):
             attempt,
             backend.name,
         )
+        left = self.check_limits(manifest, context)
         started_at = datetime.now(UTC)
         self._running = backend
-        exits = backend.run(spec, on_output=self.log.info)
+        ran_out = threading.Event()
+
+        def deadline() -> None:
+            ran_out.set()
+            self.log.info("max_runtime ran out: stopping the learners (final checkpoint)")
+            backend.stop()
+
+        timer = threading.Timer(left, deadline) if left is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            exits = backend.run(spec, on_output=self.log.info)
+        finally:
+            if timer is not None:
+                timer.cancel()
         with classified_failures():
             ends = [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
             failure = judge_attempt(self.store, spec, ends)
+        if failure is not None and ran_out.is_set():
+            assert manifest.max_runtime is not None  # the timer runs only under a limit
+            record, _ = self.load_job()
+            used = learner_seconds(record.attempts, started_at, datetime.now(UTC))
+            failure = runtime_exceeded(self.job_id, manifest.max_runtime, used)
         self.conclude_attempt(manifest, attempt, started_at, failure)
+
+    def check_limits(self, manifest: JobManifest, context: Context) -> float | None:
+        """Fail a job that waited longer than `max_queued` before its learners ever started, or
+        whose `max_runtime` is used up (`trainyard.jobs.limits`); return the learner time left
+        (None: no limit). Training only: evaluation runs on its own."""
+        if self.mode is not RunMode.TRAIN:
+            return None
+        record, _ = self.load_job()
+        with classified_failures():
+            # The run's run_after: when it was triggered (or became due), so its wait since.
+            queued_at = getattr(context.get("dag_run"), "run_after", None)
+            if manifest.max_queued is not None and not record.attempts and queued_at:
+                waited = (datetime.now(UTC) - queued_at).total_seconds()
+                if waited > manifest.max_queued:
+                    raise queued_too_long(manifest.max_queued, waited)
+            if manifest.max_runtime is None:
+                return None
+            used = learner_seconds(record.attempts)
+            if used >= manifest.max_runtime:
+                raise runtime_exceeded(self.job_id, manifest.max_runtime, used)
+            return manifest.max_runtime - used
 
     def conclude_attempt(
         self,

@@ -13,6 +13,7 @@ from trainyard.failures import TrainyardFailure, UserError
 from trainyard.jobs.code import snapshot_code
 from trainyard.jobs.control import RESUME_KEY, check_resume, job_id_of_run
 from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.limits import with_limits
 from trainyard.jobs.lineage import digest_prefix
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, load_record, save_record
 from trainyard.manifest.schema import JobManifest
@@ -67,7 +68,7 @@ class ValidateJobOperator(TrainyardOperator):
             tenant=self.tenant,
             dag_id=self.dag_id,
             dag_run_id=run_id,
-            manifest=manifest.model_dump(mode="json"),
+            manifest=with_limits(manifest, self.tenant_config).model_dump(mode="json"),
         )
         record.code_digest = digest_prefix(self.store, layout.code)
         save_record(self.store, record)

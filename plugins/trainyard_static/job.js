@@ -152,6 +152,7 @@
       el("p", { id: "progress" }, progressCell(job),
         job.elapsed_s === null ? "" : ` · ${duration(job.elapsed_s)} elapsed`,
         job.eta_s === null ? "" : ` · about ${duration(job.eta_s)} left`,
+        job.max_runtime_s === null ? "" : ` · ${duration(job.runtime_s || 0)} of max_runtime ${duration(job.max_runtime_s)}`,
         job.attempt ? ` · attempt ${job.attempt}` : ""),
       failure,
       el("div", { class: "links" },

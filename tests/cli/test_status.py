@@ -27,6 +27,8 @@ def test_status_as_json_keeps_the_failure_fields() -> None:
         elapsed_s=None,
         eta_s=None,
         failure=failure,
+        runtime_s=None,
+        max_runtime_s=None,
         evaluation=None,
         model=None,
         model_version=None,

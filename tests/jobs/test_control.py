@@ -196,3 +196,22 @@ def test_job_id_of_run() -> None:
     # Another tenant's job, or no job id at all, is not taken: the run's own id is.
     assert job_id_of_run("other", {**conf, RESUME_KEY: JOB_ID}, "r1") == "other.digits-mlp.r1"
     assert job_id_of_run("acme", {**conf, RESUME_KEY: "nope"}, "r1") == "acme.digits-mlp.r1"
+
+
+def test_a_resume_may_set_a_new_max_runtime(local_store: LocalStore, tmp_path: Path) -> None:
+    commit_checkpoint(local_store, tmp_path, 10)
+    record = a_record(state=JobState.FAILED, manifest={"name": "digits-mlp", "max_runtime": 20.0})
+    triggered: list[dict[str, object]] = []
+
+    resume_job(
+        local_store,
+        record,
+        RunFacts(state="failed"),
+        lambda _, conf: triggered.append(conf),
+        max_runtime=3600.0,
+    )
+
+    stored = load_record(local_store, JOB_ID)
+    assert stored is not None
+    assert stored.manifest["max_runtime"] == 3600.0
+    assert triggered[0]["manifest"] == stored.manifest  # validate checks it against the tenant

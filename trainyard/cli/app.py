@@ -31,6 +31,7 @@ from trainyard.jobs.records import JobState, load_record
 from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
+from trainyard.manifest.units import parse_duration
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
@@ -55,6 +56,9 @@ def describe(status: JobStatus) -> str:
         details.append(f"step {status.step}{of}")
     if status.eta_s is not None:
         details.append(f"about {format_duration(status.eta_s)} left")
+    if status.max_runtime_s is not None and status.runtime_s is not None:
+        used, limit = format_duration(status.runtime_s), format_duration(status.max_runtime_s)
+        details.append(f"{used} of max_runtime {limit}")
     return f"{status.state.value} ({', '.join(details)})" if details else status.state.value
 
 
@@ -302,11 +306,20 @@ def pause(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
 
 
 @app.command()
-def resume(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+def resume(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    max_runtime: Annotated[
+        str | None, typer.Option(help="A new max_runtime for the job, such as 2h.")
+    ] = None,
+) -> None:
     """Continue a paused or failed job, as the same job, from its newest committed checkpoint;
     it waits in the queue like any job."""
     with session() as sess:
-        resume_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
+        try:
+            limit = parse_duration(max_runtime) if max_runtime is not None else None
+        except ValueError as error:
+            raise ValueError(f"--max-runtime: {error}") from None
+        resume_by_id(sess.client, sess.store(tenant_of(job_id)), job_id, limit)
         console.print(f"{job_id}: resumed (queued)", highlight=False)
 
 

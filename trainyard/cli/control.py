@@ -35,8 +35,10 @@ def pause_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobRe
     )
 
 
-def resume_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobRecord:
-    """Resume `job_id` in a new run of its tenant's DAG.
+def resume_by_id(
+    client: AirflowClient, store: ObjectStore, job_id: str, max_runtime: float | None = None
+) -> JobRecord:
+    """Resume `job_id` in a new run of its tenant's DAG (with a new `max_runtime`, if given).
 
     Raises:
         LookupError: neither Airflow nor the storage knows the job.
@@ -51,4 +53,5 @@ def resume_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobR
         job.record,
         facts,
         lambda run_id, conf: client.trigger_run(job.dag_id, run_id, dict(conf)),
+        max_runtime,
     )

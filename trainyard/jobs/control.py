@@ -125,9 +125,11 @@ def resume_job(
     record: JobRecord,
     run: RunFacts | None,
     trigger: Callable[[str, dict[str, object]], object],
+    max_runtime: float | None = None,
 ) -> JobRecord:
     """Resume a paused or failed job from its newest committed checkpoint: point its record at
-    a new run, then `trigger(run_id, conf)` that run of the tenant's DAG.
+    a new run, then `trigger(run_id, conf)` that run of the tenant's DAG. `max_runtime`, if
+    given, is the job's new limit (the new run's validate checks it against the tenant's).
 
     The record is changed first, so the new run's validate finds it prepared (`check_resume`);
     a trigger that fails puts it back.
@@ -161,6 +163,8 @@ def resume_job(
         stored.state = JobState.QUEUED
         stored.pause_requested = False
         stored.failure = None
+        if max_runtime is not None:
+            stored.manifest = {**stored.manifest, "max_runtime": max_runtime}
 
     def restore(stored: JobRecord) -> None:
         stored.attempt_offset = before.attempt_offset
@@ -168,6 +172,7 @@ def resume_job(
         stored.state = before.state
         stored.pause_requested = before.pause_requested
         stored.failure = before.failure
+        stored.manifest = before.manifest
 
     resumed = change_record(store, job_id, prepare, new=record)
     assert resumed is not None  # `new` is created when there is none

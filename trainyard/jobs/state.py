@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from trainyard.jobs.limits import learner_seconds
 from trainyard.jobs.progress import estimate
 from trainyard.jobs.records import FailureInfo, JobRecord, JobState, change_record
 from trainyard.storage.base import ObjectStore
@@ -62,6 +63,9 @@ class JobView:
     elapsed_s: float | None
     eta_s: float | None
     failure: FailureInfo | None
+    #: Learner time used over all attempts, and the job's `max_runtime` (None: no limit).
+    runtime_s: float | None
+    max_runtime_s: float | None
 
     @property
     def terminal(self) -> bool:
@@ -120,7 +124,29 @@ def job_view(
         elapsed_s=progress.elapsed_s if progress else None,
         eta_s=progress.eta_s if progress else None,
         failure=_failure(state, run, record),
+        runtime_s=_runtime(state, run, record, now),
+        max_runtime_s=_limit(record),
     )
+
+
+def _runtime(
+    state: JobState, run: RunFacts | None, record: JobRecord | None, now: datetime | None
+) -> float | None:
+    """Learner time so far (`limits.learner_seconds`): the recorded attempts', and while the
+    job runs, the current attempt's since its run started or the last attempt ended."""
+    if record is None:
+        return None
+    since = None
+    if state is JobState.RUNNING and run is not None and run.start_date is not None:
+        ends = [a.ended_at for a in record.attempts if a.ended_at > run.start_date]
+        since = max([run.start_date, *ends])
+    return learner_seconds(record.attempts, since, now or datetime.now(UTC))
+
+
+def _limit(record: JobRecord | None) -> float | None:
+    """The job's `max_runtime` as validate recorded it (the tenant's default applied)."""
+    limit = record.manifest.get("max_runtime") if record is not None else None
+    return float(limit) if isinstance(limit, int | float) else None
 
 
 def _times(

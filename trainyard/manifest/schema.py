@@ -342,6 +342,17 @@ class JobManifest(_Strict):
         "(imports, data loading, the first epoch) before it is stopped as hung at start-up "
         "(default: the tenant's default_watchdog_startup)",
     )
+    max_runtime: Seconds | None = Field(
+        default=None,
+        description="learner time the job may use over all its attempts (paused and queued "
+        "time not counted); then it stops with a final checkpoint and fails as deadline "
+        "(default: the tenant's default_max_runtime)",
+    )
+    max_queued: Seconds | None = Field(
+        default=None,
+        description="how long the job may wait for its tenant's quota before its learners "
+        "first start; then it fails as deadline (default: the tenant's default_max_queued)",
+    )
 
 
 def _strip_optional(annotation: Any) -> Any:

@@ -283,6 +283,22 @@ class TenantConfig(BaseModel):
         "checkpoint before it is stopped as hung at start-up, unless its manifest sets "
         "watchdog_startup",
     )
+    default_max_runtime: Seconds | None = Field(
+        default=None,
+        description="learner time a job may use over all its attempts unless its manifest sets "
+        "max_runtime (none: no limit)",
+    )
+    max_runtime: Seconds | None = Field(
+        default=None, description="the most a manifest's max_runtime may be (none: no maximum)"
+    )
+    default_max_queued: Seconds | None = Field(
+        default=None,
+        description="how long a job may wait for the tenant's quota before its learners first "
+        "start, unless its manifest sets max_queued (none: no limit)",
+    )
+    max_queued: Seconds | None = Field(
+        default=None, description="the most a manifest's max_queued may be (none: no maximum)"
+    )
     storage_wait_timeout: Seconds = Field(
         default=10 * 60.0,
         description="seconds a job waits, before staging and before commit, for its storage "
@@ -493,6 +509,18 @@ def check_manifest_for_tenant(manifest: JobManifest, config: TrainyardConfig) ->
                 )
             ]
         )
+    for field in ("max_runtime", "max_queued"):
+        wanted, most = getattr(manifest, field), getattr(tenant, field)
+        if wanted is not None and most is not None and wanted > most:
+            raise ManifestError(
+                [
+                    (
+                        field,
+                        f"{wanted:g}s is more than tenant {tenant.name!r} allows ({most:g}s): "
+                        f"lower it, or ask the platform team to raise the tenant's {field}",
+                    )
+                ]
+            )
     return tenant
 
 
