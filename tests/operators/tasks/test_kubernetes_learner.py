@@ -596,8 +596,9 @@ def test_user_errors_retry_only_as_often_as_the_manifest_opts_in(
         run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=1))
     assert type(first.value) is AirflowException
     assert "retrying: retries.user_errors is 1" in str(first.value)
+    write_outcome(local_store, USER_ERROR, attempt=3)  # the retry fails the same way
     with pytest.raises(AirflowFailException):
-        run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=1))
+        run_with_pod_end(monkeypatch, operator, final_status("Failed", exit_code=1), try_number=3)
 
 
 def test_a_reattached_pod_is_judged_by_its_own_attempt(
