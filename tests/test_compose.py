@@ -80,7 +80,7 @@ def test_init_migrates_creates_the_admin_then_syncs_the_tenants(services: dict[s
 def test_the_production_tenants_store_in_minio_with_credentials_from_compose(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = services["airflow-worker"]["environment"]
+    env = services["airflow-init"]["environment"]
     mc_script = services["minio-init"]["command"][-1]
     config = load_config(REPO_ROOT / "config" / "production.yaml")
     for tenant in config.tenants:
@@ -92,8 +92,13 @@ def test_the_production_tenants_store_in_minio_with_credentials_from_compose(
         assert re.search(rf"^tenant {tenant.name} ", mc_script, re.MULTILINE), mc_script
         for suffix in ("ACCESS_KEY", "SECRET_KEY"):
             variable = f"{storage.credentials_env}_{suffix}"
-            assert variable in env, f"compose does not pass {variable}"
+            assert variable in env, f"compose does not pass {variable} to tenants sync"
             assert variable in services["minio-init"]["environment"]
+            # The tasks and the pages read the tenant's Airflow connection that sync wrote.
+            holders = [
+                name for name in AIRFLOW_SERVICES if variable in services[name]["environment"]
+            ]
+            assert holders == [], f"{variable} in the environment of {holders}"
             monkeypatch.setenv(variable, "x")
         assert storage.credentials() == ("x", "x")
 
