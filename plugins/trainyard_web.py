@@ -372,6 +372,8 @@ class JobDetail(BaseModel):
     job_pages: dict[str, str]
     production_version: int | None
     links: Links
+    #: Whether the caller may pause, resume or cancel the job (the page shows its buttons).
+    may_act: bool = False
 
 
 def airflow_links(root: str, dag_id: str, run_id: str) -> Links:
@@ -448,7 +450,9 @@ def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Reque
 @app.get("/api/tenants/{tenant}/jobs/{job_id}")
 def get_job(tenant: str, job_id: str, user: User, request: Request) -> JobDetail:
     """One job: metric rows of every attempt, attempts, checkpoints, evaluation, versions."""
-    return job_detail(authorized_config(user, tenant), tenant, job_id, request)
+    detail = job_detail(authorized_config(user, tenant), tenant, job_id, request)
+    detail.may_act = may_use_runs(user, tenant, "POST")
+    return detail
 
 
 @app.get("/api/tenants/{tenant}/jobs")

@@ -138,6 +138,39 @@
       "No model version.");
   }
 
+  // The actions a user allowed to act (detail.may_act) may take in each state.
+  const ACTIONS = {
+    queued: ["pause", "cancel"], running: ["pause", "cancel"], paused: ["resume", "cancel"],
+    failed: ["resume"],
+  };
+  let timer = null;
+
+  async function act(action) {
+    if (!window.confirm(`${action[0].toUpperCase()}${action.slice(1)} job ${body.job}?`)) return;
+    const response = await fetch(`${body.api}/jobs/${encodeURIComponent(body.job)}/${action}`,
+      { method: "POST", credentials: "same-origin" });
+    if (!response.ok) {
+      const detail = await response.json().catch(() => ({}));
+      document.getElementById("action-error").textContent =
+        `could not ${action} the job: ${response.status}: ${detail.detail || response.statusText}`;
+      return;
+    }
+    refresh();
+  }
+
+  function actionsBar(detail) {
+    const actions = detail.may_act ? ACTIONS[detail.job.state] || [] : [];
+    if (!actions.length) return null;
+    return el("div", { class: "actions", id: "actions" },
+      actions.map((action) => {
+        const button = el("button", { type: "button", "data-action": action },
+          `${action[0].toUpperCase()}${action.slice(1)}`);
+        button.addEventListener("click", () => act(action));
+        return button;
+      }),
+      el("span", { class: "error", id: "action-error" }));
+  }
+
   function render(detail) {
     charts.forEach((c) => c.destroy());
     charts = [];
@@ -149,6 +182,7 @@
       detail.failure_fix ? el("br") : null, detail.failure_fix ? `Fix: ${detail.failure_fix}` : null) : null;
     const sections = [
       el("h1", {}, job.job_id, " ", stateBadge(job.state)),
+      actionsBar(detail),
       el("p", { id: "progress" }, progressCell(job),
         job.elapsed_s === null ? "" : ` · ${duration(job.elapsed_s)} elapsed`,
         job.eta_s === null ? "" : ` · about ${duration(job.eta_s)} left`,
@@ -172,13 +206,14 @@
   }
 
   async function refresh() {
+    clearTimeout(timer);  // one refresh loop, also after an action
     try {
       const detail = await api(`/tenants/${encodeURIComponent(body.tenant)}/jobs/${encodeURIComponent(body.job)}`);
       render(detail);
-      if (!detail.job.terminal) setTimeout(refresh, REFRESH_MS);
+      if (!detail.job.terminal) timer = setTimeout(refresh, REFRESH_MS);
     } catch (error) {
       main.replaceChildren(el("p", { class: "error" }, `could not load the job: ${error.message}`));
-      setTimeout(refresh, REFRESH_MS);
+      timer = setTimeout(refresh, REFRESH_MS);
     }
   }
   refresh();

@@ -125,3 +125,14 @@ def test_cancel_ends_a_running_job_cancelled(
 
 def test_a_job_of_no_tenant_is_404(client: TestClient) -> None:
     assert client.post("/api/jobs/not-a-job/pause").status_code == 404
+
+
+def test_the_job_page_data_says_whether_the_caller_may_act(
+    client: TestClient, running: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = f"/api/tenants/acme/jobs/{JOB_ID}"
+    assert client.get(detail).json()["may_act"] is True
+
+    monkeypatch.setattr(web, "may_use_runs", lambda user, tenant, method="GET": method == "GET")
+
+    assert client.get(detail).json()["may_act"] is False
