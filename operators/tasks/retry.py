@@ -24,6 +24,7 @@ from airflow.sdk import RetryDecision, RetryPolicy
 from operators.tasks.base import failure_of_exception
 from trainyard.failures import RETRIED_CLASSES, FailureClass, InternalError, TrainyardFailure
 from trainyard.jobs.attempts import faults_in_a_row, record_attempt
+from trainyard.jobs.control import attempt_of_try
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import MAX_USER_ERROR_RETRIES
 
@@ -152,13 +153,15 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         task = context["task"] if context else None
         record = load_record(task.store, task.job_id) if task is not None else None
         if isinstance(failure, InternalError):
-            recorded = record is None or any(a.attempt == try_number for a in record.attempts)
+            # The job's attempt of this try (a resumed job's tries count on: jobs/control.py).
+            attempt = attempt_of_try(record, try_number) if record is not None else try_number
+            recorded = record is None or any(a.attempt == attempt for a in record.attempts)
             if task is not None and not recorded:
                 # Recorded as every other class's end is (`record_attempt`): a try lost to a
                 # crash records nothing, and so is not taken for an internal error.
                 ti = context.get("ti")
                 started = getattr(ti, "start_date", None) or datetime.now(UTC)
-                record_attempt(task.store, task.job_id, try_number, started, failure)
+                record_attempt(task.store, task.job_id, attempt, started, failure)
             return super().evaluate(exception, try_number, max_tries, context)
         if record is None:
             return RetryDecision.default()
@@ -176,6 +179,9 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         if record is None:
             return try_number - 1
         internal = FailureClass.INTERNAL_ERROR.value
+        attempt = attempt_of_try(record, try_number)
         return sum(
-            1 for a in record.attempts if a.failure_class == internal and a.attempt < try_number
+            1
+            for a in record.attempts
+            if a.failure_class == internal and record.attempt_offset < a.attempt < attempt
         )

@@ -22,7 +22,7 @@ from trainyard.failures import (
     TrainyardFailure,
     UserError,
 )
-from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record
+from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record, update_record
 from trainyard.manifest.schema import MAX_USER_ERROR_RETRIES
 from trainyard.storage.local import LocalStore
 
@@ -266,3 +266,19 @@ def test_the_learner_counts_earlier_internal_errors_from_the_job_record(
     assert record is not None
     assert record.attempts[-1].attempt == 3
     assert record.attempts[-1].failure_class == "internal_error"
+
+
+def test_a_resumed_jobs_internal_error_is_its_own_attempt_and_earlier_runs_do_not_count(
+    local_store: LocalStore,
+) -> None:
+    """After a resume (trainyard.jobs.control) the run's tries count on from the job's attempts:
+    try 1 is attempt 3, and an internal error of the earlier run is not this run's."""
+    task = saved_record(local_store, ["internal_error", "paused"])
+    update_record(local_store, JOB_ID, attempt_offset=2)
+
+    decision = POLICY.evaluate(internal_error(), try_number=1, max_tries=8, context={"task": task})
+
+    assert decision.action is RetryAction.RETRY
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert [a.attempt for a in record.attempts] == [1, 2, 3]
