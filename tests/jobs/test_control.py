@@ -69,8 +69,11 @@ def test_pause_records_the_request_before_the_run_ends_and_the_pause_after(
     assert [(a.attempt, a.failure_class, a.checkpoint_step) for a in stored.attempts] == [
         (2, PAUSED, 40)
     ]
-    # The ended run reads as paused everywhere, never as failed.
-    assert job_view(RunFacts(state="failed"), stored, []).state is JobState.PAUSED
+    # The ended run reads as paused everywhere, never as failed, even once the stopped task's
+    # failure callback recorded its end.
+    stored.failure = FailureInfo(failure_class="platform_fault", task="learner", message="killed")
+    view = job_view(RunFacts(state="failed"), stored, [])
+    assert (view.state, view.failure) == (JobState.PAUSED, None)
 
 
 def test_a_failed_stop_withdraws_the_pause(local_store: LocalStore) -> None:

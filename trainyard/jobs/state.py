@@ -177,7 +177,10 @@ def _attempt(run: RunFacts | None, record: JobRecord | None, rows: Sequence[dict
 
 
 def _failure(state: JobState, run: RunFacts | None, record: JobRecord | None) -> FailureInfo | None:
-    """The record's failure; for a failed run whose record holds none, its failed tasks."""
+    """The record's failure; for a failed run whose record holds none, its failed tasks. A
+    paused job has none (its stopped tasks' failure callback may have recorded their end)."""
+    if state is JobState.PAUSED:
+        return None
     failure = record.failure if record is not None else None
     if state is JobState.FAILED and failure is None:
         tasks = ", ".join(run.failed_tasks) if run is not None else ""
