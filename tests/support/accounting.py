@@ -9,7 +9,7 @@ from trainyard.jobs.records import AttemptInfo, JobRecord, JobState
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 #: Per learner, two learners: 4 GPUs, 8 cores, 16 GiB held in all.
-RESOURCES = {"gpus": 2, "cpus": 4.0, "memory": 8 * 2**30, "learners": 2}
+RESOURCES = {"gpus": 2, "cpus": "4000m", "memory": "8Gi", "learners": 2}  # as stored
 
 
 def at(seconds: float) -> datetime:

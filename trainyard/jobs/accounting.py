@@ -30,6 +30,7 @@ from typing import Any
 
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records
+from trainyard.manifest.schema import Resources
 from trainyard.manifest.units import parse_duration
 from trainyard.storage.base import ObjectStore
 
@@ -57,15 +58,16 @@ class Requested:
 
     @classmethod
     def of(cls, manifest: dict[str, object]) -> Requested:
-        """The request of a stored manifest (a rejected job's empty manifest asks nothing)."""
-        resources = manifest.get("resources")
-        if not isinstance(resources, dict):
+        """The request of a stored manifest, its quantities as written ('2Gi', '500m') read by
+        the manifest's own schema (a rejected job's empty manifest asks nothing)."""
+        stored = manifest.get("resources")
+        if not isinstance(stored, dict):
             return cls(0.0, 0.0, 0.0)
-        learners = float(resources.get("learners", 1))
+        resources = Resources.model_validate(stored)
         return cls(
-            gpus=float(resources.get("gpus", 0)) * learners,
-            cpus=float(resources.get("cpus", 1.0)) * learners,
-            memory_bytes=float(resources.get("memory", 0)) * learners,
+            gpus=float(resources.gpus * resources.learners),
+            cpus=resources.cpus * resources.learners,
+            memory_bytes=float(resources.memory * resources.learners),
         )
 
 
