@@ -215,7 +215,7 @@ def overview(
     causes: dict[str, FailureCause] = {}
     for job in accounts:
         for attempt in job.attempts:
-            if attempt.failure_class:
+            if attempt.fault and attempt.failure_class:
                 cause = causes.setdefault(
                     attempt.failure_class,
                     FailureCause(failure_class=attempt.failure_class, attempts=0, jobs={}),
@@ -248,8 +248,8 @@ def admin_config(user: Any) -> TrainyardConfig:
 
 
 @router.get("/api/fleet")
-def get_fleet(user: web.User, request: Request, since: str = "7d") -> list[TenantOverview]:
-    """Every tenant at a glance over the window `since` (admins only)."""
+def get_fleet(user: web.User, request: Request, since: str | None = None) -> list[TenantOverview]:
+    """Every tenant at a glance over the window `since` (all time without; admins only)."""
     config = admin_config(user)
     start, root = window(since), request.scope.get("root_path", "")
     return [overview(config, tenant, start, root) for tenant in config.tenant_names]
@@ -267,6 +267,7 @@ def admin_page(user: web.User, request: Request) -> str:
     options = "".join(
         f'<option value="{w}"{" selected" if w == "7d" else ""}>last {w}</option>' for w in WINDOWS
     )
+    options += '<option value="">all time</option>'
     body = (
         f"{web.crumbs(root)}<h1>Trainyard fleet</h1>"
         f'<div class="toolbar"><label>Window <select id="window">{options}</select></label>'

@@ -74,7 +74,8 @@
 
   async function refresh() {
     try {
-      const fleet = await api(`/fleet?since=${encodeURIComponent(select.value)}`);
+      const since = select.value ? `?since=${encodeURIComponent(select.value)}` : "";
+      const fleet = await api(`/fleet${since}`);
       const names = fleet.map((t) => t.tenant);
       charts.replaceChildren(
         barChart("jobs", "Running jobs and the quota", names,

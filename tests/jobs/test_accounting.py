@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.accounting import T0, faulted_job
 from trainyard.jobs.accounting import account, usage_by_tenant, window_start
+from trainyard.jobs.control import PAUSED
 from trainyard.jobs.records import JobState
 
 
@@ -77,3 +78,18 @@ def test_a_window_counts_back_from_now_and_a_bad_one_names_since() -> None:
     assert window_start(None, now) is None
     with pytest.raises(ValueError, match="since: invalid duration"):
         window_start("a week", now)
+
+
+def test_a_pause_is_no_fault_and_the_time_until_the_resume_is_not_held() -> None:
+    record = faulted_job()
+    paused = record.attempts[0]
+    paused.failure_class, paused.progressed, paused.checkpoint_at = PAUSED, True, None
+    record.attempts[1].started_at = paused.ended_at + timedelta(hours=5)  # resumed 5 h later
+    record.attempts[1].ended_at = record.attempts[1].started_at + timedelta(seconds=200)
+    job = account(record)
+    assert job.learner_s == 330
+    assert job.lost_s == 0
+    assert job.lost_by_class == {}
+    assert job.restarts_s == []
+    assert job.goodput == 1
+    assert usage_by_tenant([job])["acme"].retries_by_class == {}

@@ -12,7 +12,8 @@ pages, and the metrics endpoint. The rules:
   time up to the checkpoint it committed (only when it advanced the newest checkpoint and that
   commit falls inside it), the rest of it is lost;
 - lost to faults: each failed attempt's lost time plus its restart time (from its end to the
-  next attempt's start), by failure class;
+  next attempt's start), by failure class; a paused attempt is no fault (its learners commit a
+  final checkpoint), and the time from a pause to the resume is held by nobody;
 - queue time: from the record's creation (the job was accepted) to its first attempt's start;
 - goodput: productive time / learner time (None before any attempt ended);
 - used: the learners' utilisation rows (`runtime.utilisation`) summed: CPU seconds, memory
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from trainyard.jobs.control import PAUSED
 from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.limits import learner_seconds
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records
 from trainyard.manifest.schema import Resources
 from trainyard.manifest.units import parse_duration
@@ -46,6 +49,11 @@ class AttemptAccount:
     productive_s: float
     lost_s: float
     restart_s: float
+
+    @property
+    def fault(self) -> bool:
+        """Whether the attempt ended in a failure (a pause is none: its time is its own)."""
+        return _faulted(self.failure_class)
 
 
 @dataclass(frozen=True)
@@ -128,16 +136,21 @@ class JobAccount:
     @property
     def restarts_s(self) -> list[float]:
         """Each fault's restart time (fault -> next attempt's start): the recovery times."""
-        return [a.restart_s for a in self.attempts if a.failure_class and a.restart_s > 0]
+        return [a.restart_s for a in self.attempts if a.fault and a.restart_s > 0]
 
 
 def _seconds(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
+def _faulted(failure_class: str | None) -> bool:
+    return failure_class is not None and failure_class != PAUSED
+
+
 def _productive(attempt: AttemptInfo) -> float:
-    """The seconds of `attempt` that advanced the newest checkpoint."""
-    if attempt.failure_class is None:
+    """The seconds of `attempt` that advanced the newest checkpoint: all of one that succeeded
+    or was paused (its learners committed a final checkpoint)."""
+    if not _faulted(attempt.failure_class):
         return _seconds(attempt.started_at, attempt.ended_at)
     at = attempt.checkpoint_at
     if not attempt.progressed or at is None or not attempt.started_at <= at <= attempt.ended_at:
@@ -155,7 +168,7 @@ def account(record: JobRecord, utilisation: Iterable[dict[str, Any]] = ()) -> Jo
         following = attempts[index + 1] if index + 1 < len(attempts) else None
         restart = (
             _seconds(attempt.ended_at, following.started_at)
-            if attempt.failure_class and following is not None
+            if _faulted(attempt.failure_class) and following is not None
             else 0.0
         )
         accounts.append(
@@ -170,9 +183,9 @@ def account(record: JobRecord, utilisation: Iterable[dict[str, Any]] = ()) -> Jo
         )
     lost_by_class: dict[str, float] = defaultdict(float)
     for entry in accounts:
-        if entry.failure_class:
+        if entry.fault and entry.failure_class:
             lost_by_class[entry.failure_class] += entry.lost_s + entry.restart_s
-    learner_s = sum(a.learner_s for a in accounts)
+    learner_s = learner_seconds(attempts)
     requested = Requested.of(record.manifest)
     return JobAccount(
         job_id=record.job_id,
@@ -220,7 +233,7 @@ class TenantUsage:
         for failure_class, lost in job.lost_by_class.items():
             self.lost_s_by_class[failure_class] += lost
         for attempt in job.attempts:
-            if attempt.failure_class:
+            if attempt.fault and attempt.failure_class:
                 self.retries_by_class[attempt.failure_class] += 1
         if job.queue_s is not None:
             self.queue_s.append(job.queue_s)
