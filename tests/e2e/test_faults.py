@@ -7,6 +7,7 @@ checkpoint is committed, so every scenario hits a job mid-training.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,13 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devkit.deployment import EXAMPLE, EXAMPLES, Deployment
 from devkit.learners import learner_processes, wait_for_end, wait_until
 from devkit.s3_server import S3Server
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import JobStatus
+from trainyard.jobs.accounting import account, read_utilisation, store_accounts, usage_by_tenant
 from trainyard.jobs.checkpoints import CheckpointStore, file_digest
 from trainyard.jobs.layout import JobLayout, RunMode, published_manifest
 from trainyard.jobs.progress import estimate, read_metrics
@@ -436,3 +440,72 @@ def test_cancel_commits_a_final_save_slower_than_airflows_kill_of_the_task(
         "every learner process to exit",
         timeout=60,
     )
+
+
+def metric_samples(text: str, tenant: str) -> dict[tuple[str, str], float]:
+    """The `tenant`'s samples of a metrics scrape, by name and failure class ('' for none)."""
+    return {
+        (sample.name, sample.labels.get("failure_class", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("tenant") == tenant and "le" not in sample.labels
+    }
+
+
+def test_a_sigkill_after_a_checkpoint_is_accounted_alike_in_usage_the_api_and_the_metrics(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    tenant, store = "globex", deployment.stores["globex"]
+    job_id = submit(deployment, tenant, "accounted")
+
+    kill_user_code_after_first_checkpoint(store, job_id, signal.SIGKILL)
+    killed = datetime.now(UTC)
+
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    record = record_of(store, job_id)
+    first, second = record.attempts
+    job = account(record, read_utilisation(store, job_id))
+    # The attempts add up to the learner time, and all of it is productive or lost.
+    spans = [(a.ended_at - a.started_at).total_seconds() for a in record.attempts]
+    assert job.learner_s == pytest.approx(sum(spans))
+    assert job.learner_s == pytest.approx(job.productive_s + job.attempts[0].lost_s)
+    # Lost: from the newest checkpoint committed before the kill to the kill (the attempt's
+    # end is recorded once the learner task saw it die: within a few seconds), plus restart.
+    assert first.checkpoint_at is not None
+    assert first.checkpoint_at <= killed
+    assert (killed - first.checkpoint_at).total_seconds() <= INTERVAL + 2.0
+    lost_in_attempt = job.attempts[0].lost_s
+    assert lost_in_attempt == pytest.approx((killed - first.checkpoint_at).total_seconds(), abs=10)
+    restart = (second.started_at - first.ended_at).total_seconds()
+    assert job.lost_by_class == {"platform_fault": pytest.approx(lost_in_attempt + restart)}
+    assert job.goodput is not None
+    assert 0 < job.goodput < 1
+    assert job.used.cpu_s > 0, "the learners' utilisation was sampled"
+
+    # The same numbers from the CLI, the plugin's API and the metrics endpoint: read them
+    # until the tenant's jobs (others of this module's may still end) stay put meanwhile.
+    def alike() -> bool:
+        expected = usage_by_tenant(store_accounts(store))[tenant].as_json()
+        cli = json.loads(deployment.cluster.trainyard("usage", "--tenant", tenant, "--json").stdout)
+        api = client.request("GET", "/usage", api="/trainyard/api", params={"tenant": tenant})
+        scrape = httpx.get(f"{deployment.cluster.api_url}/trainyard/metrics")  # no credentials
+        scrape.raise_for_status()
+        if usage_by_tenant(store_accounts(store))[tenant].as_json() != expected:
+            return False
+        assert cli == [expected]
+        assert api == [expected]
+        samples = metric_samples(scrape.text, tenant)
+        assert samples["trainyard_goodput_ratio", ""] == pytest.approx(expected["goodput"])
+        lost = expected["lost_hours_by_class"]
+        assert isinstance(lost, dict)
+        for failure_class, hours in lost.items():
+            seconds = samples["trainyard_lost_seconds_total", failure_class]
+            assert seconds == pytest.approx(hours * 3600)
+        retries = expected["retries_by_class"]
+        assert isinstance(retries, dict)
+        for failure_class, count in retries.items():
+            assert samples["trainyard_retries_total", failure_class] == count
+        return True
+
+    wait_until(alike, f"{tenant}'s usage to stay put while it is read three ways")
