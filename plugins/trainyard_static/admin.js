@@ -65,7 +65,7 @@
       el("thead", {}, el("tr", {}, ["tenant", "failure class", "attempts", "jobs"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows.map((c) => el("tr", { class: "cause", "data-class": c.failure_class },
         el("td", {}, c.tenant), el("td", {}, c.failure_class), el("td", { class: "num" }, c.attempts),
-        el("td", {}, Object.entries(c.jobs).map(([job, page]) => [el("a", { href: page }, job), " "]))))));
+        el("td", {}, Object.entries(c.jobs).flatMap(([job, page]) => [el("a", { href: page }, job), " "]))))));
   }
 
   function lostHours(tenant) {

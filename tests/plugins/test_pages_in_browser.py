@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trainyard_fleet as fleet_routes
 import trainyard_web as web
 import uvicorn
 from fastapi.testclient import TestClient
@@ -100,4 +101,29 @@ def test_the_list_filters_by_state_and_links_each_job(server: str, browser: Brow
     page.locator("#state-filter").select_option("")
     row.locator("a").click()
     page.wait_for_selector('body[data-loaded="succeeded"]')
+    assert errors == []
+
+
+def test_the_fleet_page_draws_its_charts_and_links_the_failed_jobs(
+    server: str, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_routes, "is_admin", lambda user: True)
+    monkeypatch.setattr(fleet_routes, "pool_slots", lambda pools: {pools[0]: (1, 4)})
+    page, errors = watched(browser)
+    page.goto(f"{server}/admin")
+    page.locator("#window").select_option("")  # all time: the stored job is from 2026-12-01
+    page.wait_for_selector('tr[data-tenant="acme"] td.goodput:has-text("50%")')
+
+    assert page.locator(".card[data-chart] canvas").count() == 3
+    legends = page.locator(".card[data-chart] .u-legend .u-series .u-label").all_inner_texts()
+    assert {"running", "max running", "goodput", "lost"} <= set(legends)
+    assert "1 of 4" in page.locator('tr[data-tenant="acme"]').inner_text()
+    cause = page.locator('tr.cause[data-class="platform_fault"]')
+    assert cause.locator(f'a:has-text("{JOB_ID}")').get_attribute("href") == (
+        f"/tenants/acme/jobs/{JOB_ID}"
+    )
+    text = page.inner_text("body")
+    assert "null" not in text
+    assert "undefined" not in text
+    assert "[object" not in text
     assert errors == []
