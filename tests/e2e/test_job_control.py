@@ -1,0 +1,149 @@
+"""Pause and resume through real Airflow, with real PyTorch learners (docs/dependability.md,
+"Pause and resume").
+
+One Airflow for the module; `globex` runs at most one job at a time, so a job queued behind a
+paused one shows that the pause gave back the tenant's place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devkit.deployment import Deployment, deploy
+from devkit.learners import learner_processes, wait_for_end, wait_until
+from devkit.s3_server import S3Server
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import job_status
+from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
+from trainyard.jobs.records import JobState, load_record
+from trainyard.storage import ObjectStore
+
+pytestmark = pytest.mark.e2e
+
+TENANT = "globex"
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[Deployment]:
+    with deploy(
+        tmp_path_factory.mktemp("deployment"),
+        s3_server,
+        tenant_settings={TENANT: {"max_running_jobs": 1}},
+    ) as deployed:
+        yield deployed
+
+
+def submit(deployment: Deployment, name: str, command: str) -> str:
+    manifest = deployment.write_manifest(
+        TENANT,
+        f"{name}.yaml",
+        name=name,
+        command=command,
+        checkpoint={"interval": "2s", "keep": 5},
+        evaluation=None,
+    )
+    return deployment.submit(manifest)
+
+
+def committed(store: ObjectStore, job_id: str) -> list[int]:
+    return CheckpointStore(store, JobLayout(job_id)).committed_steps()
+
+
+def cli_state(deployment: Deployment, job_id: str) -> str:
+    status: dict[str, Any] = json.loads(
+        deployment.cluster.trainyard("status", job_id, "--json").stdout
+    )
+    return str(status["state"])
+
+
+def test_a_paused_job_gives_back_its_place_and_resumes_as_the_same_job(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores[TENANT]
+    held = submit(deployment, "held", "python train.py --epochs 600")
+    wait_until(lambda: committed(store, held), "a committed checkpoint", timeout=300)
+    queued = submit(deployment, "behind", "python train.py --epochs 4")
+    assert job_status(client, store, queued).state is JobState.QUEUED  # max_running_jobs: 1
+    before = committed(store, held)[-1]
+
+    paused = deployment.cluster.trainyard("pause", held)
+
+    assert f"{held}: paused" in paused.stdout
+    wait_until(
+        lambda: (
+            not learner_processes(held, user_code=True)
+            and not learner_processes(held, user_code=False)
+        ),
+        "the paused job's learners to exit",
+        timeout=60,
+    )
+    paused_at = committed(store, held)[-1]
+    assert paused_at > before  # the final checkpoint on SIGTERM
+    assert cli_state(deployment, held) == "paused"
+    page = client.request("GET", f"/tenants/{TENANT}/jobs/{held}", api="/trainyard/api")
+    assert page["job"]["state"] == "paused"
+    assert page["attempts"][-1]["failure_class"] == "paused"
+    # The job behind it starts and ends while the first is paused.
+    assert wait_for_end(client, store, queued).state is JobState.SUCCEEDED
+    assert cli_state(deployment, held) == "paused"
+    record = load_record(store, held)
+    assert record is not None
+    assert [a.failure_class for a in record.attempts] == ["paused"]  # no budget charged
+
+    resumed = client.request("POST", f"/jobs/{held}/resume", api="/trainyard/api")
+
+    assert resumed == {"job_id": held, "state": "queued"}
+    final = wait_for_end(client, store, held)
+    assert final.state is JobState.SUCCEEDED
+    log = store.get_bytes(JobLayout(held).learner_log(RunMode.TRAIN, 2, 0)).decode()
+    match = re.search(r"resumed from step-(\d+)", log)
+    assert match, log[-2000:]
+    resumed_from = int(match.group(1))
+    assert resumed_from >= paused_at
+    rows = read_metrics(store, held)
+    assert {row["attempt"] for row in rows} == {1, 2}
+    assert min(row["step"] for row in rows if row["attempt"] == 2) > resumed_from  # continuous
+    listed = json.loads(deployment.cluster.trainyard("list", "--tenant", TENANT, "--json").stdout)
+    assert [job["state"] for job in listed if job["job_id"] == held] == ["succeeded"]
+
+
+def test_max_runtime_ends_a_longer_job_as_deadline_with_a_committed_checkpoint(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["acme"]
+    manifest = deployment.write_manifest(
+        "acme",
+        "limited.yaml",
+        name="limited",
+        command="python train.py --epochs 3000",
+        checkpoint={"interval": "2s", "keep": 5},
+        evaluation=None,
+        max_runtime="20s",
+    )
+    job_id = deployment.submit(manifest)
+
+    final = wait_for_end(client, store, job_id)
+
+    assert final.state is JobState.FAILED
+    assert final.failure is not None
+    assert final.failure.failure_class == "deadline"
+    assert "max_runtime ran out" in final.failure.message
+    assert "trainyard resume" in final.failure.fix
+    assert committed(store, job_id)  # the final checkpoint on SIGTERM, at least
+    record = load_record(store, job_id)
+    assert record is not None
+    assert [a.failure_class for a in record.attempts] == ["deadline"]  # not retried
+    assert final.max_runtime_s == 20.0
+    assert final.runtime_s is not None
+    assert final.runtime_s >= 20.0
+    shown = json.loads(deployment.cluster.trainyard("status", job_id, "--json").stdout)
+    assert shown["max_runtime_s"] == 20.0
