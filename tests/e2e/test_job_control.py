@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,3 +148,35 @@ def test_max_runtime_ends_a_longer_job_as_deadline_with_a_committed_checkpoint(
     assert final.runtime_s >= 20.0
     shown = json.loads(deployment.cluster.trainyard("status", job_id, "--json").stdout)
     assert shown["max_runtime_s"] == 20.0
+
+
+def test_a_paused_job_outlives_a_scheduler_crash_and_resumes(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    """Last in the module: it restarts the scheduler. A paused job is only its record, so the
+    crash loses nothing, and `trainyard resume` afterwards finishes it."""
+    store = deployment.stores["acme"]
+    manifest = deployment.write_manifest(
+        "acme",
+        "crash.yaml",
+        name="crash",
+        command="python train.py --epochs 600",
+        checkpoint={"interval": "2s", "keep": 5},
+        evaluation=None,
+    )
+    job_id = deployment.submit(manifest)
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint", timeout=300)
+    deployment.cluster.trainyard("pause", job_id)
+    wait_until(
+        lambda: job_status(client, store, job_id).state is JobState.PAUSED, "the job to pause"
+    )
+
+    deployment.cluster.kill("scheduler", signal.SIGKILL)
+    deployment.cluster.start("scheduler")
+
+    assert cli_state(deployment, job_id) == "paused"
+    deployment.cluster.trainyard("resume", job_id)
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    retry_log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, 0))
+    assert b"resumed from step-" in retry_log
