@@ -12,6 +12,7 @@ a browser.
 from __future__ import annotations
 
 import html
+import math
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.support.notifications import (
 )
 from tests.support.users import ALICE, BOB, token
 from trainyard.cli.client import AirflowClient
+from trainyard.jobs.accounting import store_accounts, usage_by_tenant
 from trainyard.jobs.records import JobState, load_record
 from trainyard.tenancy.names import tenant_role
 
@@ -218,3 +220,34 @@ def test_a_failing_job_mails_its_cause_and_fix_and_the_dead_channel_changes_noth
         f"the Slack message of {job_id}",
     )
     assert "failure class: user_error" in slack[0]
+
+
+def test_the_fleet_page_is_the_admins_and_a_tenant_user_lands_on_its_jobs(
+    deployment: Deployment, browser: Browser
+) -> None:
+    alice = Session(browser, deployment, ALICE)
+    assert alice.open("/trainyard/").status == 200
+    assert alice.page.url == f"{alice.base}/trainyard/tenants/acme/jobs"
+    assert alice.open("/trainyard/admin").status == 403
+    assert alice.open("/trainyard/api/fleet").status == 403
+    assert alice.open("/trainyard/api/usage?tenant=globex").status == 403
+    alice.close()
+
+    env = deployment.cluster.env
+    admin = Session(browser, deployment, (env["TRAINYARD_USERNAME"], env["TRAINYARD_PASSWORD"]))
+    assert admin.open("/trainyard/").status == 200
+    assert admin.page.locator('#tenants tr[data-tenant="globex"]').count() == 1
+    admin.page.locator("#fleet").click()
+    admin.page.wait_for_url("**/trainyard/admin")
+    admin.page.locator("#window").select_option("")  # all time
+    usage = usage_by_tenant(store_accounts(deployment.stores["acme"])).get("acme")
+    goodput = usage.goodput if usage else None
+    shown = "" if goodput is None else f"{math.floor(goodput * 100 + 0.5)}%"  # Math.round
+    admin.page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector)?.textContent === text",
+        arg=['#tenants tr[data-tenant="acme"] td.goodput', shown],
+    )
+    assert admin.page.locator(".card[data-chart] canvas").count() == 3
+    admin.page.screenshot(path=str(deployment.root / "fleet-page.png"), full_page=True)
+    assert admin.errors == [], "JavaScript errors on the fleet page"
+    admin.close()
