@@ -11,6 +11,7 @@ from operators.tasks.base import TrainyardOperator, classified_failures, failure
 from trainyard.failures import (
     FAILURE_TYPES,
     RETRIED_CLASSES,
+    Deadline,
     FailureClass,
     Hang,
     InternalError,
@@ -55,6 +56,11 @@ FAILURES = [
         InternalError("internal error in Trainyard: KeyError: 'x'", "report it"),
         False,
         id="internal-error-is-retried",
+    ),
+    pytest.param(
+        Deadline("max_runtime ran out: the learners used 21s of the 20s allowed", "raise it"),
+        True,
+        id="deadline-fails-fast",
     ),
 ]
 
