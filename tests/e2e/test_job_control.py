@@ -150,6 +150,50 @@ def test_max_runtime_ends_a_longer_job_as_deadline_with_a_committed_checkpoint(
     assert shown["max_runtime_s"] == 20.0
 
 
+def test_a_two_learner_gang_pauses_as_a_whole_and_resumes_from_one_step(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores["acme"]
+    manifest = deployment.write_manifest(
+        "acme",
+        "gang.yaml",
+        name="gang",
+        command="python ddp_train.py --epochs 300",
+        resources={"learners": 2, "cpus": 1},
+        checkpoint={"interval": "2s", "keep": 5},
+        evaluation=None,
+    )
+    job_id = deployment.submit(manifest)
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint", timeout=300)
+    wait_until(lambda: learner_processes(job_id, user_code=True, rank=1), "rank 1's training")
+    before = committed(store, job_id)[-1]
+
+    deployment.cluster.trainyard("pause", job_id)
+
+    wait_until(
+        lambda: (
+            not learner_processes(job_id, user_code=True)
+            and not learner_processes(job_id, user_code=False)
+        ),
+        "every learner of the gang to exit",
+        timeout=60,
+    )
+    paused_at = committed(store, job_id)[-1]
+    assert paused_at >= before
+    assert cli_state(deployment, job_id) == "paused"
+    deployment.cluster.trainyard("resume", job_id)
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    steps = set()
+    for rank in (0, 1):
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, rank)).decode()
+        match = re.search(r"resumed from step-(\d+)", log)
+        assert match, log[-2000:]
+        steps.add(int(match.group(1)))
+    assert len(steps) == 1  # the whole gang from one step
+    assert steps.pop() >= paused_at
+
+
 def test_a_paused_job_outlives_a_scheduler_crash_and_resumes(
     deployment: Deployment, client: AirflowClient
 ) -> None:
