@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JOB_ID_PATTERN, JobLayout, job_id_for_run
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, change_record
-from trainyard.jobs.state import RunFacts, job_state
+from trainyard.jobs.state import RunFacts, job_state, stop_job
 from trainyard.manifest.submission import run_job_name
 from trainyard.storage.base import ObjectStore
 
@@ -80,9 +80,8 @@ def pause_job(
     """Pause a queued or running job: record the request, `stop_run` (end its Airflow run, so
     its learners stop with a final checkpoint and its slots are given back), record the pause.
 
-    `attempt` is the learner attempt the pause ends (0: none started). As in `cancel_job`, the
-    request is saved before the run is stopped, so the failure callback of the stopped tasks
-    ends the job paused, not failed; a stop that fails withdraws it.
+    `attempt` is the learner attempt the pause ends (0: none started), noted in the attempt
+    history once the run is stopped. The stop itself is `stop_job`'s, as for a cancel.
 
     Raises:
         ValueError: the job is not queued or running (the reason in words).
@@ -91,28 +90,19 @@ def pause_job(
     if state not in (JobState.QUEUED, JobState.RUNNING):
         raise ValueError(f"{record.job_id} is {state.value}: only a queued or running job pauses")
 
-    def request(stored: JobRecord) -> None:
-        stored.pause_requested = True
+    def note_pause() -> None:
+        if attempt > 0:
+            started = run.start_date if run is not None and run.start_date else datetime.now(UTC)
+            record_pause(store, record.job_id, attempt, started)
 
-    def withdraw(stored: JobRecord) -> None:
-        stored.pause_requested = False
-
-    def end(stored: JobRecord) -> None:
-        stored.pause_requested = True
-        stored.state = JobState.PAUSED
-
-    change_record(store, record.job_id, request, new=record)
-    try:
-        stop_run(record)
-    except BaseException:
-        change_record(store, record.job_id, withdraw)
-        raise
-    if attempt > 0:
-        started = run.start_date if run is not None and run.start_date else datetime.now(UTC)
-        record_pause(store, record.job_id, attempt, started)
-    paused = change_record(store, record.job_id, end, new=record)
-    assert paused is not None  # `new` is created when there is none
-    return paused
+    return stop_job(
+        store,
+        record,
+        stop_run,
+        flag="pause_requested",
+        final=JobState.PAUSED,
+        after_stop=note_pause,
+    )
 
 
 def resume_run_id(job_id: str, now: datetime | None = None) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from trainyard.jobs.limits import learner_seconds
 from trainyard.jobs.progress import estimate
@@ -203,10 +203,7 @@ def cancel_job(
 
     `record` is the job's stored record or, for a job still queued before `validate`, a new one
     of its run (manifest from the run's conf): storage then says the job was cancelled, which
-    every reader of `job_view` shows. The request is saved before the run is stopped, so the
-    failure callback of the stopped tasks finds it and ends the job cancelled, not failed; a
-    stop that fails withdraws it. Every write re-reads the record and is conditional
-    (`records.change_record`), so it keeps what a task wrote meanwhile.
+    every reader of `job_view` shows. The stop itself is `stop_job`'s, as for a pause.
 
     Raises:
         ValueError: the job already ended.
@@ -215,25 +212,44 @@ def cancel_job(
     if state in TERMINAL_STATES:
         raise ValueError(f"{record.job_id} already ended ({state.value}); nothing to cancel")
 
-    def request(stored: JobRecord) -> None:
-        stored.cancel_requested = True
+    return stop_job(store, record, stop_run, flag="cancel_requested", final=JobState.CANCELLED)
 
-    def withdraw(stored: JobRecord) -> None:
-        stored.cancel_requested = False
+
+def stop_job(
+    store: ObjectStore,
+    record: JobRecord,
+    stop_run: Callable[[JobRecord], None],
+    *,
+    flag: Literal["cancel_requested", "pause_requested"],
+    final: JobState,
+    after_stop: Callable[[], None] | None = None,
+) -> JobRecord:
+    """A user's stop of a job's run (cancel, pause): the request `flag` is saved before the run
+    is stopped, so the failure callback of the stopped tasks ends the job `final`, not failed;
+    a stop that fails withdraws it (the run goes on, and a later real failure must read as
+    one); `after_stop` runs once the run is stopped, then the record says `final`. Each write
+    re-reads the record and changes only these fields, conditionally
+    (`records.change_record`), so it keeps what a task wrote meanwhile (an attempt, a model).
+    """
+
+    def mark(requested: bool) -> Callable[[JobRecord], None]:
+        def change(stored: JobRecord) -> None:
+            setattr(stored, flag, requested)
+
+        return change
 
     def end(stored: JobRecord) -> None:
-        stored.cancel_requested = True
-        stored.state = JobState.CANCELLED
+        setattr(stored, flag, True)
+        stored.state = final
 
-    # Each write changes only cancel's own fields of the record as stored then (a task may
-    # have recorded an attempt or a model since `record` was read).
-    change_record(store, record.job_id, request, new=record)
+    change_record(store, record.job_id, mark(True), new=record)
     try:
         stop_run(record)
     except BaseException:
-        # The run goes on: a later real failure must not read as cancelled.
-        change_record(store, record.job_id, withdraw)
+        change_record(store, record.job_id, mark(False))
         raise
+    if after_stop is not None:
+        after_stop()
     ended = change_record(store, record.job_id, end, new=record)
     assert ended is not None  # `new` is created when there is none
     return ended
