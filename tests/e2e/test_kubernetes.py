@@ -38,6 +38,7 @@ from tests.support.kube_server import (
     container_processes,
     running_kube_server,
 )
+from trainyard.backends.base import FINAL_UPLOAD_SECONDS
 from trainyard.backends.kubernetes.pods import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import job_status
@@ -374,7 +375,8 @@ def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_setting
         "tolerations"
     ]
     assert spec["serviceAccountName"] == "trainyard-learner"
-    assert spec["terminationGracePeriodSeconds"] == 30
+    # stop_grace_seconds (the default 30), then the runtime's final upload.
+    assert spec["terminationGracePeriodSeconds"] == 30 + FINAL_UPLOAD_SECONDS
     secret_refs = {
         var["name"]: var["valueFrom"]["secretKeyRef"]
         for var in container["env"]
