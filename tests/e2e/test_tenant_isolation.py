@@ -65,14 +65,18 @@ def deployment(
         TENANT_A: {"gpu_quota": GPU_QUOTA, "max_running_jobs": 8},
         TENANT_B: {"gpu_quota": GPU_QUOTA, "max_running_jobs": B_RUNNING_JOBS},
     }
-    gpus = StandInGpus(root / "gpus")
+    # The stand-in GPUs and the environments live outside the deployment's directory: the
+    # sandbox binds an environment (and a leased GPU's node), and the intruder below must find
+    # nothing of the deployment but its own work.
+    gpus = StandInGpus(tmp_path_factory.mktemp("gpus"))
     gpus.write([stand_in_gpu(index) for index in range(2 * GPU_QUOTA)])
+    environments = cuda_builds_as_cpu(tmp_path_factory.mktemp("envs"))
     with deploy(
         root,
         s3_server,
         tenant_settings=tenants,
         airflow_env={"AIRFLOW__CORE__PARALLELISM": "64", **gpus.environment()},
-        deployment_settings={"environments": {"dir": str(cuda_builds_as_cpu(root / "envs"))}},
+        deployment_settings={"environments": {"dir": str(environments)}},
     ) as deployed:
         code = root / "sleeper"
         code.mkdir()
