@@ -35,6 +35,8 @@ ROUTES = st.sampled_from(
         ("POST", "/api/tenants/{tenant}/data-events"),
         ("POST", "/api/tenants/{tenant}/data-events"),
         ("GET", "/"),
+        ("GET", "/api/usage?tenant={tenant}"),
+        ("POST", "/api/jobs/{tenant}/pause"),
     ]
 )
 
@@ -56,6 +58,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         patch.setenv(CONFIG_ENV, str(root / "trainyard.yaml"))
         patch.setattr(web, "may_use_runs", lambda user, tenant, method="GET": tenant == "acme")
         patch.setattr(web, "register_data_event", lambda tenant, prefix, files: [prefix])
+        # Airflow's side, as the plugin tests stub it: no runs in its database, not an admin.
+        # trainyard_web imports the fleet routes' module as it ends (that module imports it).
+        import trainyard_fleet as fleet_routes
+
+        patch.setattr(web, "airflow_runs", lambda tenant, run_id=None: {})
+        patch.setattr(fleet_routes, "is_admin", lambda user: False)
         web.app.dependency_overrides[web.authenticated_user] = lambda: "someone"
         try:
             yield TestClient(web.app, raise_server_exceptions=True)
