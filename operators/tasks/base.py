@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.hooks.storage import TenantStorageHook
 from trainyard.failures import InternalError, PlatformFault, TrainyardFailure, UserError
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.records import JobRecord, load_record
 from trainyard.manifest.schema import JobManifest, ManifestError, parse_manifest
 from trainyard.storage import ObjectStore, StorageError
@@ -99,12 +100,15 @@ def classified_failures() -> Iterator[None]:
     A failure of a class that no retry gets past (`RETRIED_CLASSES`) raises
     AirflowFailException, any other a retryable AirflowException; the typed failure stays
     attached as `__cause__` for the retry policy and the failure callback
-    (`failure_of_exception`). Airflow's own exceptions pass through.
+    (`failure_of_exception`). Airflow's own exceptions pass through; an attempt superseded by a
+    newer one (`trainyard.jobs.fencing`) fails without a retry.
     """
     try:
         yield
     except AirflowException:
         raise
+    except Superseded as superseded:  # a newer attempt runs the job: this one must not retry
+        raise AirflowFailException(str(superseded)) from superseded
     except Exception as error:
         failure = classify(error)
         translated = AirflowException if failure.retried else AirflowFailException

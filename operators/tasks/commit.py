@@ -19,8 +19,9 @@ class CommitModelOperator(TrainyardOperator):
 
     def execute(self, context: Context) -> str:
         layout = JobLayout(self.job_id)
+        record, _ = self.load_job()
         with classified_failures():
-            model = commit_model(self.store, layout)
+            model = commit_model(self.store, layout, record.current_attempt)
             update_record(
                 self.store, self.job_id, model_key=model.key, final_step=model.checkpoint_step
             )

@@ -200,10 +200,16 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
         """Rank 0 as the provider creates (or finds) it, then the group's other pods.
 
-        A group reattached to runs the attempt of its pods: its Service is that attempt's.
+        A group reattached to runs the attempt of its pods: its Service is that attempt's, and
+        it is the attempt the job record names as current.
         """
         pod = super().get_or_create_pod(pod_request_obj, context)
         attempt = int((pod.metadata.labels or {}).get(ATTEMPT_LABEL) or 0)
+        try:
+            self.claim(attempt)  # the reattached pod's own attempt: the provider's fencing
+        except Exception:
+            self.remote_pod = pod  # cleanup deletes a pod of an attempt superseded meanwhile
+            raise
         if self.rendezvous is not None and self.group_spec is not None and attempt:
             spec = replace(self.group_spec, attempt=attempt)
             self.rendezvous = self.kubernetes.rendezvous_service(spec)

@@ -8,6 +8,7 @@ evaluate mode.
 
 from __future__ import annotations
 
+import signal
 import threading
 from datetime import UTC, datetime
 from functools import cached_property
@@ -26,11 +27,17 @@ from trainyard.backends import (
     backend_for,
 )
 from trainyard.failures import InternalError, TrainyardFailure, UserError
-from trainyard.jobs.attempts import judge_attempt, record_attempt, record_evaluation
+from trainyard.jobs.attempts import (
+    claim_attempt,
+    judge_attempt,
+    record_attempt,
+    record_evaluation,
+)
 from trainyard.jobs.control import attempt_of_try, record_pause
 from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import JobManifest
+from trainyard.runtime.process import die_with_parent
 
 
 class LearnerOperator(TrainyardOperator):
@@ -59,6 +66,13 @@ class LearnerOperator(TrainyardOperator):
         attempts of its earlier runs (`trainyard.jobs.control`)."""
         record, _ = self.load_job()
         return attempt_of_try(record, context["ti"].try_number)
+
+    def claim(self, attempt: int) -> None:
+        """Make `attempt` the job's current training attempt before its learners start: an
+        older one still running is fenced off (`trainyard.jobs.fencing`)."""
+        if self.mode is RunMode.TRAIN:
+            with classified_failures():
+                claim_attempt(self.store, self.job_id, attempt)
 
     def learner_spec(self, manifest: JobManifest, attempt: int) -> LearnerSpec:
         with classified_failures():
@@ -108,6 +122,11 @@ class LearnerOperator(TrainyardOperator):
                 )
         attempt = self.attempt(context)
         spec = self.learner_spec(manifest, attempt)
+        self.claim(attempt)
+        # A supervisor that dies (a scheduler killed with its process group) would leave this
+        # process and its learners training beside the retry: its death stops them as a kill
+        # of the task does (Airflow's SIGTERM handler calls on_kill: a final checkpoint).
+        die_with_parent(signal.SIGTERM)
         self.log.info(
             "starting %d learner(s) of %s (attempt %d) on the %s backend",
             spec.num_learners,

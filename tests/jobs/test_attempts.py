@@ -19,12 +19,14 @@ from trainyard.failures import (
     UserError,
 )
 from trainyard.jobs.attempts import (
+    claim_attempt,
     faults_in_a_row,
     judge_attempt,
     record_attempt,
     record_evaluation,
 )
 from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record
 from trainyard.runtime.outcome import Outcome
@@ -296,6 +298,33 @@ def test_record_attempt_appends_to_the_record_and_counts_user_errors(
         (3, None, ""),
     ]
     assert record.attempts[0].fix == "fix the code"
+
+
+def test_the_end_of_an_attempt_older_than_the_current_one_is_refused(
+    local_store: LocalStore,
+) -> None:
+    """Fencing on the record: once the retry claimed the job, the orphan of the attempt before
+    it can neither record its end nor claim the job back."""
+    save_record(
+        local_store,
+        JobRecord(
+            job_id=JOB_ID, tenant="acme", dag_id="trainyard_acme", dag_run_id="r", manifest={}
+        ),
+    )
+    started = datetime(2026, 11, 24, 21, 59, tzinfo=UTC)
+    claim_attempt(local_store, JOB_ID, 1)
+    claim_attempt(local_store, JOB_ID, 2)
+
+    with pytest.raises(Superseded, match=r"attempt 1 .* superseded by attempt 2"):
+        record_attempt(local_store, JOB_ID, 1, started, Preemption("stopped", "none needed"))
+    with pytest.raises(Superseded):
+        claim_attempt(local_store, JOB_ID, 1)
+    record_attempt(local_store, JOB_ID, 2, started, None)
+
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.current_attempt == 2
+    assert [(a.attempt, a.failure_class) for a in record.attempts] == [(2, None)]
 
 
 def commit_step(store: LocalStore, tmp_path: Path, step: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainyard.jobs.checkpoints import CheckpointStore, file_digest
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.layout import MANIFEST, JobLayout
 from trainyard.storage.base import Rewindable, StorageError
 from trainyard.storage.local import LocalStore
@@ -31,6 +32,10 @@ class RecordingStore(LocalStore):
     def put_stream(self, key: str, stream: Rewindable, size: int) -> None:
         self.writes.append(key)
         super().put_stream(key, stream, size)
+
+    def write_if(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        self.writes.append(key)
+        return super().write_if(key, data, expected_token)
 
 
 def make_step(root: Path, step: int) -> Path:
@@ -76,7 +81,7 @@ def test_pointer_is_written_after_files_and_manifest(store: RecordingStore, loca
     files = {f"{prefix}/model.bin", f"{prefix}/nested/state.json"}
     assert set(store.writes[:2]) == files  # uploaded in parallel: in any order
     assert store.writes[2:] == [f"{prefix}/{MANIFEST}", f"{CKPTS}/latest"]
-    assert store.get_json(f"{CKPTS}/latest") == {"step": 3}
+    assert store.get_json(f"{CKPTS}/latest") == {"step": 3, "attempt": 0}
 
 
 def test_corrupt_newest_falls_back_and_logs(
@@ -148,8 +153,86 @@ def test_commit_is_idempotent(store: RecordingStore, local: Path) -> None:
 
     checkpoints.commit(directory, 2)
 
-    assert store.writes == [f"{CKPTS}/latest"]
+    assert store.writes == []  # nothing uploaded, and the pointer already names it
     assert checkpoints.committed_steps() == [2]
+
+
+def test_a_superseded_attempt_can_neither_commit_nor_prune(
+    store: RecordingStore, local: Path, tmp_path: Path
+) -> None:
+    first = CheckpointStore(store, LAYOUT, keep=1, attempt=1)
+    first.claim()
+    first.commit(make_step(local, 10), 10)
+    second = CheckpointStore(store, LAYOUT, keep=1, attempt=2)
+    second.claim()  # the retry starts while the first attempt still runs
+    store.writes.clear()
+
+    with pytest.raises(Superseded, match=r"attempt 1 of acme\.demo\.1 is superseded by attempt 2"):
+        first.commit(make_step(local, 20), 20)
+
+    assert store.writes == []  # refused before anything was uploaded
+    assert store.get_json(f"{CKPTS}/latest") == {"step": 10, "attempt": 2}
+    with pytest.raises(Superseded):
+        first.ensure_current()
+    with pytest.raises(Superseded):
+        first.claim()
+    second.commit(make_step(tmp_path / "second", 20), 20)
+    assert checkpoints_of(store) == {20: 2}
+
+
+def checkpoints_of(store: RecordingStore) -> dict[int, int]:
+    """Each committed step and the attempt that committed it."""
+    return {
+        step: store.get_json(f"{CKPTS}/step-{step:09d}/{MANIFEST}")["attempt"]
+        for step in CheckpointStore(store, LAYOUT).committed_steps()
+    }
+
+
+def test_a_pointer_move_racing_a_newer_claim_is_refused(
+    store: RecordingStore, local: Path, tmp_path: Path
+) -> None:
+    """The superseded attempt's check passes, then the newer attempt claims before its pointer
+    write: the conditional write fails and the pointer keeps the newer owner."""
+    first = CheckpointStore(store, LAYOUT, attempt=1)
+    first.claim()
+    second = CheckpointStore(store, LAYOUT, attempt=2)
+    real_write_if = store.write_if
+
+    def claim_first(key: str, data: bytes, expected_token: str | None) -> bool:
+        if key.endswith("/latest") and not hasattr(store, "claimed"):
+            store.claimed = True  # type: ignore[attr-defined]
+            second.claim()
+        return real_write_if(key, data, expected_token)
+
+    store.write_if = claim_first  # type: ignore[method-assign]
+    with pytest.raises(Superseded):
+        first.commit(make_step(local, 5), 5)
+
+    assert store.get_json(f"{CKPTS}/latest") == {"step": None, "attempt": 2}
+    assert CheckpointStore(store, LAYOUT).restore(tmp_path / "restored") is None
+
+
+def test_what_a_superseded_attempt_left_is_never_the_newer_ones_history(
+    store: RecordingStore, local: Path, tmp_path: Path
+) -> None:
+    """Steps the old attempt committed after the claim (its pointer write refused) are neither
+    restored nor reused: the newer attempt uploads its own and prunes them."""
+    first = CheckpointStore(store, LAYOUT, keep=3, attempt=1)
+    first.claim()
+    first.commit(make_step(local, 10), 10)
+    second = CheckpointStore(store, LAYOUT, keep=3, attempt=2)
+    second.claim()
+    first.ensure_current = lambda: None  # type: ignore[method-assign]  # raced past it
+    for step in (20, 30):
+        with pytest.raises(Superseded):  # at the pointer: after its files and manifest
+            first.commit(make_step(local, step), step)
+    assert checkpoints_of(store) == {10: 1, 20: 1, 30: 1}
+    assert CheckpointStore(store, LAYOUT).restore(tmp_path / "restored") == 10
+
+    second.commit(make_step(tmp_path / "second", 20), 20)
+
+    assert checkpoints_of(store) == {10: 1, 20: 2}
+    assert CheckpointStore(store, LAYOUT).latest_step() == 20
 
 
 def test_a_damaged_committed_step_is_uploaded_again(

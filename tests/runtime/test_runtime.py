@@ -21,7 +21,7 @@ from trainyard.failures import Hang, PlatformFault
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime import helpers
-from trainyard.runtime.outcome import Outcome
+from trainyard.runtime.outcome import EXIT_PLATFORM_FAULT, Outcome
 from trainyard.runtime.process import Finished, UserProcess
 from trainyard.runtime.runner import Runner
 from trainyard.runtime.sandbox import Sandbox, SandboxNetwork
@@ -402,6 +402,26 @@ def test_a_stop_signal_is_a_preemption_whoever_receives_it(
     # The retry resumes from the final checkpoint: no step is lost.
     assert run_runtime(store, tmp_path, "train", attempt=2)[0] == 0
     assert CheckpointStore(store, LAYOUT).committed_steps() == [7, 8, 9]
+
+
+def test_a_superseded_attempt_stops_its_command_and_exits_without_writing(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A retry claimed the job while this attempt still trains (its task process lost): the
+    runtime sees it within the fence period, kills the command and writes nothing more."""
+    proc = start_runtime(store, tmp_path, "wait")
+    user_pid = wait_until_ready(proc)
+
+    CheckpointStore(store, LAYOUT, attempt=2).claim()
+    output, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == EXIT_PLATFORM_FAULT, output
+    assert f"attempt 1 of {JOB} is superseded by attempt 2" in output
+    assert not still_running([user_pid])
+    assert CheckpointStore(store, LAYOUT).committed_steps() == []
+    assert store.get_json(LAYOUT.checkpoint_pointer) == {"step": None, "attempt": 2}
+    assert not store.exists(f"{LAYOUT.logs}/outcome-attempt-1-rank-0.json")
+    assert not list(store.list(LAYOUT.results))
 
 
 def test_a_slow_final_save_is_committed_when_nobody_reads_the_output_any_more(

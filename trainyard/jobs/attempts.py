@@ -27,6 +27,7 @@ from trainyard.failures import (
     out_of_memory,
 )
 from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.layout import JobLayout, published_manifest
 from trainyard.jobs.records import AttemptInfo, JobRecord, change_record, update_record
 from trainyard.manifest.units import format_bytes
@@ -100,6 +101,22 @@ def _learner_failure(
     return None
 
 
+def claim_attempt(store: ObjectStore, job_id: str, attempt: int) -> None:
+    """Make `attempt` the job's current one before its learners start: from now on an older
+    attempt's end is not recorded. Raises Superseded when a newer one already started."""
+
+    def claim(record: JobRecord) -> None:
+        _check_current(record, attempt)
+        record.current_attempt = attempt
+
+    change_record(store, job_id, claim)
+
+
+def _check_current(record: JobRecord, attempt: int) -> None:
+    if record.current_attempt > attempt:
+        raise Superseded(record.job_id, attempt, record.current_attempt)
+
+
 def record_attempt(
     store: ObjectStore,
     job_id: str,
@@ -109,17 +126,44 @@ def record_attempt(
 ) -> int:
     """Append a training attempt's end to the job record, where the retry budgets count from.
 
+    Returns how many attempts so far ended in a user error (0 for a job without a record).
+    Raises Superseded for an attempt older than the job's current one.
+    """
+    record = record_attempt_end(
+        store,
+        job_id,
+        attempt,
+        started_at,
+        failure_class=failure.failure_class.value if failure else None,
+        message=failure.cause if failure else "",
+        fix=failure.fix if failure else "",
+    )
+    return 0 if record is None else record.count_attempts(FailureClass.USER_ERROR.value)
+
+
+def record_attempt_end(
+    store: ObjectStore,
+    job_id: str,
+    attempt: int,
+    started_at: datetime,
+    *,
+    failure_class: str | None,
+    message: str,
+    fix: str,
+) -> JobRecord | None:
+    """Record how an attempt ended (a failure class, or another end such as a pause).
+
     The entry holds the newest committed checkpoint step now, and whether the attempt advanced
     it: beyond the step the previous recorded attempt ended at (a try lost to a crash records
     nothing, so its progress counts for the next). Recording an attempt again replaces its
-    entry. Returns how many attempts so far ended in a user error (0 for a job without a
-    record).
+    entry. Raises Superseded for an attempt older than the job's current one.
     """
     layout = JobLayout(job_id)
     step = CheckpointStore(store, layout).latest_step()
     committed_at = _committed_at(store, layout, step)
 
     def append(record: JobRecord) -> None:
+        _check_current(record, attempt)
         earlier = [a for a in record.attempts if a.attempt != attempt]
         before = earlier[-1].checkpoint_step if earlier else None
         record.attempts = [
@@ -127,17 +171,16 @@ def record_attempt(
             AttemptInfo(
                 attempt=attempt,
                 started_at=started_at,
-                failure_class=failure.failure_class.value if failure else None,
-                message=failure.cause if failure else "",
-                fix=failure.fix if failure else "",
+                failure_class=failure_class,
+                message=message,
+                fix=fix,
                 checkpoint_step=step,
                 progressed=step is not None and (before is None or step > before),
                 checkpoint_at=committed_at,
             ),
         ]
 
-    record = change_record(store, job_id, append)
-    return 0 if record is None else record.count_attempts(FailureClass.USER_ERROR.value)
+    return change_record(store, job_id, append)
 
 
 def _committed_at(store: ObjectStore, layout: JobLayout, step: int | None) -> datetime | None:

@@ -4,22 +4,29 @@ Object stores have no multi-object transactions, so a commit is ordered: the fil
 `step-<N>/_MANIFEST.json` (size + sha256 of every file), then the `latest` pointer. A crash at
 any point leaves the previous checkpoint or the new one committed. Restore trusts nothing: it
 checks every file against the manifest and falls back to older commits when one is damaged.
+
+The pointer also names the attempt that owns the job's checkpoints, and moves only by a
+conditional write: an attempt superseded by a newer one (`trainyard.jobs.fencing`) can neither
+move it nor prune.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.layout import MANIFEST, JobLayout, published_manifest
 from trainyard.storage.base import ObjectNotFound, ObjectStore, check_key, join_key
 from trainyard.storage.untrusted import open_regular, regular_files
@@ -111,14 +118,23 @@ class CommittedCheckpoint:
 
 
 class CheckpointStore:
-    """The checkpoints of one job in its tenant's storage."""
+    """The checkpoints of one job in its tenant's storage, as attempt `attempt` writes them
+    (0, the default: a reader, or a writer outside any attempt)."""
 
-    def __init__(self, store: ObjectStore, layout: JobLayout, keep: int = 3) -> None:
+    def __init__(
+        self, store: ObjectStore, layout: JobLayout, keep: int = 3, *, attempt: int = 0
+    ) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.store = store
         self.layout = layout
         self.keep = keep
+        self.attempt = attempt
+        # Set by `claim`: the step the pointer named then (the history this attempt continues;
+        # -1: none) and the steps this attempt committed since. Any other step beyond it was
+        # written by a superseded attempt after the claim.
+        self._claimed_step: int | None = None
+        self._mine: set[int] = set()
 
     def _stored_steps(self) -> dict[int, bool]:
         """Every step with objects in storage, mapped to whether it is committed."""
@@ -154,12 +170,57 @@ class CheckpointStore:
         return found
 
     def latest_step(self) -> int | None:
-        """The step the pointer names; without a pointer, the newest committed step."""
+        """The step the pointer names (None: claimed, but nothing committed since); without a
+        readable pointer, the newest committed step."""
+        pointer = self._pointer()[0]
+        if "step" in pointer:
+            step = pointer["step"]
+            return step if isinstance(step, int) else None
+        committed = self.committed_steps()
+        return committed[-1] if committed else None
+
+    def _pointer(self) -> tuple[dict[str, Any], str | None]:
+        """The pointer's content and its token for a conditional write (empty and None when
+        there is none; an unreadable one reads as empty)."""
         try:
-            return int(self.store.get_json(self.layout.checkpoint_pointer)["step"])
-        except (KeyError, ValueError, TypeError):  # missing (ObjectNotFound) or unreadable
-            committed = self.committed_steps()
-            return committed[-1] if committed else None
+            data, token = self.store.read_with_token(self.layout.checkpoint_pointer)
+        except ObjectNotFound:
+            return {}, None
+        try:
+            pointer = json.loads(data)
+        except ValueError:
+            pointer = {}
+        return (pointer if isinstance(pointer, dict) else {}), token
+
+    def _check_owner(self, pointer: dict[str, Any]) -> None:
+        owner = pointer.get("attempt", 0)
+        if isinstance(owner, int) and owner > self.attempt:
+            raise Superseded(self.layout.job_id, self.attempt, owner)
+
+    def ensure_current(self) -> None:
+        """Raise Superseded when a newer attempt owns the checkpoints."""
+        self._check_owner(self._pointer()[0])
+
+    def claim(self) -> None:
+        """Make this attempt the owner of the checkpoints, keeping the step the pointer names:
+        from now on an older attempt's commits are refused. Raises Superseded when a newer
+        attempt already owns them."""
+        step = self._move_pointer(None)
+        self._claimed_step = -1 if step is None else step
+
+    def _move_pointer(self, step: int | None) -> int | None:
+        """Point `latest` at `step` (None: keep its step) as this attempt, by a conditional
+        write that a newer owner refuses; return the step it names now."""
+        while True:
+            pointer, token = self._pointer()
+            self._check_owner(pointer)
+            named = pointer.get("step") if step is None else step
+            wanted = {"step": named, "attempt": self.attempt}
+            if pointer == wanted:
+                return named
+            data = json.dumps(wanted).encode()
+            if self.store.write_if(self.layout.checkpoint_pointer, data, token):
+                return named
 
     def commit(self, local_dir: Path, step: int) -> None:
         """Upload `local_dir` as checkpoint `step`, commit it, point `latest` at it, prune.
@@ -167,18 +228,41 @@ class CheckpointStore:
         Steps are immutable: committing an already committed step that is intact (every file
         matches its manifest) only moves the pointer; a damaged one is uploaded again first,
         so `latest` never names, and pruning never favours, a step that was not verified.
+        Raises Superseded, before uploading anything, once a newer attempt owns the job.
         """
+        self.ensure_current()
         prefix = self.layout.checkpoint(step)
-        if not self._intact(step):
+        if step in self._stale_steps(self._stored_steps()) or not self._intact(step):
             if not local_dir.is_dir():
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
             if not regular_files(local_dir):
                 raise ValueError(f"checkpoint directory {local_dir} is empty")
+            self._drop(step)
             publish_directory(
-                self.store, local_dir, prefix, step=step, committed_at=datetime.now(UTC).isoformat()
+                self.store,
+                local_dir,
+                prefix,
+                step=step,
+                attempt=self.attempt,
+                committed_at=datetime.now(UTC).isoformat(),
             )
-        self.store.put_json(self.layout.checkpoint_pointer, {"step": step})
+        self._mine.add(step)
+        self._move_pointer(step)
         self._prune(step)
+
+    def _stale_steps(self, stored: Iterable[int]) -> set[int]:
+        """Of the `stored` steps, those beyond the claimed one that this attempt did not
+        commit: a superseded attempt wrote them after the claim (none before a claim)."""
+        claimed = self._claimed_step
+        if claimed is None:
+            return set()
+        return {step for step in stored if step > claimed and step not in self._mine}
+
+    def _drop(self, step: int) -> None:
+        """Delete a step, its manifest first: a crash mid-delete leaves an uncommitted leftover,
+        never a committed checkpoint with missing files."""
+        self.store.delete(published_manifest(self.layout.checkpoint(step)))
+        self.store.delete_prefix(self.layout.checkpoint(step))
 
     def _intact(self, step: int) -> bool:
         """Whether `step` is committed and every file matches its manifest (size and sha256).
@@ -198,32 +282,26 @@ class CheckpointStore:
                 )
             else:
                 return True
-        self.store.delete(manifest)
-        self.store.delete_prefix(self.layout.checkpoint(step))
+        self._drop(step)
         return False
 
     def _prune(self, newest: int) -> None:
-        """Drop committed checkpoints beyond `keep` and uncommitted leftovers older than `newest`.
-
-        The manifest goes first, so a crash mid-delete leaves an uncommitted leftover, never a
-        committed checkpoint with missing files.
-        """
+        """Drop committed checkpoints beyond `keep`, uncommitted leftovers older than `newest`,
+        and what a superseded attempt wrote after this one's claim."""
         stored = self._stored_steps()
         committed = sorted((s for s, ok in stored.items() if ok), reverse=True)
-        for step in committed[self.keep :]:
-            if step != newest:
-                self.store.delete(published_manifest(self.layout.checkpoint(step)))
-                self.store.delete_prefix(self.layout.checkpoint(step))
-        for step, ok in stored.items():
-            if not ok and step < newest:
-                self.store.delete_prefix(self.layout.checkpoint(step))
+        doomed = {step for step in committed[self.keep :] if step != newest}
+        doomed |= {step for step, ok in stored.items() if not ok and step < newest}
+        doomed |= self._stale_steps(stored) - {newest}
+        for step in sorted(doomed):
+            self._drop(step)
 
     def restore(self, into: Path) -> int | None:
         """Download the newest intact committed checkpoint into `into/step-<N>`; return N."""
         committed = self.committed_steps()
         latest = self.latest_step()
-        if latest is not None and latest in committed:
-            committed = [s for s in committed if s <= latest]
+        # A step beyond it is a leftover (of a superseded attempt), not the job's history.
+        committed = [s for s in committed if latest is not None and s <= latest]
         for step in reversed(committed):
             try:
                 self._download(step, into)

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from trainyard.jobs.attempts import record_attempt_end
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JOB_ID_PATTERN, JobLayout, job_id_for_run
-from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, change_record
+from trainyard.jobs.records import JobRecord, JobState, change_record
 from trainyard.jobs.state import RunFacts, job_state, stop_job
 from trainyard.manifest.submission import run_job_name
 from trainyard.storage.base import ObjectStore
@@ -49,25 +50,15 @@ def attempt_of_try(record: JobRecord, try_number: int) -> int:
 def record_pause(store: ObjectStore, job_id: str, attempt: int, started_at: datetime) -> None:
     """Show the pause in the attempt history: the attempt it ended, with the newest committed
     checkpoint. Its class is no failure class, so no retry budget counts it."""
-    step = CheckpointStore(store, JobLayout(job_id)).latest_step()
-
-    def note(record: JobRecord) -> None:
-        earlier = [a for a in record.attempts if a.attempt != attempt]
-        before = earlier[-1].checkpoint_step if earlier else None
-        record.attempts = [
-            *earlier,
-            AttemptInfo(
-                attempt=attempt,
-                failure_class=PAUSED,
-                message="paused: the learners were stopped and committed a final checkpoint",
-                fix="trainyard resume " + job_id,
-                started_at=started_at,
-                checkpoint_step=step,
-                progressed=step is not None and (before is None or step > before),
-            ),
-        ]
-
-    change_record(store, job_id, note)
+    record_attempt_end(
+        store,
+        job_id,
+        attempt,
+        started_at,
+        failure_class=PAUSED,
+        message="paused: the learners were stopped and committed a final checkpoint",
+        fix="trainyard resume " + job_id,
+    )
 
 
 def pause_job(

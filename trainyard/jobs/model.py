@@ -23,20 +23,32 @@ class ModelCommit:
     checkpoint_step: int | None
 
 
-def commit_model(store: ObjectStore, layout: JobLayout) -> ModelCommit:
+def commit_model(store: ObjectStore, layout: JobLayout, current_attempt: int) -> ModelCommit:
     """Verify the published results of a job and return what was committed.
+
+    Only results of the job's current attempt (`current_attempt`; 0: none claimed it) count:
+    those of an attempt it superseded are not its model (`trainyard.jobs.fencing`).
 
     Raises:
         UserError: the training command saved no model files.
-        PlatformFault: the publication is missing or incomplete (a retry may complete it).
+        PlatformFault: the publication is missing, incomplete or a superseded attempt's (a
+            retry may complete it).
     """
+    retrain = "clear the learner task to train again; the newest checkpoint is kept"
     try:
-        files: dict[str, dict[str, Any]] = store.get_json(layout.results_manifest)["files"]
+        manifest = store.get_json(layout.results_manifest)
     except ObjectNotFound as missing:
         raise PlatformFault(
-            f"the learner published no results manifest ({missing})",
-            "clear the learner task to train again; the newest checkpoint is kept",
+            f"the learner published no results manifest ({missing})", retrain
         ) from missing
+    published_by = manifest.get("attempt", current_attempt)
+    if current_attempt and published_by != current_attempt:  # 0: no attempt claimed the job
+        raise PlatformFault(
+            f"the results were published by attempt {published_by}, not by the job's current "
+            f"attempt {current_attempt}",
+            retrain,
+        )
+    files: dict[str, dict[str, Any]] = manifest["files"]
     if not files:
         raise UserError(
             "the training command saved no files in TRAINYARD_RESULT_DIR",

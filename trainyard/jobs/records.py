@@ -71,6 +71,9 @@ class JobRecord(BaseModel):
     # the current run (its learner tries count on from there, so attempt numbers stay unique).
     pause_requested: bool = False
     attempt_offset: int = 0
+    # The newest training attempt that started: an older one's end is not recorded, and its
+    # results are not committed (`trainyard.jobs.fencing`).
+    current_attempt: int = 0
     model_key: str | None = None
     final_step: int | None = None
     evaluation: dict[str, Any] | None = None

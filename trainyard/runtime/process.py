@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -50,16 +49,22 @@ def _received(report: Path | None) -> frozenset[int]:
         return frozenset()
 
 
-def _die_with_runtime() -> Callable[[], None] | None:
-    """On Linux, have the kernel kill the command if the runtime itself is killed.
+def die_with_parent(signum: int) -> None:
+    """Ask the kernel to send this process `signum` when its parent dies (Linux only).
+
+    Without it a child outlives a parent killed with SIGKILL, which can forward no stop.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def _die_with_runtime() -> None:
+    """Runs in the command's process before exec: the kernel kills it with the runtime.
 
     The command runs in its own session (so a Ctrl-C or a group kill is forwarded exactly
     once), which would otherwise let it outlive a SIGKILLed runtime.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)
 
 
 def _echo(line: str) -> bool:
@@ -116,7 +121,7 @@ class UserProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_runtime(),  # safe: no other thread runs yet
+                preexec_fn=_die_with_runtime,  # safe: no other thread runs yet
                 pass_fds=self.sandboxed.pass_fds if self.sandboxed else (),
             )
         except (OSError, ValueError) as error:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure, UserError
 from trainyard.jobs.checkpoints import CheckpointStore, publish_directory
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.runtime.outcome import Outcome, out_of_disk
 from trainyard.runtime.process import UserProcess
@@ -42,7 +43,9 @@ class Runner:
         self.settings = settings
         self.store = store
         self.layout = JobLayout(settings.job_id)
-        self.checkpoints = CheckpointStore(store, self.layout, keep=settings.checkpoint_keep)
+        self.checkpoints = CheckpointStore(
+            store, self.layout, keep=settings.checkpoint_keep, attempt=settings.attempt
+        )
         self.workspace = Workspace.create(settings, mode)
         self.restored: int | None = None
         self.outcome = Outcome(exit_code=None, signal=None)
@@ -62,6 +65,15 @@ class Runner:
             self._execute()
             if self.outcome.succeeded and self._leader:
                 self._publish()
+        except Superseded as superseded:
+            # Another attempt owns the job now (`trainyard.jobs.fencing`): nothing more of
+            # this one may be written, not even its outcome.
+            log.error("%s: the command was stopped; exiting without writing", superseded)
+            self.outcome = Outcome(exit_code=None, signal=None).with_failure(
+                PlatformFault(str(superseded), fix=RESUME_FIX)
+            )
+            self.workspace.remove()
+            return self.outcome
         except (TrainyardFailure, StorageError, OSError) as error:
             failure = self._failure_of(error)
             if self.outcome.succeeded:
@@ -100,6 +112,8 @@ class Runner:
         if self.mode is RunMode.EVALUATE:
             self._download(self.layout.results, ws.results)
             return
+        if self._leader:  # from now on an older attempt's checkpoint writes are refused
+            storage_retry(self.checkpoints.claim)()
         self.restored = storage_retry(self.checkpoints.restore)(ws.checkpoints)
         if self.restored is None:
             log.info("no committed checkpoint: the command starts from scratch")
@@ -161,6 +175,9 @@ class Runner:
                 else None
             ),
             utilisation_key=self.layout.utilisation(settings.attempt, settings.rank),
+            on_superseded=lambda superseded: process.stop(
+                PlatformFault(str(superseded), fix=RESUME_FIX), grace=0
+            ),
         )
         syncer.start()
         finished = process.wait()
@@ -171,10 +188,15 @@ class Runner:
 
     def _publish(self) -> None:
         if self.mode is RunMode.TRAIN:
+            # The commit task takes only the results of the job's current attempt (fencing).
+            self.checkpoints.ensure_current()
             storage_retry(self.store.delete_prefix)(self.layout.results)
             try:
                 files = storage_retry(publish_directory)(
-                    self.store, self.workspace.results, self.layout.results
+                    self.store,
+                    self.workspace.results,
+                    self.layout.results,
+                    attempt=self.settings.attempt,
                 )
             except UnsafeFile as error:
                 raise UserError(

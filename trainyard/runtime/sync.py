@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tenacity import (
 )
 
 from trainyard.jobs.checkpoints import CheckpointStore
+from trainyard.jobs.fencing import Superseded
 from trainyard.runtime.helpers import checkpoint_steps
 from trainyard.runtime.utilisation import Sampler
 from trainyard.runtime.watchdog import Watchdog
@@ -31,6 +33,8 @@ from trainyard.storage.base import ObjectNotFound, ObjectStore, StorageError
 log = logging.getLogger(__name__)
 
 SYNC_PERIOD_S = 1.0
+#: How often a training leader looks whether a newer attempt superseded it (one small read).
+FENCE_PERIOD_S = 5.0
 
 
 def _transient(error: BaseException) -> bool:
@@ -80,9 +84,12 @@ class Syncer:
         watchdog: Watchdog | None = None,
         sampler: Sampler | None = None,
         utilisation_key: str | None = None,
+        on_superseded: Callable[[Superseded], None] | None = None,
     ) -> None:
         """Checkpoints and metrics are synced only when given (rank 0 of a training run);
-        utilisation is sampled and uploaded to `utilisation_key` with a `sampler`."""
+        utilisation is sampled and uploaded to `utilisation_key` with a `sampler`. Once a
+        newer attempt supersedes this one (seen at a commit or every `FENCE_PERIOD_S`), the
+        loop stops uploading and calls `on_superseded`, and `finish` raises it."""
         self.store = store
         self.log_file, self.log_key = log_file, log_key
         self.checkpoints, self.checkpoint_dir = checkpoints, checkpoint_dir
@@ -91,6 +98,8 @@ class Syncer:
         self.annotations = annotations or {}
         self.watchdog = watchdog
         self.sampler, self.utilisation_key = sampler, utilisation_key
+        self.on_superseded = on_superseded
+        self.superseded: Superseded | None = None
         self._sampled = 0
         self._uploaded: dict[Path, tuple[int, int]] = {}
         self._stop = threading.Event()
@@ -100,15 +109,28 @@ class Syncer:
         self._thread.start()
 
     def finish(self) -> None:
-        """Stop the background thread and upload what is pending; storage errors propagate."""
+        """Stop the background thread and upload what is pending; storage errors and
+        Superseded propagate."""
         self._stop.set()
         self._thread.join()
+        if self.superseded is not None:
+            raise self.superseded
         self.sync()
 
     def _loop(self) -> None:
+        next_fence_check = time.monotonic() + FENCE_PERIOD_S
         while not self._stop.wait(SYNC_PERIOD_S):
             try:
                 self.sync()
+                if self.checkpoints is not None and time.monotonic() >= next_fence_check:
+                    next_fence_check = time.monotonic() + FENCE_PERIOD_S
+                    self.checkpoints.ensure_current()
+            except Superseded as superseded:
+                self.superseded = superseded
+                log.error("%s: stopping the command", superseded)
+                if self.on_superseded is not None:
+                    self.on_superseded(superseded)
+                return
             except Exception:
                 log.exception("background upload failed; trying again in the next round")
             if self.watchdog is not None:
@@ -132,6 +154,8 @@ class Syncer:
         for upload in uploads:
             try:
                 upload()
+            except Superseded:
+                raise  # nothing more of this attempt may be written
             except Exception as error:
                 failures.append(error)
         if failures:

@@ -16,7 +16,6 @@ is refused at validate, never run on the CPU. A CPU job sees no GPU and keeps th
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -52,6 +51,7 @@ from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import JobManifest, Resources
 from trainyard.manifest.units import format_bytes
+from trainyard.runtime.process import die_with_parent
 from trainyard.runtime.sandbox import UNSANDBOXED
 from trainyard.runtime.workspace import Workspace
 from trainyard.storage.config import StorageCredentials
@@ -72,13 +72,11 @@ INHERITED_VARIABLES = (
 GANG_POLL_SECONDS = 0.2
 #: How often each learner's memory is sampled; an allocation between samples goes unseen.
 MEMORY_SAMPLE_SECONDS = 0.2
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Runs in the child before exec: SIGTERM (a graceful stop) when the task process dies."""
+    die_with_parent(signal.SIGTERM)
 
 
 def _process_tree(root: psutil.Process) -> list[psutil.Process]:

@@ -48,6 +48,7 @@ RUNTIME_SOURCES = (
     "trainyard/jobs/__init__.py",
     "trainyard/jobs/layout.py",
     "trainyard/jobs/checkpoints.py",
+    "trainyard/jobs/fencing.py",
     "trainyard/storage",
     "trainyard/runtime",
 )
