@@ -8,9 +8,9 @@ small budget of their own. A budget counts the faults *without progress*: an att
 advanced the newest committed checkpoint starts every count over (`attempts.faults_in_a_row`),
 so a multi-day job that keeps checkpointing outlives any number of faults, and one that fails
 again and again without a new checkpoint fails as soon as a class's budget is used up, saying
-what to do. `max_retries` caps a job's retries in all; the learner task's Airflow `retries` is
-that cap plus the user-error retries a manifest may opt into (`retries.user_errors`), so those
-never cut the platform's budgets.
+what to do. The manifest's `retries.total` caps a job's retries in all; the learner task's
+Airflow `retries` is the highest cap plus the user-error retries a manifest may opt into
+(`retries.user_errors`), so those never cut the platform's budgets.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from trainyard.failures import RETRIED_CLASSES, FailureClass, InternalError, Tra
 from trainyard.jobs.attempts import faults_in_a_row, record_attempt
 from trainyard.jobs.control import attempt_of_try
 from trainyard.jobs.records import load_record
-from trainyard.manifest.schema import MAX_USER_ERROR_RETRIES
+from trainyard.manifest.schema import MAX_TOTAL_RETRIES, MAX_USER_ERROR_RETRIES, RetrySpec
 
 #: The retried classes (RETRIED_CLASSES) with a budget of the learner's own, counted in the job
 #: record; an internal error is every task's, retried once (TaskRetryPolicy). The classes no
@@ -80,7 +80,6 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         platform_retries: int = 3,
         preemption_retries: int = 10,
         hang_retries: int = 2,
-        max_retries: int = 100,
         base_delay: timedelta = timedelta(seconds=5),
         max_delay: timedelta = timedelta(minutes=5),
         preemption_delay: timedelta = timedelta(seconds=1),
@@ -92,22 +91,27 @@ class LearnerRetryPolicy(TaskRetryPolicy):
         }
         # Keyed off the statement of retried classes: one retried without a budget fails here.
         self.budgets = {kind: budgets[kind] for kind in BUDGETED_CLASSES}
-        self.max_retries = max_retries
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.preemption_delay = preemption_delay
 
     @property
     def total_retries(self) -> int:
-        """The task's Airflow `retries`: the cap, plus the user-error retries a manifest may
-        opt into, which therefore never cut the platform's budgets."""
-        return self.max_retries + MAX_USER_ERROR_RETRIES
+        """The task's Airflow `retries`: the highest cap of `retries.total`, plus the
+        user-error retries a manifest may opt into, which therefore never cut the platform's
+        budgets."""
+        return MAX_TOTAL_RETRIES + MAX_USER_ERROR_RETRIES
 
     def decide(
-        self, failure: TrainyardFailure, attempts: Mapping[FailureClass, int], retried: int = 0
+        self,
+        failure: TrainyardFailure,
+        attempts: Mapping[FailureClass, int],
+        retried: int = 0,
+        cap: int = MAX_TOTAL_RETRIES,
     ) -> RetryDecision:
         """The decision for `failure`, given the attempts per class in a row without progress
-        (this one included) and how many platform retries the job had in all.
+        (this one included), how many platform retries the job had in all and its `cap` on
+        them (the manifest's `retries.total`).
 
         A used-up budget fails the job with a fix that says what to do (set on `failure`, which
         the failure callback records): a retry is no longer the cure.
@@ -125,13 +129,15 @@ class LearnerRetryPolicy(TaskRetryPolicy):
                 f"{count} attempts in a row ended as {kind.value} without progress: its budget "
                 f"of {budget} retries is used up"
             )
-        if retried > self.max_retries:
+        if retried > cap:
             failure.fix = (
-                f"the job failed {retried} times in all, more than the {self.max_retries} "
-                f"retries a job may have; {_NO_PROGRESS_FIX[kind]}"
+                f"the job failed {retried} times in all, more than its retries.total of {cap}: "
+                "read each attempt's cause (trainyard status); resume the job (trainyard resume) "
+                "to go on from its newest committed checkpoint, or submit it again with a larger "
+                f"retries.total (at most {MAX_TOTAL_RETRIES})"
             )
             return RetryDecision.fail(
-                f"{retried} failed attempts in all: more than the cap of {self.max_retries} retries"
+                f"{retried} failed attempts in all: more than retries.total = {cap}"
             )
         if kind is FailureClass.PREEMPTION:
             return RetryDecision.retry(
@@ -169,6 +175,7 @@ class LearnerRetryPolicy(TaskRetryPolicy):
             failure,
             {kind: faults_in_a_row(record, kind) for kind in self.budgets},
             retried=sum(1 for a in record.attempts if a.failure_class in _BUDGETED_VALUES),
+            cap=RetrySpec.model_validate(record.manifest.get("retries", {})).total,
         )
 
     def earlier_internal_errors(self, try_number: int, context: Any) -> int:

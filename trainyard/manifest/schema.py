@@ -52,6 +52,8 @@ from trainyard.storage.base import check_key
 
 MAX_NAME_LENGTH = 40
 MAX_USER_ERROR_RETRIES = 3
+#: The most retries of platform faults, preemptions and hangs a job may have in its whole life.
+MAX_TOTAL_RETRIES = 100
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _EXPECTATION_RE = re.compile(r"expect_[a-z0-9_]+")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
@@ -311,6 +313,14 @@ class RetrySpec(_Strict):
         le=MAX_USER_ERROR_RETRIES,
         description="retry user code that failed (e.g. a flaky data source), at most "
         f"{MAX_USER_ERROR_RETRIES} times; the default fails fast",
+    )
+    total: int = Field(
+        default=MAX_TOTAL_RETRIES,
+        ge=0,
+        le=MAX_TOTAL_RETRIES,
+        description="retries of platform faults, preemptions and hangs over the job's whole "
+        "life, progress or not (each class also fails after a few in a row without a new "
+        f"checkpoint); at most {MAX_TOTAL_RETRIES}",
     )
 
 

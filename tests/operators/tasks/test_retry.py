@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from airflow.sdk import RetryAction
 from airflow.sdk.exceptions import AirflowException
 
 from operators.tasks.base import classified_failures
-from operators.tasks.retry import LearnerRetryPolicy, TaskRetryPolicy
+from operators.tasks.retry import BUDGETED_CLASSES, LearnerRetryPolicy, TaskRetryPolicy
 from trainyard.failures import (
     RESUME_FIX,
     RETRIED_CLASSES,
@@ -23,7 +24,7 @@ from trainyard.failures import (
     UserError,
 )
 from trainyard.jobs.records import AttemptInfo, JobRecord, load_record, save_record, update_record
-from trainyard.manifest.schema import MAX_USER_ERROR_RETRIES
+from trainyard.manifest.schema import MAX_TOTAL_RETRIES, MAX_USER_ERROR_RETRIES
 from trainyard.storage.local import LocalStore
 
 STARTED = datetime(2026, 11, 24, tzinfo=UTC)
@@ -46,7 +47,10 @@ def translated(failure: Exception) -> AirflowException:
 
 
 def saved_record(
-    store: LocalStore, classes: list[str], progressed: list[bool] | None = None
+    store: LocalStore,
+    classes: list[str],
+    progressed: list[bool] | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> SimpleNamespace:
     """A task whose job record lists attempts that ended as `classes` (and, per attempt,
     whether it advanced the committed checkpoint: by default none did)."""
@@ -58,7 +62,7 @@ def saved_record(
             tenant="acme",
             dag_id="trainyard_acme",
             dag_run_id=JOB_ID,
-            manifest={},
+            manifest=manifest or {},
             attempts=[
                 AttemptInfo(attempt=n, failure_class=kind, started_at=STARTED, progressed=p)
                 for n, (kind, p) in enumerate(zip(classes, progress, strict=True), start=1)
@@ -140,7 +144,7 @@ def test_a_used_up_budget_says_how_many_attempts_ended_so_and_what_to_do() -> No
 
 def test_task_retries_are_the_cap_plus_the_user_error_retries() -> None:
     """A manifest's retries.user_errors never cut into the platform's budgets."""
-    assert POLICY.total_retries == POLICY.max_retries + MAX_USER_ERROR_RETRIES
+    assert POLICY.total_retries == MAX_TOTAL_RETRIES + MAX_USER_ERROR_RETRIES
 
 
 @pytest.mark.parametrize(
@@ -168,18 +172,34 @@ def test_a_job_sigkilled_four_times_is_retried_while_it_progresses(
         assert killed.fix == RESUME_FIX
 
 
-def test_the_total_cap_fails_a_job_that_progresses_forever(local_store: LocalStore) -> None:
-    policy = LearnerRetryPolicy(max_retries=5)
+def test_the_manifests_total_cap_fails_a_job_that_progresses_forever(
+    local_store: LocalStore,
+) -> None:
     for attempts, action in ((5, RetryAction.RETRY), (6, RetryAction.FAIL)):
-        task = saved_record(local_store, ["preemption"] * attempts, [True] * attempts)
+        task = saved_record(
+            local_store,
+            ["preemption"] * attempts,
+            [True] * attempts,
+            manifest={"retries": {"total": 5}},
+        )
         evicted = Preemption("evicted", RESUME_FIX)
 
-        decision = policy.evaluate(
+        decision = POLICY.evaluate(
             translated(evicted), try_number=attempts, max_tries=9, context={"task": task}
         )
 
         assert decision.action is action
-    assert evicted.fix.startswith("the job failed 6 times in all, more than the 5 retries")
+    assert evicted.fix.startswith(
+        "the job failed 6 times in all, more than its retries.total of 5: read each attempt's "
+        "cause (trainyard status); resume the job (trainyard resume)"
+    )
+
+
+def test_without_a_total_in_the_manifest_the_cap_is_the_highest() -> None:
+    progressing = dict.fromkeys(BUDGETED_CLASSES, 1)
+    for retried, action in ((MAX_TOTAL_RETRIES, RetryAction.RETRY), (101, RetryAction.FAIL)):
+        decision = POLICY.decide(Preemption("evicted"), progressing, retried=retried)
+        assert decision.action is action
 
 
 def test_evaluate_counts_the_attempts_in_the_job_record(local_store: LocalStore) -> None:
