@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: envs demo demo-stop test test-fast fuzz services lint bench bench-quick clean
+.PHONY: envs demo demo-stop test test-fast fuzz services lint bench bench-quick soak clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ bench: $(VENV)/.installed
 ## bench-quick: every benchmark once at tiny sizes (a CI smoke run; says nothing about speed)
 bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
+
+## soak: the chaos soak (bench/soak.py): 30 minutes at each fault rate (one per job every 1, 2
+## and 5 minutes) on the embedded default, then 30 minutes on the production-like deployment
+## (PostgreSQL, Redis, Celery); tables appended to soak-results.md. `make test` runs a 3-minute
+## profile (tests/bench/test_soak.py)
+soak: services envs
+	$(BIN)/python -m bench.soak --minutes 30 --fault-every 60 120 300 --markdown soak-results.md
+	$(BIN)/python -m bench.soak --minutes 30 --fault-every 120 --production --markdown soak-results.md
 
 ## services: the Debian packages the tests need: the servers of the production-configuration
 ## test (PostgreSQL, Redis), the learners' sandbox (bubblewrap) and the browser of the job-page

@@ -80,15 +80,24 @@ class AirflowCluster:
         os.killpg(process.pid, sig)
         process.wait(timeout=60)
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, *, restart_exited: bool = False) -> None:
+        """Wait until Airflow is healthy; a component that exits meanwhile fails the wait, or
+        with `restart_exited` is started again, as a restart policy would."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not airflow_healthy(self.api_url):
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+            exited = self.exited()
+            if exited and not restart_exited:
+                name = exited[0]
+                raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+            for name in exited:
+                self.start(name)
             if time.monotonic() > deadline:
                 raise RuntimeError("Airflow did not become healthy in time")
             time.sleep(1)
+
+    def exited(self) -> list[str]:
+        """The components that exited (a crash: none of them ends on its own)."""
+        return [name for name, process in self.processes.items() if process.poll() is not None]
 
     def trainyard(
         self, *args: str, check: bool = True, user: tuple[str, str] | None = None

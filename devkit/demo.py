@@ -56,6 +56,10 @@ START_TIMEOUT_SECONDS = 180
 STOP_TIMEOUT_SECONDS = 60
 
 
+#: How soon a component of the demo's Airflow that exited is started again.
+RESTART_DELAY_SECONDS = 5.0
+
+
 def tenant_user(tenant: str) -> str:
     """The demo's user of `tenant`, who holds the tenant's role and nothing else."""
     return f"{tenant}-user"
@@ -218,17 +222,29 @@ def start_airflow(demo_dir: Path, env: dict[str, str]) -> None:
 
 def serve() -> None:
     """Run Airflow's components as children of this process, in its process group (which
-    `stop` ends), until they exit; the API server without any tenant's storage keys."""
+    `stop` ends); the API server without any tenant's storage keys.
+
+    A component that exits is started again after RESTART_DELAY_SECONDS, as docker-compose's
+    `restart: unless-stopped` does: Airflow's components exit when their database goes away
+    (a PostgreSQL restart), and the embedded default must come back by itself.
+    """
     env = dict(os.environ)
-    components = [
-        subprocess.Popen(
+
+    def launch(component: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             ["airflow", *component.split()],
             env=api_server_environment(env) if component == "api-server" else env,
         )
-        for component in COMPONENTS
-    ]
-    for component in components:
-        component.wait()
+
+    running = {component: launch(component) for component in COMPONENTS}
+    while True:
+        time.sleep(RESTART_DELAY_SECONDS)
+        for component, process in running.items():
+            if process.poll() is not None:
+                print(
+                    f"{component} exited with {process.returncode}; starting it again", flush=True
+                )
+                running[component] = launch(component)
 
 
 def stop_services(demo_dir: Path = DEMO_DIR) -> None:

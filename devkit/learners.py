@@ -47,6 +47,25 @@ def learner_processes(
     return found
 
 
+def live_attempts() -> dict[str, set[int]]:
+    """The attempts with a live learner runtime, per job id, in one pass over the processes:
+    two attempts of one job at once is a split brain."""
+    alive: dict[str, set[int]] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "trainyard.runtime" not in " ".join(process.info["cmdline"] or []):
+                continue
+            environ = process.environ()
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        job_id, attempt = environ.get("TRAINYARD_JOB_ID"), environ.get("TRAINYARD_ATTEMPT")
+        if job_id and attempt and attempt.isdigit():
+            alive.setdefault(job_id, set()).add(int(attempt))
+    return alive
+
+
 def wait_until(check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
     """Poll `check` until it returns something truthy; fail the test naming `what` if not."""
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import warnings
 from contextlib import closing
 from pathlib import Path
 
+import psutil
 import psycopg2
 
 with warnings.catch_warnings():
@@ -86,3 +87,20 @@ def _pg_ctl(data_dir: Path, *args: str) -> None:
         stdout=subprocess.DEVNULL,
         check=True,
     )
+
+
+def crash_postgres(url: str) -> Path:
+    """SIGKILL the embedded server behind `url` (from `start_postgres`), as a crash would, and
+    return its data directory, from which `start_postgres` starts it again."""
+    socket_dir = url.rpartition("?host=")[2]
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if not cmdline or not cmdline[0].endswith("postgres") or "-D" not in cmdline:
+            continue
+        data_dir = Path(cmdline[cmdline.index("-D") + 1])
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+        if info is not None and str(info.socket_dir) == socket_dir and info.pid == process.pid:
+            process.kill()
+            process.wait(timeout=60)
+            return data_dir
+    raise LookupError(f"no embedded PostgreSQL server listens at {socket_dir}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from devkit.demo import (
     sandbox_notice,
     tenant_user,
 )
+from devkit.learners import wait_until
 from tests.support.paths import path_without
 from trainyard.tenancy.config import TrainyardConfig, load_config
 
@@ -122,3 +125,32 @@ def test_the_demos_passwords_are_generated_once_and_readable_by_their_owner_only
     again = demo_credentials(tmp_path, ["acme", "globex", "initech"])
     assert {user: again[user] for user in first} == first
     assert again[tenant_user("initech")] not in first.values()
+
+
+def test_a_component_that_exits_is_started_again(tmp_path: Path) -> None:
+    """`serve` keeps the demo's Airflow up as a restart policy would: a fake `airflow` whose
+    every component exits at once is started again and again (the scheduler, say, after a
+    PostgreSQL restart)."""
+    starts = tmp_path / "starts"
+    fake = tmp_path / "bin" / "airflow"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$1" >> {starts}\nexit 1\n')
+    fake.chmod(0o755)
+    demo_config(tmp_path, {"enabled": False})
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "TRAINYARD_CONFIG": str(tmp_path / "trainyard.yaml"),
+    }
+    server = subprocess.Popen([sys.executable, "-m", "devkit.demo", "serve"], env=env)
+    try:
+
+        def scheduler_starts() -> int:
+            lines = starts.read_text().split() if starts.exists() else []
+            return lines.count("scheduler")
+
+        wait_until(lambda: scheduler_starts() >= 2, "the scheduler to be started again", 60)
+        assert server.poll() is None  # it keeps serving
+    finally:
+        server.kill()
+        server.wait()

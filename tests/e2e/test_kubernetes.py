@@ -11,7 +11,7 @@ defer while their pods train. Once six jobs and a 2-learner group train at once,
 has ended and no task runs on a worker, the triggerer and then the scheduler (with the
 LocalExecutor's workers) are SIGKILLed and restarted while the pods train; the group is
 reattached as a group. A 2-learner job is cancelled while it trains: its pods stop in their
-grace period.
+grace period; another is paused (no pod or Service left) and resumed.
 """
 
 from __future__ import annotations
@@ -89,6 +89,13 @@ JOBS: dict[str, dict[str, Any]] = {
     # Trains (both ranks, independently) until it is cancelled; rank 0 checkpoints.
     "cancelled": {
         "command": "python train.py --epochs 3000",
+        "resources": {"learners": 2},
+        "checkpoint": {"interval": "1s", "keep": 5},
+        "evaluation": None,
+    },
+    # A 2-learner group paused while it trains, then resumed.
+    "paused": {
+        "command": "python train.py --epochs 1500",
         "resources": {"learners": 2},
         "checkpoint": {"interval": "1s", "keep": 5},
         "evaluation": None,
@@ -338,6 +345,49 @@ def test_cancel_of_a_learner_group_stops_its_pods_with_sigterm_and_a_final_check
     trained = [row["step"] for row in read_metrics(store, job_id)]
     assert committed[-1] >= max(trained)  # the final checkpoint holds the last step trained
     assert final.attempt == 1  # a cancelled job is not retried
+    assert job_services(cluster, job_id) == []
+    assert_no_pod_left(cluster, job_id)
+
+
+def test_a_paused_group_holds_no_pod_or_service_and_resumes_from_its_final_checkpoint(
+    cluster: FakeKubernetes,
+    deployment: Deployment,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+) -> None:
+    """`trainyard pause` while both ranks train: the group's pods stop with SIGTERM and rank 0
+    commits a final checkpoint; while paused no pod or Service of the job is left; `trainyard
+    resume` trains on in new pods of the same job from that checkpoint."""
+    job_id = jobs["paused"]
+    pods = [running_learner(cluster, job_id, rank, END_TIMEOUT) for rank in (0, 1)]
+    checkpoints = CheckpointStore(store, JobLayout(job_id))
+    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", END_TIMEOUT)[-1]
+
+    assert f"{job_id}: paused" in deployment.cluster.trainyard("pause", job_id).stdout
+
+    wait_until(
+        lambda: not cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}),
+        "the paused group's pods to be gone",
+        timeout=120,
+    )
+    assert job_services(cluster, job_id) == []
+    for pod in pods:
+        assert pod.signals == [signal.SIGTERM], (pod.name, pod.signals)
+    paused_at = checkpoints.committed_steps()[-1]
+    assert paused_at > before  # the final checkpoint on SIGTERM
+    assert job_status(client, store, job_id).state is JobState.PAUSED
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["paused"]
+
+    deployment.cluster.trainyard("resume", job_id)
+
+    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, 0)).decode()
+    match = re.search(r"resumed from step-(\d+)", log)
+    assert match, log[-2000:]
+    assert int(match.group(1)) >= paused_at
+    assert [a.failure_class for a in record_of(store, job_id).attempts] == ["paused", None]
     assert job_services(cluster, job_id) == []
     assert_no_pod_left(cluster, job_id)
 

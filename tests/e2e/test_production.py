@@ -15,7 +15,7 @@ import sqlalchemy
 
 from devkit.deployment import Deployment, deploy
 from devkit.s3_server import S3Server
-from tests.support.services import postgres_server, redis_server
+from devkit.services import postgres_server, redis_server
 from trainyard.cli.client import AirflowClient, ApiSettings
 from trainyard.jobs.layout import new_job_id
 from trainyard.jobs.records import JobState, load_record

@@ -13,11 +13,10 @@ import signal
 import threading
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from devkit.deployment import Deployment
-from devkit.learners import learner_processes, wait_for_end, wait_until
+from devkit.learners import learner_processes, live_attempts, wait_for_end, wait_until
 from trainyard.cli.client import AirflowClient
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import MANIFEST, JobLayout, RunMode
@@ -27,18 +26,14 @@ pytestmark = pytest.mark.e2e
 
 
 @contextlib.contextmanager
-def attempts_alive(job_id: str) -> Iterator[list[frozenset[str]]]:
+def attempts_alive(job_id: str) -> Iterator[list[set[int]]]:
     """Sample, all along, which attempts of `job_id` have a live learner runtime at once."""
-    samples: list[frozenset[str]] = []
+    samples: list[set[int]] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            attempts = set()
-            for process in learner_processes(job_id, user_code=False):
-                with contextlib.suppress(psutil.Error):
-                    attempts.add(process.environ().get("TRAINYARD_ATTEMPT", "?"))
-            samples.append(frozenset(attempts))
+            samples.append(live_attempts().get(job_id, set()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

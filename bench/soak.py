@@ -1,0 +1,551 @@
+"""`python -m bench.soak`: a chaos soak. Two tenants' PyTorch, Keras and JAX jobs train at once
+while faults of every kind the platform claims to survive land at a set rate.
+
+The soak keeps `--parallel` jobs in flight (each sized to train about `--job-seconds`),
+injects a fault every `--fault-every` seconds per running job, samples the live learners all
+along, and once the time is up waits for every job to end. It reports:
+
+- jobs lost (not succeeded in the end) and duplicated (an attempt that trained from scratch
+  although an earlier one had committed a checkpoint): both must be 0;
+- split brains: samples in which one job had live learners of two attempts (0);
+- each injected fault against what the platform made of the attempt it hit (`FAULTS`);
+- recovery time, from the fault to the job's first metric row of a later attempt (p50, p99);
+- steps lost per fault that ended an attempt, in checkpoint intervals;
+- goodput: training time that advanced the newest committed checkpoint over the learner time
+  held (`trainyard.jobs.accounting`), over all jobs.
+
+Not injected here, each covered by its own test: an out-of-memory kill (nothing can make a
+running learner allocate from outside; tests/e2e/test_faults.py) and the Kubernetes faults
+(pod deleted, node drained: the fake cluster, tests/operators/tasks/).
+
+`make soak` runs it for 30 minutes on the embedded default and on the production-like
+deployment (`--production`: PostgreSQL, Redis, Celery); tests/bench/test_soak.py runs a
+3-minute profile in `make test`. Exit status 1 when a guarantee was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import random
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import BARE_SCRIPTS, Context, console, run_bare, steps_per_second
+from devkit.deployment import EXAMPLES, Deployment, deploy
+from devkit.learners import learner_processes, live_attempts
+from devkit.metadata_db import crash_postgres, start_postgres
+from devkit.s3_server import S3Server
+from devkit.services import postgres_server, redis_server
+from trainyard.cli.client import AirflowClient, ApiSettings
+from trainyard.cli.status import job_status
+from trainyard.jobs.accounting import account
+from trainyard.jobs.layout import JobLayout, RunMode
+from trainyard.jobs.progress import read_metrics
+from trainyard.jobs.records import JobState, load_record
+from trainyard.jobs.state import TERMINAL_STATES
+from trainyard.storage import ObjectNotFound, ObjectStore
+
+#: The attempt a fault hit ended with its task and recorded nothing; a later attempt went on.
+LOST = "lost try"
+#: The attempt a fault hit went on as if nothing had happened.
+UNHARMED = "unharmed"
+#: An attempt a later fault hit again is judged by that one.
+HIT_AGAIN = "hit again by"
+#: The checkpoint interval of every soak job (seconds).
+CHECKPOINT_INTERVAL = 10
+#: How long the S3 server stays down in an outage (seconds).
+OUTAGE_SECONDS = 30.0
+#: The hang window of every soak job: a SIGSTOPped learner is a hang after it.
+WATCHDOG = "30s"
+#: Where a soak job of each framework runs: both tenants, both kinds of storage.
+PLACES = (("globex", "pytorch"), ("acme", "tensorflow"), ("globex", "jax"), ("acme", "pytorch"))
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A kind of fault, what is right for the attempts it hits, and whether it hits one job's
+    learner (else the whole control plane and every running attempt)."""
+
+    name: str
+    right: frozenset[str]
+    per_job: bool
+
+
+#: Only on the embedded default, whose PostgreSQL the soak can kill and start again.
+POSTGRES = Fault(
+    "PostgreSQL killed and restarted", frozenset({UNHARMED, LOST, "preemption"}), per_job=False
+)
+FAULTS = (
+    Fault("learner SIGKILL", frozenset({"platform_fault"}), per_job=True),
+    Fault("learner SIGTERM", frozenset({"preemption"}), per_job=True),
+    Fault("learner SIGSTOP (hang)", frozenset({"hang"}), per_job=True),
+    # The learner dies with its task process (a graceful stop); nothing is left to record it.
+    Fault("task process SIGKILL", frozenset({LOST, "preemption"}), per_job=True),
+    Fault("scheduler killed with its process group", frozenset({LOST, "preemption"}), False),
+    Fault("triggerer killed", frozenset({UNHARMED}), per_job=False),
+    # Down longer than the task supervisors' heartbeat tolerance (3 failures, ~15 s): Airflow
+    # stops the running tasks, whose learners commit a final checkpoint.
+    Fault("API server killed", frozenset({UNHARMED, "preemption"}), per_job=False),
+    POSTGRES,
+    Fault(f"S3 server down {OUTAGE_SECONDS:g} s", frozenset({UNHARMED, "platform_fault"}), False),
+    Fault("whole Airflow restarted", frozenset({LOST, "preemption"}), per_job=False),
+)
+
+
+@dataclass
+class Injected:
+    fault: Fault
+    at: float  # wall clock
+    hit: dict[str, int]  # job id -> the attempt it hit
+    given: dict[str, str] = field(default_factory=dict)  # job id -> what the platform made of it
+
+
+@dataclass
+class SoakJob:
+    job_id: str
+    tenant: str
+    framework: str
+    state: JobState | None = None
+
+
+@dataclass
+class Report:
+    minutes: float
+    fault_every: float
+    jobs: list[SoakJob]
+    injected: list[Injected]
+    split_brains: list[str]
+    lost: list[str]
+    duplicated: list[str]
+    recovery_s: list[float]
+    intervals_lost: list[float]
+    goodput: float
+
+    @property
+    def wrong(self) -> list[str]:
+        return [
+            f"{fault.fault.name} on {job_id}: {given}"
+            for fault in self.injected
+            for job_id, given in fault.given.items()
+            if given not in fault.fault.right and not given.startswith(HIT_AGAIN)
+        ]
+
+    @property
+    def held(self) -> bool:
+        return not (self.split_brains or self.lost or self.duplicated or self.wrong)
+
+    def markdown(self) -> str:
+        def pct(values: list[float], q: float) -> str:
+            if not values:
+                return "n/a"
+            ranked = sorted(values)
+            return f"{ranked[min(len(ranked) - 1, round(q * (len(ranked) - 1)))]:.1f}"
+
+        lines = [
+            f"Soak of {self.minutes:g} min, a fault per running job every {self.fault_every:g} s: "
+            f"{len(self.jobs)} jobs, {len(self.injected)} faults.",
+            "",
+            "| figure | value |",
+            "| --- | --- |",
+            f"| jobs lost | {len(self.lost)} {' '.join(self.lost)} |",
+            f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
+            f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
+            f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
+            f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(self.recovery_s, 0.5)} "
+            f"/ {pct(self.recovery_s, 0.99)} (n={len(self.recovery_s)}) |",
+            f"| steps lost per fault (checkpoint intervals, mean / max) | "
+            f"{statistics.mean(self.intervals_lost) if self.intervals_lost else 0:.2f} / "
+            f"{max(self.intervals_lost, default=0):.2f} |",
+            f"| goodput (training that advanced a checkpoint / learner time held) | "
+            f"{self.goodput:.1%} |",
+            "",
+            "| fault | attempts hit | what the platform made of them | right |",
+            "| --- | --- | --- | --- |",
+        ]
+        for fault in FAULTS:
+            hits = [
+                given
+                for i in self.injected
+                if i.fault == fault
+                for given in i.given.values()
+                if not given.startswith(HIT_AGAIN)
+            ]
+            if not hits:
+                continue
+            made = ", ".join(f"{name} x{hits.count(name)}" for name in sorted(set(hits)))
+            right = all(given in fault.right for given in hits)
+            lines.append(f"| {fault.name} | {len(hits)} | {made} | {'yes' if right else 'NO'} |")
+        return "\n".join(lines)
+
+
+class Soak:
+    """One soak on a running deployment."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        s3_server: S3Server,
+        epochs: dict[str, int],
+        *,
+        parallel: int,
+        fault_every: float,
+        seed: int,
+        faults: tuple[Fault, ...] = FAULTS,
+    ) -> None:
+        """`faults`: the kinds to inject, in turn (in an order the `seed` draws)."""
+        self.deployment = deployment
+        self.s3_server = s3_server
+        self.cluster = deployment.cluster
+        self.epochs = epochs
+        self.parallel = parallel
+        self.fault_every = fault_every
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.client = AirflowClient(ApiSettings.from_env(self.cluster.env))
+        self.jobs: dict[str, SoakJob] = {}
+        self.injected: list[Injected] = []
+        self.split_brains: set[str] = set()
+        self.hit: set[tuple[str, int]] = set()
+        self.later: list[tuple[float, Callable[[], None]]] = []  # (when, undo) of outages
+        self._places = itertools.cycle(PLACES)
+        self._serial = 0
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def running(self) -> list[SoakJob]:
+        return [job for job in self.jobs.values() if job.state not in TERMINAL_STATES]
+
+    def top_up(self) -> None:
+        while len(self.running()) < self.parallel:
+            tenant, framework = next(self._places)
+            self._serial += 1
+            name = f"soak-{framework}-{self._serial}"
+            example = EXAMPLES[framework]
+            manifest = self.deployment.write_manifest(
+                tenant,
+                f"soak/{name}.yaml",
+                example=example,
+                name=name,
+                command=f"python {BARE_SCRIPTS[framework]} --epochs {self.epochs[framework]}",
+                checkpoint={"interval": f"{CHECKPOINT_INTERVAL}s", "keep": 3},
+                watchdog=WATCHDOG,
+            )
+            try:
+                job_id = self.deployment.submit(manifest)
+            except AssertionError as refused:  # the API server is down: try again later
+                console.print(f"submit refused, trying again: {refused}", style="dim")
+                return
+            self.jobs[job_id] = SoakJob(job_id, tenant, framework)
+
+    def refresh(self) -> None:
+        for job in self.running():
+            with contextlib.suppress(Exception):  # Airflow may be down mid-fault
+                store = self.deployment.stores[job.tenant]
+                job.state = job_status(self.client, store, job.job_id).state
+
+    def sample(self) -> None:
+        for job_id, attempts in live_attempts().items():
+            if job_id in self.jobs and len(attempts) > 1:
+                self.split_brains.add(f"{job_id} (attempts {sorted(attempts)})")
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> Injected | None:
+        """A learner's fault hits an attempt no fault hit yet; the control plane's hit every
+        live attempt (each is judged by the last fault that hit it)."""
+        alive = {
+            job_id: max(attempts)
+            for job_id, attempts in live_attempts().items()
+            if job_id in self.jobs
+        }
+        if fault.per_job:
+            fresh = sorted(
+                job_id for job_id, attempt in alive.items() if (job_id, attempt) not in self.hit
+            )
+            if not fresh:
+                return None
+            job_id = self.rng.choice(fresh)
+            alive = {job_id: alive[job_id]}
+            if not self._hit_learner(fault, job_id):
+                return None
+        elif alive:
+            self._hit_plane(fault)
+        else:
+            return None
+        injected = Injected(fault, time.time(), alive)
+        self.hit.update(alive.items())
+        self.injected.append(injected)
+        console.print(f"{time.strftime('%X')} {fault.name}: {sorted(alive.items())}")
+        return injected
+
+    def _hit_learner(self, fault: Fault, job_id: str) -> bool:
+        users = learner_processes(job_id, user_code=True, rank=0)
+        runtimes = learner_processes(job_id, user_code=False, rank=0)
+        if not users or not runtimes:
+            return False
+        sig = {
+            "learner SIGKILL": signal.SIGKILL,
+            "learner SIGTERM": signal.SIGTERM,
+            "learner SIGSTOP (hang)": signal.SIGSTOP,
+        }.get(fault.name)
+        with contextlib.suppress(psutil.Error):
+            if sig is not None:
+                users[0].send_signal(sig)
+            else:  # the task process: the runtime's parent
+                parent = runtimes[0].parent()
+                if parent is None:
+                    return False
+                parent.kill()
+        return True
+
+    def _hit_plane(self, fault: Fault) -> None:
+        cluster = self.cluster
+        if fault.name.startswith("S3 server"):
+            self.s3_server.stop()
+            self.later.append((time.monotonic() + OUTAGE_SECONDS, self.s3_server.start))
+            return
+        if fault.name.startswith("PostgreSQL"):
+            start_postgres(crash_postgres(cluster.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+            # Components that lost the database exit; the deployments' restart policy (the
+            # embedded default's `serve`, docker-compose's) starts them again.
+            cluster.wait_healthy(restart_exited=True)
+            return
+        component = {
+            "scheduler killed with its process group": ["scheduler"],
+            "triggerer killed": ["triggerer"],
+            "API server killed": ["api-server"],
+            "whole Airflow restarted": list(cluster.processes),
+        }[fault.name]
+        for name in component:
+            cluster.kill(name, signal.SIGKILL)
+        for name in component:
+            cluster.start(name)
+        cluster.wait_healthy()
+
+    def keep_up(self) -> None:
+        """Start again a component that exited, as the deployments' restart policy does (the
+        embedded default's `devkit.demo serve`, docker-compose's `unless-stopped`)."""
+        for name in self.cluster.exited():
+            console.print(f"{name} exited; starting it again", style="dim")
+            self.cluster.start(name)
+
+    def undo_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for entry in list(self.later):
+            when, undo = entry
+            if everything or when <= now:
+                undo()
+                self.later.remove(entry)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, minutes: float, drain_minutes: float) -> Report:
+        end = time.monotonic() + minutes * 60
+        faults = itertools.cycle(self.rng.sample(self.faults, len(self.faults)))
+        next_fault = time.monotonic() + self.fault_every / self.parallel
+        next_refresh = 0.0
+        while time.monotonic() < end:
+            self.undo_due()
+            self.keep_up()
+            self.sample()
+            # Not during a storage outage: reading a job's state would wait it out.
+            if time.monotonic() >= next_refresh and not self.later:
+                self.refresh()
+                self.top_up()
+                next_refresh = time.monotonic() + 5
+            if time.monotonic() >= next_fault and self.inject(next(faults)) is not None:
+                next_fault = time.monotonic() + self.fault_every / max(1, len(self.running()))
+            time.sleep(0.5)
+        self.undo_due(everything=True)
+        drain_end = time.monotonic() + drain_minutes * 60
+        while self.running() and time.monotonic() < drain_end:
+            self.keep_up()
+            self.sample()
+            self.refresh()
+            time.sleep(1)
+        self.client.close()
+        return self.report(minutes)
+
+    def report(self, minutes: float) -> Report:
+        recovery: list[float] = []
+        intervals: list[float] = []
+        productive = held = 0.0
+        duplicated: list[str] = []
+        for job in self.jobs.values():
+            store = self.deployment.stores[job.tenant]
+            record = load_record(store, job.job_id)
+            if record is None:
+                continue
+            jobs_account = account(record)
+            productive += jobs_account.productive_s
+            held += jobs_account.learner_s
+            if _trained_again_from_scratch(store, job.job_id, record.current_attempt):
+                duplicated.append(job.job_id)
+        last_hit = {hit: injected for injected in self.injected for hit in injected.hit.items()}
+        for injected in self.injected:
+            for job_id, attempt in injected.hit.items():
+                if last_hit[job_id, attempt] is not injected:
+                    injected.given[job_id] = f"{HIT_AGAIN} {last_hit[job_id, attempt].fault.name}"
+                    continue
+                job = self.jobs[job_id]
+                store = self.deployment.stores[job.tenant]
+                record = load_record(store, job_id)
+                attempts = record.attempts if record else []
+                entry = next((a for a in attempts if a.attempt == attempt), None)
+                if entry is not None:
+                    given = entry.failure_class or UNHARMED
+                elif record and record.current_attempt > attempt:
+                    given = LOST
+                else:
+                    given = f"unknown (job {job.state})"
+                injected.given[job_id] = given
+                if given == UNHARMED:
+                    continue
+                rows = read_metrics(store, job_id)
+                after = [r for r in rows if r.get("attempt", 0) > attempt and "time" in r]
+                if after:
+                    recovery.append(after[0]["time"] - injected.at)
+                lost = _intervals_lost(store, job_id, attempt, rows)
+                if lost is not None:
+                    intervals.append(lost)
+        return Report(
+            minutes=minutes,
+            fault_every=self.fault_every,
+            jobs=list(self.jobs.values()),
+            injected=self.injected,
+            split_brains=sorted(self.split_brains),
+            lost=[j.job_id for j in self.jobs.values() if j.state is not JobState.SUCCEEDED],
+            duplicated=duplicated,
+            recovery_s=recovery,
+            intervals_lost=intervals,
+            goodput=productive / held if held else 0.0,
+        )
+
+
+_RESUMED = re.compile(r"resumed from step-\d+ \(step (\d+)\)")
+
+
+def _resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int | None:
+    """The step an attempt's training script resumed from (None: it started from scratch)."""
+    try:
+        log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, attempt, 0)).decode()
+    except ObjectNotFound:
+        return None
+    match = _RESUMED.search(log)
+    return int(match.group(1)) if match else None
+
+
+def _trained_again_from_scratch(store: ObjectStore, job_id: str, last_attempt: int) -> bool:
+    """Whether an attempt after the first started from scratch although an earlier attempt
+    trained for two checkpoint intervals (so committed a checkpoint)."""
+    rows = read_metrics(store, job_id)
+    for attempt in range(2, last_attempt + 1):
+        earlier = [r for r in rows if r.get("attempt", 0) < attempt and "time" in r]
+        if not earlier or earlier[-1]["time"] - earlier[0]["time"] < 2 * CHECKPOINT_INTERVAL:
+            continue
+        mine = [r for r in rows if r.get("attempt") == attempt]
+        if mine and _resumed_step(store, job_id, attempt) is None:
+            return True
+    return False
+
+
+def _intervals_lost(
+    store: ObjectStore, job_id: str, attempt: int, rows: list[dict[str, Any]]
+) -> float | None:
+    """Steps between the hit attempt's last metric row and where the next attempt resumed,
+    in checkpoint intervals at that attempt's speed."""
+    mine = [r for r in rows if r.get("attempt") == attempt and "step" in r]
+    later = sorted({r["attempt"] for r in rows if r.get("attempt", 0) > attempt})
+    if len(mine) < 2 or not later:
+        return None
+    resumed = _resumed_step(store, job_id, later[0]) or 0
+    try:
+        speed = steps_per_second(mine)
+    except ValueError:
+        return None
+    last_step = max(r["step"] for r in mine)
+    return max(0, last_step - resumed) / (speed * CHECKPOINT_INTERVAL)
+
+
+def epochs_per_framework(ctx: Context, job_seconds: float) -> dict[str, int]:
+    """Epochs for which each framework's example trains about `job_seconds` bare."""
+    epochs = {}
+    for framework in sorted({framework for _, framework in PLACES}):
+        probe = 50
+        bare = run_bare(ctx, probe, interval=CHECKPOINT_INTERVAL, framework=framework)
+        per_epoch = max(1e-3, (bare.seconds - bare.startup) / probe)
+        epochs[framework] = max(probe, round(job_seconds / per_epoch))
+    return epochs
+
+
+@contextlib.contextmanager
+def soak_deployment(ctx: Context, production: bool) -> Iterator[Deployment]:
+    s3 = ctx.s3_server()
+    with contextlib.ExitStack() as stack:
+        database_url = broker_url = None
+        if production:
+            database_url = stack.enter_context(postgres_server())
+            broker_url = stack.enter_context(redis_server())
+        yield stack.enter_context(
+            deploy(
+                ctx.scratch("airflow"),
+                s3,
+                database_url=database_url,
+                celery_broker_url=broker_url,
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--fault-every", type=float, nargs="+", default=[60, 120, 300])
+    parser.add_argument("--parallel", type=int, default=3)
+    parser.add_argument("--job-seconds", type=float, default=240)
+    parser.add_argument("--production", action="store_true")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    held = True
+    with tempfile.TemporaryDirectory(prefix="trainyard-soak-") as workdir:
+        ctx = Context(Path(workdir), quick=False, repeats=1, cheap_repeats=1, airflow_settings={})
+        try:
+            epochs = epochs_per_framework(ctx, args.job_seconds)
+            for fault_every in args.fault_every:
+                with soak_deployment(ctx, args.production) as deployment:
+                    soak = Soak(
+                        deployment,
+                        ctx.s3_server(),
+                        epochs,
+                        parallel=args.parallel,
+                        fault_every=fault_every,
+                        seed=args.seed,
+                        # The production-like PostgreSQL is Debian's, not the embedded one.
+                        faults=tuple(f for f in FAULTS if not (args.production and f is POSTGRES)),
+                    )
+                    report = soak.run(args.minutes, drain_minutes=max(10, args.minutes / 2))
+                text = report.markdown()
+                console.print(text)
+                if args.markdown:
+                    with args.markdown.open("a") as out:
+                        out.write(text + "\n\n")
+                held = held and report.held
+        finally:
+            ctx.close()
+    return 0 if held else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

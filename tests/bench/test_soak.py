@@ -1,0 +1,37 @@
+"""The chaos soak's short profile (`make soak` runs the long ones): three minutes of faults of
+every kind on the embedded default, with nothing lost, duplicated or split, and every fault
+classed right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.common import Context, console
+from bench.soak import FAULTS, Soak, epochs_per_framework
+from devkit.deployment import deploy
+from devkit.s3_server import S3Server
+
+pytestmark = pytest.mark.e2e
+
+
+def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:
+    ctx = Context(tmp_path / "bench", quick=True, repeats=1, cheap_repeats=1, airflow_settings={})
+    ctx.workdir.mkdir()
+    try:
+        epochs = epochs_per_framework(ctx, job_seconds=60)
+        (tmp_path / "deployment").mkdir()
+        with deploy(tmp_path / "deployment", s3_server) as deployment:
+            soak = Soak(deployment, s3_server, epochs, parallel=3, fault_every=45, seed=3)
+            report = soak.run(minutes=3, drain_minutes=12)
+    finally:
+        ctx.close()
+    console.print(report.markdown())
+
+    kinds = {injected.fault for injected in report.injected}
+    assert len(kinds) >= len(FAULTS) // 2, f"only {len(kinds)} kinds of fault were injected"
+    assert not report.split_brains
+    assert not report.lost
+    assert not report.duplicated
+    assert not report.wrong
