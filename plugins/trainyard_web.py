@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from trainyard.failures import TrainyardFailure
+from trainyard.jobs.accounting import read_utilisation
 from trainyard.jobs.checkpoints import CheckpointStore, CommittedCheckpoint
 from trainyard.jobs.control import job_id_of_run, pause_job, resume_job
 from trainyard.jobs.layout import JobLayout, tenant_of
@@ -364,6 +365,9 @@ class JobDetail(BaseModel):
     attempts: list[AttemptInfo]
     metrics: list[str]
     rows: list[dict[str, Any]]
+    #: What the learners used, sampled by the runtime (`trainyard.runtime.utilisation`): a row
+    #: per sample with `time`, `attempt`, `rank`, `interval_s`, `cpu_s`, `rss_bytes`, `gpus`.
+    utilisation: list[dict[str, Any]]
     resumes: list[Resume]
     checkpoints: list[CommittedCheckpoint]
     evaluation: dict[str, Any] | None
@@ -432,6 +436,7 @@ def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Reque
         attempts=record.attempts if record else [],
         metrics=metric_names(rows),
         rows=rows,
+        utilisation=read_utilisation(store, job_id),
         resumes=[
             Resume(attempt=attempt, step=step)
             for attempt, step in sorted(first_steps.items())

@@ -80,6 +80,39 @@
     return card;
   }
 
+  /** What the learners used over time: one chart per measure, a line per attempt and rank. */
+  const USAGE = [
+    ["CPU cores used", (r) => (r.interval_s > 0 ? r.cpu_s / r.interval_s : null)],
+    ["memory (GiB)", (r) => r.rss_bytes / 2 ** 30],
+    ["GPU utilisation (%)", (r) => (r.gpus && r.gpus.length
+      ? r.gpus.reduce((sum, g) => sum + g.util, 0) / r.gpus.length : null)],
+  ];
+
+  function usageChart(detail, [title, value], width) {
+    const lines = new Map();
+    for (const row of detail.utilisation) {
+      const y = value(row);
+      if (typeof row.time !== "number" || typeof y !== "number") continue;
+      const key = `attempt ${row.attempt ?? 1}, rank ${row.rank ?? 0}`;
+      if (!lines.has(key)) lines.set(key, new Map());
+      lines.get(key).set(row.time, y);
+    }
+    if (!lines.size) return null;
+    const keys = [...lines.keys()].sort();
+    const times = [...new Set(keys.flatMap((k) => [...lines.get(k).keys()]))].sort((a, b) => a - b);
+    const data = [times, ...keys.map((k) => times.map((t) => lines.get(k).get(t) ?? null))];
+    const card = el("div", { class: "card", "data-usage": title }, el("h3", {}, title));
+    charts.push(new uPlot({
+      width, height: 200,
+      axes: [{ stroke: foreground() }, { stroke: foreground() }],
+      series: [
+        { label: "time" },
+        ...keys.map((k, i) => ({ label: k, stroke: COLOURS[i % COLOURS.length], width: 1.5 })),
+      ],
+    }, data, card));
+    return card;
+  }
+
   function attemptsTable(detail) {
     return table(["attempt", "started (UTC)", "ended (UTC)", "took", "failure class", "cause", "fix"],
       detail.attempts.map((a) => el("tr", { class: "attempt", "data-attempt": a.attempt },
@@ -197,6 +230,11 @@
       detail.metrics.length
         ? el("div", { class: "cards", id: "charts" }, detail.metrics.map((m) => chart(detail, m, width)))
         : el("p", { class: "empty" }, "No metric rows yet."),
+      el("h2", {}, "Utilisation"),
+      detail.utilisation.length
+        ? el("div", { class: "cards", id: "usage" },
+          USAGE.map((measure) => usageChart(detail, measure, width)).filter((c) => c !== null))
+        : el("p", { class: "empty" }, "No utilisation sampled yet."),
       el("h2", {}, "Attempts"), attemptsTable(detail),
       el("h2", {}, "Checkpoints"), checkpointsTable(detail),
       el("h2", {}, "Evaluation"), el("div", { id: "evaluation" }, evaluationSection(detail)),

@@ -37,7 +37,7 @@ from tests.support.notifications import (
 )
 from tests.support.users import ALICE, BOB, token
 from trainyard.cli.client import AirflowClient
-from trainyard.jobs.accounting import store_accounts, usage_by_tenant
+from trainyard.jobs.accounting import read_utilisation, store_accounts, usage_by_tenant
 from trainyard.jobs.records import JobState, load_record
 from trainyard.tenancy.names import tenant_role
 
@@ -153,6 +153,15 @@ def test_the_job_page_shows_both_attempts_the_resume_mark_and_the_timeline(
     assert "attempt 2 resumed at step" in resume.inner_text()
     first = page.locator('tr.attempt[data-attempt="1"] .failure-class')
     assert first.inner_text() == "platform_fault"
+    # What the learners used, sampled by the runtime every 5 s: a CPU and a memory curve with a
+    # line per attempt sampled (no GPU here, so no GPU curve).
+    sampled = {f"attempt {row['attempt']}, rank 0" for row in read_utilisation(store, job_id)}
+    assert sampled  # ~20 s of training in all
+    cpu = page.locator('.card[data-usage="CPU cores used"]')
+    assert cpu.locator("canvas").count() == 1
+    assert sampled <= set(cpu.locator(".u-legend .u-series .u-label").all_inner_texts())
+    assert page.locator('.card[data-usage="memory (GiB)"] canvas').count() == 1
+    assert page.locator('.card[data-usage="GPU utilisation (%)"]').count() == 0
     assert page.locator("#gate").inner_text().startswith("Gate: promoted")
     assert page.locator("text=Airflow run").get_attribute("href") == (
         f"/dags/trainyard_acme/runs/{job_id}"

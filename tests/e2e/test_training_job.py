@@ -3,7 +3,8 @@
 One Airflow serves two tenants: `acme` on S3 (moto's server, as MinIO in production) and
 `globex` on a local directory (the embedded default), so both storage backends run the same
 job through the same DAG at the same time. A third tenant, `initech`, runs its learners on the
-test-only `bare` backend: the same DAG on another backend.
+test-only `bare` backend: the same DAG on another backend. Airflow's OpenLineage provider posts
+the runs' lineage to a local receiver.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devkit.deployment import BARE_TENANT, TENANTS, Deployment
+from devkit.deployment import BARE_TENANT, TENANTS, Deployment, deploy
+from devkit.learners import wait_until
+from devkit.s3_server import S3Server
+from tests.support.lineage_receiver import LineageReceiver, running_lineage_receiver
 from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, job_id_for_run
@@ -26,6 +32,25 @@ from trainyard.manifest.submission import example_manifest
 pytestmark = pytest.mark.e2e
 
 TRAIN_COMMAND = "python train.py --epochs 60"
+
+
+@pytest.fixture(scope="module")
+def lineage() -> Iterator[LineageReceiver]:
+    with running_lineage_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, lineage: LineageReceiver
+) -> Iterator[Deployment]:
+    """The e2e deployment, with Airflow's OpenLineage provider posting to `lineage`."""
+    settings = {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": lineage.transport(),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "trainyard-e2e",
+    }
+    with deploy(tmp_path_factory.mktemp("deployment"), s3_server, airflow_env=settings) as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +97,41 @@ def test_job_reaches_accuracy_with_model_and_checkpoints(
     }
     assert "model.pt" in result_files
     assert len(CheckpointStore(store, layout).committed_steps()) >= 2
+
+
+@pytest.mark.parametrize("tenant", TENANTS)
+def test_the_run_emits_its_lineage_to_the_operators_catalog(
+    deployment: Deployment, jobs: dict[str, str], lineage: LineageReceiver, tenant: str
+) -> None:
+    """The register task's OpenLineage COMPLETE event: the dataset snapshot in (its digest as
+    the version), the job's model version out."""
+    record = load_record(deployment.stores[tenant], jobs[tenant])
+    assert record is not None
+    assert record.model_version is not None
+
+    def registered() -> dict[str, Any] | None:
+        for event in lineage.events():
+            outputs = event.get("outputs") or []
+            versions = [o.get("facets", {}).get("version", {}) for o in outputs]
+            if (
+                event.get("eventType") == "COMPLETE"
+                and any(v.get("datasetVersion") == f"v{record.model_version}" for v in versions)
+                and event["run"]["facets"].get("airflow", {}).get("dagRun", {}).get("run_id")
+                == record.dag_run_id
+            ):
+                return event
+        return None
+
+    event = wait_until(registered, f"the lineage event of {jobs[tenant]}", timeout=120)
+    assert event["job"]["name"].endswith("register_model")
+    [dataset] = event["inputs"]
+    assert dataset["name"].endswith("datasets/digits")
+    assert dataset["facets"]["version"]["datasetVersion"] == record.data_digest
+    [model] = event["outputs"]
+    assert model["name"].endswith("models/digits-mlp")
+    expected = "s3://" if tenant == "acme" else "file"
+    assert dataset["namespace"].startswith(expected)
+    assert model["namespace"].startswith(expected)
 
 
 @pytest.mark.parametrize("tenant", TENANTS)

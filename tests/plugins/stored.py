@@ -55,6 +55,22 @@ def stored_job(root: Path) -> LocalStore:
         store.put_bytes(
             layout.metrics(attempt), "".join(json.dumps(r) + "\n" for r in rows).encode()
         )
+    # What the second attempt's learner used: two samples, on one stand-in GPU.
+    samples = [
+        {
+            "time": 1764583240.0 + 5 * n,
+            "interval_s": 5.0,
+            "cpu_s": 7.5,
+            "rss_bytes": 2**30,
+            "gpus": [{"minor": 0, "util": 80.0, "memory_bytes": 2**31}],
+            "attempt": 2,
+            "rank": 0,
+        }
+        for n in range(2)
+    ]
+    store.put_bytes(
+        layout.utilisation(2, 0), "".join(json.dumps(r) + "\n" for r in samples).encode()
+    )
     checkpoint = root / "ckpt"
     checkpoint.mkdir()
     (checkpoint / "state.pt").write_bytes(b"x" * 100)

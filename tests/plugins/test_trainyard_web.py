@@ -94,6 +94,10 @@ def test_the_job_api_has_every_attempts_rows_resume_points_attempts_and_checkpoi
     assert detail["gate"]["status"] == "promoted"
     assert detail["production_version"] == 1
     assert detail["versions"][0]["lineage"]["parent_checkpoint"] == 40
+    assert [(u["attempt"], u["cpu_s"], u["gpus"][0]["util"]) for u in detail["utilisation"]] == [
+        (2, 7.5, 80.0),
+        (2, 7.5, 80.0),
+    ]
 
 
 def airflow_run(
