@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -35,18 +36,23 @@ class ValidateJobOperator(TrainyardOperator):
     template_fields = ()
 
     def execute(self, context: Context) -> str:
-        conf, run_id = context["params"], context["dag_run"].run_id
+        dag_run = context["dag_run"]
+        conf, run_id = context["params"], dag_run.run_id
+        # When the run was queued (submitted): a job's queue time counts its wait for a run
+        # slot (the tenant's max_running_jobs) too.
+        submitted_at = getattr(dag_run, "queued_at", None) or getattr(dag_run, "run_after", None)
         try:
             with classified_failures():
-                return self.accept(conf, run_id)
+                return self.accept(conf, run_id, submitted_at)
         except AirflowFailException as rejected:
             self.record_rejection(conf, run_id, rejected)
             # The message says it all: the exception chain (ManifestError, pydantic's errors)
             # would only repeat it, with long inputs echoed whole.
             raise AirflowFailException(str(rejected)) from None
 
-    def accept(self, conf: Any, run_id: str) -> str:
-        """Validate the run's conf into a job, snapshot its code and record it."""
+    def accept(self, conf: Any, run_id: str, submitted_at: datetime | None = None) -> str:
+        """Validate the run's conf into a job, snapshot its code and record it (created when
+        its run was `submitted_at`, default now)."""
         manifest = manifest_from_conf(conf)
         self.check_tenant(manifest)
         job_id = job_id_of_run(self.tenant, conf, run_id)
@@ -69,6 +75,7 @@ class ValidateJobOperator(TrainyardOperator):
             dag_id=self.dag_id,
             dag_run_id=run_id,
             manifest=with_limits(manifest, self.tenant_config).model_dump(mode="json"),
+            created_at=submitted_at or datetime.now(UTC),
         )
         record.code_digest = digest_prefix(self.store, layout.code)
         save_record(self.store, record)

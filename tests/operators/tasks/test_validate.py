@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -204,3 +205,32 @@ def test_a_scheduled_job_with_an_invalid_manifest_fails_fast_as_a_user_error() -
     assert isinstance(failure, UserError)
     assert failure.cause == message
     assert failure.fix
+
+
+def test_an_accepted_job_is_recorded_as_created_when_its_run_was_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queue time (`jobs.accounting`) then counts the wait for a run slot too."""
+    storage = tmp_path / "acme"
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "tenants": [
+            {
+                "name": "acme",
+                "storage": {"kind": "local", "root": str(storage)},
+                "learner_backend": "bare",
+            }
+        ],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    LocalStore(storage).put_bytes("examples/pytorch-digits/train.py", b"print('training')\n")
+    queued_at = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
+    dag_run = SimpleNamespace(run_id="run-1", queued_at=queued_at)
+    context = {"params": {"manifest": example_manifest("acme")}, "dag_run": dag_run}
+
+    job_id = ValidateJobOperator(task_id="validate", tenant="acme").execute(cast(Context, context))
+
+    record = load_record(LocalStore(storage), job_id)
+    assert record is not None
+    assert record.created_at == queued_at
