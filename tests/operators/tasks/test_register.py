@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
 
 from operators.tasks.register import RegisterModelOperator, lineage_dataset
 from trainyard.jobs.records import JobRecord, save_record
@@ -23,7 +24,9 @@ def test_an_s3_object_is_named_by_its_bucket_and_path() -> None:
 
     assert (dataset.namespace, dataset.name) == ("s3://acme-data", "team/datasets/digits")
     assert dataset.facets is not None
-    assert dataset.facets["version"].datasetVersion == "sha256:ab"
+    version = dataset.facets["version"]
+    assert isinstance(version, DatasetVersionDatasetFacet)
+    assert version.datasetVersion == "sha256:ab"
 
 
 def test_the_register_task_reports_the_dataset_in_and_the_model_version_out(
