@@ -25,6 +25,7 @@ from operators.tasks.base import failure_of_exception
 from trainyard.failures import RETRIED_CLASSES, FailureClass, InternalError, TrainyardFailure
 from trainyard.jobs.attempts import faults_in_a_row, record_attempt
 from trainyard.jobs.control import attempt_of_try
+from trainyard.jobs.fencing import Superseded
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import MAX_TOTAL_RETRIES, MAX_USER_ERROR_RETRIES, RetrySpec
 
@@ -167,7 +168,10 @@ class LearnerRetryPolicy(TaskRetryPolicy):
                 # crash records nothing, and so is not taken for an internal error.
                 ti = context.get("ti")
                 started = getattr(ti, "start_date", None) or datetime.now(UTC)
-                record_attempt(task.store, task.job_id, attempt, started, failure)
+                try:
+                    record_attempt(task.store, task.job_id, attempt, started, failure)
+                except Superseded as superseded:  # a newer attempt runs the job already
+                    return RetryDecision.fail(str(superseded))
             return super().evaluate(exception, try_number, max_tries, context)
         if record is None:
             return RetryDecision.default()

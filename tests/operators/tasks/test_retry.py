@@ -302,3 +302,20 @@ def test_a_resumed_jobs_internal_error_is_its_own_attempt_and_earlier_runs_do_no
     record = load_record(local_store, JOB_ID)
     assert record is not None
     assert [a.attempt for a in record.attempts] == [1, 2, 3]
+
+
+def test_an_internal_error_of_a_superseded_attempt_is_not_recorded_nor_retried(
+    local_store: LocalStore,
+) -> None:
+    """The orphan of try 1 fails after the retry (attempt 2) claimed the job: its end is
+    refused, and no retry of it follows (fencing)."""
+    task = saved_record(local_store, [])
+    update_record(local_store, JOB_ID, current_attempt=2)
+
+    decision = POLICY.evaluate(internal_error(), try_number=1, max_tries=8, context={"task": task})
+
+    assert decision.action is RetryAction.FAIL
+    assert "superseded by attempt 2" in str(decision.reason)
+    record = load_record(local_store, JOB_ID)
+    assert record is not None
+    assert record.attempts == []
