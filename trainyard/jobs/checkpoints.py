@@ -232,12 +232,13 @@ class CheckpointStore:
         """
         self.ensure_current()
         prefix = self.layout.checkpoint(step)
-        if step in self._stale_steps(self._stored_steps()) or not self._intact(step):
+        if step in self._stale_steps(self._stored_steps()):
+            self._drop(step)  # a superseded attempt's: never part of this attempt's history
+        if not self._intact(step):
             if not local_dir.is_dir():
                 raise FileNotFoundError(f"checkpoint directory {local_dir} does not exist")
             if not regular_files(local_dir):
                 raise ValueError(f"checkpoint directory {local_dir} is empty")
-            self._drop(step)
             publish_directory(
                 self.store,
                 local_dir,
