@@ -205,11 +205,12 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         """
         pod = super().get_or_create_pod(pod_request_obj, context)
         attempt = int((pod.metadata.labels or {}).get(ATTEMPT_LABEL) or 0)
-        try:
-            self.claim(attempt)  # the reattached pod's own attempt: the provider's fencing
-        except Exception:
-            self.remote_pod = pod  # cleanup deletes a pod of an attempt superseded meanwhile
-            raise
+        if attempt:  # the reattached pod's own attempt: the provider's reattach is the fence
+            try:
+                self.claim(attempt)
+            except Exception:
+                self.remote_pod = pod  # cleanup deletes a pod of an attempt superseded meanwhile
+                raise
         if self.rendezvous is not None and self.group_spec is not None and attempt:
             spec = replace(self.group_spec, attempt=attempt)
             self.rendezvous = self.kubernetes.rendezvous_service(spec)
