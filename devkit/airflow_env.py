@@ -107,6 +107,17 @@ def airflow_environment(
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
         "TRAINYARD_CONFIG": str(trainyard_config),
+        # The REST API for the max_queued deadline's callback in the triggerer
+        # (operators/hooks/airflow_api.py).
+        "AIRFLOW_CONN_TRAINYARD_API": json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": api_port,
+                "login": username,
+                "password": password,
+            }
+        ),
         "TRAINYARD_API_URL": api_url,
         "TRAINYARD_USERNAME": username,
         "TRAINYARD_PASSWORD": password,

@@ -22,7 +22,9 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from airflow.sdk.definitions.deadline import DeadlineAlert
 
+from operators.deployment.deadlines import queue_deadline
 from operators.sensors.storage import ModelPublishedSensor, StorageAvailableSensor
 from operators.tasks.callbacks import record_failure
 from operators.tasks.commit import CommitModelOperator
@@ -142,10 +144,12 @@ def _trainyard_dag(
     description: str,
     doc_md: str,
     tags: list[str],
+    deadline: DeadlineAlert | None = None,
 ) -> DAG:
     """A DAG of `tenant` whose trigger form starts from `manifest`; the caller adds tasks."""
     return DAG(
         dag_id=dag_id,
+        deadline=deadline,
         description=description,
         schedule=schedule,
         catchup=False,
@@ -185,6 +189,8 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
         description=f"Trainyard training jobs of tenant {tenant.name}",
         doc_md=TENANT_DOC.format(tenant=tenant.name, dag_id=dag_id),
         tags=[],
+        # max_queued for a run held queued by max_active_runs or pools
+        deadline=queue_deadline(tenant),
     ) as dag:
         learner_task = learner_task_type(backend)
         validate = ValidateJobOperator(task_id=TaskId.VALIDATE, tenant=tenant.name)

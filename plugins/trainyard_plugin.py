@@ -5,10 +5,15 @@ navigation, which shows the app's pages inside Airflow's UI (at /plugin/trainyar
 
 The routes authenticate and authorize every call themselves (see trainyard_web.py beside it):
 Airflow does not protect a plugin's routes.
+
+`deadline_references` registers the reference of the tenant DAGs' `max_queued` deadline
+(operators/deployment/deadlines.py), which Airflow finds only through a plugin.
 """
 
 from airflow.plugins_manager import AirflowPlugin
 from trainyard_web import MOUNT, app
+
+from operators.deployment.deadlines import JobQueueDeadline
 
 APP = {"app": app, "url_prefix": MOUNT, "name": "Trainyard jobs"}
 NAV_LINK = {
@@ -24,3 +29,5 @@ class TrainyardPlugin(AirflowPlugin):
     name = "trainyard"
     fastapi_apps = [APP]  # noqa: RUF012 (AirflowPlugin declares plain class attributes)
     external_views = [NAV_LINK]  # noqa: RUF012
+    # The scheduler and the API server evaluate each tenant DAG's max_queued deadline with it.
+    deadline_references = [JobQueueDeadline]  # noqa: RUF012

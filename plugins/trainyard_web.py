@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import html
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -178,6 +178,7 @@ class AirflowRun:
     name: str
     queued_at: datetime
     facts: RunFacts
+    conf: dict[str, Any] = field(default_factory=dict)
 
 
 def airflow_runs(tenant: str, run_id: str | None = None) -> dict[str, AirflowRun]:
@@ -222,6 +223,7 @@ def airflow_runs(tenant: str, run_id: str | None = None) -> dict[str, AirflowRun
                     learner_try=tries.get(run.run_id, 0),
                     failed_tasks=tuple(failed.get(run.run_id, ())),
                 ),
+                conf=dict(run.conf or {}),
             )
     return runs
 
@@ -257,6 +259,15 @@ class TenantJob:
     def view(self, rows: list[dict[str, Any]]) -> JobView:
         """The job as every reader shows it (`trainyard.jobs.state.job_view`)."""
         return job_view(self.run.facts if self.run else None, self.record, rows)
+
+    def record_or_queued(self) -> JobRecord:
+        """The record, or for a run still queued before `validate` the one a cancel or pause
+        writes (`JobRecord.of_queued_run`)."""
+        if self.record is not None:
+            return self.record
+        conf = self.run.conf if self.run is not None else {}
+        dag_id = dag_id_for_tenant(self.tenant)
+        return JobRecord.of_queued_run(self.job_id, self.tenant, dag_id, self.dag_run_id, conf)
 
 
 class JobSummary(BaseModel):
@@ -580,14 +591,10 @@ def pause(job_id: str, user: User) -> JobAction:
     """Pause the job (`control.pause_job`); 409 with the reason when it is not queued or
     running. Allowed to whoever may start runs of the tenant's training DAG."""
     store, job = controlled_job(job_id, user)
-    if job.record is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"{job_id} has not started validating: cancel it instead"
-        )
     view = job.view(read_metrics(store, job_id))
     facts = job.run.facts if job.run else None
     try:
-        record = pause_job(store, job.record, facts, view.attempt, fail_airflow_run)
+        record = pause_job(store, job.record_or_queued(), facts, view.attempt, fail_airflow_run)
     except ValueError as error:
         raise conflict(error) from error
     return JobAction(job_id=job_id, state=record.state)
@@ -613,17 +620,9 @@ def resume(job_id: str, user: User) -> JobAction:
 def cancel(job_id: str, user: User) -> JobAction:
     """Cancel the job (`state.cancel_job`); 409 when it already ended."""
     store, job = controlled_job(job_id, user)
-    record = job.record or JobRecord(
-        job_id=job_id,
-        tenant=job.tenant,
-        dag_id=dag_id_for_tenant(job.tenant),
-        dag_run_id=job.dag_run_id,
-        manifest={},
-        state=JobState.QUEUED,
-    )
     facts = job.run.facts if job.run else None
     try:
-        ended = cancel_job(store, record, facts, fail_airflow_run)
+        ended = cancel_job(store, job.record_or_queued(), facts, fail_airflow_run)
     except ValueError as error:
         raise conflict(error) from error
     return JobAction(job_id=job_id, state=ended.state)

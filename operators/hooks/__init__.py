@@ -1,1 +1,1 @@
-"""Airflow hooks: a tenant's storage through its Airflow connection."""
+"""Airflow hooks: a tenant's storage and Airflow's REST API, each through an Airflow connection."""

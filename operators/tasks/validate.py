@@ -57,26 +57,31 @@ class ValidateJobOperator(TrainyardOperator):
         self.check_tenant(manifest)
         job_id = job_id_of_run(self.tenant, conf, run_id)
         layout = JobLayout(job_id)
+        record = load_record(self.store, job_id)
         if conf.get(RESUME_KEY):
-            # A resume (trainyard.jobs.control) goes on with the job's code, record, attempts,
-            # metrics and checkpoints.
             try:
-                record = check_resume(load_record(self.store, job_id), job_id, run_id)
+                record = check_resume(record, job_id, run_id)
             except ValueError as error:
                 raise UserError(str(error), "resume the job, or submit it as a new one") from None
-            record.state = JobState.RUNNING
-            save_record(self.store, record)
-            self.log.info("job %s resumed (after attempt %d)", job_id, record.attempt_offset)
-            return job_id
+            if record.code_digest is not None:
+                # A resume (trainyard.jobs.control) goes on with the job's code, record,
+                # attempts, metrics and checkpoints.
+                record.state = JobState.RUNNING
+                save_record(self.store, record)
+                self.log.info("job %s resumed (after attempt %d)", job_id, record.attempt_offset)
+                return job_id
+            # Paused while still queued, before this task ever accepted it: accepted now.
         snapshot_code(self.store, manifest, layout)
-        record = load_record(self.store, job_id) or JobRecord(
+        record = record or JobRecord(
             job_id=job_id,
             tenant=self.tenant,
             dag_id=self.dag_id,
             dag_run_id=run_id,
-            manifest=with_limits(manifest, self.tenant_config).model_dump(mode="json"),
+            manifest={},
             created_at=submitted_at or datetime.now(UTC),
         )
+        record.manifest = with_limits(manifest, self.tenant_config).model_dump(mode="json")
+        record.state = JobState.RUNNING
         record.code_digest = digest_prefix(self.store, layout.code)
         save_record(self.store, record)
         self.log.info("job %s accepted: %s", job_id, manifest.model_dump_json())

@@ -525,6 +525,23 @@ def test_cancel_of_a_job_queued_before_validate_stops_its_run_and_records_it(
     assert "cancelled" in invoke("list", "--tenant", "acme").output
 
 
+def test_pause_of_a_job_queued_before_validate_keeps_it_from_starting(
+    deployment: Path, airflow: FakeAirflow
+) -> None:
+    job_id = "acme.digits-mlp.20261201-100000-ab12"
+    queued = {**finished_run(job_id, "queued"), "start_date": None, "end_date": None}
+    airflow.runs["trainyard_acme"] = [queued]
+
+    result = invoke("pause", job_id)
+
+    assert result.exit_code == 0, result.output
+    assert queued["state"] == "failed"  # its run never starts
+    record = load_record(store_of(deployment, "acme"), job_id)
+    assert record is not None
+    assert (record.state, record.pause_requested, record.attempts) == (JobState.PAUSED, True, [])
+    assert json.loads(invoke("status", job_id, "--json").output)["state"] == "paused"
+
+
 def test_cancel_of_a_job_that_ended_changes_nothing(deployment: Path, airflow: FakeAirflow) -> None:
     job_id = "acme.digits-mlp.20261201-100000-ab12"
     airflow.runs["trainyard_acme"] = [finished_run(job_id, "success")]

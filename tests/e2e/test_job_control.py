@@ -194,6 +194,58 @@ def test_a_two_learner_gang_pauses_as_a_whole_and_resumes_from_one_step(
     assert steps.pop() >= paused_at
 
 
+def test_jobs_queued_behind_the_tenants_limit_expire_at_max_queued_or_pause_until_resumed(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    """globex runs one job at a time: the jobs behind it are held queued by Airflow's
+    max_active_runs, where no task of theirs runs. One with max_queued fails as deadline
+    (the DAG's deadline alert) without ever starting; one paused while queued never starts,
+    and once resumed trains from the start."""
+    store = deployment.stores[TENANT]
+    dag_id = f"trainyard_{TENANT}"
+    holder = submit(deployment, "holder", "python train.py --epochs 600")
+    wait_until(
+        lambda: job_status(client, store, holder).state is JobState.RUNNING, "the first job to run"
+    )
+    impatient = deployment.submit(
+        deployment.write_manifest(
+            TENANT,
+            "impatient.yaml",
+            name="impatient",
+            command="python train.py --epochs 4",
+            evaluation=None,
+            max_queued="15s",
+        )
+    )
+    waiting = submit(deployment, "waiting", "python train.py --epochs 4")
+    assert client.get_run(dag_id, waiting)["state"] == "queued"
+
+    assert f"{waiting}: paused" in deployment.cluster.trainyard("pause", waiting).stdout
+    expired = wait_for_end(client, store, impatient, timeout=180)
+
+    assert expired.state is JobState.FAILED
+    assert expired.failure is not None
+    assert expired.failure.failure_class == "deadline"
+    assert "max_queued ran out" in expired.failure.message
+    assert "max_running_jobs" in expired.failure.fix
+    assert client.get_run(dag_id, impatient)["state"] == "failed"  # its place is given back
+    instances = client.task_instances(dag_id, impatient)
+    assert all(not ti.get("try_number") for ti in instances), instances  # no task ever ran
+    assert cli_state(deployment, waiting) == "paused"
+    assert client.get_run(dag_id, waiting)["state"] == "failed"
+    assert job_status(client, store, holder).state is JobState.RUNNING  # untouched
+
+    deployment.cluster.trainyard("cancel", holder)
+    deployment.cluster.trainyard("resume", waiting)
+
+    final = wait_for_end(client, store, waiting)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    record = load_record(store, waiting)
+    assert record is not None
+    assert record.code_digest is not None  # validated and snapshot by its resume run
+    assert [a.failure_class for a in record.attempts] == [None]  # trained once, from the start
+
+
 def test_a_paused_job_outlives_a_scheduler_crash_and_resumes(
     deployment: Deployment, client: AirflowClient
 ) -> None:

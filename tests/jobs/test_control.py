@@ -15,17 +15,34 @@ from trainyard.jobs.control import (
     RESUME_KEY,
     attempt_of_try,
     check_resume,
+    expire_queued_job,
     job_id_of_run,
     pause_job,
+    queue_limit,
     resume_job,
 )
 from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import AttemptInfo, FailureInfo, JobRecord, JobState, load_record
+from trainyard.jobs.records import (
+    AttemptInfo,
+    FailureInfo,
+    JobRecord,
+    JobState,
+    change_record,
+    load_record,
+)
 from trainyard.jobs.state import RunFacts, job_state, job_view
+from trainyard.manifest.submission import manifest_from_conf
 from trainyard.storage.local import LocalStore
 
 JOB_ID = "acme.digits-mlp.20261124-215908-abcd"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+MANIFEST = {
+    "name": "digits-mlp",
+    "tenant": "acme",
+    "framework": {"name": "custom", "version": "1", "image": "registry.example/x:1"},
+    "code": {"path": "."},
+    "command": "python train.py",
+}
 
 
 def a_record(**changes: object) -> JobRecord:
@@ -178,11 +195,35 @@ def test_resume_refuses_a_job_that_did_not_stop_or_ended_for_good(
         resume_job(local_store, record, facts, lambda *_: None)
 
 
-def test_resume_refuses_a_job_without_a_checkpoint(local_store: LocalStore) -> None:
-    record = a_record(state=JobState.PAUSED)
+def test_resume_refuses_a_job_that_trained_without_a_checkpoint(local_store: LocalStore) -> None:
+    attempts = [AttemptInfo(attempt=1, failure_class=PAUSED, started_at=T0)]
+    paused = a_record(state=JobState.PAUSED, attempts=attempts)
+    failed = a_record(state=JobState.FAILED)  # e.g. max_queued ran out: it never trained
 
-    with pytest.raises(ValueError, match="no committed checkpoint"):
-        resume_job(local_store, record, RunFacts(state="failed"), lambda *_: None)
+    for record in (paused, failed):
+        with pytest.raises(ValueError, match="no committed checkpoint"):
+            resume_job(local_store, record, RunFacts(state="failed"), lambda *_: None)
+
+
+def test_a_job_paused_before_its_learners_started_resumes_from_the_start(
+    local_store: LocalStore,
+) -> None:
+    conf = {"manifest": MANIFEST, "command": "python train.py -e 2"}
+    queued = JobRecord.of_queued_run(JOB_ID, "acme", "trainyard_acme", JOB_ID, conf)
+    paused = pause_job(local_store, queued, RunFacts(state="queued"), 0, lambda _: None)
+    assert paused.state is JobState.PAUSED
+    assert paused.attempts == []  # nothing ran, so no attempt to show
+    triggered: list[tuple[str, dict[str, object]]] = []
+
+    resumed = resume_job(
+        local_store, paused, RunFacts(state="failed"), lambda *r: triggered.append(r)
+    )
+
+    [(run_id, sent)] = triggered
+    assert (resumed.state, resumed.dag_run_id) == (JobState.QUEUED, run_id)
+    assert sent[RESUME_KEY] == JOB_ID
+    # What was submitted, the trigger form's override included, runs when resumed.
+    assert manifest_from_conf(sent).command == "python train.py -e 2"
 
 
 def test_a_resume_conf_not_prepared_by_resume_is_refused() -> None:
@@ -218,3 +259,59 @@ def test_a_resume_may_set_a_new_max_runtime(local_store: LocalStore, tmp_path: P
     assert stored is not None
     assert stored.manifest["max_runtime"] == 3600.0
     assert triggered[0]["manifest"] == stored.manifest  # validate checks it against the tenant
+
+
+def test_the_queue_limit_is_the_manifests_else_the_tenants_and_none_for_a_resume() -> None:
+    own = {"manifest": {**MANIFEST, "max_queued": "30s"}}
+
+    assert queue_limit(own, 600.0) == 30.0
+    assert queue_limit({"manifest": MANIFEST}, 600.0) == 600.0
+    assert queue_limit({"manifest": MANIFEST}, None) is None
+    assert queue_limit({"manifest": {"name": 3}}, 600.0) == 600.0  # validate refuses it later
+    assert queue_limit({**own, RESUME_KEY: JOB_ID}, 600.0) is None  # the job ran before
+
+
+def test_a_job_that_never_started_expires_as_deadline_before_and_after_its_run_ends(
+    local_store: LocalStore,
+) -> None:
+    queued = JobRecord.of_queued_run(JOB_ID, "acme", "trainyard_acme", JOB_ID, {})
+    seen: list[JobRecord | None] = []
+
+    def stop_run(record: JobRecord) -> None:
+        seen.append(load_record(local_store, record.job_id))
+        # the killed validate task's failure callback writes its own end meanwhile
+        killed = FailureInfo(failure_class="platform_fault", task="validate", message="killed")
+        change_record(local_store, JOB_ID, lambda r: setattr(r, "failure", killed))
+
+    expired = expire_queued_job(local_store, queued, RunFacts(state="queued"), 10, 12.5, stop_run)
+
+    assert expired is not None
+    assert seen[0] is not None
+    assert seen[0].failure is not None  # recorded before the run was stopped
+    stored = load_record(local_store, JOB_ID)
+    assert stored is not None
+    assert stored.failure is not None
+    assert (stored.state, stored.failure.failure_class) == (JobState.FAILED, "deadline")
+    assert "max_queued ran out: the job waited 12s" in stored.failure.message
+    assert "max_running_jobs" in stored.failure.fix
+    assert job_view(RunFacts(state="failed"), stored, []).failure == stored.failure
+
+
+@pytest.mark.parametrize(
+    ("facts", "record"),
+    [
+        (RunFacts(state="running", learner_try=1), a_record()),
+        (RunFacts(state="running"), a_record(attempts=[AttemptInfo(attempt=1, started_at=T0)])),
+        (RunFacts(state="failed"), a_record(state=JobState.CANCELLED)),
+        (RunFacts(state="failed"), a_record(state=JobState.PAUSED)),
+    ],
+    ids=["learner-running", "trained-before", "cancelled", "paused"],
+)
+def test_a_job_whose_learners_started_or_that_ended_does_not_expire(
+    local_store: LocalStore, facts: RunFacts, record: JobRecord
+) -> None:
+    stopped: list[JobRecord] = []
+
+    assert expire_queued_job(local_store, record, facts, 10, 60, stopped.append) is None
+    assert stopped == []
+    assert load_record(local_store, JOB_ID) is None

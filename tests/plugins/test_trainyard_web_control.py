@@ -16,6 +16,7 @@ from tests.plugins.stored import JOB_ID, stored_job
 from trainyard.jobs.control import RESUME_KEY
 from trainyard.jobs.records import JobRecord, JobState, load_record, save_record
 from trainyard.jobs.state import RunFacts
+from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
 
 
@@ -26,7 +27,8 @@ def a_run(run_id: str, state: str, conf: dict[str, Any] | None = None) -> web.Ai
         job_id=web.job_id_of_run("acme", conf or {}, run_id),
         name="digits",
         queued_at=queued,
-        facts=RunFacts(state=state, start_date=queued, learner_try=1),
+        facts=RunFacts(state=state, start_date=queued, learner_try=0 if state == "queued" else 1),
+        conf=conf or {},
     )
 
 
@@ -77,6 +79,40 @@ def test_pause_then_resume_is_one_job_paused_then_queued(
     runs[run_id] = a_run(run_id, "queued", dict(conf))
     [listed] = client.get("/api/tenants/acme/jobs").json()["jobs"]
     assert (listed["job_id"], listed["state"], listed["dag_run_id"]) == (JOB_ID, "queued", run_id)
+
+
+def test_a_job_queued_before_validate_pauses_and_resumes_with_what_was_submitted(
+    client: TestClient,
+    tmp_path: Path,
+    runs: dict[str, web.AirflowRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored_job(tmp_path)
+    queued_id = "acme.digits.20261203-100000-ef56"
+    conf = {"manifest": example_manifest("acme"), "command": "python train.py --epochs 2"}
+    runs[queued_id] = a_run(queued_id, "queued", conf)
+    triggered: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        web,
+        "fail_airflow_run",
+        lambda r: runs.update({queued_id: a_run(queued_id, "failed", conf)}),
+    )
+    monkeypatch.setattr(
+        web, "trigger_airflow_run", lambda dag_id, user: lambda *run: triggered.append(run)
+    )
+
+    paused = client.post(f"/api/jobs/{queued_id}/pause")
+
+    assert paused.json() == {"job_id": queued_id, "state": "paused"}
+    assert runs[queued_id].facts.state == "failed"  # it never starts
+    assert client.get(f"/api/tenants/acme/jobs/{queued_id}").json()["job"]["state"] == "paused"
+
+    resumed = client.post(f"/api/jobs/{queued_id}/resume")
+
+    assert resumed.json() == {"job_id": queued_id, "state": "queued"}
+    [(_, sent)] = triggered
+    assert sent[RESUME_KEY] == queued_id
+    assert sent["manifest"]["command"] == "python train.py --epochs 2"  # the form's override
 
 
 def test_a_viewer_gets_403_for_every_action(

@@ -17,18 +17,16 @@ def pause_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobRe
 
     Raises:
         LookupError: neither Airflow nor the storage knows the job.
-        ValueError: the job is not queued or running, or was never accepted (cancel it).
+        ValueError: the job is not queued or running.
     """
     job = find_job(client, store, job_id)
-    if job.record is None:
-        raise ValueError(f"{job_id} has not started validating yet: cancel it instead")
     facts = None
     if job.run is not None:
         facts = run_facts(job.run, client.task_instances(job.dag_id, job.dag_run_id))
     attempt = job_view(facts, job.record, read_metrics(store, job_id)).attempt
     return pause_job(
         store,
-        job.record,
+        job.record_or_queued(),
         facts,
         attempt,
         lambda stopped: client.set_run_state(stopped.dag_id, stopped.dag_run_id, "failed"),

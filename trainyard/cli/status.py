@@ -12,7 +12,7 @@ from trainyard.cli.client import AirflowClient, ApiError
 from trainyard.jobs.control import job_id_of_run
 from trainyard.jobs.layout import tenant_of
 from trainyard.jobs.progress import read_metrics
-from trainyard.jobs.records import JobRecord, JobState, load_record
+from trainyard.jobs.records import JobRecord, load_record
 from trainyard.jobs.state import JobView, RunFacts, cancel_job, job_view
 from trainyard.jobs.tasks import TaskId
 from trainyard.limits import shorten
@@ -66,6 +66,14 @@ class FoundJob:
     dag_run_id: str
     run: dict[str, Any] | None
     record: JobRecord | None
+
+    def record_or_queued(self) -> JobRecord:
+        """The record, or for a run still queued before `validate` the one a cancel or pause
+        writes (`JobRecord.of_queued_run`)."""
+        conf = self.run.get("conf") if self.run is not None else None
+        return self.record or JobRecord.of_queued_run(
+            self.job_id, self.tenant, self.dag_id, self.dag_run_id, conf
+        )
 
 
 def _date(text: str | None) -> datetime | None:
@@ -153,22 +161,10 @@ def cancel_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobR
         ValueError: the job already ended.
     """
     job = find_job(client, store, job_id)
-    record = job.record
-    if record is None:
-        conf = job.run.get("conf") if job.run is not None else None
-        manifest = conf.get("manifest") if isinstance(conf, Mapping) else None
-        record = JobRecord(
-            job_id=job_id,
-            tenant=job.tenant,
-            dag_id=job.dag_id,
-            dag_run_id=job.dag_run_id,
-            manifest=dict(manifest) if isinstance(manifest, Mapping) else {},
-            state=JobState.QUEUED,
-        )
     facts = run_facts(job.run, None) if job.run is not None else None
     return cancel_job(
         store,
-        record,
+        job.record_or_queued(),
         facts,
         lambda stopped: client.set_run_state(stopped.dag_id, stopped.dag_run_id, "failed"),
     )

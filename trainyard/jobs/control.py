@@ -14,12 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from trainyard.failures import Deadline
 from trainyard.jobs.attempts import record_attempt_end
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JOB_ID_PATTERN, JobLayout, job_id_for_run
-from trainyard.jobs.records import JobRecord, JobState, change_record
-from trainyard.jobs.state import RunFacts, job_state, stop_job
-from trainyard.manifest.submission import run_job_name
+from trainyard.jobs.limits import queued_too_long
+from trainyard.jobs.records import FailureInfo, JobRecord, JobState, change_record
+from trainyard.jobs.state import TERMINAL_STATES, RunFacts, job_state, stop_job
+from trainyard.jobs.tasks import TaskId
+from trainyard.manifest.schema import ManifestError
+from trainyard.manifest.submission import manifest_from_conf, run_job_name
 from trainyard.storage.base import ObjectStore
 
 #: The run conf's key that makes a run the resume of an existing job.
@@ -129,7 +133,8 @@ def resume_job(
         }.get(state, "it has not ended (pause it first)")
         raise ValueError(f"{job_id} is {state.value} and cannot be resumed: {why}")
     step = CheckpointStore(store, JobLayout(job_id)).latest_step()
-    if step is None:
+    # A job paused before its learners ever started resumes from the start.
+    if step is None and (record.attempts or state is not JobState.PAUSED):
         raise ValueError(
             f"{job_id} cannot be resumed: it has no committed checkpoint to resume from "
             "(submit it again)"
@@ -177,3 +182,51 @@ def check_resume(record: JobRecord | None, job_id: str, run_id: str) -> JobRecor
             "'trainyard resume JOB' (or the job page), not by triggering a run"
         )
     return record
+
+
+def queue_limit(conf: object, tenant_default: float | None) -> float | None:
+    """How long a new run's job may wait for its tenant's quota (`max_queued`): its manifest's,
+    else the tenant's default; None for no limit or a resume (its job ran before). A manifest
+    that does not validate gets the default: `validate` refuses it once the run starts."""
+    if isinstance(conf, Mapping) and conf.get(RESUME_KEY):
+        return None
+    try:
+        own = manifest_from_conf(conf).max_queued
+    except ManifestError:
+        own = None
+    return own or tenant_default
+
+
+def expire_queued_job(
+    store: ObjectStore,
+    record: JobRecord,
+    run: RunFacts | None,
+    limit: float,
+    waited: float,
+    stop_run: Callable[[JobRecord], None],
+) -> JobRecord | None:
+    """Fail a job whose learners never started within `max_queued` (`limit`; it `waited` so
+    long): the record says `deadline` with the resource-style fix before `stop_run` ends its
+    Airflow run, and again after (a task the stop killed records its own end meanwhile).
+
+    `record` is the stored one or, for a run still queued before `validate`,
+    `JobRecord.of_queued_run`. Returns None, changing nothing, for a job whose learners
+    started (an attempt, a learner try) or that already ended.
+    """
+    started = record.attempts or (run is not None and run.learner_try)
+    if started or job_state(run, record) in TERMINAL_STATES | {JobState.PAUSED}:
+        return None
+    cause = queued_too_long(limit, waited)
+    failure = FailureInfo(
+        failure_class=Deadline.failure_class.value,
+        task=TaskId.LEARNER.value,
+        message=cause.cause,
+        fix=cause.fix,
+    )
+
+    def expire(stored: JobRecord) -> None:
+        stored.state, stored.failure = JobState.FAILED, failure
+
+    change_record(store, record.job_id, expire, new=record)
+    stop_run(record)
+    return change_record(store, record.job_id, expire, new=record)

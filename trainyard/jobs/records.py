@@ -6,7 +6,7 @@ database loss and the CLI can read it with storage access alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trainyard.jobs.layout import JOBS_ROOT, JobLayout
+from trainyard.manifest.schema import ManifestError
+from trainyard.manifest.submission import manifest_from_conf
 from trainyard.storage.base import ObjectNotFound, ObjectStore
 
 
@@ -82,6 +84,28 @@ class JobRecord(BaseModel):
     data_digest: str | None = None
     data_validation: dict[str, Any] | None = None
     model_version: int | None = None
+
+    @classmethod
+    def of_queued_run(
+        cls, job_id: str, tenant: str, dag_id: str, run_id: str, conf: object
+    ) -> JobRecord:
+        """The record of a job whose run is still queued before `validate` wrote one: a
+        cancel, a pause or a `max_queued` deadline then says in storage what became of it.
+        The manifest is the run's (with the trigger form's overrides), so a resume runs what
+        was submitted; as given when it does not validate."""
+        try:
+            manifest: dict[str, Any] = manifest_from_conf(conf).model_dump(mode="json")
+        except ManifestError:
+            given = conf.get("manifest") if isinstance(conf, Mapping) else None
+            manifest = dict(given) if isinstance(given, Mapping) else {}
+        return cls(
+            job_id=job_id,
+            tenant=tenant,
+            dag_id=dag_id,
+            dag_run_id=run_id,
+            manifest=manifest,
+            state=JobState.QUEUED,
+        )
 
     def count_attempts(self, *failure_classes: str) -> int:
         """How many recorded learner attempts ended with one of `failure_classes`."""

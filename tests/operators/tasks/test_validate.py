@@ -17,7 +17,9 @@ from operators.tasks.base import classified_failures
 from operators.tasks.validate import InvalidJobOperator, ValidateJobOperator
 from tests.support.paths import path_without
 from trainyard.failures import ResourceError, UserError
-from trainyard.jobs.records import JobState, load_record
+from trainyard.jobs.control import pause_job, resume_job
+from trainyard.jobs.records import JobRecord, JobState, load_record
+from trainyard.jobs.state import RunFacts
 from trainyard.manifest.schema import ManifestError
 from trainyard.manifest.submission import example_manifest
 from trainyard.storage.local import LocalStore
@@ -234,3 +236,47 @@ def test_an_accepted_job_is_recorded_as_created_when_its_run_was_queued(
     record = load_record(LocalStore(storage), job_id)
     assert record is not None
     assert record.created_at == queued_at
+
+
+def test_a_job_paused_while_queued_is_accepted_by_its_resume_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was never validated nor its code snapshot taken: its resume run does both, under
+    the job id it was paused as."""
+    storage = tmp_path / "acme"
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "tenants": [
+            {
+                "name": "acme",
+                "storage": {"kind": "local", "root": str(storage)},
+                "learner_backend": "bare",
+                "default_max_queued": "10m",
+            }
+        ],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    store = LocalStore(storage)
+    store.put_bytes("examples/pytorch-digits/train.py", b"print('training')\n")
+    job_id = "acme.digits.20261206-100000-ab12"
+    queued = JobRecord.of_queued_run(
+        job_id, "acme", "trainyard_acme", job_id, {"manifest": example_manifest("acme")}
+    )
+    paused = pause_job(store, queued, RunFacts(state="queued"), 0, lambda _: None)
+    triggered: list[tuple[str, dict[str, Any]]] = []
+    resume_job(store, paused, RunFacts(state="failed"), lambda *run: triggered.append(run))
+    [(run_id, conf)] = triggered
+    context = {"params": conf, "dag_run": SimpleNamespace(run_id=run_id, queued_at=None)}
+
+    accepted = ValidateJobOperator(task_id="validate", tenant="acme").execute(
+        cast(Context, context)
+    )
+
+    assert accepted == job_id
+    record = load_record(store, job_id)
+    assert record is not None
+    assert record.state is JobState.RUNNING
+    assert record.code_digest is not None  # its code snapshot, taken now
+    assert record.manifest["max_queued"] == 600.0  # the tenant's default, as for any new job
+    assert record.dag_run_id == run_id
