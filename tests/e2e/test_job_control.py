@@ -11,6 +11,7 @@ import json
 import re
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -117,20 +118,37 @@ def test_a_paused_job_gives_back_its_place_and_resumes_as_the_same_job(
     assert [job["state"] for job in listed if job["job_id"] == held] == ["succeeded"]
 
 
-def test_max_runtime_ends_a_longer_job_as_deadline_with_a_committed_checkpoint(
+def test_max_runtime_counts_learner_time_only_and_a_larger_limit_lets_the_job_finish(
     deployment: Deployment, client: AirflowClient
 ) -> None:
+    """A job of ~40 s of training under `max_runtime: 20s`: paused longer than the limit, it
+    still trains on when resumed (paused time is not counted), then ends as deadline with a
+    committed checkpoint; resumed with a larger limit it finishes."""
     store = deployment.stores["acme"]
     manifest = deployment.write_manifest(
         "acme",
         "limited.yaml",
         name="limited",
-        command="python train.py --epochs 3000",
+        command="python train.py --epochs 600",
         checkpoint={"interval": "2s", "keep": 5},
         evaluation=None,
         max_runtime="20s",
     )
     job_id = deployment.submit(manifest)
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint", timeout=300)
+    deployment.cluster.trainyard("pause", job_id)
+    wait_until(
+        lambda: job_status(client, store, job_id).state is JobState.PAUSED, "the job to pause"
+    )
+    record = load_record(store, job_id)
+    assert record is not None
+    first = record.attempts[0]
+    # Paused until more wall time than the whole limit has passed since it started.
+    wait_until(
+        lambda: datetime.now(UTC) - first.started_at > timedelta(seconds=25),
+        "the pause to outlast the limit",
+    )
+    deployment.cluster.trainyard("resume", job_id)
 
     final = wait_for_end(client, store, job_id)
 
@@ -139,15 +157,24 @@ def test_max_runtime_ends_a_longer_job_as_deadline_with_a_committed_checkpoint(
     assert final.failure.failure_class == "deadline"
     assert "max_runtime ran out" in final.failure.message
     assert "trainyard resume" in final.failure.fix
-    assert committed(store, job_id)  # the final checkpoint on SIGTERM, at least
     record = load_record(store, job_id)
     assert record is not None
-    assert [a.failure_class for a in record.attempts] == ["deadline"]  # not retried
+    assert [a.failure_class for a in record.attempts] == ["paused", "deadline"]  # not retried
+    assert record.attempts[1].checkpoint_step is not None  # the final checkpoint on SIGTERM
+    trained = record.attempts[1].ended_at - record.attempts[1].started_at
+    assert trained > timedelta(seconds=1)  # the pause did not use up the limit
     assert final.max_runtime_s == 20.0
     assert final.runtime_s is not None
-    assert final.runtime_s >= 20.0
+    wall = record.attempts[1].ended_at - first.started_at
+    assert 20.0 <= final.runtime_s < wall.total_seconds()  # the pause in between not counted
     shown = json.loads(deployment.cluster.trainyard("status", job_id, "--json").stdout)
     assert shown["max_runtime_s"] == 20.0
+
+    deployment.cluster.trainyard("resume", job_id, "--max-runtime", "10m")
+
+    finished = wait_for_end(client, store, job_id)
+    assert finished.state is JobState.SUCCEEDED, finished.failure
+    assert finished.max_runtime_s == 600.0
 
 
 def test_a_two_learner_gang_pauses_as_a_whole_and_resumes_from_one_step(
