@@ -14,9 +14,11 @@ along, and once the time is up waits for every job to end. It reports:
 - goodput: training time that advanced the newest committed checkpoint over the learner time
   held (`trainyard.jobs.accounting`), over all jobs.
 
-Not injected here, each covered by its own test: an out-of-memory kill (nothing can make a
-running learner allocate from outside; tests/e2e/test_faults.py) and the Kubernetes faults
-(pod deleted, node drained: the fake cluster, tests/operators/tasks/).
+Tenant acme's learners run on the fake Kubernetes cluster (devkit/kube_server.py: pods as local
+processes), globex's on the embedded default's local backend, so the Kubernetes faults (pod
+deleted, node drained) and an out-of-memory kill (the fake kubelet's, as a memory cgroup's)
+land beside the others. A fault that rightly ends its job (out of memory: no retry can get
+past it) does not count that job as lost.
 
 `make soak` runs it for 30 minutes on the embedded default and on the production-like
 deployment (`--production`: PostgreSQL, Redis, Celery); tests/bench/test_soak.py runs a
@@ -44,10 +46,12 @@ import psutil
 
 from bench.common import BARE_SCRIPTS, Context, console, run_bare, steps_per_second
 from devkit.deployment import EXAMPLES, Deployment, deploy
+from devkit.kube_server import FakeKubernetes, FakeNode, running_kube_server
 from devkit.learners import learner_processes, live_attempts
 from devkit.metadata_db import crash_postgres, start_postgres
-from devkit.s3_server import S3Server
+from devkit.s3_server import S3Server, free_port
 from devkit.services import postgres_server, redis_server
+from trainyard.backends.kubernetes.pods import JOB_ID_LABEL, RANK_LABEL, label_value
 from trainyard.cli.client import AirflowClient, ApiSettings
 from trainyard.cli.status import job_status
 from trainyard.jobs.accounting import account
@@ -69,18 +73,41 @@ CHECKPOINT_INTERVAL = 10
 OUTAGE_SECONDS = 30.0
 #: The hang window of every soak job: a SIGSTOPped learner is a hang after it.
 WATCHDOG = "30s"
-#: Where a soak job of each framework runs: both tenants, both kinds of storage.
-PLACES = (("globex", "pytorch"), ("acme", "tensorflow"), ("globex", "jax"), ("acme", "pytorch"))
+#: The tenant whose learners run on the fake Kubernetes cluster, whose image holds PyTorch.
+ON_KUBERNETES = "acme"
+#: Where a soak job of each framework runs: both tenants, both kinds of storage, both
+#: backends.
+PLACES = (
+    ("globex", "pytorch"),
+    ("acme", "pytorch"),
+    ("globex", "tensorflow"),
+    ("acme", "pytorch"),
+    ("globex", "jax"),
+)
+#: The fake cluster's learner image: the runtime in this environment (which holds PyTorch).
+IMAGE = "registry.test/trainyard/pytorch:2.13"
+LOCAL, KUBERNETES = "local", "kubernetes"
 
 
 @dataclass(frozen=True)
 class Fault:
-    """A kind of fault, what is right for the attempts it hits, and whether it hits one job's
-    learner (else the whole control plane and every running attempt)."""
+    """A kind of fault, what is right for the attempts it hits, whether it hits one job's
+    learner (else the whole control plane, or the node, and every attempt running there),
+    which learners it can hit (`backend`: LOCAL, KUBERNETES, or None for both), and whether
+    it rightly ends the job it hits (`ends_job`: no retry can get past it)."""
 
     name: str
     right: frozenset[str]
     per_job: bool
+    backend: str | None = None
+    ends_job: bool = False
+
+    def right_for(self, backend: str) -> frozenset[str]:
+        """A control-plane fault may leave a Kubernetes learner untouched: its pods run on
+        outside Airflow, and its deferred task reattaches to them."""
+        if backend == KUBERNETES and not self.per_job:
+            return self.right | {UNHARMED}
+        return self.right
 
 
 #: Only on the embedded default, whose PostgreSQL the soak can kill and start again.
@@ -92,12 +119,24 @@ FAULTS = (
     Fault("learner SIGTERM", frozenset({"preemption"}), per_job=True),
     Fault("learner SIGSTOP (hang)", frozenset({"hang"}), per_job=True),
     # The learner dies with its task process (a graceful stop); nothing is left to record it.
-    Fault("task process SIGKILL", frozenset({LOST, "preemption"}), per_job=True),
+    # (A Kubernetes learner's task is deferred while it trains: it has no task process.)
+    Fault("task process SIGKILL", frozenset({LOST, "preemption"}), per_job=True, backend=LOCAL),
+    Fault(
+        "out of memory (OOMKilled)",
+        frozenset({"resource_error"}),
+        per_job=True,
+        backend=KUBERNETES,
+        ends_job=True,
+    ),
+    Fault("pod deleted", frozenset({"preemption"}), per_job=True, backend=KUBERNETES),
+    Fault("node drained", frozenset({"preemption"}), per_job=False, backend=KUBERNETES),
     Fault("scheduler killed with its process group", frozenset({LOST, "preemption"}), False),
     Fault("triggerer killed", frozenset({UNHARMED}), per_job=False),
     # Down longer than the task supervisors' heartbeat tolerance (3 failures, ~15 s): Airflow
-    # stops the running tasks, whose learners commit a final checkpoint.
-    Fault("API server killed", frozenset({UNHARMED, "preemption"}), per_job=False),
+    # stops the running tasks, whose learners commit a final checkpoint. A task stopped while
+    # it concluded an attempt whose learners had ended records nothing: a lost try, which the
+    # next try resumes (or, its training done, finishes at once).
+    Fault("API server killed", frozenset({UNHARMED, LOST, "preemption"}), per_job=False),
     POSTGRES,
     Fault(f"S3 server down {OUTAGE_SECONDS:g} s", frozenset({UNHARMED, "platform_fault"}), False),
     Fault("whole Airflow restarted", frozenset({LOST, "preemption"}), per_job=False),
@@ -109,6 +148,7 @@ class Injected:
     fault: Fault
     at: float  # wall clock
     hit: dict[str, int]  # job id -> the attempt it hit
+    right: dict[str, frozenset[str]]  # job id -> what is right for the attempt it hit
     given: dict[str, str] = field(default_factory=dict)  # job id -> what the platform made of it
 
 
@@ -128,6 +168,7 @@ class Report:
     injected: list[Injected]
     split_brains: list[str]
     lost: list[str]
+    ended_by_faults: list[str]  # failed as a fault that ends a job rightly made them
     duplicated: list[str]
     recovery_s: list[float]
     intervals_lost: list[float]
@@ -139,7 +180,7 @@ class Report:
             f"{fault.fault.name} on {job_id}: {given}"
             for fault in self.injected
             for job_id, given in fault.given.items()
-            if given not in fault.fault.right and not given.startswith(HIT_AGAIN)
+            if given not in fault.right[job_id] and not given.startswith(HIT_AGAIN)
         ]
 
     @property
@@ -160,6 +201,7 @@ class Report:
             "| figure | value |",
             "| --- | --- |",
             f"| jobs lost | {len(self.lost)} {' '.join(self.lost)} |",
+            f"| jobs ended rightly by a fault (out of memory) | {len(self.ended_by_faults)} |",
             f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
             f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
             f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
@@ -175,17 +217,18 @@ class Report:
             "| --- | --- | --- | --- |",
         ]
         for fault in FAULTS:
-            hits = [
-                given
+            judged = [
+                (given, i.right[job_id])
                 for i in self.injected
                 if i.fault == fault
-                for given in i.given.values()
+                for job_id, given in i.given.items()
                 if not given.startswith(HIT_AGAIN)
             ]
-            if not hits:
+            if not judged:
                 continue
+            hits = [given for given, _ in judged]
             made = ", ".join(f"{name} x{hits.count(name)}" for name in sorted(set(hits)))
-            right = all(given in fault.right for given in hits)
+            right = all(given in allowed for given, allowed in judged)
             lines.append(f"| {fault.name} | {len(hits)} | {made} | {'yes' if right else 'NO'} |")
         return "\n".join(lines)
 
@@ -202,10 +245,13 @@ class Soak:
         parallel: int,
         fault_every: float,
         seed: int,
+        kubernetes: FakeKubernetes,
         faults: tuple[Fault, ...] = FAULTS,
     ) -> None:
-        """`faults`: the kinds to inject, in turn (in an order the `seed` draws)."""
+        """`faults`: the kinds to inject, in turn (in an order the `seed` draws);
+        `kubernetes`: the fake cluster ON_KUBERNETES's learners run on."""
         self.deployment = deployment
+        self.kubernetes = kubernetes
         self.s3_server = s3_server
         self.cluster = deployment.cluster
         self.epochs = epochs
@@ -262,13 +308,16 @@ class Soak:
 
     # -- faults ------------------------------------------------------------------------------
 
+    def backend_of(self, job_id: str) -> str:
+        return KUBERNETES if self.jobs[job_id].tenant == ON_KUBERNETES else LOCAL
+
     def inject(self, fault: Fault) -> Injected | None:
-        """A learner's fault hits an attempt no fault hit yet; the control plane's hit every
-        live attempt (each is judged by the last fault that hit it)."""
+        """A learner's fault hits an attempt no fault hit yet; the control plane's (or the
+        node's) hit every live attempt there (each is judged by the last fault that hit it)."""
         alive = {
             job_id: max(attempts)
             for job_id, attempts in live_attempts().items()
-            if job_id in self.jobs
+            if job_id in self.jobs and fault.backend in (None, self.backend_of(job_id))
         }
         if fault.per_job:
             fresh = sorted(
@@ -284,15 +333,18 @@ class Soak:
             self._hit_plane(fault)
         else:
             return None
-        injected = Injected(fault, time.time(), alive)
+        right = {job_id: fault.right_for(self.backend_of(job_id)) for job_id in alive}
+        injected = Injected(fault, time.time(), alive, right)
         self.hit.update(alive.items())
         self.injected.append(injected)
         console.print(f"{time.strftime('%X')} {fault.name}: {sorted(alive.items())}")
         return injected
 
     def _hit_learner(self, fault: Fault, job_id: str) -> bool:
-        users = learner_processes(job_id, user_code=True, rank=0)
-        runtimes = learner_processes(job_id, user_code=False, rank=0)
+        if fault.backend == KUBERNETES:
+            return self._hit_pod(fault, job_id)
+        users = learner_processes(job_id, user_code=True, rank=0, mode=RunMode.TRAIN)
+        runtimes = learner_processes(job_id, user_code=False, rank=0, mode=RunMode.TRAIN)
         if not users or not runtimes:
             return False
         sig = {
@@ -310,8 +362,29 @@ class Soak:
                 parent.kill()
         return True
 
+    def _hit_pod(self, fault: Fault, job_id: str) -> bool:
+        """Rank 0's pod: deleted (SIGTERM, then SIGKILL after its grace period) or OOM-killed
+        by the fake kubelet."""
+        pods = [
+            pod
+            for pod in self.kubernetes.pods_of(**{JOB_ID_LABEL: label_value(job_id)})
+            if pod.body["metadata"]["labels"].get(RANK_LABEL) == "0"
+            and pod.container.get("args") == [RunMode.TRAIN.value]
+            and not pod.terminated
+        ]
+        if not pods:
+            return False
+        if fault.ends_job:
+            self.kubernetes.oom_kill(pods[0])
+        else:
+            self.kubernetes.delete_pod(pods[0].namespace, pods[0].name, None)
+        return True
+
     def _hit_plane(self, fault: Fault) -> None:
         cluster = self.cluster
+        if fault.backend == KUBERNETES:  # the node drained
+            self.kubernetes.drain()
+            return
         if fault.name.startswith("S3 server"):
             self.s3_server.stop()
             self.later.append((time.monotonic() + OUTAGE_SECONDS, self.s3_server.start))
@@ -394,6 +467,7 @@ class Soak:
             if _trained_again_from_scratch(store, job.job_id, record.current_attempt):
                 duplicated.append(job.job_id)
         last_hit = {hit: injected for injected in self.injected for hit in injected.hit.items()}
+        ended_by_faults: set[str] = set()
         for injected in self.injected:
             for job_id, attempt in injected.hit.items():
                 if last_hit[job_id, attempt] is not injected:
@@ -411,6 +485,8 @@ class Soak:
                 else:
                     given = f"unknown (job {job.state})"
                 injected.given[job_id] = given
+                if injected.fault.ends_job and given in injected.right[job_id]:
+                    ended_by_faults.add(job_id)
                 if given == UNHARMED:
                     continue
                 rows = read_metrics(store, job_id)
@@ -426,7 +502,12 @@ class Soak:
             jobs=list(self.jobs.values()),
             injected=self.injected,
             split_brains=sorted(self.split_brains),
-            lost=[j.job_id for j in self.jobs.values() if j.state is not JobState.SUCCEEDED],
+            lost=[
+                j.job_id
+                for j in self.jobs.values()
+                if j.state is not JobState.SUCCEEDED and j.job_id not in ended_by_faults
+            ],
+            ended_by_faults=sorted(ended_by_faults),
             duplicated=duplicated,
             recovery_s=recovery,
             intervals_lost=intervals,
@@ -491,21 +572,39 @@ def epochs_per_framework(ctx: Context, job_seconds: float) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def soak_deployment(ctx: Context, production: bool) -> Iterator[Deployment]:
-    s3 = ctx.s3_server()
-    with contextlib.ExitStack() as stack:
-        database_url = broker_url = None
-        if production:
-            database_url = stack.enter_context(postgres_server())
-            broker_url = stack.enter_context(redis_server())
-        yield stack.enter_context(
-            deploy(
-                ctx.scratch("airflow"),
-                s3,
-                database_url=database_url,
-                celery_broker_url=broker_url,
-            )
+def soak_deployment(
+    root: Path,
+    s3_server: S3Server,
+    *,
+    database_url: str | None = None,
+    celery_broker_url: str | None = None,
+) -> Iterator[tuple[Deployment, FakeKubernetes]]:
+    """Airflow for both tenants, ON_KUBERNETES's learners on a fake cluster of one node (which
+    runs each pod as a local process) and the other's on the local backend; with
+    `database_url` and `celery_broker_url`, the production-like one."""
+    images = {IMAGE: [sys.executable, "-m", "trainyard.runtime"]}
+    with running_kube_server(root / "kube", images, FakeNode()) as kubernetes:
+        kubernetes.add_secret(
+            f"trainyard-{ON_KUBERNETES}",
+            "trainyard-storage",
+            {"access_key": s3_server.access_key, "secret_key": s3_server.secret_key},
         )
+        cluster = {
+            "images": {"pytorch:2.13": IMAGE},
+            "rendezvous_port": free_port(),
+            "in_cluster": False,
+            "config_file": str(kubernetes.write_kubeconfig(root / "kubeconfig")),
+        }
+        (root / "airflow").mkdir(parents=True, exist_ok=True)
+        with deploy(
+            root / "airflow",
+            s3_server,
+            {ON_KUBERNETES: {"learner_backend": "kubernetes"}},
+            cluster,
+            database_url=database_url,
+            celery_broker_url=celery_broker_url,
+        ) as deployment:
+            yield deployment, kubernetes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,7 +623,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             epochs = epochs_per_framework(ctx, args.job_seconds)
             for fault_every in args.fault_every:
-                with soak_deployment(ctx, args.production) as deployment:
+                with contextlib.ExitStack() as services:
+                    database_url = broker_url = None
+                    if args.production:
+                        database_url = services.enter_context(postgres_server())
+                        broker_url = services.enter_context(redis_server())
+                    deployment, kubernetes = services.enter_context(
+                        soak_deployment(
+                            ctx.scratch("deployment"),
+                            ctx.s3_server(),
+                            database_url=database_url,
+                            celery_broker_url=broker_url,
+                        )
+                    )
                     soak = Soak(
                         deployment,
                         ctx.s3_server(),
@@ -532,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                         parallel=args.parallel,
                         fault_every=fault_every,
                         seed=args.seed,
+                        kubernetes=kubernetes,
                         # The production-like PostgreSQL is Debian's, not the embedded one.
                         faults=tuple(f for f in FAULTS if not (args.production and f is POSTGRES)),
                     )

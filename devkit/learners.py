@@ -10,6 +10,7 @@ import psutil
 
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import JobStatus, job_status
+from trainyard.jobs.layout import RunMode
 from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.runtime.sandbox import BWRAP, INIT_IN_SANDBOX
 from trainyard.storage import ObjectStore
@@ -17,11 +18,32 @@ from trainyard.storage import ObjectStore
 T = TypeVar("T")
 
 
+#: The learner runtime's module: `python -m trainyard.runtime <mode>`.
+RUNTIME = "trainyard.runtime"
+
+
+def _runtime_mode(cmdline: list[str]) -> str | None:
+    """The mode a learner runtime runs in ('train', 'evaluate'); None for another process."""
+    if RUNTIME not in cmdline:
+        return None
+    rest = cmdline[cmdline.index(RUNTIME) + 1 :]
+    return rest[0] if rest else None
+
+
+def _mode_of(process: psutil.Process) -> str | None:
+    """The mode of the runtime that is `process` or its nearest ancestor."""
+    for candidate in (process, *process.parents()):
+        mode = _runtime_mode(candidate.cmdline())
+        if mode is not None:
+            return mode
+    return None
+
+
 def learner_processes(
-    job_id: str, *, user_code: bool, rank: int | None = None
+    job_id: str, *, user_code: bool, rank: int | None = None, mode: RunMode | None = None
 ) -> list[psutil.Process]:
     """Live processes of `job_id`: the user's command (`user_code`) or the learner runtime,
-    of every rank or of `rank` only.
+    of every rank or of `rank` only, of any mode or of `mode` only (training, evaluation).
 
     Both carry TRAINYARD_JOB_ID in their environment; the runtime runs `-m trainyard.runtime`.
     The sandbox around the command (bwrap and its init) carries it too, and is neither.
@@ -36,24 +58,28 @@ def learner_processes(
                 continue
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
+            cmdline = process.info["cmdline"] or []
+            if cmdline[:1] == [BWRAP] or INIT_IN_SANDBOX in cmdline:
+                continue
+            is_runtime = _runtime_mode(cmdline) is not None
+            if is_runtime == user_code:
+                continue
+            if mode is not None and _mode_of(process) != mode.value:
+                continue
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        cmdline = process.info["cmdline"] or []
-        if cmdline[:1] == [BWRAP] or INIT_IN_SANDBOX in cmdline:
-            continue
-        is_runtime = "trainyard.runtime" in " ".join(cmdline)
-        if is_runtime != user_code:
-            found.append(process)
+        found.append(process)
     return found
 
 
 def live_attempts() -> dict[str, set[int]]:
-    """The attempts with a live learner runtime, per job id, in one pass over the processes:
-    two attempts of one job at once is a split brain."""
+    """The training attempts with a live learner runtime, per job id, in one pass over the
+    processes: two attempts of one job at once is a split brain. (An evaluation's attempts
+    are counted apart, from 1: they are not training's.)"""
     alive: dict[str, set[int]] = {}
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "trainyard.runtime" not in " ".join(process.info["cmdline"] or []):
+            if _runtime_mode(process.info["cmdline"] or []) != RunMode.TRAIN.value:
                 continue
             environ = process.environ()
             if process.status() == psutil.STATUS_ZOMBIE:

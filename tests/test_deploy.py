@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from devkit.airflow_env import REPO_ROOT
-from tests.support.kube_server import KUBERNETES_VERSION
+from devkit.kube_server import KUBERNETES_VERSION
 from tests.test_compose import in_repo
 from trainyard.storage.config import S3StorageConfig
 from trainyard.tenancy.config import load_config

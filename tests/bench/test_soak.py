@@ -1,6 +1,6 @@
 """The chaos soak's short profile (`make soak` runs the long ones): three minutes of faults of
-every kind on the embedded default, with nothing lost, duplicated or split, and every fault
-classed right."""
+every kind on the embedded default (one tenant's learners on the fake Kubernetes cluster), with
+nothing lost, duplicated or split, and every fault classed right."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import Context, console
-from bench.soak import FAULTS, Soak, epochs_per_framework
-from devkit.deployment import deploy
+from bench.soak import FAULTS, Soak, epochs_per_framework, soak_deployment
 from devkit.s3_server import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -20,10 +19,17 @@ def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Serve
     ctx = Context(tmp_path / "bench", quick=True, repeats=1, cheap_repeats=1, airflow_settings={})
     ctx.workdir.mkdir()
     try:
-        epochs = epochs_per_framework(ctx, job_seconds=60)
-        (tmp_path / "deployment").mkdir()
-        with deploy(tmp_path / "deployment", s3_server) as deployment:
-            soak = Soak(deployment, s3_server, epochs, parallel=3, fault_every=45, seed=3)
+        epochs = epochs_per_framework(ctx, job_seconds=45)
+        with soak_deployment(tmp_path, s3_server) as (deployment, kubernetes):
+            soak = Soak(
+                deployment,
+                s3_server,
+                epochs,
+                parallel=3,
+                fault_every=40,
+                seed=3,
+                kubernetes=kubernetes,
+            )
             report = soak.run(minutes=3, drain_minutes=12)
     finally:
         ctx.close()

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.http_server import serving
+from devkit.http_server import serving
 from trainyard.cli.client import AirflowClient, ApiSettings
 
 DAG_ID = "trainyard_acme"

@@ -1,7 +1,7 @@
 """The Kubernetes learner backend through real Airflow and the provider's real operator.
 
 Tenant `acme` runs its learners on Kubernetes (a per-tenant override; the deployment's default
-stays local): the fake API server of tests/support/kube_server.py, reached through a kubeconfig
+stays local): the fake API server of devkit/kube_server.py, reached through a kubeconfig
 file, runs each pod's container as a local process. Storage is moto's S3 server; pods read the
 keys from a Secret in the tenant's namespace. All jobs are submitted at once, so the module
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
@@ -29,15 +29,15 @@ from typing import Any
 import pytest
 
 from devkit.deployment import Deployment, deploy
-from devkit.learners import wait_for_end, wait_until
-from devkit.s3_server import S3Server, free_port
-from tests.support.kube_server import (
+from devkit.kube_server import (
     FakeKubernetes,
     FakeNode,
     FakePod,
     container_processes,
     running_kube_server,
 )
+from devkit.learners import wait_for_end, wait_until
+from devkit.s3_server import S3Server, free_port
 from trainyard.backends.base import FINAL_UPLOAD_SECONDS
 from trainyard.backends.kubernetes.pods import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
@@ -95,7 +95,7 @@ JOBS: dict[str, dict[str, Any]] = {
     },
     # A 2-learner group paused while it trains, then resumed.
     "paused": {
-        "command": "python train.py --epochs 1500",
+        "command": "python train.py --epochs 800",
         "resources": {"learners": 2},
         "checkpoint": {"interval": "1s", "keep": 5},
         "evaluation": None,

@@ -271,6 +271,31 @@ def test_a_learner_whose_end_went_unseen_fails_the_attempt_only_as_the_backend_s
     assert (failure is None) == (expected is None)
 
 
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        pytest.param(PREEMPTED, Preemption, id="deleted-pod-stopped-gracefully"),
+        pytest.param(SUCCEEDED, None, id="finished-before-its-pod-went"),
+        pytest.param(None, PlatformFault, id="killed-without-an-outcome"),
+    ],
+)
+def test_a_learner_whose_pod_went_unseen_is_judged_by_the_outcome_it_wrote(
+    local_store: LocalStore, outcome: Outcome | None, expected: type | None
+) -> None:
+    """A deleted or drained pod is gone before the task reads its status: the runtime's
+    outcome (SIGTERM: a preemption) is how it ended, not the vanished pod."""
+    write_outcomes(local_store, RunMode.TRAIN, [outcome])
+    vanished = PlatformFault("the learner pod ended before its container did", "none needed")
+
+    failure = judge_attempt(
+        local_store, attempt_spec(RunMode.TRAIN), [LearnerEnd(0, None)], vanished
+    )
+
+    assert (failure is None) if expected is None else isinstance(failure, expected)
+    if outcome is None:
+        assert failure is vanished
+
+
 def test_record_attempt_appends_to_the_record_and_counts_user_errors(
     local_store: LocalStore,
 ) -> None:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.http_server import serving
+from devkit.http_server import serving
 
 ENDPOINT = "api/v1/lineage"
 

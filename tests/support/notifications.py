@@ -14,8 +14,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from devkit.http_server import serving
 from devkit.s3_server import free_port
-from tests.support.http_server import serving
 
 
 @dataclass

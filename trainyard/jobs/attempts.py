@@ -46,44 +46,60 @@ def judge_attempt(
     `ends` come in the order the backend saw the learners fail (the rank that stopped its gang
     first); ranks stopped because another had failed are looked at last, so the gang's cause is
     the failure. The backend's own view wins where it knows more (a pod evicted, a learner
-    OOM-killed); then each learner's outcome file. A learner that died without writing its
-    outcome (killed hard, node lost) is a platform fault: the retry resumes from the newest
-    committed checkpoint. `unseen` is the failure when some learner's end went unseen and the
-    others succeeded (None: the backend saw the attempt succeed).
+    OOM-killed); then each learner's outcome file, also of a learner whose end the backend
+    never saw (its pod deleted and gone). A learner that died without writing its outcome
+    (killed hard, node lost) is a platform fault: the retry resumes from the newest committed
+    checkpoint. `unseen` is the failure when some learner's end went unseen, without an
+    outcome, and the others succeeded (None: the backend saw the attempt succeed).
     """
     order = sorted(ends, key=lambda end: end.exit is not None and end.exit.reason == GANG_STOPPED)
     for end in order:
         if end.failure is not None:
             return end.failure
+    seen = 0
     for end in order:
-        if end.exit is not None:
-            failure = _learner_failure(store, spec, end.rank, end.exit)
-            if failure is not None:
-                return failure
-    seen = sum(1 for end in ends if end.exit is not None)
+        outcome = _outcome(store, spec, end.rank)
+        if end.exit is None and outcome is None:
+            continue  # its end went unseen
+        seen += 1
+        failure = _learner_failure(spec, end.rank, end.exit, outcome)
+        if failure is not None:
+            return failure
     return None if seen == spec.num_learners else unseen
 
 
+def _outcome(store: ObjectStore, spec: LearnerSpec, rank: int) -> Outcome | None:
+    """The outcome learner `rank`'s runtime wrote for the attempt (None: it wrote none)."""
+    try:
+        return Outcome.from_json(
+            store.get_json(JobLayout(spec.job_id).outcome(spec.mode, spec.attempt, rank))
+        )
+    except ObjectNotFound:
+        return None
+
+
 def _learner_failure(
-    store: ObjectStore, spec: LearnerSpec, rank: int, learner: LearnerExit
+    spec: LearnerSpec, rank: int, learner: LearnerExit | None, outcome: Outcome | None
 ) -> TrainyardFailure | None:
-    """One learner's failure, from its exit and the outcome it wrote, or None."""
-    if learner.reason == OOM_KILLED:
+    """One learner's failure, from its exit and the outcome it wrote, or None.
+
+    `learner` is None when the backend never saw it end (its pod was deleted and gone before
+    it was read): its outcome then says how it ended (a deleted or drained pod's runtime got
+    SIGTERM and reported a preemption)."""
+    if learner is not None and learner.reason == OOM_KILLED:
         limit = format_bytes(spec.memory_bytes)
         return out_of_memory(
             f"learner {rank} was OOM-killed: it needed more than resources.memory = {limit}",
             limit,
         )
-    if learner.reason == GPU_FAILED:
+    if learner is not None and learner.reason == GPU_FAILED:
         return PlatformFault(
             f"learner {rank}'s GPU failed during the attempt (NVML reports it unhealthy; the "
             "learner task's log names it and its XID)",
             f"{RESUME_FIX}, on a healthy GPU: the failed one is not handed out again",
         )
-    try:
-        key = JobLayout(spec.job_id).outcome(spec.mode, spec.attempt, rank)
-        outcome = Outcome.from_json(store.get_json(key))
-    except ObjectNotFound:
+    if outcome is None:
+        assert learner is not None  # an unseen end without an outcome is not judged here
         if learner.exit_code == 0:
             return None
         return PlatformFault(
@@ -93,7 +109,7 @@ def _learner_failure(
     if outcome.failure is not None:
         failure = outcome.failure
         return type(failure)(f"learner {rank}: {failure.cause}", failure.fix)
-    if learner.exit_code != 0:
+    if learner is not None and learner.exit_code != 0:
         return PlatformFault(
             f"learner {rank} reported success but exited with code {learner.exit_code}",
             RESUME_FIX,

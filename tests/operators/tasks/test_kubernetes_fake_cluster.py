@@ -31,17 +31,17 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
-from devkit.learners import wait_until
-from operators.hooks.storage import storage_connection
-from operators.tasks.kubernetes_learner import KubernetesLearnerOperator
-from tests.support.kube_server import (
+from devkit.kube_server import (
     FakeKubernetes,
     FakeNode,
     FakePod,
     container_processes,
     running_kube_server,
 )
-from trainyard.backends.kubernetes.pods import RANK_LABEL
+from devkit.learners import wait_until
+from operators.hooks.storage import storage_connection
+from operators.tasks.kubernetes_learner import KubernetesLearnerOperator
+from trainyard.backends.kubernetes.pods import RANK_LABEL, classify_pod_failure
 from trainyard.failures import Preemption, ResourceError
 from trainyard.jobs.records import JobRecord, load_record, save_record
 from trainyard.manifest.schema import parse_manifest
@@ -408,3 +408,22 @@ def test_a_retry_after_a_worker_crash_reattaches_to_the_running_group(
     _, after = retried.value.trigger.serialize()
     assert (after["pod_name"], after["workers"]) == (before["pod_name"], before["workers"])
     assert after["trigger_kwargs"]["attempt"] == 1  # judged by the attempt the pods run
+
+
+def test_a_drained_node_evicts_its_pods_through_the_eviction_api(
+    cluster: FakeKubernetes, tmp_path: Path
+) -> None:
+    """`kubectl drain`, as the chaos soak injects it: each pod is disrupted (a preemption to
+    the platform), gets SIGTERM and is removed once it has stopped."""
+    core_api(cluster, tmp_path).create_namespaced_pod(namespace="trainyard-acme", body=pod_body())
+    [pod] = cluster.pods_of()
+    wait_until(lambda: pod.status.get("phase") == "Running", "the pod to run")
+
+    assert cluster.drain() == [pod]
+
+    wait_until(lambda: pod.gone, "the drained pod to be removed")
+    assert pod.signals[:1] == [signal.SIGTERM]  # graceful first
+    failure = classify_pod_failure(pod.status)
+    assert isinstance(failure, Preemption)
+    assert "EvictionByEvictionAPI" in failure.cause
+    assert cluster.pods_of() == []

@@ -72,7 +72,7 @@ import kubernetes_validate
 import psutil
 import yaml
 
-from tests.support.http_server import serving
+from devkit.http_server import serving
 from trainyard.manifest.units import parse_memory
 
 HOST = "127.0.0.1"
@@ -338,6 +338,26 @@ class FakeKubernetes:
             )
             self._event(pod, "Warning", "Evicted", "The node was low on resource: memory.")
             self._terminate(pod, grace_seconds)
+
+    def drain(self) -> list[FakePod]:
+        """`kubectl drain` of the node: each running pod is evicted through the Eviction API
+        (condition DisruptionTarget, reason EvictionByEvictionAPI; deleted with its grace
+        period). The node takes new pods again at once, as its replacement would."""
+        with self.lock:
+            running = [
+                pod
+                for pod in self.pods.values()
+                if pod.process is not None and not pod.terminated and not pod.gone
+            ]
+            for pod in running:
+                pod.set_condition(
+                    "DisruptionTarget",
+                    "True",
+                    "EvictionByEvictionAPI",
+                    "Eviction API: evicting",
+                )
+                self.delete_pod(pod.namespace, pod.name, None)
+        return running
 
     def oom_kill(self, pod: FakePod) -> None:
         """The container outgrew its memory limit: the kernel kills it at once."""

@@ -1,4 +1,4 @@
-"""Serving a test's fake HTTP API from a thread of the test process."""
+"""Serving a fake HTTP API (a test's, the soak's fake Kubernetes) from a thread of this process."""
 
 from __future__ import annotations
 
