@@ -1,4 +1,6 @@
-"""A small fake Kubernetes API server with a fake kubelet, for tests without a cluster.
+"""A small fake Kubernetes API server with a fake kubelet, for tests and the chaos soak
+(bench/soak.py) without a cluster: it lives in the dev package, not under tests/, because the
+benchmarks may not import the tests (import-linter).
 
 It serves, over HTTP on 127.0.0.1, exactly the core/v1 endpoints that the provider's
 KubernetesPodOperator and PodManager (cncf-kubernetes 10.25, deferrable mode) and its trigger's
@@ -35,7 +37,9 @@ request does not fit, or whose node selector the node does not match, stays Pend
 PodScheduled False (Unschedulable), as the scheduler leaves it (the fake schedules each pod
 once: a pod that did not fit stays Pending even after capacity frees up). Faults: `evict` (the
 kubelet's eviction: SIGTERM, SIGKILL after the grace period, then phase Failed, reason Evicted
-and a DisruptionTarget condition), `oom_kill` (SIGKILL, container reason OOMKilled), an unknown
+and a DisruptionTarget condition), `drain` (`kubectl drain`: every running pod evicted through
+the Eviction API, DisruptionTarget EvictionByEvictionAPI, and deleted with its grace period),
+`oom_kill` (SIGKILL, container reason OOMKilled), an unknown
 image (ErrImagePull) or an invalid image name (InvalidImageName), a missing Secret
 (CreateContainerConfigError). The kubelet also enforces what a node does: a container whose
 processes hold more resident memory than its memory limit is OOMKilled (sampled with psutil,

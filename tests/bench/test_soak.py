@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import Context, console
-from bench.soak import FAULTS, Soak, epochs_per_framework, soak_deployment
+from bench.soak import FAULTS, KUBERNETES, Soak, epochs_per_framework, soak_deployment
 from devkit.s3_server import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Serve
                 s3_server,
                 epochs,
                 parallel=3,
-                fault_every=40,
+                fault_every=30,
                 seed=3,
                 kubernetes=kubernetes,
             )
@@ -37,6 +37,7 @@ def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Serve
 
     kinds = {injected.fault for injected in report.injected}
     assert len(kinds) >= len(FAULTS) // 2, f"only {len(kinds)} kinds of fault were injected"
+    assert any(fault.backend == KUBERNETES for fault in kinds), "no Kubernetes fault landed"
     assert not report.split_brains
     assert not report.lost
     assert not report.duplicated
