@@ -17,13 +17,22 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import checkpoint_cost, control_plane, frameworks, overhead, recovery, storage_path
+from bench import (
+    checkpoint_cost,
+    control_plane,
+    frameworks,
+    large_checkpoints,
+    overhead,
+    recovery,
+    storage_path,
+)
 from bench.common import Context, Table, console, load_average, machine_facts, markdown, print_table
 
 #: In this order: those without Airflow first, the bursts (which can break Airflow) last.
 BENCHMARKS: dict[str, Callable[[Context], list[Table]]] = {
     "storage_path": storage_path.run,
     "checkpoint_cost": checkpoint_cost.run,
+    "large_checkpoints": large_checkpoints.run,
     "control_plane_parsing": control_plane.parsing,
     "overhead": overhead.run,
     "frameworks": frameworks.run,
