@@ -101,11 +101,15 @@ class Fault:
     per_job: bool
     backend: str | None = None
     ends_job: bool = False
+    #: It kills what the LocalExecutor's scheduler holds: the CeleryExecutor's tasks run in
+    #: its workers, outside the scheduler's process group, and train on.
+    spares_celery_tasks: bool = False
 
-    def right_for(self, backend: str) -> frozenset[str]:
-        """A control-plane fault may leave a Kubernetes learner untouched: its pods run on
-        outside Airflow, and its deferred task reattaches to them."""
-        if backend == KUBERNETES and not self.per_job:
+    def right_for(self, backend: str, celery: bool) -> frozenset[str]:
+        """A control-plane fault may leave a Kubernetes learner untouched (its pods run on
+        outside Airflow, and its deferred task reattaches to them), and one that spares the
+        CeleryExecutor's tasks leaves theirs untouched."""
+        if (backend == KUBERNETES and not self.per_job) or (celery and self.spares_celery_tasks):
             return self.right | {UNHARMED}
         return self.right
 
@@ -130,7 +134,12 @@ FAULTS = (
     ),
     Fault("pod deleted", frozenset({"preemption"}), per_job=True, backend=KUBERNETES),
     Fault("node drained", frozenset({"preemption"}), per_job=False, backend=KUBERNETES),
-    Fault("scheduler killed with its process group", frozenset({LOST, "preemption"}), False),
+    Fault(
+        "scheduler killed with its process group",
+        frozenset({LOST, "preemption"}),
+        per_job=False,
+        spares_celery_tasks=True,
+    ),
     Fault("triggerer killed", frozenset({UNHARMED}), per_job=False),
     # Down longer than the task supervisors' heartbeat tolerance (3 failures, ~15 s): Airflow
     # stops the running tasks, whose learners commit a final checkpoint. A task stopped while
@@ -333,7 +342,8 @@ class Soak:
             self._hit_plane(fault)
         else:
             return None
-        right = {job_id: fault.right_for(self.backend_of(job_id)) for job_id in alive}
+        celery = self.cluster.env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor"
+        right = {job_id: fault.right_for(self.backend_of(job_id), celery) for job_id in alive}
         injected = Injected(fault, time.time(), alive, right)
         self.hit.update(alive.items())
         self.injected.append(injected)
