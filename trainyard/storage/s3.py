@@ -79,11 +79,17 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | ServerError | InvalidResponseError)
 
 
+#: Connections kept per host: a checkpoint commit uploads 4 files at once, each in up to 3
+#: parts at once (minio's `num_parallel_uploads`); with fewer, urllib3 discards connections
+#: and opens new ones mid-upload ("Connection pool is full").
+POOL_SIZE = 16
+
+
 def _http_client() -> urllib3.PoolManager:
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
         retries=False,
-        maxsize=10,
+        maxsize=POOL_SIZE,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
     )
