@@ -320,14 +320,35 @@ class Soak:
     def backend_of(self, job_id: str) -> str:
         return KUBERNETES if self.jobs[job_id].tenant == ON_KUBERNETES else LOCAL
 
+    def concluding(self, backend: str | None) -> dict[str, int]:
+        """Attempts whose end is not recorded yet, learners alive or not: a control-plane fault
+        can still cost one its record (a lost try) while its task concludes it, after its
+        learners have ended. Not read while storage is down (the read would wait it out)."""
+        if self.later:
+            return {}
+        found = {}
+        for job in self.running():
+            if backend not in (None, self.backend_of(job.job_id)):
+                continue
+            with contextlib.suppress(Exception):  # Airflow or storage may be down mid-fault
+                record = load_record(self.deployment.stores[job.tenant], job.job_id)
+                if record is None or not record.current_attempt:
+                    continue
+                if all(entry.attempt != record.current_attempt for entry in record.attempts):
+                    found[job.job_id] = record.current_attempt
+        return found
+
     def inject(self, fault: Fault) -> Injected | None:
-        """A learner's fault hits an attempt no fault hit yet; the control plane's (or the
-        node's) hit every live attempt there (each is judged by the last fault that hit it)."""
+        """A learner's fault hits a live attempt no fault hit yet; the control plane's (or the
+        node's) hit every attempt there that is live or not yet recorded (each is judged by the
+        last fault that hit it)."""
         alive = {
             job_id: max(attempts)
             for job_id, attempts in live_attempts().items()
             if job_id in self.jobs and fault.backend in (None, self.backend_of(job_id))
         }
+        if not fault.per_job:
+            alive = {**self.concluding(fault.backend), **alive}
         if fault.per_job:
             fresh = sorted(
                 job_id for job_id, attempt in alive.items() if (job_id, attempt) not in self.hit
