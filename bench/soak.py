@@ -347,8 +347,6 @@ class Soak:
             for job_id, attempts in live_attempts().items()
             if job_id in self.jobs and fault.backend in (None, self.backend_of(job_id))
         }
-        if not fault.per_job:
-            alive = {**self.concluding(fault.backend), **alive}
         if fault.per_job:
             fresh = sorted(
                 job_id for job_id, attempt in alive.items() if (job_id, attempt) not in self.hit
@@ -359,10 +357,11 @@ class Soak:
             alive = {job_id: alive[job_id]}
             if not self._hit_learner(fault, job_id):
                 return None
-        elif alive:
-            self._hit_plane(fault)
         else:
-            return None
+            alive = {**self.concluding(fault.backend), **alive}
+            if not alive:
+                return None
+            self._hit_plane(fault)
         celery = self.cluster.env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor"
         right = {job_id: fault.right_for(self.backend_of(job_id), celery) for job_id in alive}
         injected = Injected(fault, time.time(), alive, right)
