@@ -404,6 +404,26 @@ def test_a_stop_signal_is_a_preemption_whoever_receives_it(
     assert CheckpointStore(store, LAYOUT).committed_steps() == [7, 8, 9]
 
 
+def test_a_stopped_command_still_checkpoints_on_sigterm_within_the_grace(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A command frozen by SIGSTOP (a hang the chaos soak injects) holds SIGTERM pending: the
+    runtime continues it, so it writes its final checkpoint at once instead of being killed
+    when the grace is over, while the job's next attempt starts beside it."""
+    proc = start_runtime(store, tmp_path, "wait", TRAINYARD_STOP_GRACE="60")
+    user_pid = wait_until_ready(proc)
+    os.kill(user_pid, signal.SIGSTOP)
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+
+    assert time.monotonic() - started < 30, "waited for the grace: the command stayed stopped"
+    assert "final checkpoint written" in output
+    assert CheckpointStore(store, LAYOUT).committed_steps() == [7]
+    assert outcome(store)["failure_class"] == "preemption"
+
+
 def test_a_superseded_attempt_stops_its_command_and_exits_without_writing(
     store: LocalStore, tmp_path: Path
 ) -> None:

@@ -177,9 +177,16 @@ class UserProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def _send(self, signum: int) -> None:
+        """Send `signum` to the command, then SIGCONT to its process group: a command that is
+        stopped (SIGSTOP, a debugger, a hang injected as one) would otherwise hold the stop
+        signal pending and checkpoint only once the grace is over and it is killed, while the
+        job's next attempt starts beside this one."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._signalled, signum)
+            # The command's process group (in a sandbox, its init continues the rest).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
 
     def wait(self) -> Finished:
         """Copy every output line to the learner log, then to stdout, until the command exits.

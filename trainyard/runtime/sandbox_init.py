@@ -4,10 +4,11 @@ bubblewrap runs it as `python -I -S init.py STATUS_FD COMMAND...`, so it uses th
 only (the sandbox holds no Trainyard code it could rely on). It is needed because bwrap alone
 loses two things: its own PID 1 ignores SIGTERM (a namespace's init only gets the signals it
 handles), and it reports a command killed by signal N as exit code 128 + N. This init passes
-SIGTERM, SIGINT and SIGHUP on to the command, reaps orphans, and writes to STATUS_FD (which the
-command does not inherit) one line `started`, or `error MESSAGE` when the command cannot
-start, then `returncode N` with N negative for a signal, as subprocess reports it. When it
-exits, the kernel kills whatever is left in the sandbox.
+SIGTERM, SIGINT and SIGHUP on to the command (and continues a stopped one), reaps orphans,
+and writes to STATUS_FD (which the command does not inherit) one line `started`, or
+`error MESSAGE` when the command cannot start, then `returncode N` with N negative for a
+signal, as subprocess reports it. When it exits, the kernel kills whatever is left in the
+sandbox.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ def main(argv: list[str]) -> int:
     except OSError as error:
         status.write(f"error {error.strerror}\n")
         return EXIT_CANNOT_START
+
+    def forward(signum: int, _frame: object) -> None:
+        os.kill(child, signum)
+        # A stopped (SIGSTOP) process would hold the signal pending until it is killed: every
+        # process of the sandbox but this one goes on, so the command can checkpoint now.
+        os.kill(-1, signal.SIGCONT)
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, _frame: os.kill(child, signum))
+        signal.signal(signum, forward)
     status.write("started\n")
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     while True:
