@@ -22,7 +22,7 @@ past it) does not count that job as lost.
 
 `make soak` runs it for 30 minutes on the embedded default and on the production-like
 deployment (`--production`: PostgreSQL, Redis, Celery); tests/bench/test_soak.py runs a
-3-minute profile in `make test`. Exit status 1 when a guarantee was broken.
+4-minute profile in `make test`. Exit status 1 when a guarantee was broken.
 """
 
 from __future__ import annotations

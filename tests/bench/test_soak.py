@@ -1,4 +1,4 @@
-"""The chaos soak's short profile (`make soak` runs the long ones): three minutes of faults of
+"""The chaos soak's short profile (`make soak` runs the long ones): four minutes of faults of
 every kind on the embedded default (one tenant's learners on the fake Kubernetes cluster), with
 nothing lost, duplicated or split, and every fault classed right."""
 
@@ -15,7 +15,7 @@ from devkit.s3_server import S3Server
 pytestmark = pytest.mark.e2e
 
 
-def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:
+def test_four_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:
     ctx = Context(tmp_path / "bench", quick=True, repeats=1, cheap_repeats=1, airflow_settings={})
     ctx.workdir.mkdir()
     try:
@@ -30,7 +30,7 @@ def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Serve
                 seed=3,
                 kubernetes=kubernetes,
             )
-            report = soak.run(minutes=3, drain_minutes=12)
+            report = soak.run(minutes=4, drain_minutes=12)
     finally:
         ctx.close()
     console.print(report.markdown())
