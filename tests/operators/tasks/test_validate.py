@@ -209,31 +209,34 @@ def test_a_scheduled_job_with_an_invalid_manifest_fails_fast_as_a_user_error() -
     assert failure.fix
 
 
+def bare_acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> LocalStore:
+    """Tenant acme (local storage, the bare backend, `settings` added) as the deployment, its
+    example code stored; its storage."""
+    storage = tmp_path / "acme"
+    tenant = {"name": "acme", "storage": {"kind": "local", "root": str(storage)}}
+    config = {
+        "work_dir": str(tmp_path / "work"),
+        "tenants": [{**tenant, "learner_backend": "bare", **settings}],
+    }
+    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
+    store = LocalStore(storage)
+    store.put_bytes("examples/pytorch-digits/train.py", b"print('training')\n")
+    return store
+
+
 def test_an_accepted_job_is_recorded_as_created_when_its_run_was_queued(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its queue time (`jobs.accounting`) then counts the wait for a run slot too."""
-    storage = tmp_path / "acme"
-    config = {
-        "work_dir": str(tmp_path / "work"),
-        "tenants": [
-            {
-                "name": "acme",
-                "storage": {"kind": "local", "root": str(storage)},
-                "learner_backend": "bare",
-            }
-        ],
-    }
-    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
-    LocalStore(storage).put_bytes("examples/pytorch-digits/train.py", b"print('training')\n")
+    store = bare_acme(tmp_path, monkeypatch)
     queued_at = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
     dag_run = SimpleNamespace(run_id="run-1", queued_at=queued_at)
     context = {"params": {"manifest": example_manifest("acme")}, "dag_run": dag_run}
 
     job_id = ValidateJobOperator(task_id="validate", tenant="acme").execute(cast(Context, context))
 
-    record = load_record(LocalStore(storage), job_id)
+    record = load_record(store, job_id)
     assert record is not None
     assert record.created_at == queued_at
 
@@ -243,22 +246,7 @@ def test_a_job_paused_while_queued_is_accepted_by_its_resume_run(
 ) -> None:
     """It was never validated nor its code snapshot taken: its resume run does both, under
     the job id it was paused as."""
-    storage = tmp_path / "acme"
-    config = {
-        "work_dir": str(tmp_path / "work"),
-        "tenants": [
-            {
-                "name": "acme",
-                "storage": {"kind": "local", "root": str(storage)},
-                "learner_backend": "bare",
-                "default_max_queued": "10m",
-            }
-        ],
-    }
-    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
-    store = LocalStore(storage)
-    store.put_bytes("examples/pytorch-digits/train.py", b"print('training')\n")
+    store = bare_acme(tmp_path, monkeypatch, default_max_queued="10m")
     job_id = "acme.digits.20261206-100000-ab12"
     queued = JobRecord.of_queued_run(
         job_id, "acme", "trainyard_acme", job_id, {"manifest": example_manifest("acme")}
