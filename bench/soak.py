@@ -65,8 +65,13 @@ from trainyard.storage import ObjectNotFound, ObjectStore
 LOST = "lost try"
 #: The attempt a fault hit went on as if nothing had happened.
 UNHARMED = "unharmed"
-#: An attempt a later fault hit again is judged by that one.
+#: An attempt a later fault hit again is judged by that one, against what is right for any of
+#: the faults that hit it (their effects pile up).
 HIT_AGAIN = "hit again by"
+#: A control-plane fault's effects land up to the task heartbeat timeout later (a task whose
+#: heartbeats failed while the plane was down is stopped then, devkit/airflow_env.py): an
+#: attempt that starts that soon after the fault is hit by it too (seconds).
+SETTLE_SECONDS = 30.0
 #: The checkpoint interval of every soak job (seconds).
 CHECKPOINT_INTERVAL = 10
 #: How long the S3 server stays down in an outage (seconds).
@@ -222,6 +227,9 @@ class Report:
             f"| goodput (training that advanced a checkpoint / learner time held) | "
             f"{self.goodput:.1%} |",
             "",
+            "An attempt several faults hit is listed under the last, and is right when it is "
+            "right for any of them (their effects pile up).",
+            "",
             "| fault | attempts hit | what the platform made of them | right |",
             "| --- | --- | --- | --- |",
         ]
@@ -311,9 +319,22 @@ class Soak:
                 job.state = job_status(self.client, store, job.job_id).state
 
     def sample(self) -> None:
+        settling = [
+            injected
+            for injected in self.injected
+            if not injected.fault.per_job
+            and injected.fault.right - {UNHARMED}  # one that harms nothing has no late effect
+            and time.time() - injected.at < SETTLE_SECONDS
+        ]
         for job_id, attempts in live_attempts().items():
-            if job_id in self.jobs and len(attempts) > 1:
+            if job_id not in self.jobs:
+                continue
+            if len(attempts) > 1:
                 self.split_brains.add(f"{job_id} (attempts {sorted(attempts)})")
+            for injected in settling:
+                if injected.fault.backend in (None, self.backend_of(job_id)):
+                    injected.hit.setdefault(job_id, max(attempts))
+                    injected.right.setdefault(job_id, self.right(injected.fault, job_id))
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -340,8 +361,9 @@ class Soak:
 
     def inject(self, fault: Fault) -> Injected | None:
         """A learner's fault hits a live attempt no fault hit yet; the control plane's (or the
-        node's) hit every attempt there that is live or not yet recorded (each is judged by the
-        last fault that hit it)."""
+        node's) hit every attempt there that is live or not yet recorded, or that starts within
+        SETTLE_SECONDS of it (`sample`). Each attempt is judged once, by the last fault that hit
+        it, against what is right for any that did."""
         alive = {
             job_id: max(attempts)
             for job_id, attempts in live_attempts().items()
@@ -362,13 +384,16 @@ class Soak:
             if not alive:
                 return None
             self._hit_plane(fault)
-        celery = self.cluster.env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor"
-        right = {job_id: fault.right_for(self.backend_of(job_id), celery) for job_id in alive}
+        right = {job_id: self.right(fault, job_id) for job_id in alive}
         injected = Injected(fault, time.time(), alive, right)
         self.hit.update(alive.items())
         self.injected.append(injected)
         console.print(f"{time.strftime('%X')} {fault.name}: {sorted(alive.items())}")
         return injected
+
+    def right(self, fault: Fault, job_id: str) -> frozenset[str]:
+        celery = self.cluster.env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor"
+        return fault.right_for(self.backend_of(job_id), celery)
 
     def _hit_learner(self, fault: Fault, job_id: str) -> bool:
         if fault.backend == KUBERNETES:
@@ -496,13 +521,17 @@ class Soak:
             held += jobs_account.learner_s
             if _trained_again_from_scratch(store, job.job_id, record.current_attempt):
                 duplicated.append(job.job_id)
-        last_hit = {hit: injected for injected in self.injected for hit in injected.hit.items()}
+        hits = sorted(self.injected, key=lambda injected: injected.at)
+        last_hit = {hit: injected for injected in hits for hit in injected.hit.items()}
         ended_by_faults: set[str] = set()
         for injected in self.injected:
             for job_id, attempt in injected.hit.items():
                 if last_hit[job_id, attempt] is not injected:
                     injected.given[job_id] = f"{HIT_AGAIN} {last_hit[job_id, attempt].fault.name}"
                     continue
+                injected.right[job_id] = frozenset().union(
+                    *(i.right[job_id] for i in self.injected if i.hit.get(job_id) == attempt)
+                )
                 job = self.jobs[job_id]
                 store = self.deployment.stores[job.tenant]
                 record = load_record(store, job_id)

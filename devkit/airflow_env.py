@@ -38,6 +38,8 @@ API_WORKERS = 2
 PARALLELISM = 32
 DB_POOL_SIZE = 5
 DB_MAX_OVERFLOW = 10
+#: The connection `trainyard_api` (operators/hooks/airflow_api.py) as the components read it.
+API_CONNECTION_VARIABLE = "AIRFLOW_CONN_TRAINYARD_API"
 
 
 def airflow_environment(
@@ -109,7 +111,7 @@ def airflow_environment(
         "TRAINYARD_CONFIG": str(trainyard_config),
         # The REST API for the max_queued deadline's callback in the triggerer
         # (operators/hooks/airflow_api.py).
-        "AIRFLOW_CONN_TRAINYARD_API": json.dumps(
+        API_CONNECTION_VARIABLE: json.dumps(
             {
                 "conn_type": "http",
                 "host": "127.0.0.1",
@@ -145,10 +147,11 @@ def tenant_storage_keys(env: Mapping[str, str]) -> set[str]:
 
 
 def api_server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The API server's environment: the components' without any tenant's storage keys. Its
+    """The API server's environment: the components' without any tenant's storage keys and
+    without the platform user of `trainyard_api` (the server needs no client of itself). Its
     web plugin opens a tenant's storage with the keys of the tenant's connection in the
     metadata DB (`trainyard tenants sync` wrote it); the tasks read their own environment."""
-    keys = tenant_storage_keys(env)
+    keys = tenant_storage_keys(env) | {API_CONNECTION_VARIABLE}
     return {name: value for name, value in env.items() if name not in keys}
 
 

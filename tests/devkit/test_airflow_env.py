@@ -1,5 +1,5 @@
-"""The API server's environment holds no tenant's storage keys; the other components' keep
-theirs."""
+"""The API server's environment holds no tenant's storage keys and no platform user's
+password; the other components' keep theirs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from devkit.airflow_env import api_server_environment, tenant_storage_keys
 
 
-def test_the_api_server_loses_every_s3_tenants_keys_and_connection(tmp_path: Path) -> None:
+def test_the_api_server_loses_every_s3_tenants_keys_and_the_api_connection(tmp_path: Path) -> None:
     tenants = [
         {
             "name": "acme-corp",
@@ -31,6 +31,7 @@ def test_the_api_server_loses_every_s3_tenants_keys_and_connection(tmp_path: Pat
         "TRAINYARD_S3_ACME_SECRET_KEY": "acme-secret",
         "AIRFLOW_CONN_TRAINYARD_STORAGE_ACME_CORP": '{"login": "AKIA-ACME"}',
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW_CONN_TRAINYARD_API": '{"login": "platform", "password": "platform-secret"}',
     }
 
     served = api_server_environment(env)
@@ -39,5 +40,5 @@ def test_the_api_server_loses_every_s3_tenants_keys_and_connection(tmp_path: Pat
         "TRAINYARD_CONFIG": str(config),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     }
-    assert tenant_storage_keys(env) == env.keys() - served.keys()
-    assert len(env) == 5  # the other components' environment is left as it was
+    assert tenant_storage_keys(env) | {"AIRFLOW_CONN_TRAINYARD_API"} == env.keys() - served.keys()
+    assert len(env) == 6  # the other components' environment is left as it was
