@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from trainyard.failures import TrainyardFailure
 from trainyard.jobs.layout import RunMode
 from trainyard.manifest.schema import JobManifest
+from trainyard.manifest.sweep import parameter_environment
 from trainyard.runtime.process import DEFAULT_STOP_GRACE_S
 from trainyard.runtime.sandbox import SandboxNetwork
 from trainyard.storage.config import S3StorageConfig, StorageConfig, StorageCredentials
@@ -62,6 +63,8 @@ class LearnerSpec:
     # Local learners: the Python of the framework's environment (backends/local/environments.py);
     # None: the backend's own interpreter.
     python: Path | None = None
+    # The job's hyper-parameters as the command gets them: TRAINYARD_PARAM_<NAME> -> value.
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def learner_grace(self) -> int:
@@ -92,6 +95,7 @@ class LearnerSpec:
             "TRAINYARD_WATCHDOG_STARTUP": str(self.watchdog_startup),
             "TRAINYARD_WORK_DIR": str(self.work_dir),
             "TRAINYARD_STOP_GRACE": f"{self.stop_grace:g}",
+            **self.parameters,
         }
         if isinstance(storage, S3StorageConfig):
             if self.credentials is None:
@@ -225,7 +229,7 @@ class LearnerBackend(ABC):
             job_id=job_id,
             tenant=tenant.name,
             mode=mode,
-            command=command,
+            command=manifest.filled(command),
             attempt=attempt,
             num_learners=resources.learners_in(mode),
             checkpoint_interval=manifest.checkpoint.interval,
@@ -240,6 +244,7 @@ class LearnerBackend(ABC):
             watchdog_startup=manifest.watchdog_startup or tenant.default_watchdog_startup,
             credentials=credentials,
             stop_grace=self.config.stop_grace_seconds,
+            parameters=parameter_environment(manifest.hyperparameters),
         )
 
 

@@ -191,8 +191,11 @@ _STEP_FOLDER = re.compile(r"step-(\d+)")
 _METRICS_NAME = re.compile(r"metrics-attempt-(\d+)\.jsonl")
 _UTILISATION_NAME = re.compile(r"utilisation-attempt-(\d+)-rank-(\d+)\.jsonl")
 
+#: `<tenant>.<name>.<suffix>`; a sweep's trial adds `.t<N>` to its sweep's id
+#: (trainyard.sweeps.trials).
 JOB_ID_PATTERN = re.compile(
-    r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)\.(?P<suffix>[a-z0-9-]+)$"
+    r"^(?P<tenant>[a-z0-9-]+)\.(?P<name>[a-z0-9-]+)"
+    r"\.(?P<suffix>[a-z0-9-]+(?:\.t[1-9][0-9]{0,3})?)$"
 )
 
 

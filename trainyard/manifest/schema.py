@@ -46,6 +46,13 @@ from trainyard.limits import (
     key_length_problem,
     shorten,
 )
+from trainyard.manifest.sweep import (
+    ParameterName,
+    ParameterValue,
+    SweepSpec,
+    fill_placeholders,
+    placeholder_problems,
+)
 from trainyard.manifest.units import format_bytes, parse_cpu, parse_duration, parse_memory
 from trainyard.safe_yaml import load_yaml
 from trainyard.storage.base import check_key
@@ -363,6 +370,45 @@ class JobManifest(_Strict):
         description="how long the job may wait for its tenant's quota before its learners "
         "first start; then it fails as deadline (default: the tenant's default_max_queued)",
     )
+    hyperparameters: dict[ParameterName, ParameterValue] = Field(
+        default_factory=dict,
+        description="values the commands name as {name} placeholders, also given to the "
+        "learners as TRAINYARD_PARAM_<NAME> (a sweep's trial gets the values it drew here)",
+    )
+    sweep: SweepSpec | None = Field(
+        default=None,
+        description="search these parameters instead: each trial is a job of its own",
+    )
+
+    def filled(self, command: str) -> str:
+        """`command` (the training or the evaluation command) with the hyperparameters filled
+        in; a manifest without hyperparameters or a sweep keeps its braces as written."""
+        if not (self.hyperparameters or self.sweep):
+            return command
+        return fill_placeholders(command, self.hyperparameters)
+
+    def placeholder_problems(self) -> list[tuple[str, str]]:
+        """(field, problem) for each placeholder no parameter gives, and each parameter both
+        fixed and swept. Only a manifest with hyperparameters or a sweep has placeholders."""
+        if not (self.hyperparameters or self.sweep):
+            return []
+        swept = set(self.sweep.parameters) if self.sweep else set()
+        known = set(self.hyperparameters) | swept
+        problems = [
+            (f"sweep.parameters.{name}", "is also in hyperparameters: remove it from one of them")
+            for name in sorted(swept & set(self.hyperparameters))
+        ]
+        problems += [("command", problem) for problem in placeholder_problems(self.command, known)]
+        if self.evaluation is not None:
+            problems += [
+                ("evaluation.command", problem)
+                for problem in placeholder_problems(self.evaluation.command, known)
+            ]
+        if self.sweep is not None and self.schedule is not None:
+            problems.append(
+                ("sweep", "a scheduled job cannot sweep: run the sweep with trainyard submit")
+            )
+        return problems
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -383,9 +429,21 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _tagged_member(annotation: Any, discriminator: str, tag: str) -> type[BaseModel] | None:
     for member in get_args(annotation):
         field = member.model_fields.get(discriminator) if _model_of(member) else None
-        if field is not None and field.default == tag:
+        if field is not None and (field.default == tag or tag in get_args(field.annotation)):
             return member
     return None
+
+
+def _element_annotation(annotation: Any) -> tuple[Any, str | None]:
+    """A list's or dict's element type, and its union's discriminator if it has one
+    (`Annotated[A | B, Field(discriminator=...)]`)."""
+    if get_origin(annotation) is Annotated:
+        inner, *metadata = get_args(annotation)
+        for info in metadata:
+            if isinstance(getattr(info, "discriminator", None), str):
+                return inner, info.discriminator
+        return inner, None
+    return annotation, None
 
 
 def _describe_location(
@@ -401,6 +459,8 @@ def _describe_location(
     discriminator: str | None = None
     owner: type[BaseModel] | None = None
     for part in loc:
+        if part == "[key]":  # pydantic's mark of a dict key that failed: the key names it
+            continue
         if discriminator and isinstance(part, str):
             member = _tagged_member(current, discriminator, part)
             if member is not None:
@@ -416,7 +476,7 @@ def _describe_location(
             )
         else:
             args = get_args(_strip_optional(current))
-            current, discriminator = (args[-1] if args else None), None
+            current, discriminator = _element_annotation(args[-1] if args else None)
             owner = None
     return ".".join(path), owner
 
@@ -488,9 +548,12 @@ def parse_manifest(source: str | Mapping[str, Any]) -> JobManifest:
     """
     document = load_document(source, "the manifest")
     try:
-        return JobManifest.model_validate(document)
+        manifest = JobManifest.model_validate(document)
     except ValidationError as error:
         raise ManifestError(validation_problems(error, JobManifest)) from error
+    if problems := manifest.placeholder_problems():
+        raise ManifestError(problems)
+    return manifest
 
 
 def read_manifest_file(path: Path) -> JobManifest:

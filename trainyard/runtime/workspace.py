@@ -16,6 +16,8 @@ from trainyard.runtime.settings import RuntimeSettings
 
 # Variables user code may rely on; every other TRAINYARD_* variable (storage config and
 # credentials included) is the runtime's business and is not passed on.
+#: The job's hyper-parameters, one variable each (TRAINYARD_PARAM_LR): passed on to the command.
+PARAMETER_VARIABLE_PREFIX = "TRAINYARD_PARAM_"
 PUBLIC_VARIABLES = (
     "TRAINYARD_JOB_ID",
     "TRAINYARD_TENANT",
@@ -120,7 +122,11 @@ class Workspace:
         """The inherited environment minus runtime internals, plus the public contract."""
         env = {k: v for k, v in inherited.items() if not k.startswith("TRAINYARD_")}
         env.update(
-            {k: v for k, v in inherited.items() if k in PUBLIC_VARIABLES},
+            {
+                k: v
+                for k, v in inherited.items()
+                if k in PUBLIC_VARIABLES or k.startswith(PARAMETER_VARIABLE_PREFIX)
+            },
             TRAINYARD_JOB_ID=settings.job_id,
             TRAINYARD_TENANT=settings.tenant,
             TRAINYARD_DATA_DIR=str(self.data),

@@ -249,6 +249,50 @@ def test_run_executes_the_command_and_publishes_results(
     assert judge_attempt(local_store, spec, ends(exits)) is None
 
 
+PARAMETERS_SCRIPT = """
+import json, os, sys
+print("argv " + json.dumps(sys.argv[1:]), flush=True)
+given = {k: v for k, v in os.environ.items() if k.startswith("TRAINYARD_PARAM_")}
+print("env " + json.dumps(given, sort_keys=True), flush=True)
+"""
+
+
+def test_a_jobs_hyperparameters_reach_its_command_filled_in_and_as_variables(
+    local_store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Environments, "prepare", lambda self, framework, on_output: Path("/x"))
+    manifest = parse_manifest(
+        example_manifest("acme")
+        | {
+            "command": "python main.py --lr {lr} --name {name}",
+            "hyperparameters": {"lr": 0.01, "name": "two words; ls", "fast": False},
+        }
+    )
+    planned = local_backend(tmp_path).learner_spec(
+        manifest, job_id=JOB_ID, mode=RunMode.TRAIN, attempt=1, credentials=None, on_output=print
+    )
+    job_with_code(local_store, PARAMETERS_SCRIPT)
+    spec = make_spec(
+        LocalStorageConfig(root=local_store.root),
+        tmp_path / "work",
+        command=planned.command,
+        parameters=planned.parameters,
+        num_learners=1,
+    )
+    lines: list[str] = []
+
+    exits = local_backend(tmp_path).run(spec, on_output=lines.append)
+
+    assert exits == [LearnerExit(0)], "\n".join(lines)
+    assert 'argv ["--lr", "0.01", "--name", "two words; ls"]' in lines
+    expected = {
+        "TRAINYARD_PARAM_FAST": "false",
+        "TRAINYARD_PARAM_LR": "0.01",
+        "TRAINYARD_PARAM_NAME": "two words; ls",
+    }
+    assert f"env {json.dumps(expected, sort_keys=True)}" in lines
+
+
 def test_stop_ends_a_running_learner_gracefully(local_store: LocalStore, tmp_path: Path) -> None:
     job_with_code(local_store, SLEEPER)
     spec = make_spec(LocalStorageConfig(root=local_store.root), tmp_path / "work", num_learners=1)

@@ -1,0 +1,181 @@
+"""A sweep's search: Optuna's samplers and pruners over the manifest's `sweep` section.
+
+The study (an Optuna study named after the sweep's id) lives in the database the deployment
+gives it: the platform's PostgreSQL (the embedded default's own), SQLite in unit tests. It is
+the search's memory: which values each trial drew, the metric each reported per step (what
+the median rule and ASHA compare), and how each ended. Each trial's job is the truth about the
+trial itself; `trainyard.sweeps.trials` ties the two together.
+
+Trial numbers here are Optuna's (from 0); a trial's job id counts from 1 (`<sweep id>.t1`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
+from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
+from optuna.trial import TrialState
+
+from trainyard.manifest.sweep import (
+    Algorithm,
+    ChoiceParameter,
+    EarlyStoppingRule,
+    Goal,
+    IntParameter,
+    LogUniformParameter,
+    Parameter,
+    ParameterValue,
+    SweepSpec,
+    UniformParameter,
+    grid_values,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class TrialEnd(StrEnum):
+    """How a trial ended, for the study."""
+
+    COMPLETE = "complete"  # trained; its metric counts
+    PRUNED = "pruned"  # stopped early by the early-stopping rule
+    FAILED = "failed"  # its job failed (a user error, a used-up retry budget, a deadline)
+
+
+_STATES = {
+    TrialEnd.COMPLETE: TrialState.COMPLETE,
+    TrialEnd.PRUNED: TrialState.PRUNED,
+    TrialEnd.FAILED: TrialState.FAIL,
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A trial as the study knows it."""
+
+    number: int  # Optuna's, from 0
+    values: dict[str, ParameterValue]
+    state: str  # running, complete, pruned, failed
+    metric: float | None  # the final value (complete), else the last one reported
+    last_step: int | None  # the last step it reported
+
+
+def distribution(parameter: Parameter) -> BaseDistribution:
+    """The Optuna distribution of one parameter."""
+    if isinstance(parameter, UniformParameter):
+        return FloatDistribution(parameter.low, parameter.high)
+    if isinstance(parameter, LogUniformParameter):
+        return FloatDistribution(parameter.low, parameter.high, log=True)
+    if isinstance(parameter, IntParameter):
+        return IntDistribution(parameter.low, parameter.high, step=parameter.step)
+    assert isinstance(parameter, ChoiceParameter)
+    return CategoricalDistribution(parameter.values)
+
+
+def sampler(spec: SweepSpec) -> BaseSampler:
+    if spec.algorithm is Algorithm.GRID:
+        grid = {name: grid_values(parameter) for name, parameter in spec.parameters.items()}
+        return GridSampler(grid, seed=spec.seed)
+    if spec.algorithm is Algorithm.TPE:
+        return TPESampler(seed=spec.seed)
+    return RandomSampler(seed=spec.seed)
+
+
+def pruner(spec: SweepSpec) -> BasePruner:
+    rule = spec.early_stopping
+    if rule.rule is EarlyStoppingRule.MEDIAN:
+        # Judged once two trials have reported, past every trial's first min_steps steps.
+        return MedianPruner(n_startup_trials=2, n_warmup_steps=rule.min_steps)
+    if rule.rule is EarlyStoppingRule.ASHA:
+        return SuccessiveHalvingPruner(
+            min_resource=rule.min_steps, reduction_factor=rule.reduction_factor
+        )
+    return NopPruner()
+
+
+class SweepSearch:
+    """The study of one sweep: draws trials, hears their metric, ends them."""
+
+    def __init__(self, spec: SweepSpec, sweep_id: str, storage_url: str) -> None:
+        """Open the sweep's study, creating it on first use (a controller started again after
+        a crash finds it as it was)."""
+        self.spec = spec
+        self.study = optuna.create_study(
+            storage=storage_url,
+            study_name=sweep_id,
+            sampler=sampler(spec),
+            pruner=pruner(spec),
+            direction=spec.goal.value,
+            load_if_exists=True,
+        )
+        self._space = {name: distribution(p) for name, p in spec.parameters.items()}
+        # Optuna's storage API: a trial of another process is reached by its id.
+        self._storage = self.study._storage
+
+    def draw(self) -> Trial:
+        """A new trial with the values the sampler chose for it."""
+        trial = self.study.ask(self._space)
+        return Trial(trial.number, dict(trial.params), "running", None, None)
+
+    def trials(self) -> list[Trial]:
+        """Every trial drawn so far, in the order drawn."""
+        trials = []
+        for frozen in self.study.get_trials(deepcopy=False):
+            reported = frozen.intermediate_values
+            last_step = max(reported) if reported else None
+            metric = frozen.value
+            if metric is None and last_step is not None:
+                metric = reported[last_step]
+            state = _state_name(frozen.state)
+            trials.append(Trial(frozen.number, dict(frozen.params), state, metric, last_step))
+        return trials
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        """Record a running trial's metric at `step`; say whether the rule stops it now."""
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number
+        )
+        trial = optuna.trial.Trial(self.study, trial_id)
+        if step not in self._storage.get_trial(trial_id).intermediate_values:
+            trial.report(value, step)  # (again after a restart: the first value stands)
+        return bool(trial.should_prune())
+
+    def finish(self, number: int, end: TrialEnd, metric: float | None) -> None:
+        """Record how a trial ended (once: a second call, after a restart, changes nothing).
+        A completed trial without its metric counts as failed: the search cannot rank it."""
+        if end is TrialEnd.COMPLETE and metric is None:
+            end = TrialEnd.FAILED
+        self.study.tell(
+            number,
+            metric if end is TrialEnd.COMPLETE else None,
+            state=_STATES[end],
+            skip_if_finished=True,
+        )
+
+    def best(self) -> Trial | None:
+        """The completed trial with the best metric (None: none completed)."""
+        done = [
+            (t.metric, t) for t in self.trials() if t.state == "complete" and t.metric is not None
+        ]
+        if not done:
+            return None
+        pick = min if self.spec.goal is Goal.MINIMIZE else max
+        return pick(done, key=lambda scored: scored[0])[1]
+
+
+def _state_name(state: TrialState) -> str:
+    return {
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "running",
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+    }[state]
