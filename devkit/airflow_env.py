@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
+from devkit.metadata_db import SWEEPS_DATABASE
 from operators.deployment.auth_managers import AUTH_MANAGERS, AuthManagerName
 from trainyard.storage.config import S3StorageConfig
 from trainyard.tenancy.config import load_config
@@ -40,6 +42,8 @@ DB_POOL_SIZE = 5
 DB_MAX_OVERFLOW = 10
 #: The connection `trainyard_api` (operators/hooks/airflow_api.py) as the components read it.
 API_CONNECTION_VARIABLE = "AIRFLOW_CONN_TRAINYARD_API"
+#: The connection `trainyard_sweeps` (operators/hooks/sweeps.py).
+SWEEPS_CONNECTION_VARIABLE = "AIRFLOW_CONN_TRAINYARD_SWEEPS"
 
 
 def airflow_environment(
@@ -125,6 +129,7 @@ def airflow_environment(
         "TRAINYARD_PASSWORD": password,
     }
     env.update(_metadata_db(database_url, celery_broker_url))
+    env[SWEEPS_CONNECTION_VARIABLE] = sweeps_connection(database_url)
     if auth_manager == "simple":
         passwords_file = airflow_home / "simple_auth_manager_passwords.json"
         write_private(passwords_file, json.dumps({username: password}))
@@ -153,6 +158,23 @@ def api_server_environment(env: Mapping[str, str]) -> dict[str, str]:
     metadata DB (`trainyard tenants sync` wrote it); the tasks read their own environment."""
     keys = tenant_storage_keys(env) | {API_CONNECTION_VARIABLE}
     return {name: value for name, value in env.items() if name not in keys}
+
+
+def sweeps_connection(database_url: str) -> str:
+    """The connection `trainyard_sweeps` (JSON) to the sweeps' database on the metadata DB's
+    server: the same host (or unix socket directory), port and user."""
+    url = make_url(database_url)
+    host = url.host or str(url.query.get("host", ""))
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": host,
+            "port": url.port,
+            "login": url.username,
+            "password": url.password,
+            "schema": SWEEPS_DATABASE,
+        }
+    )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -29,6 +29,8 @@ with warnings.catch_warnings():
     from pgserver.utils import PostmasterInfo
 
 DATABASE = "airflow"
+#: The sweeps' Optuna studies (operators/hooks/sweeps.py): a database of the same server.
+SWEEPS_DATABASE = "trainyard_sweeps"
 #: Room for every component's pools ([database] sql_alchemy_pool_size + max_overflow, twice
 #: for the API server's async engine) with the burst sizing of `airflow_env`.
 MAX_CONNECTIONS = 200
@@ -38,7 +40,8 @@ ROOT_SYSTEM_USER = "pgserver"
 
 def start_postgres(data_dir: Path) -> str:
     """Start the server in `data_dir` (created and initialised the first time; a running one
-    is reused) and return the SQLAlchemy URL of its `airflow` database."""
+    is reused) and return the SQLAlchemy URL of its `airflow` database (it also holds the
+    sweeps' database)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.PostgresServer(data_dir.resolve(), cleanup_mode=None)
     # Its exit hook only does pgserver's bookkeeping of handles (we stop the server
@@ -52,9 +55,10 @@ def start_postgres(data_dir: Path) -> str:
         restart = int(cursor.fetchone()[0]) < MAX_CONNECTIONS  # a fresh cluster: size it once
         if restart:
             cursor.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if cursor.fetchone() is None:
-            cursor.execute(f"CREATE DATABASE {DATABASE}")
+        for database in (DATABASE, SWEEPS_DATABASE):
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {database}")
     if restart:
         _pg_ctl(data_dir, "-l", str(server.log), "restart")
     return f"postgresql+psycopg2://postgres@/{DATABASE}?host={socket_dir}"

@@ -19,6 +19,7 @@ import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from devkit.cluster import free_ports
+from devkit.metadata_db import SWEEPS_DATABASE
 
 INSTALL_HINT = "install the Debian packages postgresql and redis-server (.ci/run does)"
 
@@ -40,7 +41,8 @@ def _as_postgres_user(command: list[str]) -> list[str]:
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """A fresh PostgreSQL cluster with an `airflow` database; yields its SQLAlchemy URL."""
+    """A fresh PostgreSQL cluster with an `airflow` database (and the sweeps'); yields the
+    SQLAlchemy URL of `airflow`."""
     bin_dir = _postgres_bin()
     (port,) = free_ports(1)
     # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
@@ -68,16 +70,17 @@ def postgres_server() -> Iterator[str]:
         "start",
     )
     try:
-        run(
-            str(bin_dir / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-U",
-            "airflow",
-            "airflow",
-        )
+        for database in ("airflow", SWEEPS_DATABASE):
+            run(
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "airflow",
+                database,
+            )
         yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")

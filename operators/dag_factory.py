@@ -33,12 +33,13 @@ from operators.tasks.register import RegisterModelOperator
 from operators.tasks.retry import LearnerRetryPolicy, TaskRetryPolicy
 from operators.tasks.stage_data import StageDataOperator
 from operators.tasks.submit import SubmitJobOperator
+from operators.tasks.sweep import SweepOperator, ValidateSweepOperator
 from operators.tasks.validate import InvalidJobOperator, ValidateJobOperator
 from trainyard.backends import LearnerBackend, ProcessBackend, RunMode, backend_for
 from trainyard.backends.kubernetes import KubernetesBackend
 from trainyard.jobs.tasks import TaskId
 from trainyard.manifest.schema import DataTrigger, JobManifest, parse_manifest
-from trainyard.manifest.submission import example_manifest
+from trainyard.manifest.submission import example_manifest, example_sweep_manifest
 from trainyard.tenancy.config import (
     ScheduledJob,
     TenantConfig,
@@ -48,6 +49,7 @@ from trainyard.tenancy.config import (
 )
 from trainyard.tenancy.names import (
     dag_access_control,
+    dag_id_for_sweeps,
     dag_id_for_tenant,
     dag_tags,
     data_asset_name,
@@ -58,6 +60,8 @@ from trainyard.tenancy.quotas import POOLED_TASKS, learner_pool
 
 log = logging.getLogger(__name__)
 
+#: Sweeps of one tenant at once (their trials count against its max_running_jobs).
+MAX_ACTIVE_SWEEPS = 8
 LEARNER_RETRY_POLICY = LearnerRetryPolicy(platform_retries=3, preemption_retries=10)
 STORAGE_RETRIES = 3
 
@@ -68,6 +72,14 @@ Each run trains one job. Trigger it with the form (edit the manifest, or overrid
 field), with `trainyard submit job.yaml`, or with
 `POST /api/v2/dags/{dag_id}/dagRuns` and `{{"conf": {{"manifest": {{...}}}}}}`.
 Follow it with `trainyard status <job-id>`; the job id is the XCom of the `validate` task.
+"""
+SWEEPS_DOC = """
+### Trainyard sweeps of tenant `{tenant}`
+
+Each run is one hyper-parameter sweep: a manifest with a `sweep` section. Its trials run as
+jobs of `{jobs_dag_id}` (ids `<sweep id>.t<N>`), at most `sweep.parallel` at once within the
+tenant's limits. Submit with `trainyard submit sweep.yaml`; follow it with
+`trainyard sweep show <sweep id>`. The `run_trials` task's XCom is the best trial's job id.
 """
 JOB_DOC = """
 ### Scheduled Trainyard job `{job}` of tenant `{tenant}`
@@ -233,6 +245,25 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
     return dag
 
 
+def build_sweeps_dag(tenant: TenantConfig) -> DAG:
+    """The DAG that runs the tenant's sweeps: each run accepts one sweep and runs its trials as
+    runs of the tenant's DAG (operators/tasks/sweep.py)."""
+    dag_id = dag_id_for_sweeps(tenant.name)
+    with _trainyard_dag(
+        dag_id,
+        tenant,
+        manifest=example_sweep_manifest(tenant.name),
+        schedule=None,
+        max_active_runs=MAX_ACTIVE_SWEEPS,
+        description=f"Trainyard sweeps of tenant {tenant.name}",
+        doc_md=SWEEPS_DOC.format(tenant=tenant.name, jobs_dag_id=dag_id_for_tenant(tenant.name)),
+        tags=["sweeps"],
+    ) as dag:
+        validate = ValidateSweepOperator(task_id=TaskId.VALIDATE, tenant=tenant.name)
+        SweepOperator(task_id=TaskId.RUN_TRIALS, tenant=tenant.name, job_id=validate.output)
+    return dag
+
+
 def build_scheduled_dag(tenant: TenantConfig, job: ScheduledJob, manifest: JobManifest) -> DAG:
     """The DAG of one scheduled job: cron-driven, or driven by new data under a path.
 
@@ -291,16 +322,22 @@ def tenant_dags(config: TrainyardConfig | None = None, only: str | None = None) 
     """Every training DAG of the deployment, by dag_id; with `only`, just what that DAG needs.
 
     A task process parses the DAG file to find its own DAG (Airflow's parsing context names
-    it): a task of a tenant's DAG builds that DAG alone, a scheduled job's task its tenant's
-    DAGs, instead of every tenant's DAGs and every scheduled manifest.
+    it): a task of a tenant's DAG (or its sweeps DAG) builds that DAG alone, a scheduled job's
+    task its tenant's DAGs, instead of every tenant's DAGs and every scheduled manifest.
     """
     config = config or load_config()
     tenants = [t for t in config.tenants if only is None or is_tenant_dag(only, t.name)]
+    # (A DAG built in a `with` block registers itself: build none that `only` does not need.)
+    for tenant in tenants:
+        if only == dag_id_for_sweeps(tenant.name):
+            return {only: build_sweeps_dag(tenant)}
     dags = {
         dag_id_for_tenant(t.name): build_tenant_dag(t, backend_for(config, t.name)) for t in tenants
     }
     if only is not None and only in dags:
         return {only: dags[only]}
+    if only is None:
+        dags |= {dag_id_for_sweeps(t.name): build_sweeps_dag(t) for t in tenants}
     for job in scheduled_jobs(config, [t.name for t in tenants]):
         tenant = config.tenant(job.tenant)
         if job.manifest is None:

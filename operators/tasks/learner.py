@@ -8,6 +8,7 @@ evaluate mode.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from datetime import UTC, datetime
@@ -15,8 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from operators.hooks.sweeps import SweepStudyHook
 from operators.tasks.base import TrainyardOperator, classified_failures, describe_failure
 from trainyard.backends import (
     LearnerBackend,
@@ -37,7 +39,11 @@ from trainyard.jobs.control import attempt_of_try, record_pause
 from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import JobManifest
+from trainyard.manifest.sweep import EarlyStoppingRule
 from trainyard.runtime.process import die_with_parent
+from trainyard.sweeps.record import load_sweep
+from trainyard.sweeps.search import SweepSearch
+from trainyard.sweeps.trials import EarlyStopWatch, record_pruned, trial_of
 
 
 class LearnerOperator(TrainyardOperator):
@@ -148,11 +154,18 @@ class LearnerOperator(TrainyardOperator):
         if timer is not None:
             timer.daemon = True
             timer.start()
+        watch = self.early_stop_watch(backend)
         try:
-            exits = backend.run(spec, on_output=self.log.info)
+            with watch or contextlib.nullcontext():
+                exits = backend.run(spec, on_output=self.log.info)
         finally:
             if timer is not None:
                 timer.cancel()
+        if watch is not None and watch.pruned.is_set():
+            with classified_failures():
+                record_pruned(self.store, self.job_id, attempt, started_at, watch.rule)
+            # No failure: the rest of the run (commit, evaluate, register) is skipped.
+            raise AirflowSkipException(f"{self.job_id} was pruned by its sweep ({watch.rule})")
         with classified_failures():
             ends = [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
             failure = judge_attempt(self.store, spec, ends)
@@ -162,6 +175,20 @@ class LearnerOperator(TrainyardOperator):
             used = learner_seconds(record.attempts, started_at, datetime.now(UTC))
             failure = runtime_exceeded(self.job_id, manifest.max_runtime, used)
         self.conclude_attempt(manifest, attempt, started_at, failure)
+
+    def early_stop_watch(self, backend: ProcessBackend) -> EarlyStopWatch | None:
+        """The watch of a sweep's trial whose sweep stops trials early (None otherwise): it
+        stops the learners (a final checkpoint) once the rule says so."""
+        trial = trial_of(self.job_id) if self.mode is RunMode.TRAIN else None
+        if trial is None:
+            return None
+        sweep_id, number = trial
+        with classified_failures():
+            sweep = load_sweep(self.store, sweep_id)
+            if sweep is None or sweep.spec.early_stopping.rule is EarlyStoppingRule.NONE:
+                return None
+            search = SweepSearch(sweep.spec, sweep_id, SweepStudyHook().storage_url())
+        return EarlyStopWatch(search, number, self.store, self.job_id, backend.stop)
 
     def check_limits(self, manifest: JobManifest, context: Context) -> float | None:
         """Fail a job that waited longer than `max_queued` before its learners ever started, or

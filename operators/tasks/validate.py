@@ -21,7 +21,7 @@ from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.submission import manifest_from_conf
 from trainyard.storage import StorageError
 from trainyard.tenancy.config import check_manifest_for_tenant
-from trainyard.tenancy.names import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
 
@@ -54,6 +54,13 @@ class ValidateJobOperator(TrainyardOperator):
         """Validate the run's conf into a job, snapshot its code and record it (created when
         its run was `submitted_at`, default now)."""
         manifest = manifest_from_conf(conf)
+        if manifest.sweep is not None:
+            raise UserError(
+                f"sweep: the manifest is a sweep, which runs as a run of "
+                f"{dag_id_for_sweeps(self.tenant)}, not of {self.dag_id}",
+                "submit it with trainyard submit (which chooses the DAG), or trigger "
+                f"{dag_id_for_sweeps(self.tenant)}",
+            )
         self.check_tenant(manifest)
         job_id = job_id_of_run(self.tenant, conf, run_id)
         layout = JobLayout(job_id)

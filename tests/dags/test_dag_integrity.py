@@ -13,7 +13,15 @@ from devkit.airflow_env import REPO_ROOT
 
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 #: Modules that must never load while the DAG processor parses a file.
-HEAVY_MODULES = ("torch", "great_expectations", "kubernetes", "minio", "pandas", "sklearn")
+HEAVY_MODULES = (
+    "torch",
+    "great_expectations",
+    "kubernetes",
+    "minio",
+    "pandas",
+    "sklearn",
+    "optuna",
+)
 
 PROBE = """
 import importlib.util, json, sys

@@ -141,6 +141,7 @@ def test_the_dag_file_loads_without_import_errors_despite_broken_manifests(
     ("only", "expected"),
     [
         pytest.param("trainyard_acme", {"trainyard_acme"}, id="a-tenants-dag"),
+        pytest.param("trainyard_acme.sweeps", {"trainyard_acme.sweeps"}, id="a-sweeps-dag"),
         pytest.param(
             "trainyard_acme__nightly",
             {

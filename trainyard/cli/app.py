@@ -18,7 +18,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trainyard.cli import data, envs, models, usage
+from trainyard.cli import data, envs, models, sweeps, usage
 from trainyard.cli.control import pause_by_id, resume_by_id
 from trainyard.cli.groups import add_installed_groups
 from trainyard.cli.session import AccessDenied, Session, console, format_cell, session
@@ -33,13 +33,14 @@ from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
 from trainyard.manifest.units import parse_duration
 from trainyard.tenancy.config import check_manifest_for_tenant
-from trainyard.tenancy.names import dag_id_for_tenant
+from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(envs.app, name="envs")
+app.add_typer(sweeps.app, name="sweep")
 app.command("usage")(usage.usage)
 add_installed_groups(app)
 
@@ -112,7 +113,8 @@ def submit(
     manifest_file: Annotated[Path, typer.Argument(help="The job manifest (YAML or JSON).")],
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
 ) -> None:
-    """Validate a job manifest, package its code and start the job. Prints the job id."""
+    """Validate a job manifest, package its code and start the job. Prints the job id (a
+    sweep's id for a manifest with a sweep section: its trials are jobs of their own)."""
     with session() as sess:
         manifest = read_manifest_file(manifest_file)
         tenant = check_manifest_for_tenant(manifest, sess.config)
@@ -130,9 +132,13 @@ def submit(
             else:
                 upload_directory(sess.store(tenant.name), code, prefix, "code.path")
             document["code"] = {"uri": prefix}
-        sess.client.trigger_run(dag_id_for_tenant(tenant.name), job_id, {"manifest": document})
+        dag_id = (dag_id_for_sweeps if manifest.sweep else dag_id_for_tenant)(tenant.name)
+        sess.client.trigger_run(dag_id, job_id, {"manifest": document})
         typer.echo(job_id)
-        if wait:
+        if wait and manifest.sweep:
+            if not sweeps.wait_for_sweep(sess, job_id, POLL_SECONDS):
+                raise typer.Exit(1)
+        elif wait:
             final = wait_for(sess, job_id)
             print_status(final)
             if final.state is not JobState.SUCCEEDED:

@@ -130,6 +130,7 @@ def resume_job(
             JobState.SUCCEEDED: "it succeeded: its model is committed (submit a new job to "
             "train again)",
             JobState.CANCELLED: "it was cancelled (submit it again)",
+            JobState.PRUNED: "its sweep stopped it early (pruned): it is not worth going on",
         }.get(state, "it has not ended (pause it first)")
         raise ValueError(f"{job_id} is {state.value} and cannot be resumed: {why}")
     step = CheckpointStore(store, JobLayout(job_id)).latest_step()

@@ -29,6 +29,8 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     PAUSED = "paused"
+    #: A sweep's trial its early-stopping rule stopped (trainyard.sweeps): no failure.
+    PRUNED = "pruned"
 
 
 class FailureInfo(BaseModel):

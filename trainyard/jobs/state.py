@@ -22,7 +22,9 @@ from trainyard.jobs.records import FailureInfo, JobRecord, JobState, change_reco
 from trainyard.storage.base import ObjectStore
 
 #: The states a job never leaves.
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PRUNED}
+)
 
 #: Airflow's run states (`DagRunState`) in Trainyard's names.
 _RUN_STATES = {
@@ -75,9 +77,14 @@ class JobView:
 
 def job_state(run: RunFacts | None, record: JobRecord | None) -> JobState:
     """The job's state: the run's, except that a job is cancelled (paused) once its record says
-    so or its run failed after a cancel (pause) request, and queued until `validate` accepted it
-    (wrote its record). Without a run (Airflow forgot it), the record's."""
-    if record is not None and record.state in (JobState.CANCELLED, JobState.PAUSED):
+    so or its run failed after a cancel (pause) request, pruned once its record says so, and
+    queued until `validate` accepted it (wrote its record). Without a run (Airflow forgot it),
+    the record's."""
+    if record is not None and record.state in (
+        JobState.CANCELLED,
+        JobState.PAUSED,
+        JobState.PRUNED,
+    ):
         return record.state
     if run is None:
         return record.state if record is not None else JobState.QUEUED

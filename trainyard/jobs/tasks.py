@@ -24,6 +24,8 @@ class TaskId(StrEnum):
     SUBMIT_JOB = "submit_job"
     #: The one task of the DAG standing in for a broken scheduled manifest.
     INVALID_MANIFEST = "invalid_manifest"
+    #: A sweep's controller (after its validate): it runs the trials as jobs.
+    RUN_TRIALS = "run_trials"
 
 
 #: Every task of a tenant's training DAG, in the order a run reaches them (for `trainyard logs`).

@@ -48,6 +48,23 @@ def example_manifest(tenant: str) -> dict[str, Any]:
     }
 
 
+def example_sweep_manifest(tenant: str) -> dict[str, Any]:
+    """The sweeps' trigger form's starting manifest: the digits example's learning rate
+    searched over 8 trials, 2 at once, the worst stopped early (ASHA)."""
+    return example_manifest(tenant) | {
+        "command": "python train.py --epochs 8 --lr {lr}",
+        "sweep": {
+            "parameters": {"lr": {"distribution": "log_uniform", "low": 1e-4, "high": 1e-1}},
+            "trials": 8,
+            "parallel": 2,
+            "algorithm": "random",
+            "metric": "loss",
+            "goal": "minimize",
+            "early_stopping": {"rule": "asha", "min_steps": 20},
+        },
+    }
+
+
 def manifest_from_conf(conf: object) -> JobManifest:
     """Build and validate the manifest of a run from its params/conf.
 

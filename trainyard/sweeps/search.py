@@ -11,19 +11,11 @@ Trial numbers here are Optuna's (from 0); a trial's job id counts from 1 (`<swee
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
-from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING, Any
 
 from trainyard.manifest.sweep import (
     Algorithm,
@@ -39,7 +31,11 @@ from trainyard.manifest.sweep import (
     grid_values,
 )
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+if TYPE_CHECKING:  # Optuna itself is imported where a search runs, not where DAGs are parsed
+    from optuna.distributions import BaseDistribution
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.trial import TrialState
 
 
 class TrialEnd(StrEnum):
@@ -48,13 +44,6 @@ class TrialEnd(StrEnum):
     COMPLETE = "complete"  # trained; its metric counts
     PRUNED = "pruned"  # stopped early by the early-stopping rule
     FAILED = "failed"  # its job failed (a user error, a used-up retry budget, a deadline)
-
-
-_STATES = {
-    TrialEnd.COMPLETE: TrialState.COMPLETE,
-    TrialEnd.PRUNED: TrialState.PRUNED,
-    TrialEnd.FAILED: TrialState.FAIL,
-}
 
 
 @dataclass(frozen=True)
@@ -70,6 +59,8 @@ class Trial:
 
 def distribution(parameter: Parameter) -> BaseDistribution:
     """The Optuna distribution of one parameter."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     if isinstance(parameter, UniformParameter):
         return FloatDistribution(parameter.low, parameter.high)
     if isinstance(parameter, LogUniformParameter):
@@ -81,6 +72,8 @@ def distribution(parameter: Parameter) -> BaseDistribution:
 
 
 def sampler(spec: SweepSpec) -> BaseSampler:
+    from optuna.samplers import GridSampler, RandomSampler, TPESampler
+
     if spec.algorithm is Algorithm.GRID:
         grid = {name: grid_values(parameter) for name, parameter in spec.parameters.items()}
         return GridSampler(grid, seed=spec.seed)
@@ -90,6 +83,8 @@ def sampler(spec: SweepSpec) -> BaseSampler:
 
 
 def pruner(spec: SweepSpec) -> BasePruner:
+    from optuna.pruners import MedianPruner, NopPruner, SuccessiveHalvingPruner
+
     rule = spec.early_stopping
     if rule.rule is EarlyStoppingRule.MEDIAN:
         # Judged once two trials have reported, past every trial's first min_steps steps.
@@ -107,6 +102,9 @@ class SweepSearch:
     def __init__(self, spec: SweepSpec, sweep_id: str, storage_url: str) -> None:
         """Open the sweep's study, creating it on first use (a controller started again after
         a crash finds it as it was)."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.spec = spec
         self.study = optuna.create_study(
             storage=storage_url,
@@ -140,12 +138,26 @@ class SweepSearch:
 
     def report(self, number: int, step: int, value: float) -> bool:
         """Record a running trial's metric at `step`; say whether the rule stops it now."""
+        return self.hear(number, [{"step": step, self.spec.metric: value}])
+
+    def hear(self, number: int, rows: Iterable[Mapping[str, Any]]) -> bool:
+        """Record the sweep's metric of each of a running trial's metric rows at its step (a
+        step heard before keeps its first value: a resumed attempt trains some steps again);
+        say whether the early-stopping rule stops the trial now."""
+        import optuna
+
         trial_id = self._storage.get_trial_id_from_study_id_trial_number(
             self.study._study_id, number
         )
         trial = optuna.trial.Trial(self.study, trial_id)
-        if step not in self._storage.get_trial(trial_id).intermediate_values:
-            trial.report(value, step)  # (again after a restart: the first value stands)
+        heard = set(self._storage.get_trial(trial_id).intermediate_values)
+        for row in rows:
+            step, value = row.get("step"), row.get(self.spec.metric)
+            if not isinstance(step, int) or isinstance(value, bool) or step in heard:
+                continue
+            if isinstance(value, int | float) and math.isfinite(value):
+                trial.report(float(value), step)
+                heard.add(step)
         return bool(trial.should_prune())
 
     def finish(self, number: int, end: TrialEnd, metric: float | None) -> None:
@@ -156,7 +168,7 @@ class SweepSearch:
         self.study.tell(
             number,
             metric if end is TrialEnd.COMPLETE else None,
-            state=_STATES[end],
+            state=_optuna_state(end),
             skip_if_finished=True,
         )
 
@@ -172,6 +184,8 @@ class SweepSearch:
 
 
 def _state_name(state: TrialState) -> str:
+    from optuna.trial import TrialState
+
     return {
         TrialState.RUNNING: "running",
         TrialState.WAITING: "running",
@@ -179,3 +193,13 @@ def _state_name(state: TrialState) -> str:
         TrialState.PRUNED: "pruned",
         TrialState.FAIL: "failed",
     }[state]
+
+
+def _optuna_state(end: TrialEnd) -> TrialState:
+    from optuna.trial import TrialState
+
+    return {
+        TrialEnd.COMPLETE: TrialState.COMPLETE,
+        TrialEnd.PRUNED: TrialState.PRUNED,
+        TrialEnd.FAILED: TrialState.FAIL,
+    }[end]

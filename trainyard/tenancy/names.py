@@ -39,10 +39,16 @@ def dag_id_for_job(tenant: str, job_name: str) -> str:
     return f"{dag_id_for_tenant(tenant)}__{_slug(job_name)}"
 
 
+def dag_id_for_sweeps(tenant: str) -> str:
+    """The id of the DAG that runs a tenant's sweeps: `trainyard_<tenant>.sweeps` (no tenant's
+    slug and no job's DAG id has a '.')."""
+    return f"{dag_id_for_tenant(tenant)}.sweeps"
+
+
 def is_tenant_dag(dag_id: str, tenant: str) -> bool:
-    """Whether `dag_id` is the tenant's DAG or one of its scheduled jobs' DAGs."""
+    """Whether `dag_id` is the tenant's DAG, its sweeps' or one of its scheduled jobs' DAGs."""
     own = dag_id_for_tenant(tenant)
-    return dag_id == own or dag_id.startswith(f"{own}__")
+    return dag_id in (own, dag_id_for_sweeps(tenant)) or dag_id.startswith(f"{own}__")
 
 
 def dag_tags(tenant: str) -> list[str]:

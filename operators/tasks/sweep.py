@@ -1,0 +1,131 @@
+"""The tasks of a tenant's sweeps DAG: accept the sweep, then run its trials as jobs.
+
+A sweep is one run of `trainyard_<tenant>.sweeps`; each of its trials is a run of the tenant's
+own DAG (`trainyard_<tenant>`), so it is a job like any other (record, checkpoints, attempts,
+retries, failure classes) and counts against the tenant's `max_running_jobs` and quotas.
+The controller task holds no worker slot between its looks: it defers on a timer, and each
+look (`trainyard.sweeps.controller.advance`) is idempotent, so a sweep goes on after a crash of
+its worker, the scheduler or the whole Airflow from what its study and its trials' runs say.
+It starts trials through the REST API (the connection `trainyard_api`, as the `max_queued`
+deadline does): a task cannot trigger more than one run through the Task SDK.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from operators.hooks.airflow_api import AirflowApiHook
+from operators.hooks.sweeps import SweepStudyHook
+from operators.tasks.base import TrainyardOperator, classified_failures
+from operators.tasks.validate import ValidateJobOperator
+from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import job_status
+from trainyard.failures import PlatformFault, UserError
+from trainyard.jobs.layout import job_id_for_run
+from trainyard.jobs.records import JobState
+from trainyard.manifest.submission import manifest_from_conf
+from trainyard.sweeps.controller import advance
+from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.sweeps.search import SweepSearch
+from trainyard.tenancy.names import dag_id_for_tenant
+
+#: Seconds between two looks of a sweep's controller at its trials.
+SWEEP_POLL_SECONDS = 10
+
+
+class ValidateSweepOperator(ValidateJobOperator):
+    """Validate a sweep's manifest as a job's (schema, tenant, quota, backend) and record the
+    sweep. Returns the sweep's id (XCom). Its trials' code is the sweep's snapshot."""
+
+    def accept(self, conf: Any, run_id: str, submitted_at: datetime | None = None) -> str:
+        manifest = manifest_from_conf(conf)
+        if manifest.sweep is None:
+            raise UserError(
+                f"sweep: {self.dag_id} runs sweeps, and the manifest has no sweep section",
+                f"add one, or run the job as a run of {dag_id_for_tenant(self.tenant)} "
+                "(trainyard submit chooses the DAG)",
+            )
+        self.check_tenant(manifest)
+        sweep_id = job_id_for_run(self.tenant, manifest.name, run_id)
+        if load_sweep(self.store, sweep_id) is None:
+            save_sweep(
+                self.store,
+                SweepRecord(
+                    sweep_id=sweep_id,
+                    tenant=self.tenant,
+                    dag_id=self.dag_id,
+                    dag_run_id=run_id,
+                    manifest=manifest.model_dump(mode="json"),
+                ),
+            )
+        self.log.info("sweep %s accepted: %s", sweep_id, manifest.sweep.model_dump_json())
+        return sweep_id
+
+
+class SweepOperator(TrainyardOperator):
+    """Run the sweep's trials to the end; return the best trial's job id (XCom). Fails when
+    no trial trained to the end (each trial's own status says why)."""
+
+    ui_color = "#efe6fb"
+
+    def __init__(self, *, poll_seconds: float = SWEEP_POLL_SECONDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context: Context) -> str | None:
+        return self.look(context)
+
+    def look(self, context: Context, event: Any = None) -> str | None:
+        """One look at the trials; then wait for the next (deferred) until the sweep ends."""
+        with classified_failures():
+            record = load_sweep(self.store, self.job_id)
+            if record is None:
+                raise PlatformFault(
+                    f"the record of sweep {self.job_id} is missing from {self.store.describe()}",
+                    "clear the run from its validate task",
+                )
+            search = SweepSearch(record.spec, record.sweep_id, SweepStudyHook().storage_url())
+            with AirflowApiHook().get_client() as client:
+                record = advance(
+                    record,
+                    search,
+                    self.store,
+                    lambda job_id: self._trial_state(client, job_id),
+                    lambda job_id, manifest: self._start_trial(client, job_id, manifest),
+                )
+            save_sweep(self.store, record)
+        counts = {state: [t.state for t in record.trials].count(state) for state in JobState}
+        self.log.info(
+            "sweep %s: %d of %d trials drawn; %s",
+            record.sweep_id,
+            len(record.trials),
+            record.spec.trials_to_run,
+            ", ".join(f"{n} {state.value}" for state, n in counts.items() if n),
+        )
+        if record.state is SweepState.RUNNING:
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=self.poll_seconds)),
+                method_name="look",
+            )
+        if record.state is SweepState.FAILED:
+            raise AirflowFailException(
+                f"no trial of sweep {record.sweep_id} trained to the end; "
+                f"'trainyard sweep show {record.sweep_id}' lists them and why each ended"
+            )
+        self.log.info("sweep %s: the best trial is %s", record.sweep_id, record.best_job_id)
+        return record.best_job_id
+
+    def _trial_state(self, client: AirflowClient, job_id: str) -> JobState | None:
+        try:
+            return job_status(client, self.store, job_id).state
+        except LookupError:
+            return None  # no run and no record: never started
+
+    def _start_trial(self, client: AirflowClient, job_id: str, manifest: dict[str, Any]) -> None:
+        self.log.info("starting trial %s", job_id)
+        client.trigger_run(dag_id_for_tenant(self.tenant), job_id, {"manifest": manifest})

@@ -1,0 +1,173 @@
+"""The sweep controller's look at its trials, against a real study and a tenant's storage:
+trials start up to `parallel`, each ended job ends its trial, and a controller started again
+after a crash starts no trial twice and loses none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.manifest.test_sweep import sweep_manifest
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import JobRecord, JobState, save_record
+from trainyard.manifest.schema import parse_manifest
+from trainyard.storage import join_key
+from trainyard.storage.local import LocalStore
+from trainyard.sweeps.controller import advance, final_metric
+from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.sweeps.search import SweepSearch
+
+SWEEP_ID = "acme.digits-mlp.20261207-101500-ab12"
+
+
+class Trials:
+    """The trials' jobs as the controller sees them: started ones queue, then the test ends
+    them."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.states: dict[str, JobState] = {}
+        self.started: list[str] = []
+        self.manifests: dict[str, dict[str, Any]] = {}
+
+    def state(self, job_id: str) -> JobState | None:
+        return self.states.get(job_id)
+
+    def start(self, job_id: str, manifest: dict[str, Any]) -> None:
+        assert job_id not in self.states, f"{job_id} started twice"
+        self.started.append(job_id)
+        self.manifests[job_id] = manifest
+        self.states[job_id] = JobState.QUEUED
+
+    def end(self, job_id: str, state: JobState, loss: float | None = None) -> None:
+        self.states[job_id] = state
+        if loss is not None:
+            rows = "".join(
+                f'{{"step": {step}, "loss": {loss + 1 / step}, "attempt": 1}}\n'
+                for step in (10, 20, 30)
+            )
+            self.store.put_bytes(JobLayout(job_id).metrics(1), rows.encode())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "storage")
+
+
+def sweep(store: LocalStore, tmp_path: Path, **changes: Any) -> tuple[SweepRecord, SweepSearch]:
+    document = sweep_manifest(**({"trials": 4, "parallel": 2, "seed": 3} | changes))
+    manifest = parse_manifest(document)
+    record = SweepRecord(
+        sweep_id=SWEEP_ID,
+        tenant="acme",
+        dag_id="trainyard_acme.sweeps",
+        dag_run_id=SWEEP_ID,
+        manifest=manifest.model_dump(mode="json"),
+    )
+    save_sweep(store, record)
+    assert manifest.sweep is not None
+    return record, SweepSearch(manifest.sweep, SWEEP_ID, f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def look(
+    record: SweepRecord, search: SweepSearch, store: LocalStore, trials: Trials
+) -> SweepRecord:
+    record = advance(record, search, store, trials.state, trials.start)
+    save_sweep(store, record)
+    return record
+
+
+def test_trials_run_parallel_at_a_time_until_all_ended_and_the_best_is_named(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    record, search = sweep(store, tmp_path)
+    trials = Trials(store)
+
+    record = look(record, search, store, trials)
+    assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
+    assert record.state is SweepState.RUNNING
+    manifest = parse_manifest(trials.manifests[f"{SWEEP_ID}.t1"])
+    assert manifest.sweep is None
+    assert set(manifest.hyperparameters) == {"lr", "dropout", "hidden", "optimizer"}
+
+    assert look(record, search, store, trials).trials == record.trials  # nothing ended: waits
+    assert len(trials.started) == 2
+
+    trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)
+    trials.end(f"{SWEEP_ID}.t2", JobState.PRUNED, loss=2.0)
+    record = look(record, search, store, trials)
+    assert trials.started[2:] == [f"{SWEEP_ID}.t3", f"{SWEEP_ID}.t4"]
+    assert record.best_job_id == f"{SWEEP_ID}.t1"
+
+    trials.end(f"{SWEEP_ID}.t3", JobState.SUCCEEDED, loss=0.1)
+    trials.end(f"{SWEEP_ID}.t4", JobState.FAILED)  # a user error: a failed trial, sweep goes on
+    record = look(record, search, store, trials)
+    assert record.state is SweepState.SUCCEEDED
+    assert len(trials.started) == 4  # trials: 4
+    assert record.best_job_id == f"{SWEEP_ID}.t3"
+    ranked = [(t.job_id.rsplit(".", 1)[1], t.state) for t in record.ranked()]
+    assert ranked[:2] == [("t3", "succeeded"), ("t1", "succeeded")]
+    assert {state for _, state in ranked[2:]} == {"pruned", "failed"}
+    assert [t.state for t in search.trials()] == ["complete", "pruned", "complete", "failed"]
+    stored = load_sweep(store, SWEEP_ID)
+    assert stored is not None
+    assert stored.state is SweepState.SUCCEEDED
+
+
+def test_a_sweep_whose_trials_all_fail_fails(store: LocalStore, tmp_path: Path) -> None:
+    record, search = sweep(store, tmp_path, trials=2)
+    trials = Trials(store)
+    record = look(record, search, store, trials)
+    for job_id in trials.started:
+        trials.end(job_id, JobState.FAILED)
+    record = look(record, search, store, trials)
+    assert record.state is SweepState.FAILED
+    assert record.best_job_id is None
+
+
+def test_a_controller_started_again_starts_a_drawn_trial_once_and_draws_no_more(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    record, search = sweep(store, tmp_path)
+    trials = Trials(store)
+    crashed = Trials(store)
+
+    def start_then_crash(job_id: str, manifest: dict[str, Any]) -> None:
+        crashed.start(job_id, manifest)
+        raise ConnectionError("the API server went away")  # the run was never created
+
+    with pytest.raises(ConnectionError):
+        advance(record, search, store, trials.state, start_then_crash)
+    assert [t.state for t in search.trials()] == ["running"]  # drawn, never started
+
+    again = SweepSearch(record.spec, SWEEP_ID, f"sqlite:///{tmp_path / 'study.db'}")
+    record = look(record, again, store, trials)
+    assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
+    assert trials.manifests[f"{SWEEP_ID}.t1"] == crashed.manifests[f"{SWEEP_ID}.t1"]
+    assert len(again.trials()) == 2
+
+
+def test_the_final_metric_is_the_evaluations_else_the_last_row(store: LocalStore) -> None:
+    job_id = f"{SWEEP_ID}.t1"
+    assert final_metric(store, job_id, "loss") is None
+    store.put_bytes(
+        JobLayout(job_id).metrics(1),
+        b'{"step": 10, "loss": 0.9}\n{"step": 20, "accuracy": 0.5}\n{"step": 30, "loss": 0.4}\n',
+    )
+    assert final_metric(store, job_id, "loss") == 0.4
+    save_record(
+        store,
+        JobRecord(
+            job_id=job_id,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=job_id,
+            manifest={},
+            evaluation={"accuracy": 0.97, "loss": 0.2},
+        ),
+    )
+    assert final_metric(store, job_id, "accuracy") == 0.97
+    assert final_metric(store, job_id, "loss") == 0.2
+    assert join_key("sweeps", SWEEP_ID, "sweep.json") not in [i.key for i in store.list("jobs")]

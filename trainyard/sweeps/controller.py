@@ -1,0 +1,112 @@
+"""One look of a sweep's controller at its trials.
+
+`advance` ends in the study each trial whose job ended, starts new trials up to `parallel`,
+and returns the sweep's record as it now stands. The Airflow task (operators/tasks/sweep.py)
+calls it each time it wakes. Every step is idempotent, so a controller started again after a
+crash (its worker, the scheduler, the whole Airflow) goes on from what the study and the
+trials' runs say: a trial drawn but never started is started now under the job id it drew,
+and no trial is drawn twice for one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from trainyard.jobs.progress import read_metrics
+from trainyard.jobs.records import JobState, load_record
+from trainyard.storage.base import ObjectStore
+from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow
+from trainyard.sweeps.search import SweepSearch, Trial, TrialEnd
+from trainyard.sweeps.trials import trial_job_id, trial_manifest
+
+#: How a trial's job ended, as the study counts it.
+_ENDS = {
+    JobState.SUCCEEDED: TrialEnd.COMPLETE,
+    JobState.PRUNED: TrialEnd.PRUNED,
+    JobState.FAILED: TrialEnd.FAILED,
+    JobState.CANCELLED: TrialEnd.FAILED,
+}
+
+#: The state of a trial's job: None while it has no run yet.
+TrialState = Callable[[str], JobState | None]
+#: Start a trial's job: (job id, its manifest document).
+StartTrial = Callable[[str, dict[str, Any]], None]
+
+
+def advance(
+    record: SweepRecord,
+    search: SweepSearch,
+    store: ObjectStore,
+    trial_state: TrialState,
+    start_trial: StartTrial,
+) -> SweepRecord:
+    """End, start and summarise the sweep's trials; the returned record is `running` until
+    every trial ended (then `succeeded` with the best trial, or `failed` if none trained)."""
+    spec = record.spec
+    manifest = record.job_manifest
+    rows = []
+    running = 0
+    for trial in search.trials():
+        job_id = trial_job_id(record.sweep_id, trial.number)
+        state = trial_state(job_id)
+        metric = trial.metric
+        if state is JobState.SUCCEEDED:
+            metric = final_metric(store, job_id, spec.metric)
+        if trial.state == "running":
+            if state is not None and state in _ENDS:
+                search.finish(trial.number, _ENDS[state], metric)
+            else:
+                if state is None:  # drawn, but its run never started (a crash between)
+                    start_trial(job_id, trial_manifest(manifest, trial.values))
+                running += 1
+        rows.append(_row(job_id, trial, state, metric))
+    drawn = len(rows)
+    if record.state is SweepState.RUNNING:
+        while running < spec.parallel and drawn < spec.trials_to_run:
+            trial = search.draw()
+            job_id = trial_job_id(record.sweep_id, trial.number)
+            start_trial(job_id, trial_manifest(manifest, trial.values))
+            rows.append(_row(job_id, trial, None, None))
+            running += 1
+            drawn += 1
+    best = search.best()
+    updated = record.model_copy(
+        update={
+            "trials": rows,
+            "best_job_id": trial_job_id(record.sweep_id, best.number) if best else None,
+        }
+    )
+    if record.state is SweepState.RUNNING and running == 0 and drawn >= spec.trials_to_run:
+        updated.state = SweepState.SUCCEEDED if best else SweepState.FAILED
+    return updated
+
+
+def final_metric(store: ObjectStore, job_id: str, metric: str) -> float | None:
+    """A finished trial's value of the sweep's metric: its evaluation's, if the evaluation
+    reports it, else the last metric row's that carries it."""
+    record = load_record(store, job_id)
+    evaluated = _number((record.evaluation or {}).get(metric)) if record is not None else None
+    if evaluated is not None:
+        return evaluated
+    values = [_number(row.get(metric)) for row in read_metrics(store, job_id)]
+    known = [value for value in values if value is not None]
+    return known[-1] if known else None
+
+
+def _row(job_id: str, trial: Trial, state: JobState | None, metric: float | None) -> TrialRow:
+    return TrialRow(
+        number=trial.number,
+        job_id=job_id,
+        values=trial.values,
+        state=(state or JobState.QUEUED).value,
+        metric=metric,
+        step=trial.last_step,
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
