@@ -25,6 +25,7 @@ from bench import (
     overhead,
     recovery,
     storage_path,
+    sweeps,
 )
 from bench.common import Context, Table, console, load_average, machine_facts, markdown, print_table
 
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Table]]] = {
     "overhead": overhead.run,
     "frameworks": frameworks.run,
     "recovery": recovery.run,
+    "sweeps": sweeps.run,
     "control_plane_burst": control_plane.burst,
 }
 

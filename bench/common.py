@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -334,9 +334,16 @@ def framework_python(framework: str) -> Path:
     return Environments(EnvironmentsConfig().dir).prepare(env, lambda _line: None)
 
 
-def run_bare(ctx: Context, epochs: int, *, interval: float, framework: str = "pytorch") -> BareRun:
-    """Run `framework`'s digits example directly, in the framework's environment (as a local
-    learner does), with the same environment contract."""
+def run_bare(
+    ctx: Context,
+    epochs: int,
+    *,
+    interval: float,
+    framework: str = "pytorch",
+    args: Sequence[str] = (),
+) -> BareRun:
+    """Run `framework`'s digits example directly (with `args` after `--epochs`), in the
+    framework's environment (as a local learner does), with the same environment contract."""
     root = ctx.scratch("bare")
     env = contract_environment(root, ctx.dataset(), interval)
     example = EXAMPLES[framework]
@@ -346,7 +353,7 @@ def run_bare(ctx: Context, epochs: int, *, interval: float, framework: str = "py
         started_wall = time.time()
         started = time.perf_counter()
         process = subprocess.run(
-            [str(framework_python(framework)), script, "--epochs", str(epochs)],
+            [str(framework_python(framework)), script, "--epochs", str(epochs), *args],
             cwd=example,
             env=env,
             stdout=out,

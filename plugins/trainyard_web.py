@@ -50,6 +50,8 @@ from trainyard.limits import MAX_STRING_CHARS, shorten
 from trainyard.manifest.schema import confine_storage_path
 from trainyard.manifest.submission import run_job_name
 from trainyard.storage import ObjectStore
+from trainyard.sweeps.record import SweepState, TrialRow, load_sweep
+from trainyard.sweeps.trials import trial_of
 from trainyard.tenancy.config import (
     TrainyardConfig,
     UnknownTenantError,
@@ -389,6 +391,8 @@ class JobDetail(BaseModel):
     links: Links
     #: Whether the caller may pause, resume or cancel the job (the page shows its buttons).
     may_act: bool = False
+    #: The page of the sweep the job is a trial of (None: no trial).
+    sweep_page: str | None = None
 
 
 def airflow_links(root: str, dag_id: str, run_id: str) -> Links:
@@ -460,7 +464,12 @@ def job_detail(config: TrainyardConfig, tenant: str, job_id: str, request: Reque
         job_pages={v.job_id: job_page_path(tenant, v.job_id, root) for v in versions},
         production_version=production.version if production else None,
         links=airflow_links(root, dag_id, job.dag_run_id),
+        sweep_page=sweep_page_path(tenant, trial[0], root) if (trial := trial_of(job_id)) else None,
     )
+
+
+def sweep_page_path(tenant: str, sweep_id: str, root: str) -> str:
+    return f"{root}/tenants/{quote(tenant)}/sweeps/{quote(sweep_id)}"
 
 
 @app.get("/api/tenants/{tenant}/jobs/{job_id}")
@@ -628,6 +637,83 @@ def cancel(job_id: str, user: User) -> JobAction:
     return JobAction(job_id=job_id, state=ended.state)
 
 
+class SweepTrial(BaseModel):
+    """A trial on the sweep page: its row, its page, and its metric over steps."""
+
+    trial: TrialRow
+    page: str
+    #: (step, value) of the sweep's metric, the first value reported at each step.
+    series: list[tuple[float, float]]
+
+
+class SweepDetail(BaseModel):
+    """Everything the sweep page shows; the trials best first."""
+
+    tenant: str
+    sweep_id: str
+    state: SweepState
+    metric: str
+    goal: str
+    algorithm: str
+    early_stopping: str
+    trials_to_run: int
+    parameters: list[str]
+    best_job_id: str | None
+    trials: list[SweepTrial]
+    updated_at: datetime
+
+
+def metric_series(rows: list[dict[str, Any]], metric: str) -> list[tuple[float, float]]:
+    """The first value of `metric` at each step, in step order."""
+    series: dict[float, float] = {}
+    for row in rows:
+        step, value = row.get("step"), row.get(metric)
+        if isinstance(step, int | float) and isinstance(value, int | float):
+            series.setdefault(float(step), float(value))
+    return sorted(series.items())
+
+
+@app.get("/api/tenants/{tenant}/sweeps/{sweep_id}")
+def get_sweep(tenant: str, sweep_id: str, user: User, request: Request) -> SweepDetail:
+    """One sweep: its trials best first, each with its metric over steps."""
+    store = tenant_store(authorized_config(user, tenant), tenant)
+    record = load_sweep(store, sweep_id) if tenant_of_or_none(sweep_id) == tenant else None
+    if record is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"tenant {tenant!r} has no sweep {shorten(sweep_id)}"
+        )
+    root = request.scope.get("root_path", "")
+    spec = record.spec
+    return SweepDetail(
+        tenant=tenant,
+        sweep_id=sweep_id,
+        state=record.state,
+        metric=spec.metric,
+        goal=spec.goal.value,
+        algorithm=spec.algorithm.value,
+        early_stopping=spec.early_stopping.rule.value,
+        trials_to_run=spec.trials_to_run,
+        parameters=list(spec.parameters),
+        best_job_id=record.best_job_id,
+        trials=[
+            SweepTrial(
+                trial=trial,
+                page=job_page_path(tenant, trial.job_id, root),
+                series=metric_series(read_metrics(store, trial.job_id), spec.metric),
+            )
+            for trial in record.ranked()
+        ],
+        updated_at=record.updated_at,
+    )
+
+
+def tenant_of_or_none(job_id: str) -> str | None:
+    try:
+        return tenant_of(job_id)
+    except ValueError:
+        return None
+
+
 # --- end of job control ------------------------------------------------------------------------
 
 
@@ -748,6 +834,24 @@ def job_page(tenant: str, job_id: str, user: User, request: Request) -> str:
         tenant=tenant,
         job=job_id,
         scripts=(f"{UPLOT}/uPlot.iife.min.js", "job.js"),
+        styles=(f"{UPLOT}/uPlot.min.css",),
+    )
+
+
+@app.get("/tenants/{tenant}/sweeps/{sweep_id}", response_class=HTMLResponse)
+def sweep_page(tenant: str, sweep_id: str, user: User, request: Request) -> str:
+    """One sweep's page; sweep.js draws it from the sweep API (and refreshes it while it
+    runs): the trials table and the metric of every trial over steps."""
+    authorized_config(user, tenant)  # 403/404 up front
+    root = request.scope.get("root_path", "")
+    body = f'{crumbs(root, tenant, sweep_id)}<main id="sweep"><p class="empty">Loading…</p></main>'
+    return page(
+        request,
+        f"Trainyard sweep {sweep_id}",
+        body,
+        tenant=tenant,
+        job=sweep_id,
+        scripts=(f"{UPLOT}/uPlot.iife.min.js", "sweep.js"),
         styles=(f"{UPLOT}/uPlot.min.css",),
     )
 

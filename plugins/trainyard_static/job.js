@@ -225,7 +225,8 @@
       el("div", { class: "links" },
         el("a", { href: links.run, target: "_top" }, "Airflow run"),
         el("a", { href: links.learner_logs, target: "_top" }, "Task logs (learner)"),
-        el("a", { href: links.trigger, target: "_top" }, "Trigger form (re-run)")),
+        el("a", { href: links.trigger, target: "_top" }, "Trigger form (re-run)"),
+        detail.sweep_page ? el("a", { href: detail.sweep_page, id: "sweep-link" }, "Sweep") : null),
       el("h2", {}, "Metrics"),
       detail.metrics.length
         ? el("div", { class: "cards", id: "charts" }, detail.metrics.map((m) => chart(detail, m, width)))

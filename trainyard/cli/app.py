@@ -32,6 +32,7 @@ from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
 from trainyard.manifest.units import parse_duration
+from trainyard.sweeps.record import load_sweep
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
@@ -294,11 +295,19 @@ def list_jobs(
 
 
 @app.command()
-def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id, or a sweep's.")]) -> None:
     """Stop a job: learners get SIGTERM and commit a final checkpoint; a queued job never
-    starts. The job ends cancelled."""
+    starts. The job ends cancelled. A sweep starts no more trials and its trials are
+    cancelled."""
     with session() as sess:
-        cancel_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
+        store = sess.store(tenant_of(job_id))
+        sweep = load_sweep(store, job_id)
+        if sweep is not None:
+            stopped = sweeps.cancel_sweep(sess.client, store, sweep)
+            trials = " ".join(stopped) or "none running"
+            console.print(f"{job_id}: cancelled; trials cancelled: {trials}", highlight=False)
+            return
+        cancel_by_id(sess.client, store, job_id)
         console.print(f"{job_id}: cancelled", highlight=False)
 
 

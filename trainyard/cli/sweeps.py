@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Annotated
@@ -9,11 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from trainyard.cli.client import AirflowClient
 from trainyard.cli.session import Session, console, format_cell, session
+from trainyard.cli.status import cancel_by_id
 from trainyard.jobs.layout import tenant_of
-from trainyard.manifest.sweep import format_value
-from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep
-from trainyard.tenancy.names import dag_id_for_sweeps
+from trainyard.manifest.sweep import MAX_TRIALS, format_value
+from trainyard.storage.base import ObjectStore
+from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 
 app = typer.Typer(help="Hyper-parameter sweeps: each trial is a job.", no_args_is_help=True)
 
@@ -70,6 +74,30 @@ def print_sweep(record: SweepRecord) -> None:
             "" if trial.step is None else str(trial.step),
         )
     console.print(table)
+
+
+def cancel_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
+    """End the sweep's run (its controller starts no more trials), mark it cancelled, and
+    cancel each of its trials that has not ended (those Airflow has a run of, and those the
+    record names); return the trials cancelled."""
+    if record.state is not SweepState.RUNNING:
+        raise ValueError(f"{record.sweep_id} is {record.state.value}: only a running sweep cancels")
+    client.set_run_state(record.dag_id, record.dag_run_id, "failed")
+    record.state = SweepState.CANCELLED
+    save_sweep(store, record)
+    prefix = f"{record.sweep_id}.t"
+    trials = {trial.job_id for trial in record.trials}
+    trials |= {
+        str(run["dag_run_id"])
+        for run in client.list_runs(dag_id_for_tenant(record.tenant), limit=MAX_TRIALS)
+        if str(run["dag_run_id"]).startswith(prefix)
+    }
+    cancelled = []
+    for job_id in sorted(trials):
+        with contextlib.suppress(LookupError, ValueError):  # gone, or already ended
+            cancel_by_id(client, store, job_id)
+            cancelled.append(job_id)
+    return cancelled
 
 
 def wait_for_sweep(sess: Session, sweep_id: str, poll_seconds: float) -> bool:
