@@ -4,6 +4,7 @@ the API holds. The same pages behind real Airflow: tests/e2e/test_job_page.py.""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +18,14 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
 
 from devkit.s3_server import free_port
+from tests.manifest.test_sweep import sweep_manifest
 from tests.plugins.stored import JOB_ID, stored_job
 from tests.support.browser import chromium
+from trainyard.jobs.layout import JobLayout
+from trainyard.manifest.schema import parse_manifest
+from trainyard.manifest.sweep import ParameterValue
+from trainyard.storage.local import LocalStore
+from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow, save_sweep
 
 
 @pytest.fixture
@@ -127,3 +134,82 @@ def test_the_fleet_page_draws_its_charts_and_links_the_failed_jobs(
     assert "undefined" not in text
     assert "[object" not in text
     assert errors == []
+
+
+def stored_sweep(tmp_path: Path) -> str:
+    """A finished sweep of acme: three trials (one pruned), each with its loss over steps."""
+    store = LocalStore(tmp_path / "storage" / "acme")
+    sweep_id = "acme.tune.20261207-101500-ab12"
+    manifest = parse_manifest(sweep_manifest(trials=3))
+    losses = {1: (0.30, "succeeded", 40), 2: (2.0, "pruned", 10), 3: (0.1, "succeeded", 40)}
+    trials = []
+    for number, (loss, state, steps) in losses.items():
+        job_id = f"{sweep_id}.t{number}"
+        rows = "".join(
+            json.dumps({"step": step, "loss": loss + 1 / step, "attempt": 1}) + "\n"
+            for step in range(10, steps + 1, 10)
+        )
+        store.put_bytes(JobLayout(job_id).metrics(1), rows.encode())
+        values: dict[str, ParameterValue] = {
+            "lr": 0.001 * number,
+            "dropout": 0.1,
+            "hidden": 32,
+            "optimizer": "adam",
+        }
+        trials.append(
+            TrialRow(
+                number=number - 1,
+                job_id=job_id,
+                values=values,
+                state=state,
+                metric=loss,
+                step=steps,
+            )
+        )
+    save_sweep(
+        store,
+        SweepRecord(
+            sweep_id=sweep_id,
+            tenant="acme",
+            dag_id="trainyard_acme.sweeps",
+            dag_run_id=sweep_id,
+            manifest=manifest.model_dump(mode="json"),
+            state=SweepState.SUCCEEDED,
+            trials=trials,
+            best_job_id=f"{sweep_id}.t3",
+        ),
+    )
+    return sweep_id
+
+
+def test_the_sweep_page_lists_the_trials_best_first_and_draws_each_ones_metric(
+    server: str, browser: Browser, tmp_path: Path
+) -> None:
+    sweep_id = stored_sweep(tmp_path)
+    page, errors = watched(browser)
+    page.goto(f"{server}/tenants/acme/sweeps/{sweep_id}")
+    page.wait_for_selector('body[data-loaded="succeeded"]')
+
+    rows = page.locator("tr.trial")
+    assert [rows.nth(i).get_attribute("data-job") for i in range(3)] == [
+        f"{sweep_id}.t3",
+        f"{sweep_id}.t1",
+        f"{sweep_id}.t2",
+    ]
+    assert page.locator("tr.trial.best").get_attribute("data-job") == f"{sweep_id}.t3"
+    assert "(best)" in rows.nth(0).inner_text()
+    assert page.locator('tr.trial[data-state="pruned"] .state.pruned').count() == 1
+    legend = page.locator("#trials-chart .u-legend .u-series .u-label").all_inner_texts()
+    assert legend == ["step", "t3 (succeeded)", "t1 (succeeded)", "t2 (pruned)"]
+    assert page.locator("#best a").get_attribute("href") == f"/tenants/acme/jobs/{sweep_id}.t3"
+    text = page.inner_text("body")
+    assert "null" not in text
+    assert "undefined" not in text
+    assert errors == []
+    page.screenshot(path=str(tmp_path / "sweep-page.png"), full_page=True)
+    # Another tenant's sweep id under acme, or no sweep, is a 404 naming it.
+    for missing in (sweep_id.replace("acme", "globex", 1), "acme.none.1"):
+        response = page.goto(f"{server}/api/tenants/acme/sweeps/{missing}")
+        assert response is not None
+        assert response.status == 404
+        assert "has no sweep" in page.inner_text("body")
