@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,16 @@ def test_sigkill_resumes_from_the_newest_checkpoint_and_loses_at_most_one_interv
     restored = resumed_step(store, killed, attempt=2)
     first, second = rows_of(store, killed, 1), rows_of(store, killed, 2)
     assert restored < second[0]["step"] <= restored + 10  # attempt 2 starts where 1 committed
+    # The newest checkpoint attempt 1 committed (its runtime outlived the command), and so
+    # what is lost is what the command trained after it: less than one checkpoint interval of
+    # its own time, plus the batch and the save it was in. Measured in the learner's own rows,
+    # whose spacing grows with the machine's load as the training does.
+    commits = re.findall(r"committed checkpoint step-(\d+)", learner_log(client, final, 1))
+    assert restored == max(map(int, commits))
     at_restore = max((row for row in first if row["step"] <= restored), key=lambda r: r["step"])
     lost_seconds = first[-1]["time"] - at_restore["time"]
-    assert lost_seconds <= INTERVAL + 0.5, f"lost {lost_seconds:.1f} s of training"
+    row_gap = max(later["time"] - row["time"] for row, later in pairwise(first))
+    assert lost_seconds <= INTERVAL + 2 * row_gap, f"lost {lost_seconds:.1f} s of training"
 
     reference = wait_for_end(client, store, baseline)
     assert reference.state is JobState.SUCCEEDED
