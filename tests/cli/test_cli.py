@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from tests.support.fake_airflow import FakeAirflow, fake_airflow
+from tests.support.fake_airflow import FakeAirflow
 from trainyard.cli.app import app
 from trainyard.jobs.checkpoints import publish_directory
 from trainyard.jobs.layout import JobLayout, tenant_of
@@ -26,7 +25,6 @@ from trainyard.jobs.records import JobRecord, JobState, load_record, save_record
 from trainyard.jobs.registry import ModelRegistry, ModelVersion
 from trainyard.manifest.schema import EvaluationSpec
 from trainyard.storage.local import LocalStore
-from trainyard.tenancy.config import CONFIG_ENV
 
 VALID = {
     "name": "digits-mlp",
@@ -36,31 +34,6 @@ VALID = {
     "command": "python train.py",
     "resources": {"memory": "2Gi"},
 }
-
-
-@pytest.fixture
-def airflow() -> Iterator[FakeAirflow]:
-    with fake_airflow({"trainyard_acme", "trainyard_globex"}) as api:
-        yield api
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow: FakeAirflow) -> Path:
-    """A config with two local tenants; the user may read both tenants' DAGs."""
-    config = {
-        "work_dir": "work",
-        "tenants": [
-            {"name": name, "storage": {"kind": "local", "root": f"storage/{name}"}}
-            for name in ("acme", "globex")
-        ],
-    }
-    (tmp_path / "trainyard.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "trainyard.yaml"))
-    monkeypatch.setenv("TRAINYARD_API_URL", airflow.url)
-    monkeypatch.setenv("TRAINYARD_API_RETRY_SECONDS", "0")
-    monkeypatch.setenv("TRAINYARD_USERNAME", "alice")
-    monkeypatch.setenv("TRAINYARD_PASSWORD", "s3cret")
-    return tmp_path
 
 
 def store_of(deployment: Path, tenant: str) -> LocalStore:

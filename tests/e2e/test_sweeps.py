@@ -165,7 +165,7 @@ def test_a_cancelled_sweep_starts_no_more_trials_and_cancels_the_running_ones(
     for job_id in running:
         wait_until(partial(committed, store, job_id), f"{job_id} to train", timeout=600)
 
-    said = deployment.cluster.trainyard("cancel", sweep_id).stdout
+    said = deployment.cluster.trainyard("cancel", sweep_id).stdout.split()
     assert all(job_id in said for job_id in running), said
 
     for job_id in running:

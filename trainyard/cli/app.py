@@ -32,7 +32,8 @@ from trainyard.jobs.state import TERMINAL_STATES
 from trainyard.jobs.tasks import TRAINING_TASKS
 from trainyard.manifest.schema import read_manifest_file
 from trainyard.manifest.units import parse_duration
-from trainyard.sweeps.record import load_sweep
+from trainyard.sweeps.record import SweepRecord, list_sweeps, load_sweep
+from trainyard.sweeps.trials import trial_of
 from trainyard.tenancy.config import check_manifest_for_tenant
 from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 from trainyard.tenancy.quotas import check_quota
@@ -260,10 +261,12 @@ def list_jobs(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one status a job.")] = False,
 ) -> None:
-    """List recent jobs with their state and progress (all tenants: those the user may see)."""
+    """List recent jobs with their state and progress (all tenants: those the user may see).
+    A sweep's trials are listed under it."""
     with session() as sess:
         tenants = [tenant] if tenant else sess.config.tenant_names
         statuses: list[JobStatus] = []
+        sweeps: list[SweepRecord] = []
         for name in tenants:
             try:
                 sess.check_access(name)
@@ -272,6 +275,7 @@ def list_jobs(
                     raise
                 continue
             statuses.extend(tenant_statuses(sess.client, sess.store(name), name))
+            sweeps.extend(list_sweeps(sess.store(name)))
         if as_json:
             typer.echo(json.dumps([status.as_dict() for status in statuses], indent=2))
             return
@@ -283,15 +287,42 @@ def list_jobs(
         table.add_column("state", no_wrap=True, min_width=len(JobState.SUCCEEDED.value))
         table.add_column("done", no_wrap=True, justify="right")
         table.add_column("started (UTC)", no_wrap=True, min_width=16)
+        # "": the jobs that are no trial of a listed sweep.
+        trials: dict[str, list[JobStatus]] = {sweep.sweep_id: [] for sweep in sweeps}
+        trials[""] = []
         for status in statuses:
-            table.add_row(
-                status.job_id,
-                status.tenant,
-                status.state.value,
-                f"{status.progress:.0%}" if status.progress is not None else "",
-                status.started_at.strftime("%Y-%m-%d %H:%M") if status.started_at else "",
+            trial = trial_of(status.job_id)
+            trials[trial[0] if trial and trial[0] in trials else ""].append(status)
+        rows: list[tuple[str, str, str, str, str]] = []
+        for sweep in sorted(sweeps, key=lambda sweep: sweep.created_at, reverse=True):
+            ended = sum(t.state in TERMINAL_NAMES for t in sweep.trials)
+            rows.append(
+                (
+                    f"{sweep.sweep_id} (sweep)",
+                    sweep.tenant,
+                    sweep.state.value,
+                    f"{ended}/{sweep.spec.trials_to_run}",
+                    sweep.created_at.strftime("%Y-%m-%d %H:%M"),
+                )
             )
+            rows += [_row(status) for status in trials[sweep.sweep_id]]
+        rows += [_row(status) for status in trials[""]]
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
+
+
+TERMINAL_NAMES = {state.value for state in TERMINAL_STATES}
+
+
+def _row(status: JobStatus) -> tuple[str, str, str, str, str]:
+    return (
+        status.job_id,
+        status.tenant,
+        status.state.value,
+        f"{status.progress:.0%}" if status.progress is not None else "",
+        status.started_at.strftime("%Y-%m-%d %H:%M") if status.started_at else "",
+    )
 
 
 @app.command()
@@ -304,8 +335,11 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job id, or a sweep's.
         sweep = load_sweep(store, job_id)
         if sweep is not None:
             stopped = sweeps.cancel_sweep(sess.client, store, sweep)
-            trials = " ".join(stopped) or "none running"
-            console.print(f"{job_id}: cancelled; trials cancelled: {trials}", highlight=False)
+            console.print(
+                f"{job_id}: cancelled; its trials cancelled: {len(stopped)}", highlight=False
+            )
+            for trial in stopped:
+                console.print(f"  {trial}", highlight=False)
             return
         cancel_by_id(sess.client, store, job_id)
         console.print(f"{job_id}: cancelled", highlight=False)
