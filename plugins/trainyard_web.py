@@ -40,7 +40,7 @@ from trainyard.failures import TrainyardFailure
 from trainyard.jobs.accounting import read_utilisation
 from trainyard.jobs.checkpoints import CheckpointStore, CommittedCheckpoint
 from trainyard.jobs.control import job_id_of_run, pause_job, resume_job
-from trainyard.jobs.layout import JobLayout, tenant_of
+from trainyard.jobs.layout import JobLayout, tenant_of, tenant_of_or_none
 from trainyard.jobs.progress import format_duration, metric_names, read_metrics
 from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, list_records, load_record
 from trainyard.jobs.registry import ModelRegistry, ModelVersion
@@ -705,13 +705,6 @@ def get_sweep(tenant: str, sweep_id: str, user: User, request: Request) -> Sweep
         ],
         updated_at=record.updated_at,
     )
-
-
-def tenant_of_or_none(job_id: str) -> str | None:
-    try:
-        return tenant_of(job_id)
-    except ValueError:
-        return None
 
 
 # --- end of job control ------------------------------------------------------------------------

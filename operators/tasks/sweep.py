@@ -26,11 +26,18 @@ from operators.tasks.validate import ValidateJobOperator
 from trainyard.cli.client import AirflowClient
 from trainyard.cli.status import job_status
 from trainyard.failures import PlatformFault, UserError
-from trainyard.jobs.layout import job_id_for_run
+from trainyard.jobs.layout import job_id_for_run, tenant_of_or_none
 from trainyard.jobs.records import JobState
 from trainyard.manifest.submission import manifest_from_conf
 from trainyard.sweeps.controller import advance
-from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.sweeps.record import (
+    RESUME_SWEEP_KEY,
+    SweepRecord,
+    SweepState,
+    load_sweep,
+    resume_sweep,
+    save_sweep,
+)
 from trainyard.sweeps.search import SweepSearch
 from trainyard.tenancy.names import dag_id_for_tenant
 
@@ -40,9 +47,18 @@ SWEEP_POLL_SECONDS = 10
 
 class ValidateSweepOperator(ValidateJobOperator):
     """Validate a sweep's manifest as a job's (schema, tenant, quota, backend) and record the
-    sweep. Returns the sweep's id (XCom). Its trials' code is the sweep's snapshot."""
+    sweep, or take up a paused one (`RESUME_SWEEP_KEY`). Returns the sweep's id (XCom). Its
+    trials' code is the sweep's snapshot."""
 
     def accept(self, conf: Any, run_id: str, submitted_at: datetime | None = None) -> str:
+        resumed = conf.get(RESUME_SWEEP_KEY)
+        if isinstance(resumed, str) and tenant_of_or_none(resumed) == self.tenant:
+            try:
+                resume_sweep(self.store, resumed, run_id)
+            except ValueError as error:
+                raise UserError(str(error), "resume a paused sweep of this tenant") from None
+            self.log.info("sweep %s resumed in run %s", resumed, run_id)
+            return resumed
         manifest = manifest_from_conf(conf)
         if manifest.sweep is None:
             raise UserError(

@@ -127,4 +127,36 @@ def test_cancel_of_a_sweep_ends_its_run_and_cancels_its_running_trials(
 
     again = invoke("cancel", SWEEP_ID)
     assert again.exit_code == 2
-    assert "is cancelled: only a running sweep cancels" in text_of(again)
+    assert "is cancelled: only a running or paused sweep cancels" in text_of(again)
+
+
+def test_pause_then_resume_of_a_sweep_pauses_its_running_trials_then_resumes_them(
+    deployment: Path, airflow: FakeAirflow
+) -> None:
+    trials = stored_sweep(deployment, airflow)
+    store = store_of(deployment, "acme")
+
+    paused = invoke("pause", SWEEP_ID)
+
+    assert paused.exit_code == 0, paused.output
+    assert paused.output.splitlines()[-1] == f"  {trials[2]}"
+    assert "its trials acted on: 1" in text_of(paused)
+    assert f"PATCH /api/v2/dags/{SWEEPS_DAG}/dagRuns/{SWEEP_ID}" in airflow.requests
+    sweep = load_sweep(store, SWEEP_ID)
+    assert sweep is not None
+    assert sweep.state is SweepState.PAUSED
+    running = load_record(store, trials[2])
+    assert running is not None
+    assert running.state is JobState.PAUSED
+    assert invoke("pause", SWEEP_ID).exit_code == 2  # only a running sweep pauses
+
+    resumed = invoke("resume", SWEEP_ID)
+
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.output.splitlines()[1:] == [f"  {trials[2]}"]
+    sweep_runs = [run for run in airflow.runs[SWEEPS_DAG] if run["dag_run_id"] != SWEEP_ID]
+    assert [run["conf"]["resume_sweep_id"] for run in sweep_runs] == [SWEEP_ID]
+    trial_runs = [run["conf"] for run in airflow.runs["trainyard_acme"] if "conf" in run]
+    assert {"resume_job_id": trials[2]} in [
+        {k: v for k, v in (conf or {}).items() if k == "resume_job_id"} for conf in trial_runs
+    ]

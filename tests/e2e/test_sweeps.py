@@ -19,6 +19,7 @@ from devkit.learners import learner_processes, wait_for_end, wait_until
 from tests.support.browser import chromium
 from tests.support.users import token
 from trainyard.cli.client import AirflowClient
+from trainyard.cli.status import job_status
 from trainyard.jobs.checkpoints import CheckpointStore
 from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.records import JobState, load_record
@@ -178,3 +179,47 @@ def test_a_cancelled_sweep_starts_no_more_trials_and_cancels_the_running_ones(
         if str(run["dag_run_id"]).startswith(sweep_id)
     ]
     assert sorted(trials) == running  # no trial was started after the cancel
+
+
+def test_a_paused_sweep_holds_its_trials_and_resumed_finishes_every_trial(
+    deployment: Deployment, client: AirflowClient
+) -> None:
+    store = deployment.stores[TENANT]
+    manifest = deployment.write_manifest(
+        TENANT,
+        "paused-sweep.yaml",
+        name="paused-sweep",
+        command="python train.py --epochs 6 --lr {lr}",
+        checkpoint={"interval": "2s", "keep": 3},
+        evaluation=None,
+        sweep={**SWEEP, "trials": 3, "early_stopping": {"rule": "none"}},
+    )
+    sweep_id = deployment.submit(manifest)
+    running = [f"{sweep_id}.t1", f"{sweep_id}.t2"]
+    for job_id in running:
+        wait_until(partial(committed, store, job_id), f"{job_id} to train", timeout=600)
+
+    said = deployment.cluster.trainyard("pause", sweep_id).stdout.split()
+    assert all(job_id in said for job_id in running), said
+
+    def paused(job_id: str) -> bool:
+        return job_status(client, store, job_id).state is JobState.PAUSED
+
+    for job_id in running:
+        wait_until(partial(paused, job_id), f"{job_id} to be paused")
+    assert sweep_of(store, sweep_id).state is SweepState.PAUSED
+
+    deployment.cluster.trainyard("resume", sweep_id)
+
+    def ended() -> SweepRecord | None:
+        record = sweep_of(store, sweep_id)
+        return record if record.state in (SweepState.SUCCEEDED, SweepState.FAILED) else None
+
+    final = wait_until(ended, "the resumed sweep to end", timeout=900)
+    assert final.state is SweepState.SUCCEEDED
+    assert sorted(t.job_id for t in final.trials) == [*running, f"{sweep_id}.t3"]
+    assert {t.state for t in final.trials} == {"succeeded"}
+    for job_id in running:  # each went on from the checkpoint its pause committed
+        record = load_record(store, job_id)
+        assert record is not None
+        assert [a.failure_class for a in record.attempts] == ["paused", None]

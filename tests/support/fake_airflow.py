@@ -4,7 +4,8 @@ It logs anyone in and answers `GET /api/v2/dags/<dag_id>` with 200 for the DAGs 
 read and 403 for the others, as FAB's auth manager does. The runs in `runs` (per DAG id) are
 listed (`.../dagRuns`) and read one by one (`.../dagRuns/<run id>`, with the task instances
 in `task_instances` per run id, also across runs: `.../dagRuns/~/taskInstances?task_id=...`);
-`PATCH .../dagRuns/<run id>` sets a run's state; everything else is 404.
+`PATCH .../dagRuns/<run id>` sets a run's state, `POST .../dagRuns` adds a queued run;
+everything else is 404.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ class FakeAirflow:
                 return 200, {"task_instances": self.task_instances.get(run_id, [])}
         return 404, {"detail": "Not Found"}
 
+    def trigger(self, path: str, body: dict[str, Any]) -> tuple[int, object]:
+        """`POST .../dagRuns`: a queued run with `body`'s run id and conf (409 if it exists)."""
+        status, dag = self.answer(path.removesuffix("/dagRuns"))
+        if status != 200 or not path.endswith("/dagRuns") or not isinstance(dag, dict):
+            return status if status != 200 else 404, dag
+        runs = self.runs.setdefault(dag["dag_id"], [])
+        if any(run["dag_run_id"] == body["dag_run_id"] for run in runs):
+            return 409, {"detail": "the run exists"}
+        run = {"dag_run_id": body["dag_run_id"], "state": "queued", "conf": body.get("conf")}
+        runs.append(run)
+        return 200, run
+
     def patch(self, path: str, body: dict[str, Any]) -> tuple[int, object]:
         """`PATCH .../dagRuns/<run id>`: the run takes `body`'s state."""
         status, run = self.answer(path)
@@ -81,12 +94,12 @@ def fake_airflow(readable_dags: set[str]) -> Iterator[FakeAirflow]:
             self.wfile.write(data)
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             state.requests.append(f"POST {self.path}")
             if self.path == "/auth/token":
                 self._answer(201, {"access_token": "token"})
             else:
-                self._answer(404, {"detail": "Not Found"})
+                self._answer(*state.trigger(self.path, json.loads(data or b"{}")))
 
         def do_PATCH(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))

@@ -315,6 +315,13 @@ def list_jobs(
 TERMINAL_NAMES = {state.value for state in TERMINAL_STATES}
 
 
+def print_trials(said: str, trials: list[str]) -> None:
+    """What a sweep's cancel, pause or resume did, then each trial it acted on."""
+    console.print(f"{said}; its trials acted on: {len(trials)}", highlight=False)
+    for trial in trials:
+        console.print(f"  {trial}", highlight=False)
+
+
 def _row(status: JobStatus) -> tuple[str, str, str, str, str]:
     return (
         status.job_id,
@@ -334,41 +341,50 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job id, or a sweep's.
         store = sess.store(tenant_of(job_id))
         sweep = load_sweep(store, job_id)
         if sweep is not None:
-            stopped = sweeps.cancel_sweep(sess.client, store, sweep)
-            console.print(
-                f"{job_id}: cancelled; its trials cancelled: {len(stopped)}", highlight=False
-            )
-            for trial in stopped:
-                console.print(f"  {trial}", highlight=False)
+            print_trials(f"{job_id}: cancelled", sweeps.cancel_sweep(sess.client, store, sweep))
             return
         cancel_by_id(sess.client, store, job_id)
         console.print(f"{job_id}: cancelled", highlight=False)
 
 
 @app.command()
-def pause(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+def pause(job_id: Annotated[str, typer.Argument(help="The job id, or a sweep's.")]) -> None:
     """Hold a job: learners get SIGTERM and commit a final checkpoint, and the job gives back
-    its slots until `trainyard resume`. A queued job is kept from starting."""
+    its slots until `trainyard resume`. A queued job is kept from starting. A sweep starts no
+    more trials and its trials are paused."""
     with session() as sess:
-        pause_by_id(sess.client, sess.store(tenant_of(job_id)), job_id)
+        store = sess.store(tenant_of(job_id))
+        sweep = load_sweep(store, job_id)
+        if sweep is not None:
+            paused = sweeps.pause_sweep(sess.client, store, sweep)
+            print_trials(f"{job_id}: paused (trainyard resume continues it)", paused)
+            return
+        pause_by_id(sess.client, store, job_id)
         console.print(f"{job_id}: paused (trainyard resume {job_id} continues it)", highlight=False)
 
 
 @app.command()
 def resume(
-    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    job_id: Annotated[str, typer.Argument(help="The job id, or a paused sweep's.")],
     max_runtime: Annotated[
         str | None, typer.Option(help="A new max_runtime for the job, such as 2h.")
     ] = None,
 ) -> None:
     """Continue a paused or failed job, as the same job, from its newest committed checkpoint;
-    it waits in the queue like any job."""
+    it waits in the queue like any job. A paused sweep resumes its paused trials and goes on
+    drawing the rest."""
     with session() as sess:
         try:
             limit = parse_duration(max_runtime) if max_runtime is not None else None
         except ValueError as error:
             raise ValueError(f"--max-runtime: {error}") from None
-        resume_by_id(sess.client, sess.store(tenant_of(job_id)), job_id, limit)
+        store = sess.store(tenant_of(job_id))
+        sweep = load_sweep(store, job_id)
+        if sweep is not None:
+            resumed = sweeps.resume_sweep_run(sess.client, store, sweep)
+            print_trials(f"{job_id}: resumed", resumed)
+            return
+        resume_by_id(sess.client, store, job_id, limit)
         console.print(f"{job_id}: resumed (queued)", highlight=False)
 
 

@@ -5,18 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from trainyard.cli.client import AirflowClient
+from trainyard.cli.control import pause_by_id, resume_by_id
 from trainyard.cli.session import Session, console, format_cell, session
-from trainyard.cli.status import cancel_by_id
+from trainyard.cli.status import cancel_by_id, job_status
 from trainyard.jobs.layout import tenant_of
+from trainyard.jobs.records import JobState
 from trainyard.manifest.sweep import MAX_TRIALS, format_value
 from trainyard.storage.base import ObjectStore
-from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.sweeps.record import (
+    RESUME_SWEEP_KEY,
+    SweepRecord,
+    SweepState,
+    load_sweep,
+    save_sweep,
+)
 from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
 
 app = typer.Typer(help="Hyper-parameter sweeps: each trial is a job.", no_args_is_help=True)
@@ -78,13 +88,62 @@ def print_sweep(record: SweepRecord) -> None:
 
 def cancel_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
     """End the sweep's run (its controller starts no more trials), mark it cancelled, and
-    cancel each of its trials that has not ended (those Airflow has a run of, and those the
-    record names); return the trials cancelled."""
+    cancel each of its trials that has not ended; return the trials cancelled."""
+    if record.state not in (SweepState.RUNNING, SweepState.PAUSED):
+        raise ValueError(
+            f"{record.sweep_id} is {record.state.value}: only a running or paused sweep cancels"
+        )
+    return _stop(client, store, record, SweepState.CANCELLED, cancel_by_id)
+
+
+def pause_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
+    """End the sweep's run, mark it paused, and pause each of its trials that is queued or
+    running (a final checkpoint each); return the trials paused."""
     if record.state is not SweepState.RUNNING:
-        raise ValueError(f"{record.sweep_id} is {record.state.value}: only a running sweep cancels")
-    client.set_run_state(record.dag_id, record.dag_run_id, "failed")
-    record.state = SweepState.CANCELLED
+        raise ValueError(f"{record.sweep_id} is {record.state.value}: only a running sweep pauses")
+    return _stop(client, store, record, SweepState.PAUSED, pause_by_id)
+
+
+def resume_sweep_run(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
+    """Resume each paused trial, and go on with the sweep in a new run of its DAG (its
+    controller draws the rest of the trials); return the trials resumed."""
+    if record.state is not SweepState.PAUSED:
+        raise ValueError(f"{record.sweep_id} is {record.state.value}: only a paused sweep resumes")
+    resumed = []
+    for job_id in _trials(client, record):
+        with contextlib.suppress(LookupError, ValueError):  # not paused: it ended, or never ran
+            if job_status(client, store, job_id).state is JobState.PAUSED:
+                resume_by_id(client, store, job_id)
+                resumed.append(job_id)
+    run_id = f"{record.sweep_id}.resumed-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    client.trigger_run(
+        record.dag_id, run_id, {"manifest": record.manifest, RESUME_SWEEP_KEY: record.sweep_id}
+    )
+    return resumed
+
+
+def _stop(
+    client: AirflowClient,
+    store: ObjectStore,
+    record: SweepRecord,
+    state: SweepState,
+    stop_trial: Callable[[AirflowClient, ObjectStore, str], object],
+) -> list[str]:
+    if record.state is SweepState.RUNNING:
+        client.set_run_state(record.dag_id, record.dag_run_id, "failed")
+    record.state = state
     save_sweep(store, record)
+    stopped = []
+    for job_id in _trials(client, record):
+        with contextlib.suppress(LookupError, ValueError):  # gone, or already ended
+            stop_trial(client, store, job_id)
+            stopped.append(job_id)
+    return stopped
+
+
+def _trials(client: AirflowClient, record: SweepRecord) -> list[str]:
+    """The sweep's trials: those its record names and those Airflow has a run of (one its
+    controller started just before it stopped)."""
     prefix = f"{record.sweep_id}.t"
     trials = {trial.job_id for trial in record.trials}
     trials |= {
@@ -92,12 +151,7 @@ def cancel_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord)
         for run in client.list_runs(dag_id_for_tenant(record.tenant), limit=MAX_TRIALS)
         if str(run["dag_run_id"]).startswith(prefix)
     }
-    cancelled = []
-    for job_id in sorted(trials):
-        with contextlib.suppress(LookupError, ValueError):  # gone, or already ended
-            cancel_by_id(client, store, job_id)
-            cancelled.append(job_id)
-    return cancelled
+    return sorted(trials)
 
 
 def wait_for_sweep(sess: Session, sweep_id: str, poll_seconds: float) -> bool:

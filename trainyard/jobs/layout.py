@@ -240,3 +240,9 @@ def parse_job_id(job_id: str) -> JobId:
 def tenant_of(job_id: str) -> str:
     """The tenant a job id belongs to; raise ValueError for anything that is not a job id."""
     return parse_job_id(job_id).tenant
+
+
+def tenant_of_or_none(job_id: str) -> str | None:
+    """The tenant a job id belongs to; None for anything that is not a job id."""
+    match = JOB_ID_PATTERN.match(job_id)
+    return match["tenant"] if match else None

@@ -27,6 +27,11 @@ class SweepState(StrEnum):
     SUCCEEDED = "succeeded"  # every trial ended, at least one completed: `best_job_id`
     FAILED = "failed"  # every trial ended and none completed
     CANCELLED = "cancelled"
+    PAUSED = "paused"  # its run ended, its trials paused, until `trainyard resume`
+
+
+#: The run conf's key that makes a run of the sweeps DAG the resume of a paused sweep.
+RESUME_SWEEP_KEY = "resume_sweep_id"
 
 
 class TrialRow(BaseModel):
@@ -88,6 +93,24 @@ def load_sweep(store: ObjectStore, sweep_id: str) -> SweepRecord | None:
 def save_sweep(store: ObjectStore, record: SweepRecord) -> None:
     record.updated_at = datetime.now(UTC)
     store.put_bytes(sweep_key(record.sweep_id), record.model_dump_json(indent=2).encode())
+
+
+def resume_sweep(store: ObjectStore, sweep_id: str, run_id: str) -> SweepRecord:
+    """The paused sweep `sweep_id` going on in the run `run_id` (again for a retry of it).
+
+    Raises:
+        ValueError: no such sweep, or one that is not paused, with the reason.
+    """
+    record = load_sweep(store, sweep_id)
+    if record is None:
+        raise ValueError(f"resume_sweep_id: there is no sweep {sweep_id}")
+    if record.state is SweepState.RUNNING and record.dag_run_id == run_id:
+        return record  # a retry of the resume run's validate
+    if record.state is not SweepState.PAUSED:
+        raise ValueError(f"{sweep_id} is {record.state.value}: only a paused sweep resumes")
+    record.state, record.dag_run_id = SweepState.RUNNING, run_id
+    save_sweep(store, record)
+    return record
 
 
 def list_sweeps(store: ObjectStore) -> list[SweepRecord]:

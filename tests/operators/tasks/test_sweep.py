@@ -16,7 +16,7 @@ from operators.tasks.validate import ValidateJobOperator
 from tests.operators.tasks.test_validate import bare_acme
 from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.submission import example_manifest, example_sweep_manifest
-from trainyard.sweeps.record import SweepState, load_sweep
+from trainyard.sweeps.record import SweepState, load_sweep, save_sweep
 
 SWEEP_ID = "acme.digits-mlp.20261207-101500-ab12"
 
@@ -66,3 +66,26 @@ def test_each_dag_refuses_the_other_kind_of_manifest_naming_where_it_belongs(
     assert record.failure is not None
     assert says in record.failure.message
     assert load_sweep(store, SWEEP_ID) is None
+
+
+def test_a_resume_run_takes_up_a_paused_sweep_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = bare_acme(tmp_path, monkeypatch)
+    validate = ValidateSweepOperator(task_id="validate", tenant="acme")
+    validate.execute(context(example_sweep_manifest("acme")))
+    resume_run = SimpleNamespace(run_id=f"{SWEEP_ID}.resumed-1", queued_at=None)
+    conf = {"manifest": example_sweep_manifest("acme"), "resume_sweep_id": SWEEP_ID}
+    resumed = cast(Context, {"params": conf, "dag_run": resume_run})
+
+    with pytest.raises(AirflowFailException, match="only a paused sweep resumes"):
+        validate.execute(resumed)  # it runs
+
+    record = load_sweep(store, SWEEP_ID)
+    assert record is not None
+    save_sweep(store, record.model_copy(update={"state": SweepState.PAUSED}))
+    assert validate.execute(resumed) == SWEEP_ID
+    assert validate.execute(resumed) == SWEEP_ID  # a retry of the resume run's validate
+    record = load_sweep(store, SWEEP_ID)
+    assert record is not None
+    assert (record.state, record.dag_run_id) == (SweepState.RUNNING, resume_run.run_id)
