@@ -1,6 +1,7 @@
 """A hyper-parameter sweep through real Airflow with real PyTorch trials (issue 26): the digits
 example's learning rate searched over 8 trials, 2 at once, random search with ASHA, while one
-trial's learner is SIGKILLed and the scheduler is killed with its process group mid-sweep.
+trial's learner is SIGKILLed, the scheduler is killed with its process group and then the
+whole Airflow restarted mid-sweep.
 Every trial is a job of its own, none runs twice, the trailing ones are pruned, the best trial
 is as accurate as the example's default and its model is registered under the sweep's name;
 the sweep's page in headless Chromium shows them. A sweep cancelled mid-way starts no more
@@ -59,7 +60,7 @@ def sweep_of(store: ObjectStore, sweep_id: str) -> SweepRecord:
     return record
 
 
-def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_a_scheduler_crash(
+def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflow_crashes(
     deployment: Deployment, client: AirflowClient
 ) -> None:
     store = deployment.stores[TENANT]
@@ -88,6 +89,13 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_a_sche
     wait_until(lambda: len(sweep_of(store, sweep_id).trials) >= 3, "a third trial", timeout=600)
     deployment.cluster.kill("scheduler", signal.SIGKILL)
     deployment.cluster.start("scheduler")
+    # The whole Airflow dies and starts again once the fifth trial was drawn.
+    wait_until(lambda: len(sweep_of(store, sweep_id).trials) >= 5, "a fifth trial", timeout=600)
+    for component in list(deployment.cluster.processes):
+        deployment.cluster.kill(component, signal.SIGKILL)
+    for component in list(deployment.cluster.processes):
+        deployment.cluster.start(component)
+    deployment.cluster.wait_healthy()
 
     def ended() -> SweepRecord | None:
         record = sweep_of(store, sweep_id)
