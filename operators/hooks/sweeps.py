@@ -9,6 +9,11 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from sqlalchemy.engine import URL
 
 from trainyard.failures import PlatformFault
+from trainyard.manifest.sweep import EarlyStoppingRule
+from trainyard.storage import ObjectStore
+from trainyard.sweeps.record import load_sweep
+from trainyard.sweeps.search import SweepSearch
+from trainyard.sweeps.trials import trial_of
 
 #: The connection types the studies' database may have, and SQLAlchemy's driver for each.
 _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
@@ -17,7 +22,8 @@ _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg
 class SweepStudyHook(BaseHook):
     """The SQLAlchemy URL of the sweeps' studies: the connection `trainyard_sweeps` (conn type
     postgres: host, or a unix socket directory as the host; login, password, port; the
-    database as its schema). The embedded default sets it to a database of its own PostgreSQL
+    database as its schema; or conn type sqlite, the file as its host, where every process
+    runs on one machine). The embedded default sets it to a database of its own PostgreSQL
     server (`AIRFLOW_CONN_TRAINYARD_SWEEPS`); docs/deployment.md says what a production one
     needs."""
 
@@ -40,6 +46,8 @@ class SweepStudyHook(BaseHook):
             connection = self.get_connection(self.conn_id)
         except AirflowNotFoundException as missing:
             raise PlatformFault(f"no Airflow connection {self.conn_id!r}", fix) from missing
+        if connection.conn_type == "sqlite" and connection.host:  # one machine: tests, trials
+            return f"sqlite:///{connection.host}"
         driver = _DRIVERS.get(connection.conn_type or "")
         if driver is None or not connection.schema:
             raise PlatformFault(
@@ -58,3 +66,15 @@ class SweepStudyHook(BaseHook):
             database=connection.schema,
             query={"host": host} if socket and host else {},
         ).render_as_string(hide_password=False)
+
+    def trial_search(self, store: ObjectStore, job_id: str) -> tuple[SweepSearch, int] | None:
+        """The search and trial number of `job_id` when it is a trial whose sweep stops trials
+        early (None otherwise): what a trial's learners are watched with."""
+        trial = trial_of(job_id)
+        if trial is None:
+            return None
+        sweep_id, number = trial
+        sweep = load_sweep(store, sweep_id)
+        if sweep is None or sweep.spec.early_stopping.rule is EarlyStoppingRule.NONE:
+            return None
+        return SweepSearch(sweep.spec, sweep_id, self.storage_url()), number

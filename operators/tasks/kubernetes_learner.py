@@ -16,18 +16,19 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException, TaskDeferred
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from operators.tasks.base import TrainyardOperator, classified_failures
 from operators.tasks.learner import LearnerOperator
 from operators.triggers.learner_group import LearnerGroupTrigger
-from trainyard.backends import LearnerSpec
+from trainyard.backends import LearnerSpec, RunMode
 from trainyard.backends.kubernetes import KubernetesBackend
 from trainyard.backends.kubernetes.pods import ATTEMPT_LABEL, RANK_LABEL, rank_hostname
 from trainyard.failures import InternalError
 from trainyard.manifest.schema import JobManifest
+from trainyard.sweeps.trials import record_pruned, trial_of
 
 
 class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
@@ -144,6 +145,10 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
         except Exception as raised:  # read from the pods, as in run_learners
             error = raised
         self.stop_group()  # also when rank 0 was gone, so the provider skipped its cleanup
+        if event.get("pruned"):  # as the local learner task ends a pruned trial
+            with classified_failures():
+                record_pruned(self.store, self.job_id, self.pod_attempt(), self.started_at)
+            raise AirflowSkipException(f"{self.job_id} was pruned by its sweep")
         self.conclude(manifest, self.started_at, error)
         return self.learners_done()
 
@@ -299,6 +304,10 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
             log_events_on_startup=False,  # they were logged while the worker waited
             workers={str(rank): worker.metadata.name for rank, worker in self.workers.items()},
             service_name=self.rendezvous.metadata.name if self.rendezvous else None,
+            # A sweep's trial: the triggerer also watches for its sweep's early-stopping rule.
+            early_stop={"tenant": self.tenant, "job_id": self.job_id}
+            if self.mode is RunMode.TRAIN and trial_of(self.job_id)
+            else None,
         )
         self.defer(trigger=trigger, method_name="resume_learners")
 

@@ -39,11 +39,8 @@ from trainyard.jobs.control import attempt_of_try, record_pause
 from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
 from trainyard.jobs.records import load_record
 from trainyard.manifest.schema import JobManifest
-from trainyard.manifest.sweep import EarlyStoppingRule
 from trainyard.runtime.process import die_with_parent
-from trainyard.sweeps.record import load_sweep
-from trainyard.sweeps.search import SweepSearch
-from trainyard.sweeps.trials import EarlyStopWatch, record_pruned, trial_of
+from trainyard.sweeps.trials import EarlyStopWatch, record_pruned
 
 
 class LearnerOperator(TrainyardOperator):
@@ -163,9 +160,9 @@ class LearnerOperator(TrainyardOperator):
                 timer.cancel()
         if watch is not None and watch.pruned.is_set():
             with classified_failures():
-                record_pruned(self.store, self.job_id, attempt, started_at, watch.rule)
+                record_pruned(self.store, self.job_id, attempt, started_at)
             # No failure: the rest of the run (commit, evaluate, register) is skipped.
-            raise AirflowSkipException(f"{self.job_id} was pruned by its sweep ({watch.rule})")
+            raise AirflowSkipException(f"{self.job_id} was pruned by its sweep")
         with classified_failures():
             ends = [LearnerEnd(rank, learner) for rank, learner in enumerate(exits)]
             failure = judge_attempt(self.store, spec, ends)
@@ -179,15 +176,13 @@ class LearnerOperator(TrainyardOperator):
     def early_stop_watch(self, backend: ProcessBackend) -> EarlyStopWatch | None:
         """The watch of a sweep's trial whose sweep stops trials early (None otherwise): it
         stops the learners (a final checkpoint) once the rule says so."""
-        trial = trial_of(self.job_id) if self.mode is RunMode.TRAIN else None
+        if self.mode is not RunMode.TRAIN:
+            return None
+        with classified_failures():
+            trial = SweepStudyHook().trial_search(self.store, self.job_id)
         if trial is None:
             return None
-        sweep_id, number = trial
-        with classified_failures():
-            sweep = load_sweep(self.store, sweep_id)
-            if sweep is None or sweep.spec.early_stopping.rule is EarlyStoppingRule.NONE:
-                return None
-            search = SweepSearch(sweep.spec, sweep_id, SweepStudyHook().storage_url())
+        search, number = trial
         return EarlyStopWatch(search, number, self.store, self.job_id, backend.stop)
 
     def check_limits(self, manifest: JobManifest, context: Context) -> float | None:

@@ -5,6 +5,8 @@ multi-learner job also needs the other ranks watched: one that fails or disappea
 others hanging in a collective, so the trigger stops the group (deletes rank 0 with its grace
 period, in which it commits a final checkpoint) and reports the rank that failed. The task,
 resumed on a worker, reads every rank's final status, deletes the rest and classifies the end.
+A sweep's trial is also watched for its sweep's early-stopping rule, which stops the group the
+same way (`pruned` in the event).
 """
 
 from __future__ import annotations
@@ -38,17 +40,24 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
         *,
         workers: dict[str, str] | None = None,
         service_name: str | None = None,
+        early_stop: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
+        """`early_stop`: the `tenant` and `job_id` of a sweep's trial, whose learners the
+        sweep's early-stopping rule may stop (`pruned` in the event)."""
         super().__init__(**kwargs)
         self.workers = dict(workers or {})
         self.service_name = service_name
+        self.early_stop = dict(early_stop) if early_stop else None
         self.failed_rank: int | None = None
+        self.pruned = False
 
     # Extended: a trigger's state is its serialized kwargs, so the group's go with the provider's.
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
-        kwargs.update(workers=self.workers, service_name=self.service_name)
+        kwargs.update(
+            workers=self.workers, service_name=self.service_name, early_stop=self.early_stop
+        )
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     # Extended: the provider's event, with the group added (the operator's callbacks do not
@@ -65,30 +74,77 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
                     "workers": self.workers,
                     "service_name": self.service_name,
                     "failed_rank": self.failed_rank,
+                    "pruned": self.pruned,
                 }
             )
 
-    # The one provider internal overridden: its wait for rank 0 is where a failed rank must
-    # interrupt; no public hook lets anything else end the wait.
+    # The one provider internal overridden: its wait for rank 0 is where a failed rank, or the
+    # sweep's early-stopping rule, must interrupt; no public hook lets anything else end it.
     async def _wait_for_container_completion(self) -> TriggerEvent:
-        """The provider's wait for rank 0, raced against the first rank that ends early."""
+        """The provider's wait for rank 0, raced against the first rank that ends early and
+        against the early-stopping rule of a sweep's trial."""
         leader = asyncio.ensure_future(super()._wait_for_container_completion())
-        if not self.workers:
+        stoppers: dict[asyncio.Future[Any], str] = {}
+        if self.workers:
+            stoppers[asyncio.ensure_future(self._wait_for_failed_rank())] = "rank"
+        if self.early_stop:
+            stoppers[asyncio.ensure_future(self._wait_for_pruning(**self.early_stop))] = "rule"
+        if not stoppers:
             return await leader
-        watch = asyncio.ensure_future(self._wait_for_failed_rank())
-        done, _ = await asyncio.wait({leader, watch}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({leader, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
+        for stopper in stoppers:
+            stopper.cancel()
         if leader in done:
-            watch.cancel()
             return leader.result()
         leader.cancel()
-        self.failed_rank = watch.result()
-        self.log.warning("learner rank %d ended: stopping the group", self.failed_rank)
+        first = next(stopper for stopper in stoppers if stopper in done)
+        if stoppers[first] == "rank":
+            self.failed_rank = first.result()
+            self.log.warning("learner rank %d ended: stopping the group", self.failed_rank)
+        else:
+            self.pruned = True
+            self.log.info("the sweep's early-stopping rule stops the trial: stopping the group")
         await self.hook.delete_pod(
             name=self.pod_name,
             namespace=self.pod_namespace,
             grace_period_seconds=self.termination_grace_period,
         )
         return await self._wait_for_leader_end()
+
+    async def _wait_for_pruning(self, tenant: str, job_id: str) -> None:
+        """Return once the sweep's early-stopping rule stops the trial (never, for a trial
+        whose sweep stops none early). Each look (storage and the study's database, blocking)
+        runs in a thread; a look that fails waits for the next."""
+        from operators.hooks.storage import TenantStorageHook
+        from operators.hooks.sweeps import SweepStudyHook
+        from trainyard.jobs.progress import read_metrics
+        from trainyard.sweeps.trials import EARLY_STOP_POLL_SECONDS
+        from trainyard.tenancy.config import load_config
+
+        def search() -> tuple[Any, ...] | None:
+            store = TenantStorageHook(load_config().tenant(tenant)).get_store()
+            trial = SweepStudyHook().trial_search(store, job_id)
+            return None if trial is None else (store, *trial)
+
+        watched: tuple[Any, ...] | None = None
+        while watched is None:
+            await asyncio.sleep(EARLY_STOP_POLL_SECONDS)
+            try:
+                watched = await asyncio.to_thread(search)
+            except Exception:
+                self.log.warning("early stopping of %s: no study yet", job_id, exc_info=True)
+                continue
+            if watched is None:
+                await asyncio.Event().wait()  # no rule to watch for: the leader's end decides
+        store, study, number = watched
+        while True:
+            await asyncio.sleep(EARLY_STOP_POLL_SECONDS)
+            try:
+                rows = await asyncio.to_thread(read_metrics, store, job_id)
+                if await asyncio.to_thread(study.hear, number, rows):
+                    return
+            except Exception:
+                self.log.warning("early stopping of %s: this look failed", job_id, exc_info=True)
 
     async def _wait_for_failed_rank(self) -> int:
         while True:
@@ -106,7 +162,9 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
                 "status": "failed",
                 "namespace": self.pod_namespace,
                 "name": self.pod_name,
-                "message": f"learner rank {self.failed_rank} ended: the group was stopped",
+                "message": "the sweep's early-stopping rule stopped the trial"
+                if self.pruned
+                else f"learner rank {self.failed_rank} ended: the group was stopped",
                 "last_log_time": self.last_log_time,
                 **self.trigger_kwargs,
             }

@@ -17,6 +17,7 @@ from trainyard.jobs.state import TERMINAL_STATES, job_state
 from trainyard.manifest.schema import parse_manifest
 from trainyard.manifest.sweep import ParameterValue
 from trainyard.storage.local import LocalStore
+from trainyard.sweeps.record import SweepRecord, save_sweep
 from trainyard.sweeps.search import SweepSearch, TrialEnd
 from trainyard.sweeps.trials import (
     EarlyStopWatch,
@@ -68,6 +69,16 @@ def test_a_trials_manifest_is_the_sweeps_with_its_values_and_no_sweep() -> None:
     )
 
 
+def sweep_record(document: dict[str, Any]) -> SweepRecord:
+    return SweepRecord(
+        sweep_id=SWEEP_ID,
+        tenant="acme",
+        dag_id="trainyard_acme.sweeps",
+        dag_run_id=SWEEP_ID,
+        manifest=parse_manifest(document).model_dump(mode="json"),
+    )
+
+
 def test_the_watch_stops_a_trailing_trial_and_its_record_says_pruned(tmp_path: Path) -> None:
     document = sweep_manifest(early_stopping={"rule": "asha", "min_steps": 1}, seed=1)
     spec = parse_manifest(document).sweep
@@ -100,7 +111,8 @@ def test_the_watch_stops_a_trailing_trial_and_its_record_says_pruned(tmp_path: P
         assert stopped.wait(60)
     assert watch.pruned.is_set()
 
-    record_pruned(store, job_id, 1, datetime.now(UTC), watch.rule)
+    save_sweep(store, sweep_record(document))
+    record_pruned(store, job_id, 1, datetime.now(UTC))
     record = load_record(store, job_id)
     assert record is not None
     assert record.state is JobState.PRUNED

@@ -18,6 +18,7 @@ from trainyard.jobs.records import JobState, update_record
 from trainyard.manifest.schema import JobManifest
 from trainyard.manifest.sweep import ParameterValue
 from trainyard.storage.base import ObjectStore
+from trainyard.sweeps.record import load_sweep
 from trainyard.sweeps.search import SweepSearch
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,12 @@ def trial_manifest(sweep: JobManifest, values: dict[str, ParameterValue]) -> dic
     return document
 
 
-def record_pruned(
-    store: ObjectStore, job_id: str, attempt: int, started_at: datetime, rule: str
-) -> None:
+def record_pruned(store: ObjectStore, job_id: str, attempt: int, started_at: datetime) -> None:
     """End a trial its sweep's early-stopping rule stopped: the attempt (which committed a
     final checkpoint) ends as `pruned`, and so does the job: no failure, no retry."""
+    trial = trial_of(job_id)
+    sweep = load_sweep(store, trial[0]) if trial else None
+    rule = sweep.spec.early_stopping.rule.value if sweep else "unknown"
     record_attempt_end(
         store,
         job_id,
@@ -88,8 +90,6 @@ class EarlyStopWatch:
     ) -> None:
         self.search, self.number, self.store, self.job_id = search, number, store, job_id
         self.stop, self.every = stop, every
-        #: The rule, for the record (median, asha).
-        self.rule = search.spec.early_stopping.rule.value
         self.pruned = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="early-stop", daemon=True)

@@ -23,8 +23,13 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow.sdk import Connection, Context
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    TaskDeferred,
+)
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from kubernetes.client import CoreV1Api
@@ -39,14 +44,19 @@ from devkit.kube_server import (
     running_kube_server,
 )
 from devkit.learners import wait_until
-from operators.hooks.storage import storage_connection
+from operators.hooks.storage import TenantStorageHook, storage_connection
 from operators.tasks.kubernetes_learner import KubernetesLearnerOperator
 from trainyard.backends.kubernetes.pods import RANK_LABEL, classify_pod_failure
 from trainyard.failures import Preemption, ResourceError
-from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.jobs.layout import JobLayout
+from trainyard.jobs.records import JobRecord, JobState, load_record, save_record
 from trainyard.manifest.schema import parse_manifest
 from trainyard.storage import StorageCredentials
 from trainyard.storage.local import LocalStore
+from trainyard.sweeps import trials
+from trainyard.sweeps.record import SweepRecord, save_sweep
+from trainyard.sweeps.search import SweepSearch, TrialEnd
+from trainyard.sweeps.trials import trial_job_id, trial_manifest
 from trainyard.tenancy.config import CONFIG_ENV, load_config
 
 JOB_ID = "acme.ddp.20261125-020000-abcd"
@@ -427,3 +437,87 @@ def test_a_drained_node_evicts_its_pods_through_the_eviction_api(
     assert isinstance(failure, Preemption)
     assert "EvictionByEvictionAPI" in failure.cause
     assert cluster.pods_of() == []
+
+
+def test_a_trial_its_sweeps_rule_stops_is_pruned_gracefully_and_not_retried(
+    cluster: FakeKubernetes,
+    config: None,
+    local_store: LocalStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The triggerer watches a trial's metric rows for its sweep's early-stopping rule: three
+    trials reached a low loss; this one reports a high one, so the rule stops it. Its pod gets
+    SIGTERM (its grace period for a final checkpoint), the trial is recorded `pruned`, and
+    the task ends skipped: no failure, no retry."""
+    sweep_id, trial_id = JOB_ID, f"{JOB_ID}.t4"
+    study = Connection(conn_id="trainyard_sweeps", conn_type="sqlite", host=str(tmp_path / "s"))
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINYARD_SWEEPS", study.as_json())
+    monkeypatch.setattr(TenantStorageHook, "get_store", lambda self: local_store)
+    monkeypatch.setattr(trials, "EARLY_STOP_POLL_SECONDS", 0.2)
+    document = {
+        "name": "ddp",
+        "tenant": "acme",
+        "framework": {"name": "pytorch", "version": "2.13"},
+        "code": {"uri": "code"},
+        "command": "python train.py --lr {lr}",
+        "sweep": {
+            "parameters": {"lr": {"distribution": "log_uniform", "low": 1e-4, "high": 0.1}},
+            "trials": 4,
+            "metric": "loss",
+            "goal": "minimize",
+            "early_stopping": {"rule": "asha", "min_steps": 1, "reduction_factor": 2},
+        },
+    }
+    sweep = parse_manifest(document)
+    assert sweep.sweep is not None
+    save_sweep(
+        local_store,
+        SweepRecord(
+            sweep_id=sweep_id,
+            tenant="acme",
+            dag_id="trainyard_acme.sweeps",
+            dag_run_id=sweep_id,
+            manifest=sweep.model_dump(mode="json"),
+        ),
+    )
+    search = SweepSearch(sweep.sweep, sweep_id, f"sqlite:///{tmp_path / 's'}")
+    for final in (0.3, 0.2, 0.1):
+        done = search.draw()
+        for step in range(1, 5):
+            search.report(done.number, step, final + 1 / step)
+        search.finish(done.number, TrialEnd.COMPLETE, final)
+    trailing = search.draw()
+    assert trial_job_id(sweep_id, trailing.number) == trial_id
+    manifest = parse_manifest(trial_manifest(sweep, trailing.values))
+    save_record(
+        local_store,
+        JobRecord(
+            job_id=trial_id,
+            tenant="acme",
+            dag_id="trainyard_acme",
+            dag_run_id=trial_id,
+            manifest=manifest.model_dump(mode="json"),
+        ),
+    )
+    local_store.put_bytes(JobLayout(trial_id).metrics(1), b'{"step": 1, "loss": 9.0}\n')
+    task = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id=trial_id)
+    task.store = local_store
+
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context())
+    pod = running_pod(cluster, 0)
+    [event] = run_trigger(deferred.value.trigger)
+
+    assert event.payload["pruned"] is True
+    resumed = KubernetesLearnerOperator(task_id="learner", tenant="acme", job_id=trial_id)
+    resumed.store = local_store
+    with pytest.raises(AirflowSkipException):
+        resumed.resume_learners(context(), event.payload)
+    assert pod.signals == [signal.SIGTERM]  # stopped within its grace period
+    record = load_record(local_store, trial_id)
+    assert record is not None
+    assert record.state is JobState.PRUNED
+    assert [a.failure_class for a in record.attempts] == ["pruned"]
+    assert "asha" in record.attempts[0].message
+    assert no_pod_left(cluster)

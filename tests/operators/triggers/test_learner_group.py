@@ -54,6 +54,7 @@ def test_a_group_that_ended_at_once_is_reported_after_the_deferral_settled(
         "workers": {"1": "job-train-1"},
         "service_name": "job-attempt-1",
         "failed_rank": None,
+        "pruned": False,
     }
 
 
