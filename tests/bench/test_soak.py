@@ -4,15 +4,25 @@ nothing lost, duplicated or split, and every fault classed right."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench.common import Context, console
 from bench.soak import FAULTS, KUBERNETES, Soak, epochs_per_framework, soak_deployment
-from devkit.s3_server import S3Server
+from devkit.s3_server import S3Server, running_s3_server
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A moto server of this module's own: the session's holds every other module's buckets,
+    users and objects by now, and this module writes more than any (its faults, or its
+    seventeen jobs, need the storage to answer as fast as a fresh server does)."""
+    with running_s3_server(tmp_path_factory.mktemp("own-s3"), authenticate=True) as server:
+        yield server
 
 
 def test_four_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:

@@ -37,7 +37,7 @@ from devkit.kube_server import (
     running_kube_server,
 )
 from devkit.learners import wait_for_end, wait_until
-from devkit.s3_server import S3Server, free_port
+from devkit.s3_server import S3Server, free_port, running_s3_server
 from trainyard.backends.base import FINAL_UPLOAD_SECONDS
 from trainyard.backends.kubernetes.pods import JOB_ID_LABEL, RANK_LABEL, TENANT_LABEL, label_value
 from trainyard.cli.client import AirflowClient
@@ -111,6 +111,15 @@ JOBS: dict[str, dict[str, Any]] = {
         for name in (*STEADY, STEADY_GROUP)
     },
 }
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A moto server of this module's own: the session's holds every other module's buckets,
+    users and objects by now, and this module writes more than any (its faults, or its
+    seventeen jobs, need the storage to answer as fast as a fresh server does)."""
+    with running_s3_server(tmp_path_factory.mktemp("own-s3"), authenticate=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
