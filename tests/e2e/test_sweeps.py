@@ -91,9 +91,10 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
     deployment.cluster.start("scheduler")
     # The whole Airflow dies and starts again once the fifth trial was drawn.
     wait_until(lambda: len(sweep_of(store, sweep_id).trials) >= 5, "a fifth trial", timeout=600)
-    for component in list(deployment.cluster.processes):
+    components = list(deployment.cluster.processes)
+    for component in components:
         deployment.cluster.kill(component, signal.SIGKILL)
-    for component in list(deployment.cluster.processes):
+    for component in components:
         deployment.cluster.start(component)
     deployment.cluster.wait_healthy()
 
