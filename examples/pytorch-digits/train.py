@@ -151,6 +151,15 @@ def main() -> int:
             if time.monotonic() - last_checkpoint >= interval:
                 checkpoint()
                 last_checkpoint = time.monotonic()
+        # The held-out accuracy at each epoch's end: what a sweep can rank and stop trials by.
+        log_metrics(
+            step=step,
+            epoch=epoch,
+            val_accuracy=round(accuracy(model, x_test, y_test), 5),
+            progress=round(step / total_steps, 4),
+            total_steps=total_steps,
+            time=round(time.time(), 3),
+        )
         print(f"epoch {epoch} done: loss {loss.item():.4f}", flush=True)
 
     checkpoint()
