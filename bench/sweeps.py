@@ -51,9 +51,9 @@ def sweep_section(trials: int, parallel: int, early_stopping: str) -> dict[str, 
         "trials": trials,
         "parallel": parallel,
         "algorithm": "random",
-        "metric": "loss",
-        "goal": "minimize",
-        "early_stopping": {"rule": early_stopping, "min_steps": 10, "reduction_factor": 2},
+        "metric": "val_accuracy",  # the example's held-out accuracy at each epoch's end
+        "goal": "maximize",
+        "early_stopping": {"rule": early_stopping, "min_steps": 40, "reduction_factor": 2},
         "seed": SEED,
     }
 
