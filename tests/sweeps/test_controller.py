@@ -171,3 +171,26 @@ def test_the_final_metric_is_the_evaluations_else_the_last_row(store: LocalStore
     assert final_metric(store, job_id, "accuracy") == 0.97
     assert final_metric(store, job_id, "loss") == 0.2
     assert join_key("sweeps", SWEEP_ID, "sweep.json") not in [i.key for i in store.list("jobs")]
+
+
+def test_a_look_reads_only_the_trials_that_have_not_ended(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    record, search = sweep(store, tmp_path, trials=3)
+    trials = Trials(store)
+    read: list[str] = []
+
+    def state(job_id: str) -> JobState | None:
+        read.append(job_id)
+        return trials.state(job_id)
+
+    record = advance(record, search, store, state, trials.start)
+    trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)
+    record = advance(record, search, store, state, trials.start)  # t1 ends; t3 starts
+    read.clear()
+
+    record = advance(record, search, store, state, trials.start)
+
+    assert read == [f"{SWEEP_ID}.t2", f"{SWEEP_ID}.t3"]
+    assert (record.trials[0].job_id, record.trials[0].state) == (f"{SWEEP_ID}.t1", "succeeded")
+    assert record.trials[0].metric == pytest.approx(0.3 + 1 / 30)

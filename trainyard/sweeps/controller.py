@@ -29,6 +29,8 @@ _ENDS = {
     JobState.CANCELLED: TrialEnd.FAILED,
 }
 
+_ENDED_STATES = {state.value for state in _ENDS}
+
 #: The state of a trial's job: None while it has no run yet.
 TrialState = Callable[[str], JobState | None]
 #: Start a trial's job: (job id, its manifest document).
@@ -46,9 +48,13 @@ def advance(
     every trial ended (then `succeeded` with the best trial, or `failed` if none trained)."""
     spec = record.spec
     manifest = record.job_manifest
+    ended = {row.number: row for row in record.trials if row.state in _ENDED_STATES}
     rows = []
     running = 0
     for trial in search.trials():
+        if trial.state != "running" and trial.number in ended:
+            rows.append(ended[trial.number])  # its end is told and summarised: read nothing
+            continue
         job_id = trial_job_id(record.sweep_id, trial.number)
         state = trial_state(job_id)
         metric = trial.metric
