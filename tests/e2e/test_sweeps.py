@@ -39,7 +39,8 @@ TRIALS = 8
 #: learning rate clears it.
 THRESHOLD = 0.9
 SWEEP: dict[str, Any] = {
-    "parameters": {"lr": {"distribution": "log_uniform", "low": 1e-5, "high": 3e-2}},
+    # Down to rates at which the model barely learns in a few epochs: ASHA has trials to stop.
+    "parameters": {"lr": {"distribution": "log_uniform", "low": 1e-6, "high": 3e-2}},
     "trials": TRIALS,
     "parallel": 2,
     "algorithm": "random",
@@ -69,7 +70,9 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
         TENANT,
         "sweep.yaml",
         name=NAME,
-        command="python train.py --epochs 3 --lr {lr}",
+        # Long enough (about 6 s an epoch here) for the 5 s early-stopping watch to see each
+        # epoch's row while the trial still trains.
+        command="python train.py --epochs 6 --lr {lr}",
         checkpoint={"interval": "2s", "keep": 3},
         sweep=SWEEP,
     )
@@ -78,7 +81,7 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
     # The example with its default learning rate, as a job of the other tenant (its own quota).
     baseline = deployment.submit(
         deployment.write_manifest(
-            "globex", "baseline.yaml", name="digits-default", command="python train.py --epochs 3"
+            "globex", "baseline.yaml", name="digits-default", command="python train.py --epochs 6"
         )
     )
 
