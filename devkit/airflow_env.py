@@ -152,11 +152,13 @@ def tenant_storage_keys(env: Mapping[str, str]) -> set[str]:
 
 
 def api_server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The API server's environment: the components' without any tenant's storage keys and
-    without the platform user of `trainyard_api` (the server needs no client of itself). Its
-    web plugin opens a tenant's storage with the keys of the tenant's connection in the
-    metadata DB (`trainyard tenants sync` wrote it); the tasks read their own environment."""
-    keys = tenant_storage_keys(env) | {API_CONNECTION_VARIABLE}
+    """The API server's environment: the components' without any tenant's storage keys,
+    without the platform user of `trainyard_api` (the server needs no client of itself) and
+    without `trainyard_sweeps` (only tasks and the triggerer search; a page reads a sweep's
+    record). Its web plugin opens a tenant's storage with the keys of the tenant's connection
+    in the metadata DB (`trainyard tenants sync` wrote it); the tasks read their own
+    environment."""
+    keys = tenant_storage_keys(env) | {API_CONNECTION_VARIABLE, SWEEPS_CONNECTION_VARIABLE}
     return {name: value for name, value in env.items() if name not in keys}
 
 

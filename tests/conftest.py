@@ -65,3 +65,24 @@ settings.register_profile(
     derandomize=False,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: How much of each failure's message the last section shows (CI keeps only the log's tail).
+MESSAGE_LINES = 8
+MESSAGE_WIDTH = 240
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each failure's own message, last: a CI log is read from its tail, and the short summary
+    cuts a message at the terminal's width (often to nothing but '...')."""
+    reports = [*terminalreporter.stats.get("failed", []), *terminalreporter.stats.get("error", [])]
+    if not reports:
+        return
+    terminalreporter.section("why each test failed")
+    for report in reports:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else str(report.longrepr)
+        terminalreporter.write_line(f"{report.nodeid} ({report.when}):")
+        for line in message.splitlines()[:MESSAGE_LINES]:
+            terminalreporter.write_line(f"    {line[:MESSAGE_WIDTH]}")

@@ -10,7 +10,9 @@ import yaml
 from devkit.airflow_env import api_server_environment, tenant_storage_keys
 
 
-def test_the_api_server_loses_every_s3_tenants_keys_and_the_api_connection(tmp_path: Path) -> None:
+def test_the_api_server_loses_every_s3_tenants_keys_and_the_platforms_connections(
+    tmp_path: Path,
+) -> None:
     tenants = [
         {
             "name": "acme-corp",
@@ -32,6 +34,7 @@ def test_the_api_server_loses_every_s3_tenants_keys_and_the_api_connection(tmp_p
         "AIRFLOW_CONN_TRAINYARD_STORAGE_ACME_CORP": '{"login": "AKIA-ACME"}',
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW_CONN_TRAINYARD_API": '{"login": "platform", "password": "platform-secret"}',
+        "AIRFLOW_CONN_TRAINYARD_SWEEPS": '{"conn_type": "postgres", "password": "db-secret"}',
     }
 
     served = api_server_environment(env)
@@ -40,5 +43,6 @@ def test_the_api_server_loses_every_s3_tenants_keys_and_the_api_connection(tmp_p
         "TRAINYARD_CONFIG": str(config),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     }
-    assert tenant_storage_keys(env) | {"AIRFLOW_CONN_TRAINYARD_API"} == env.keys() - served.keys()
-    assert len(env) == 6  # the other components' environment is left as it was
+    platform = {"AIRFLOW_CONN_TRAINYARD_API", "AIRFLOW_CONN_TRAINYARD_SWEEPS"}
+    assert tenant_storage_keys(env) | platform == env.keys() - served.keys()
+    assert len(env) == 7  # the other components' environment is left as it was
