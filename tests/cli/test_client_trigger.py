@@ -1,10 +1,11 @@
-"""The REST client's trigger is idempotent: a retry after a lost or failed answer, whose first
-try had created the run, gets Airflow's 409 and returns that run instead of failing or making
-a second one (the job id is the run id)."""
+"""The REST client's trigger is idempotent: a retry after a lost, failed or late answer, whose
+first try had created the run, gets Airflow's 409 and returns that run instead of failing or
+making a second one (the job id is the run id)."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,9 +21,11 @@ JOB_ID = "acme.digits-mlp.20261202-010000-abcd"
 
 @contextmanager
 def airflow_losing_first_answer(how: str) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
-    """An API whose first POST of a run creates it, then fails its answer (`how`: a 500, or
-    the connection closed without one); yields the URL and the runs it holds."""
+    """An API whose first POST of a run creates it, then fails its answer (`how`: a 500, the
+    connection closed without one, or an answer later than the client waits); yields the URL
+    and the runs it holds."""
     runs: dict[str, dict[str, str]] = {}
+    released = threading.Event()  # the late answer comes once the test is over
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, status: int, body: object) -> None:
@@ -43,6 +46,9 @@ def airflow_losing_first_answer(how: str) -> Iterator[tuple[str, dict[str, dict[
             runs[run_id] = {"dag_run_id": run_id, "state": "queued"}
             if how == "server-error":
                 return self._answer(500, {"detail": "Internal Server Error"})
+            if how == "late-answer":
+                released.wait(timeout=60)
+                return self._answer(200, runs[run_id])
             self.close_connection = True  # the answer is lost: no response at all
             return None
 
@@ -57,7 +63,10 @@ def airflow_losing_first_answer(how: str) -> Iterator[tuple[str, dict[str, dict[
             return
 
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
-        yield url, runs
+        try:
+            yield url, runs
+        finally:
+            released.set()
 
 
 @pytest.mark.parametrize(
@@ -65,14 +74,16 @@ def airflow_losing_first_answer(how: str) -> Iterator[tuple[str, dict[str, dict[
     [
         pytest.param("server-error", id="a-500-after-the-run-was-created"),
         pytest.param("no-answer", id="the-answer-lost"),
+        # The client's wait outlasts its whole retry budget: it still asks once more.
+        pytest.param("late-answer", id="an-answer-later-than-the-retry-budget"),
     ],
 )
 def test_a_retried_trigger_returns_the_run_its_first_try_created(how: str) -> None:
-    with (
-        airflow_losing_first_answer(how) as (url, runs),
-        AirflowClient(ApiSettings(url, "admin", "admin", connect_retry_seconds=10)) as client,
-    ):
-        run = client.trigger_run(DAG_ID, JOB_ID, {"manifest": {}})
+    """A 1 s retry budget, a 2 s wait for each answer."""
+    with airflow_losing_first_answer(how) as (url, runs):
+        settings = ApiSettings(url, "admin", "admin", connect_retry_seconds=1)
+        with AirflowClient(settings, timeout=2) as client:
+            run = client.trigger_run(DAG_ID, JOB_ID, {"manifest": {}})
 
     assert run == {"dag_run_id": JOB_ID, "state": "queued"}
     assert list(runs) == [JOB_ID]

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from trainyard.limits import shorten
 
@@ -148,12 +154,13 @@ class AirflowClient:
         of the Trainyard plugin) and return the decoded JSON body.
 
         Connection failures are retried for `connect_retry_seconds`, so a call survives an
-        API server restart.
+        API server restart; always once, so an answer lost after a wait longer than that
+        (a busy server's: it may have done the work) is asked for again.
         """
         retrying = Retrying(
             retry=retry_if_exception(_transient),
             wait=wait_exponential(multiplier=0.5, max=5),
-            stop=stop_after_delay(self.settings.connect_retry_seconds),
+            stop=stop_after_attempt(2) & stop_after_delay(self.settings.connect_retry_seconds),
             reraise=True,
         )
         try:
