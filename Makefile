@@ -54,7 +54,7 @@ bench-quick: $(VENV)/.installed
 
 ## soak: the chaos soak (bench/soak.py): 30 minutes at each fault rate (one per job every 1, 2
 ## and 5 minutes) on the embedded default, then 30 minutes on the production-like deployment
-## (PostgreSQL, Redis, Celery); tables appended to soak-results.md. `make test` runs a 4-minute
+## (PostgreSQL, Redis, Celery); tables appended to soak-results.md. `make test` runs a 3-minute
 ## profile (tests/bench/test_soak.py)
 soak: services envs
 	$(BIN)/python -m bench.soak --minutes 30 --fault-every 60 120 300 --markdown soak-results.md

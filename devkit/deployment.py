@@ -25,6 +25,7 @@ from devkit.cluster import AirflowCluster, running_airflow
 from devkit.s3_server import S3Server
 from operators.deployment.auth_managers import AuthManagerName
 from operators.hooks.storage import storage_connection
+from trainyard.data.packaging import upload_directory
 from trainyard.storage import ObjectStore, StorageCredentials, open_store
 from trainyard.storage.config import S3StorageConfig
 from trainyard.storage.s3 import S3Store
@@ -176,9 +177,9 @@ def deploy(
                 [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(dataset)],
                 check=True,
             )
+            # Uploaded as `trainyard data upload` does, without its six process starts per
+            # deployment (the CLI's own upload is tested in tests/cli and tests/e2e).
             for tenant in tenants:
-                cluster.trainyard(
-                    "data", "upload", str(dataset), "datasets/digits", "--tenant", tenant
-                )
-                cluster.trainyard("data", "upload", str(EXAMPLE), EXAMPLE_CODE, "--tenant", tenant)
+                upload_directory(stores[tenant], dataset, "datasets/digits", "dataset")
+                upload_directory(stores[tenant], EXAMPLE, EXAMPLE_CODE, "code")
             yield Deployment(root, cluster, stores, acme_keys)

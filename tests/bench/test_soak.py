@@ -1,5 +1,5 @@
-"""The chaos soak's short profile (`make soak` runs the long ones): four minutes of faults of
-every kind on the embedded default (one tenant's learners on the fake Kubernetes cluster), with
+"""The chaos soak's short profile (`make soak` runs the long ones): three minutes of faults of
+many kinds on the embedded default (one tenant's learners on the fake Kubernetes cluster), with
 nothing lost, duplicated or split, and every fault classed right."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-def test_four_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:
+def test_three_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server) -> None:
     ctx = Context(tmp_path / "bench", quick=True, repeats=1, cheap_repeats=1, airflow_settings={})
     ctx.workdir.mkdir()
     try:
-        epochs = epochs_per_framework(ctx, job_seconds=45)
+        epochs = epochs_per_framework(ctx, job_seconds=30)
         with soak_deployment(tmp_path, s3_server) as (deployment, kubernetes):
             soak = Soak(
                 deployment,
@@ -37,10 +37,11 @@ def test_four_minutes_of_faults_lose_nothing(tmp_path: Path, s3_server: S3Server
                 epochs,
                 parallel=3,
                 fault_every=30,
-                seed=3,
+                # Draws learner, pod and node faults first, then the control plane's.
+                seed=8,
                 kubernetes=kubernetes,
             )
-            report = soak.run(minutes=4, drain_minutes=12)
+            report = soak.run(minutes=3, drain_minutes=10)
     finally:
         ctx.close()
     console.print(report.markdown())

@@ -21,8 +21,10 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,9 @@ DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 GATED_JOB = Path(__file__).resolve().parents[1] / "support" / "gated_job"
 #: The steady jobs train until this file exists (the crashes create it once they are over).
 GATE = Path(tempfile.gettempdir()) / f"trainyard-k8s-gate-{os.getpid()}"
-#: Seventeen jobs share two executor slots: each job's tasks wait their turn.
+#: Seventeen jobs share two executor slots: each job's tasks wait their turn. Every wait of
+#: the module ends this long after the jobs were submitted (`Deadline`): a stuck job fails the
+#: tests that wait on it then, not a full timeout later each.
 END_TIMEOUT = 900
 JOBS: dict[str, dict[str, Any]] = {
     "gpu": {"resources": {"gpus": 1, "gpu_type": "t4", "cpus": 1, "memory": "2Gi"}},
@@ -184,9 +188,29 @@ def jobs(deployment: Deployment) -> dict[str, str]:
     return {name: future.result() for name, future in submitted.items()}
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """The module's one deadline (time.monotonic) for every wait."""
+
+    at: float
+
+    def left(self) -> float:
+        return max(1.0, self.at - time.monotonic())
+
+
+@pytest.fixture(scope="module")
+def deadline(jobs: dict[str, str]) -> Deadline:
+    """END_TIMEOUT after every job was submitted."""
+    return Deadline(time.monotonic() + END_TIMEOUT)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def crashes(
-    cluster: FakeKubernetes, deployment: Deployment, jobs: dict[str, str], client: AirflowClient
+    cluster: FakeKubernetes,
+    deployment: Deployment,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    deadline: Deadline,
 ) -> Iterator[Future[list[str]]]:
     """Once the STEADY jobs and both ranks of STEADY_GROUP all train at once, their learner
     tasks deferred, every other job has ended with no pod left, and no task runs on a worker
@@ -227,10 +251,30 @@ def crashes(
             return None
         return [pod.name for pod in pods if pod is not None]
 
-    def crash() -> list[str]:
-        running = wait_until(
-            training_at_once, "seven jobs training at once, the others ended", timeout=END_TIMEOUT
+    def not_yet() -> str:
+        """What training_at_once still waits for, for the failure's message."""
+        ended = {
+            name: str(job_status(client, store, jobs[name]).state)
+            for name in jobs
+            if name not in (*STEADY, STEADY_GROUP)
+        }
+        pods = {
+            name: len(cluster.pods_of(**{JOB_ID_LABEL: label_value(jobs[name])})) for name in jobs
+        }
+        learners = {name: learner_state(jobs[name]) for name in (*STEADY, STEADY_GROUP)}
+        return (
+            f"other jobs: {ended}; pods per job: {pods}; steady learner tasks: {learners}; "
+            f"busy workers: {busy_workers()}"
         )
+
+    def crash() -> list[str]:
+        try:
+            running = wait_until(
+                training_at_once, "seven jobs training at once, the others ended", deadline.left()
+            )
+        except AssertionError as timed_out:
+            GATE.touch()  # the steady jobs end anyway: no later test waits on them for nothing
+            raise AssertionError(f"{timed_out}: {not_yet()}") from None
         for component in ("triggerer", "scheduler"):
             deployment.cluster.kill(component, signal.SIGKILL)
             deployment.cluster.start(component)
@@ -327,19 +371,20 @@ def test_cancel_of_a_learner_group_stops_its_pods_with_sigterm_and_a_final_check
     jobs: dict[str, str],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     """`trainyard cancel` while both ranks train: the deferred task's trigger deletes the pods
     with their grace period, rank 0 commits a final checkpoint, no pod or Service is left.
     First in the module: the group trains on CPU until it is cancelled."""
     job_id = jobs["cancelled"]
-    pods = [running_learner(cluster, job_id, rank, END_TIMEOUT) for rank in (0, 1)]
+    pods = [running_learner(cluster, job_id, rank, deadline.left()) for rank in (0, 1)]
     checkpoints = CheckpointStore(store, JobLayout(job_id))
-    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", END_TIMEOUT)[-1]
+    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", deadline.left())[-1]
     assert job_services(cluster, job_id)  # the group's rendezvous Service
 
     deployment.cluster.trainyard("cancel", job_id)
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.CANCELLED
     wait_until(
         lambda: not cluster.pods_of(**{JOB_ID_LABEL: label_value(job_id)}),
@@ -364,14 +409,15 @@ def test_a_paused_group_holds_no_pod_or_service_and_resumes_from_its_final_check
     jobs: dict[str, str],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     """`trainyard pause` while both ranks train: the group's pods stop with SIGTERM and rank 0
     commits a final checkpoint; while paused no pod or Service of the job is left; `trainyard
     resume` trains on in new pods of the same job from that checkpoint."""
     job_id = jobs["paused"]
-    pods = [running_learner(cluster, job_id, rank, END_TIMEOUT) for rank in (0, 1)]
+    pods = [running_learner(cluster, job_id, rank, deadline.left()) for rank in (0, 1)]
     checkpoints = CheckpointStore(store, JobLayout(job_id))
-    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", END_TIMEOUT)[-1]
+    before = wait_until(checkpoints.committed_steps, "a committed checkpoint", deadline.left())[-1]
 
     assert f"{job_id}: paused" in deployment.cluster.trainyard("pause", job_id).stdout
 
@@ -390,7 +436,7 @@ def test_a_paused_group_holds_no_pod_or_service_and_resumes_from_its_final_check
 
     deployment.cluster.trainyard("resume", job_id)
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.SUCCEEDED, final.failure
     log = store.get_bytes(JobLayout(job_id).learner_log(RunMode.TRAIN, 2, 0)).decode()
     match = re.search(r"resumed from step-(\d+)", log)
@@ -402,11 +448,15 @@ def test_a_paused_group_holds_no_pod_or_service_and_resumes_from_its_final_check
 
 
 def test_a_gpu_job_trains_and_evaluates_in_pods_that_carry_the_platforms_settings(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     job_id = jobs["gpu"]
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
 
     assert final.state is JobState.SUCCEEDED, final.failure
     assert final.evaluation is not None
@@ -457,11 +507,12 @@ def test_an_evicted_learner_is_retried_and_resumes_from_the_newest_checkpoint(
     faults: dict[str, Future[int]],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     job_id = jobs["evicted"]
     newest = faults["evicted"].result()  # evicted after a checkpoint was committed
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
     # The evicted learner committed a final checkpoint in its grace period; no step is lost.
@@ -480,11 +531,15 @@ def resumed_step(store: ObjectStore, job_id: str, attempt: int) -> int:
 
 
 def test_a_learner_past_its_memory_limit_is_oom_killed_and_fails_once_as_a_resource_error(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     job_id = jobs["oom"]
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.FAILED
     assert final.failure is not None
     assert (final.failure.failure_class, final.failure.task) == ("resource_error", "learner")
@@ -497,11 +552,15 @@ def test_a_learner_past_its_memory_limit_is_oom_killed_and_fails_once_as_a_resou
 
 
 def test_an_unknown_image_fails_at_once_naming_the_image(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     job_id = jobs["bad-image"]
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
 
     assert final.state is JobState.FAILED
     assert final.failure is not None
@@ -513,11 +572,15 @@ def test_an_unknown_image_fails_at_once_naming_the_image(
 
 
 def test_a_gpu_request_no_node_can_fit_fails_after_the_startup_timeout_naming_it(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     job_id = jobs["no-fit"]
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
 
     assert final.state is JobState.FAILED
     assert final.failure is not None
@@ -536,13 +599,14 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     faults: dict[str, Future[int]],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     """Two learner pods rendezvous at rank 0's Service (gloo); evicting rank 1 mid-training
     stops rank 0 too, and the retry starts both from the newest committed checkpoint."""
     job_id = jobs["ddp"]
     newest = faults["ddp"].result()  # rank 1 evicted after a checkpoint was committed
 
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == ["preemption", None]
     for rank in (0, 1):
@@ -568,6 +632,7 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
     crashes: Future[list[str]],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     """The learner tasks deferred while their pods trained, so six trained on two executor
     slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
@@ -576,7 +641,7 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
     assert len(running) == len(STEADY) + 2 > PARALLELISM  # and the group's two pods
     for name in STEADY:
         job_id = jobs[name]
-        final = wait_for_end(client, store, job_id, END_TIMEOUT)
+        final = wait_for_end(client, store, job_id, deadline.left())
         assert final.state is JobState.SUCCEEDED, final.failure
         assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
         [train] = [
@@ -596,12 +661,13 @@ def test_a_two_learner_group_is_reattached_after_the_triggerer_and_worker_restar
     crashes: Future[list[str]],
     client: AirflowClient,
     store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     """Both ranks trained through the crashes: the restarted triggerer watched the group again
     (its trigger's serialized ranks), the task resumed and concluded it; no rank restarted."""
     running = crashes.result()
     job_id = jobs[STEADY_GROUP]
-    final = wait_for_end(client, store, job_id, END_TIMEOUT)
+    final = wait_for_end(client, store, job_id, deadline.left())
     assert final.state is JobState.SUCCEEDED, final.failure
     assert [a.failure_class for a in record_of(store, job_id).attempts] == [None]
     created = cluster.created_pods(**{JOB_ID_LABEL: label_value(job_id)})
@@ -616,10 +682,14 @@ def test_a_two_learner_group_is_reattached_after_the_triggerer_and_worker_restar
 
 
 def test_no_pod_is_left_after_every_scenario(
-    cluster: FakeKubernetes, jobs: dict[str, str], client: AirflowClient, store: ObjectStore
+    cluster: FakeKubernetes,
+    jobs: dict[str, str],
+    client: AirflowClient,
+    store: ObjectStore,
+    deadline: Deadline,
 ) -> None:
     for job_id in jobs.values():
-        assert wait_for_end(client, store, job_id, END_TIMEOUT).state in TERMINAL_STATES
+        assert wait_for_end(client, store, job_id, deadline.left()).state in TERMINAL_STATES
     assert [pod.name for pod in cluster.pods_of()] == []
     assert cluster.services == {}
     assert len(cluster.created) >= len(jobs)
