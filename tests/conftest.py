@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -15,10 +17,14 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="trainyard-tests-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Marks every process this test session starts (they inherit it): `no_orphan_left`.
+os.environ["TRAINYARD_TEST_SESSION"] = uuid.uuid4().hex
 
 from devkit.s3_server import FAST_RETRY, S3Server, running_s3_server
 from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
+
+SESSION_MARK = "TRAINYARD_TEST_SESSION"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +35,27 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """
     with running_s3_server(tmp_path_factory.mktemp("s3-server"), authenticate=True) as server:
         yield server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_orphan_left() -> Iterator[None]:
+    """After each module, kill what its processes left running once their parents had ended
+    (a learner outliving its task, a component outliving its supervisor), and warn naming it:
+    it would take CPU from every later module on a 2-core machine."""
+    yield
+    me = psutil.Process()
+    ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.pid in ours:
+            continue
+        try:
+            if process.environ().get(SESSION_MARK) != os.environ[SESSION_MARK]:
+                continue
+            process.kill()
+        except psutil.Error:
+            continue
+        command = " ".join(process.info["cmdline"] or [])[:200]
+        warnings.warn(f"killed pid {process.pid}, left running: {command}", stacklevel=1)
 
 
 @pytest.fixture
