@@ -259,7 +259,10 @@ class AirflowClient:
 
 #: Fields of a structured log event that every line carries: left out of the text.
 def _transient(error: BaseException) -> bool:
-    """Worth another try: the API server is unreachable or failed (e.g. its DB was busy)."""
+    """Worth another try: the API server is unreachable or failed (e.g. its DB was busy); not
+    a URL no try can reach (ftp://, say)."""
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return False
     return isinstance(error, httpx.TransportError) or (
         isinstance(error, ApiError) and error.status_code >= 500
     )
