@@ -17,14 +17,17 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="trainyard-tests-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-# Marks every process this test session starts (they inherit it): `no_orphan_left`.
-os.environ["TRAINYARD_TEST_SESSION"] = uuid.uuid4().hex
 
 from devkit.s3_server import FAST_RETRY, S3Server, running_s3_server
 from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
 
+#: Marks every process this test session starts (they inherit it): `no_orphan_left`.
 SESSION_MARK = "TRAINYARD_TEST_SESSION"
+
+
+def pytest_configure() -> None:
+    os.environ[SESSION_MARK] = uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")

@@ -71,3 +71,21 @@ def test_an_unreachable_api_is_an_api_error_naming_the_url() -> None:
 
     assert "cannot reach the Airflow API at http://127.0.0.1:9" in str(raised.value)
     assert "TRAINYARD_API_URL" in str(raised.value)
+
+
+def test_a_url_no_try_can_reach_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ftp:// URL fails at once: retrying it for the whole budget would only delay the
+    error that names TRAINYARD_API_URL."""
+    client = AirflowClient(ApiSettings("ftp://127.0.0.1", "admin", "admin", 60))
+    client._token = "token"  # no login: the request itself is what is counted
+    sends = []
+    original = client._send
+
+    def counted(*args: object, **kwargs: object) -> object:
+        sends.append(args)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "_send", counted)
+    with client, pytest.raises(ApiError, match="TRAINYARD_API_URL"):
+        client.request("GET", "/dags")
+    assert len(sends) == 1

@@ -253,11 +253,7 @@ def crashes(
 
     def not_yet() -> str:
         """What training_at_once still waits for, for the failure's message."""
-        ended = {
-            name: str(job_status(client, store, jobs[name]).state)
-            for name in jobs
-            if name not in (*STEADY, STEADY_GROUP)
-        }
+        ended = {job_id: str(job_status(client, store, job_id).state) for job_id in others}
         pods = {
             name: len(cluster.pods_of(**{JOB_ID_LABEL: label_value(jobs[name])})) for name in jobs
         }
