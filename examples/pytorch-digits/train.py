@@ -80,6 +80,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--min-step-seconds",
+        type=float,
+        default=0.0,
+        help="hold each training step to at least this long: a stand-in for a bigger model, so "
+        "that a sweep's early stopping or a pause can be seen on a fast machine",
+    )
     args = parser.parse_args()
 
     stop_requested = False
@@ -129,11 +136,13 @@ def main() -> int:
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(SEED + epoch))
         model.train()
         for batch in range(offset, batches_per_epoch):
+            step_started = time.monotonic()
             index = order[batch * BATCH_SIZE : (batch + 1) * BATCH_SIZE]
             loss = nn.functional.cross_entropy(model(x_train[index]), y_train[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            time.sleep(max(0.0, args.min_step_seconds - (time.monotonic() - step_started)))
             step += 1
             if step % 10 == 0 or step == total_steps:
                 log_metrics(

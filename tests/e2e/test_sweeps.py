@@ -2,10 +2,11 @@
 example's learning rate searched over 8 trials, 2 at once, random search with ASHA, while one
 trial's learner is SIGKILLed, the scheduler is killed with its process group and then the
 whole Airflow restarted mid-sweep.
-Every trial is a job of its own, none runs twice, the trailing ones are pruned, the best trial
-is as accurate as the example's default and its model is registered under the sweep's name;
-the sweep's page in headless Chromium shows them. A sweep cancelled mid-way starts no more
-trials and cancels those running; a paused one holds its trials and, resumed, finishes."""
+Every trial is a job of its own with its own draw, none runs twice, trailing ones are pruned,
+the best trial is as accurate as the example's default and its model is registered under the
+sweep's name; the sweep's page in headless Chromium shows them. A sweep cancelled mid-way
+starts no more trials and cancels those running; a paused one holds its trials and, resumed,
+finishes."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ SWEEP: dict[str, Any] = {
     "seed": 4,
 }
 
+#: The example's 85 steps an epoch held to at least 50 ms each.
+PACE = "--min-step-seconds 0.05"
+
 
 def committed(store: ObjectStore, job_id: str) -> list[int]:
     return CheckpointStore(store, JobLayout(job_id)).committed_steps()
@@ -70,9 +74,9 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
         TENANT,
         "sweep.yaml",
         name=NAME,
-        # Long enough (about 6 s an epoch here) for the 5 s early-stopping watch to see each
-        # epoch's row while the trial still trains.
-        command="python train.py --epochs 6 --lr {lr}",
+        # At least 4 s an epoch, however fast the machine: each trial still trains for several
+        # looks of its 5 s early-stopping watch after its first epoch's row.
+        command=f"python train.py --epochs 6 --lr {{lr}} {PACE}",
         checkpoint={"interval": "2s", "keep": 3},
         sweep=SWEEP,
     )
@@ -118,8 +122,12 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
         if str(run["dag_run_id"]).startswith(sweep_id)
     ]
     assert sorted(runs) == sorted(trial_ids)
+    # The controller is a new process at each look: each trial still drew its own rate.
+    assert len({t.values["lr"] for t in final.trials}) == TRIALS, final.trials
     states = {t.job_id: t.state for t in final.trials}
-    assert set(states.values()) <= {"succeeded", "pruned"}, states
+    # A trial that learns nothing and that ASHA let pass (one that led the sweep: the killed
+    # first trial lagged behind it) trains to its end and fails the example's threshold.
+    assert set(states.values()) <= {"succeeded", "pruned", "failed"}, states
     assert "pruned" in states.values(), states  # ASHA stopped a trailing trial early
 
     killed = load_record(store, first)
@@ -133,6 +141,9 @@ def test_a_sweep_runs_each_trial_once_as_a_job_through_a_learner_kill_and_airflo
             assert record.attempts[-1].failure_class == "pruned"
             assert committed(store, job_id), f"{job_id} left no final checkpoint"
             assert record.model_version is None  # nothing after the learner ran
+        if state == "failed":  # its model missed the threshold: the user's gate, no fault
+            assert record.evaluation is not None, job_id
+            assert record.evaluation["accuracy"] < THRESHOLD, job_id
 
     best = load_record(store, final.best_job_id or "")
     assert best is not None
@@ -213,7 +224,7 @@ def test_a_paused_sweep_holds_its_trials_and_resumed_finishes_every_trial(
         TENANT,
         "paused-sweep.yaml",
         name="paused-sweep",
-        command="python train.py --epochs 6 --lr {lr}",
+        command=f"python train.py --epochs 6 --lr {{lr}} {PACE}",  # still training when paused
         checkpoint={"interval": "2s", "keep": 3},
         evaluation=None,
         sweep={**SWEEP, "trials": 3, "early_stopping": {"rule": "none"}},

@@ -116,6 +116,21 @@ def test_trials_run_parallel_at_a_time_until_all_ended_and_the_best_is_named(
     assert stored.state is SweepState.SUCCEEDED
 
 
+def test_a_trial_that_ended_between_two_looks_of_its_watch_still_counts_for_pruning(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    early_stopping = {"rule": "asha", "min_steps": 10, "reduction_factor": 2}
+    record, search = sweep(store, tmp_path, trials=2, parallel=1, early_stopping=early_stopping)
+    trials = Trials(store)
+    record = look(record, search, store, trials)
+    trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)  # no look of its watch heard it
+    record = look(record, search, store, trials)
+    assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
+    second = search.trials()[1]
+    # A loss far above the first trial's at step 10: ASHA stops the second trial there.
+    assert search.report(second.number, 10, 5.0)
+
+
 def test_a_sweep_whose_trials_all_fail_fails(store: LocalStore, tmp_path: Path) -> None:
     record, search = sweep(store, tmp_path, trials=2)
     trials = Trials(store)

@@ -57,18 +57,44 @@ def test_each_draw_lies_within_its_distribution(storage: str, algorithm: str) ->
     assert min(math.log10(lr) for lr in lrs) < -1
 
 
-def test_a_grid_runs_each_point_exactly_once(storage: str) -> None:
+@pytest.mark.parametrize("looks", ["one look", "a look per draw"])
+def test_a_grid_runs_each_point_exactly_once(storage: str, looks: str) -> None:
     grid = {
         "hidden": {"distribution": "int", "low": 16, "high": 48, "step": 16},
         "optimizer": {"distribution": "choice", "values": ["sgd", "adam"]},
     }
-    search = SweepSearch(spec(parameters=grid, algorithm="grid", trials=6), "acme.grid.1", storage)
-    points = [tuple(sorted(search.draw().values.items())) for _ in range(6)]
+
+    def search() -> SweepSearch:
+        return SweepSearch(
+            spec(parameters=grid, algorithm="grid", trials=6), "acme.grid.1", storage
+        )
+
+    one = search()
+    points = [
+        tuple(sorted((one if looks == "one look" else search()).draw().values.items()))
+        for _ in range(6)
+    ]
     assert sorted(points) == sorted(
         (("hidden", hidden), ("optimizer", optimizer))
         for hidden in (16, 32, 48)
         for optimizer in ("sgd", "adam")
     )
+
+
+@pytest.mark.parametrize("algorithm", ["random", "tpe"])
+def test_a_controller_started_for_each_look_draws_new_values_and_a_seed_repeats_them(
+    storage: str, algorithm: str
+) -> None:
+    def looks(sweep_id: str) -> list[object]:
+        """Four draws, each by a search opened afresh, as the controller's task at each look."""
+        return [
+            SweepSearch(spec(algorithm=algorithm), sweep_id, storage).draw().values["lr"]
+            for _ in range(4)
+        ]
+
+    drawn = looks("acme.looks.1")
+    assert len(set(drawn)) == 4
+    assert looks("acme.looks.2") == drawn  # the same seed, another sweep: the same trials
 
 
 @pytest.mark.parametrize("rule", ["median", "asha"])
@@ -92,6 +118,29 @@ def test_a_trial_worse_than_the_others_at_a_step_is_pruned(storage: str, rule: s
     states = [(t.state, t.last_step) for t in search.trials()]
     assert states[-1] == ("pruned", pruned_at)
     assert [state for state, _ in states[:3]] == ["complete"] * 3
+
+
+def test_a_trial_heard_late_keeps_at_each_rung_its_value_at_that_step(storage: str) -> None:
+    """A watch reads a trial's rows every few seconds, so it may hear many steps at once: each
+    rung still keeps the value at its step, as if the trial had reported from its own loop."""
+    search = SweepSearch(
+        spec(
+            metric="accuracy",
+            goal="maximize",
+            early_stopping={"rule": "asha", "min_steps": 1, "reduction_factor": 2},
+        ),
+        "acme.late.1",
+        storage,
+    )
+    early = search.draw()
+    rows = [{"step": step, "accuracy": 0.1 * step} for step in range(1, 9)]
+    assert not search.hear(early.number, rows)  # all 8 steps in one look, then it ended
+    search.finish(early.number, TrialEnd.COMPLETE, 0.8)
+    # As good at step 1 as the first trial was at step 1 (though worse than its final value).
+    later = search.draw()
+    assert not search.report(later.number, 1, 0.1)
+    # Worse than the first at step 2: stopped there.
+    assert search.report(later.number, 2, 0.15)
 
 
 def test_no_rule_never_prunes(storage: str) -> None:

@@ -62,6 +62,10 @@ def advance(
             metric = final_metric(store, job_id, spec.metric)
         if trial.state == "running":
             if state is not None and state in _ENDS:
+                if state is JobState.SUCCEEDED:
+                    # The rungs it reached count for the trials after it, though it may have
+                    # ended between two looks of its early-stopping watch.
+                    search.hear(trial.number, read_metrics(store, job_id))
                 search.finish(trial.number, _ENDS[state], metric)
             else:
                 if state is None:  # drawn, but its run never started (a crash between)

@@ -71,15 +71,20 @@ def distribution(parameter: Parameter) -> BaseDistribution:
     return CategoricalDistribution(parameter.values)
 
 
-def sampler(spec: SweepSpec) -> BaseSampler:
+def sampler(spec: SweepSpec, number: int = 0) -> BaseSampler:
+    """The sampler that draws trial `number`. Random and TPE are seeded from the sweep's seed
+    and that number, so a seeded sweep draws the same values in any process and new ones for
+    each trial; the grid keeps the sweep's seed: its trial `number` takes the grid's point
+    `number` in the order that seed shuffled it."""
     from optuna.samplers import GridSampler, RandomSampler, TPESampler
 
     if spec.algorithm is Algorithm.GRID:
         grid = {name: grid_values(parameter) for name, parameter in spec.parameters.items()}
         return GridSampler(grid, seed=spec.seed)
+    seed = None if spec.seed is None else spec.seed + number
     if spec.algorithm is Algorithm.TPE:
-        return TPESampler(seed=spec.seed)
-    return RandomSampler(seed=spec.seed)
+        return TPESampler(seed=seed)
+    return RandomSampler(seed=seed)
 
 
 def pruner(spec: SweepSpec) -> BasePruner:
@@ -119,7 +124,10 @@ class SweepSearch:
         self._storage = self.study._storage
 
     def draw(self) -> Trial:
-        """A new trial with the values the sampler chose for it."""
+        """A new trial with the values the sampler chose for it. The controller is a new
+        process at each look, so the sampler is seeded afresh for each draw: one seeded once
+        per process would draw the same values at every look."""
+        self.study.sampler = sampler(self.spec, len(self.study.get_trials(deepcopy=False)))
         trial = self.study.ask(self._space)
         return Trial(trial.number, dict(trial.params), "running", None, None)
 
@@ -141,9 +149,12 @@ class SweepSearch:
         return self.hear(number, [{"step": step, self.spec.metric: value}])
 
     def hear(self, number: int, rows: Iterable[Mapping[str, Any]]) -> bool:
-        """Record the sweep's metric of each of a running trial's metric rows at its step (a
-        step heard before keeps its first value: a resumed attempt trains some steps again);
-        say whether the early-stopping rule stops the trial now."""
+        """Record the sweep's metric of each of a running trial's new metric rows at its step
+        (a step heard before keeps its first value: a resumed attempt trains some steps again)
+        and judge the trial after each, as a trial that reports from its own training loop is
+        judged: the value a rung keeps is the one at the rung's step, however seldom the rows
+        are read. Say whether the early-stopping rule stops the trial (no row after the one
+        that stopped it is recorded)."""
         import optuna
 
         trial_id = self._storage.get_trial_id_from_study_id_trial_number(
@@ -158,7 +169,9 @@ class SweepSearch:
             if isinstance(value, int | float) and math.isfinite(value):
                 trial.report(float(value), step)
                 heard.add(step)
-        return bool(trial.should_prune())
+                if trial.should_prune():
+                    return True
+        return False
 
     def finish(self, number: int, end: TrialEnd, metric: float | None) -> None:
         """Record how a trial ended (once: a second call, after a restart, changes nothing).
