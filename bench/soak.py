@@ -174,6 +174,19 @@ class SoakJob:
     state: JobState | None = None
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """From a fault to the first metric row of the attempt after the one it hit."""
+
+    seconds: float
+    fault: str
+    job_id: str
+    attempt: int  # the attempt the fault hit
+
+    def __str__(self) -> str:
+        return f"{self.seconds:.1f} s: {self.fault} on {self.job_id} (attempt {self.attempt})"
+
+
 @dataclass
 class Report:
     minutes: float
@@ -184,7 +197,7 @@ class Report:
     lost: list[str]
     ended_by_faults: list[str]  # failed as a fault that ends a job rightly made them
     duplicated: list[str]
-    recovery_s: list[float]
+    recoveries: list[Recovery]
     intervals_lost: list[float]
     goodput: float
 
@@ -202,6 +215,9 @@ class Report:
         return not (self.split_brains or self.lost or self.duplicated or self.wrong)
 
     def markdown(self) -> str:
+        recovery_s = [r.seconds for r in self.recoveries]
+        slowest = max(self.recoveries, key=lambda r: r.seconds, default=None)
+
         def pct(values: list[float], q: float) -> str:
             if not values:
                 return "n/a"
@@ -219,8 +235,9 @@ class Report:
             f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
             f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
             f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
-            f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(self.recovery_s, 0.5)} "
-            f"/ {pct(self.recovery_s, 0.99)} (n={len(self.recovery_s)}) |",
+            f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(recovery_s, 0.5)} "
+            f"/ {pct(recovery_s, 0.99)} (n={len(recovery_s)}) |",
+            f"| slowest recovery | {slowest or 'n/a'} |",
             f"| steps lost per fault (checkpoint intervals, mean / max) | "
             f"{statistics.mean(self.intervals_lost) if self.intervals_lost else 0:.2f} / "
             f"{max(self.intervals_lost, default=0):.2f} |",
@@ -512,7 +529,7 @@ class Soak:
         return self.report(minutes)
 
     def report(self, minutes: float) -> Report:
-        recovery: list[float] = []
+        recovery: list[Recovery] = []
         intervals: list[float] = []
         productive = held = 0.0
         duplicated: list[str] = []
@@ -556,7 +573,8 @@ class Soak:
                 rows = read_metrics(store, job_id)
                 after = [r for r in rows if r.get("attempt", 0) > attempt and "time" in r]
                 if after:
-                    recovery.append(after[0]["time"] - injected.at)
+                    seconds = after[0]["time"] - injected.at
+                    recovery.append(Recovery(seconds, injected.fault.name, job_id, attempt))
                 lost = _intervals_lost(store, job_id, attempt, rows)
                 if lost is not None:
                     intervals.append(lost)
@@ -573,7 +591,7 @@ class Soak:
             ],
             ended_by_faults=sorted(ended_by_faults),
             duplicated=duplicated,
-            recovery_s=recovery,
+            recoveries=recovery,
             intervals_lost=intervals,
             goodput=productive / held if held else 0.0,
         )
@@ -659,9 +677,12 @@ def soak_deployment(
             "in_cluster": False,
             "config_file": str(kubernetes.write_kubeconfig(root / "kubeconfig")),
         }
-        (root / "airflow").mkdir(parents=True, exist_ok=True)
+        # Named after `root`: a deployment's name names its bucket and IAM user on the S3
+        # server, which the soaks of one run (one per fault rate) share.
+        home = root / f"airflow-{root.name}"
+        home.mkdir(parents=True, exist_ok=True)
         with deploy(
-            root / "airflow",
+            home,
             s3_server,
             {ON_KUBERNETES: {"learner_backend": "kubernetes"}},
             cluster,

@@ -136,7 +136,8 @@ def deploy(
     deployment_settings: dict[str, Any] | None = None,
 ) -> Iterator[Deployment]:
     """Start Airflow for both tenants (their pools and roles synced), with the dataset and
-    example code uploaded.
+    example code uploaded. `root`'s name names acme's bucket and IAM user on `s3_server`, so
+    deployments that share a server need roots of different names.
 
     `tenant_settings` adds config fields per tenant, `kubernetes` the cluster section, and
     `airflow_env` Airflow settings; `database_url` and `celery_broker_url` make it the

@@ -172,9 +172,10 @@ def _trainyard_dag(
         doc_md=doc_md,
         default_args={
             "retries": STORAGE_RETRIES,
+            # A flat delay where no policy sets one: a try lost to a crash of its worker or
+            # the scheduler (no exception for a policy to read) retries after it, however many
+            # tries the job had. The policies set their own delays (the learner's back off).
             "retry_delay": timedelta(seconds=5),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=5),
             "retry_policy": TaskRetryPolicy(),
             "on_failure_callback": record_failure,
             # The tenant's priority as is: when tenants wait for the same executor slots, the
