@@ -78,6 +78,10 @@ CHECKPOINT_INTERVAL = 10
 OUTAGE_SECONDS = 30.0
 #: The hang window of every soak job: a SIGSTOPped learner is a hang after it.
 WATCHDOG = "30s"
+#: The start-up hang window of every soak job: a learner SIGSTOPped before its first metric row
+#: is a hang after it. The tenants' default (10 min) suits large models; the soak's jobs show
+#: their first row within a minute even on a loaded machine.
+WATCHDOG_STARTUP = "180s"
 #: The tenant whose learners run on the fake Kubernetes cluster, whose image holds PyTorch.
 ON_KUBERNETES = "acme"
 #: Where a soak job of each framework runs: both tenants, both kinds of storage, both
@@ -321,6 +325,7 @@ class Soak:
                 command=f"python {BARE_SCRIPTS[framework]} --epochs {self.epochs[framework]}",
                 checkpoint={"interval": f"{CHECKPOINT_INTERVAL}s", "keep": 3},
                 watchdog=WATCHDOG,
+                watchdog_startup=WATCHDOG_STARTUP,
             )
             try:
                 job_id = self.deployment.submit(manifest)
