@@ -74,6 +74,8 @@ HIT_AGAIN = "hit again by"
 SETTLE_SECONDS = 30.0
 #: The checkpoint interval of every soak job (seconds).
 CHECKPOINT_INTERVAL = 10
+#: The least time a fault kind that finds nothing to hit keeps its turn (seconds).
+MIN_PATIENCE_S = 60.0
 #: How long the S3 server stays down in an outage (seconds).
 OUTAGE_SECONDS = 30.0
 #: The hang window of every soak job: a SIGSTOPped learner is a hang after it.
@@ -296,7 +298,9 @@ class Soak:
         self.parallel = parallel
         self.fault_every = fault_every
         self.rng = random.Random(seed)
-        self.faults = faults
+        self._order = self.rng.sample(faults, len(faults))
+        self._turns = list(self._order)  # the kinds still to go, the one whose turn it is first
+        self._turn_started = time.monotonic()
         self.client = AirflowClient(ApiSettings.from_env(self.cluster.env))
         self.jobs: dict[str, SoakJob] = {}
         self.injected: list[Injected] = []
@@ -380,6 +384,26 @@ class Soak:
                 if all(entry.attempt != record.current_attempt for entry in record.attempts):
                     found[job.job_id] = record.current_attempt
         return found
+
+    def inject_next(self) -> Injected | None:
+        """The next fault, each kind in turn (in the order the seed drew). A kind that finds
+        nothing to hit (no Kubernetes learner running, say) keeps its turn for `patience`
+        seconds, so a short soak still injects the kinds that come first; after that, the
+        kinds behind it may go first, and it goes as soon as it finds something."""
+        head_waited = time.monotonic() - self._turn_started
+        patient = head_waited < max(MIN_PATIENCE_S, self.fault_every)
+        for fault in self._turns[:1] if patient else list(self._turns):
+            injected = self.inject(fault)
+            if injected is not None:
+                if fault is self._turns[0]:
+                    self._turn_started = time.monotonic()
+                self._turns.remove(fault)
+                if not self._turns:
+                    self._turns = list(self._order)
+                return injected
+        if not patient and len(self._turns) < 2 * len(self._order):
+            self._turns.extend(self._order)  # the next round may go beside the kinds that wait
+        return None
 
     def inject(self, fault: Fault) -> Injected | None:
         """A learner's fault hits a live attempt no fault hit yet; the control plane's (or the
@@ -503,11 +527,7 @@ class Soak:
 
     def run(self, minutes: float, drain_minutes: float) -> Report:
         end = time.monotonic() + minutes * 60
-        # Each kind in turn (in the order the seed draws); a kind that finds nothing to hit
-        # (no Kubernetes learner running, say) waits until it does, so a short soak still
-        # injects the kinds that come first.
-        faults = itertools.cycle(self.rng.sample(self.faults, len(self.faults)))
-        fault = next(faults)
+        self._turn_started = time.monotonic()
         next_fault = time.monotonic() + self.fault_every / self.parallel
         next_refresh = 0.0
         while time.monotonic() < end:
@@ -519,9 +539,11 @@ class Soak:
                 self.refresh()
                 self.top_up()
                 next_refresh = time.monotonic() + 5
-            if time.monotonic() >= next_fault and self.inject(fault) is not None:
-                fault = next(faults)
-                next_fault = time.monotonic() + self.fault_every / max(1, len(self.running()))
+            if time.monotonic() >= next_fault:
+                if self.inject_next() is None:  # nothing to hit yet: look again soon
+                    next_fault = time.monotonic() + 2
+                else:
+                    next_fault = time.monotonic() + self.fault_every / max(1, len(self.running()))
             time.sleep(0.5)
         self.undo_due(everything=True)
         drain_end = time.monotonic() + drain_minutes * 60
