@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import random
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -494,7 +495,10 @@ class Soak:
             start_postgres(crash_postgres(cluster.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
             # Components that lost the database exit; the deployments' restart policy (the
             # embedded default's `serve`, docker-compose's) starts them again.
-            cluster.wait_healthy(restart_exited=True)
+            try:
+                cluster.wait_healthy(restart_exited=True)
+            except RuntimeError as unhealthy:  # a finding, not the end: the jobs tell the rest
+                console.print(f"{time.strftime('%X')} after {fault.name}: {unhealthy}")
             return
         component = {
             "scheduler killed with its process group": ["scheduler"],
@@ -729,46 +733,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
-    held = True
-    with tempfile.TemporaryDirectory(prefix="trainyard-soak-") as workdir:
-        ctx = Context(Path(workdir), quick=False, repeats=1, cheap_repeats=1, airflow_settings={})
-        try:
-            epochs = epochs_per_framework(ctx, args.job_seconds)
-            for fault_every in args.fault_every:
-                with contextlib.ExitStack() as services:
-                    database_url = broker_url = None
-                    if args.production:
-                        database_url = services.enter_context(postgres_server())
-                        broker_url = services.enter_context(redis_server())
-                    deployment, kubernetes = services.enter_context(
-                        soak_deployment(
-                            ctx.scratch("deployment"),
-                            ctx.s3_server(),
-                            database_url=database_url,
-                            celery_broker_url=broker_url,
-                        )
-                    )
-                    soak = Soak(
-                        deployment,
-                        ctx.s3_server(),
-                        epochs,
-                        parallel=args.parallel,
-                        fault_every=fault_every,
-                        seed=args.seed,
-                        kubernetes=kubernetes,
-                        # The production-like PostgreSQL is Debian's, not the embedded one.
-                        faults=tuple(f for f in FAULTS if not (args.production and f is POSTGRES)),
-                    )
-                    report = soak.run(args.minutes, drain_minutes=max(10, args.minutes / 2))
-                text = report.markdown()
-                console.print(text)
-                if args.markdown:
-                    with args.markdown.open("a") as out:
-                        out.write(text + "\n\n")
-                held = held and report.held
-        finally:
-            ctx.close()
+    # Kept unless every soak held: its Airflow and learner logs say what went wrong.
+    workdir = Path(tempfile.mkdtemp(prefix="trainyard-soak-"))
+    ctx = Context(workdir, quick=False, repeats=1, cheap_repeats=1, airflow_settings={})
+    held = False
+    try:
+        epochs = epochs_per_framework(ctx, args.job_seconds)
+        reports = [soak_once(ctx, args, epochs, fault_every) for fault_every in args.fault_every]
+        held = all(report.held for report in reports)
+    finally:
+        ctx.close()
+        if held:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            console.print(f"the soak's deployments and logs are kept in {workdir}")
     return 0 if held else 1
+
+
+def soak_once(
+    ctx: Context, args: argparse.Namespace, epochs: dict[str, int], fault_every: float
+) -> Report:
+    """One soak at one fault rate on a deployment of its own; its report printed (and added
+    to `--markdown`)."""
+    with contextlib.ExitStack() as services:
+        database_url = broker_url = None
+        if args.production:
+            database_url = services.enter_context(postgres_server())
+            broker_url = services.enter_context(redis_server())
+        deployment, kubernetes = services.enter_context(
+            soak_deployment(
+                ctx.scratch("deployment"),
+                ctx.s3_server(),
+                database_url=database_url,
+                celery_broker_url=broker_url,
+            )
+        )
+        soak = Soak(
+            deployment,
+            ctx.s3_server(),
+            epochs,
+            parallel=args.parallel,
+            fault_every=fault_every,
+            seed=args.seed,
+            kubernetes=kubernetes,
+            # The production-like PostgreSQL is Debian's, not the embedded one.
+            faults=tuple(f for f in FAULTS if not (args.production and f is POSTGRES)),
+        )
+        report = soak.run(args.minutes, drain_minutes=max(10, args.minutes / 2))
+    text = report.markdown()
+    console.print(text)
+    if args.markdown:
+        with args.markdown.open("a") as out:
+            out.write(text + "\n\n")
+    return report
 
 
 if __name__ == "__main__":

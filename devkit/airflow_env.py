@@ -225,14 +225,27 @@ def create_user(env: Mapping[str, str], username: str, password: str, role: str)
     )
 
 
-def airflow_healthy(api_url: str) -> bool:
-    """Whether every Airflow component reports healthy through the API server."""
+#: The components whose health `airflow_healthy` requires.
+HEALTH_PARTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def airflow_unhealthy(api_url: str) -> list[str]:
+    """The components that do not report healthy through the API server (["api-server"] when
+    it does not answer), each with the status it reports."""
     try:
         health = httpx.get(f"{api_url}/api/v2/monitor/health", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+    except (httpx.HTTPError, ValueError) as error:
+        return [f"api-server ({type(error).__name__})"]
+    return [
+        f"{part} ({health.get(part)})"
+        for part in HEALTH_PARTS
+        if health.get(part, {}).get("status") != "healthy"
+    ]
+
+
+def airflow_healthy(api_url: str) -> bool:
+    """Whether every Airflow component reports healthy through the API server."""
+    return not airflow_unhealthy(api_url)
 
 
 def wait_for_dags(env: Mapping[str, str], dag_ids: list[str], timeout: float = 180) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from devkit.airflow_env import (
     REPO_ROOT,
     airflow_environment,
-    airflow_healthy,
+    airflow_unhealthy,
     api_server_environment,
     create_user,
 )
@@ -84,7 +84,7 @@ class AirflowCluster:
         """Wait until Airflow is healthy; a component that exits meanwhile fails the wait, or
         with `restart_exited` is started again, as a restart policy would."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not airflow_healthy(self.api_url):
+        while unhealthy := airflow_unhealthy(self.api_url):
             exited = self.exited()
             if exited and not restart_exited:
                 name = exited[0]
@@ -92,7 +92,10 @@ class AirflowCluster:
             for name in exited:
                 self.start(name)
             if time.monotonic() > deadline:
-                raise RuntimeError("Airflow did not become healthy in time")
+                raise RuntimeError(
+                    f"Airflow was not healthy {START_TIMEOUT_SECONDS} s on: "
+                    f"{'; '.join(unhealthy)}; running: {sorted(self.processes)}"
+                )
             time.sleep(1)
 
     def exited(self) -> list[str]:
