@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import random
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -159,7 +160,12 @@ FAULTS = (
     # next try resumes (or, its training done, finishes at once).
     Fault("API server killed", frozenset({UNHARMED, LOST, "preemption"}), per_job=False),
     POSTGRES,
-    Fault(f"S3 server down {OUTAGE_SECONDS:g} s", frozenset({UNHARMED, "platform_fault"}), False),
+    # An attempt that ends during the outage cannot be recorded: its record is in that storage.
+    Fault(
+        f"S3 server down {OUTAGE_SECONDS:g} s",
+        frozenset({UNHARMED, "platform_fault", LOST}),
+        per_job=False,
+    ),
     Fault("whole Airflow restarted", frozenset({LOST, "preemption"}), per_job=False),
 )
 
@@ -708,9 +714,9 @@ def soak_deployment(
             "in_cluster": False,
             "config_file": str(kubernetes.write_kubeconfig(root / "kubeconfig")),
         }
-        # Named after `root`: a deployment's name names its bucket and IAM user on the S3
-        # server, which the soaks of one run (one per fault rate) share.
-        home = root / f"airflow-{root.name}"
+        # A name of its own: it names the deployment's bucket and IAM user on the S3 server,
+        # which the soaks of one run (one per fault rate) share.
+        home = root / f"airflow-{secrets.token_hex(4)}"
         home.mkdir(parents=True, exist_ok=True)
         with deploy(
             home,
