@@ -394,9 +394,10 @@ class Soak:
 
     def inject_next(self) -> Injected | None:
         """The next fault, each kind in turn (in the order the seed drew). A kind that finds
-        nothing to hit (no Kubernetes learner running, say) keeps its turn for `patience`
-        seconds, so a short soak still injects the kinds that come first; after that, the
-        kinds behind it may go first, and it goes as soon as it finds something."""
+        nothing to hit (no Kubernetes learner running, say) keeps its turn for MIN_PATIENCE_S
+        (or the fault interval, if longer), so a short soak still injects the kinds that come
+        first; after that, the kinds behind it may go first, and it goes as soon as it finds
+        something."""
         head_waited = time.monotonic() - self._turn_started
         patient = head_waited < max(MIN_PATIENCE_S, self.fault_every)
         for fault in self._turns[:1] if patient else list(self._turns):
