@@ -37,7 +37,7 @@ from trainyard.jobs.attempts import (
 )
 from trainyard.jobs.control import attempt_of_try, record_pause
 from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
-from trainyard.jobs.records import load_record
+from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.schema import JobManifest
 from trainyard.runtime.process import die_with_parent
 from trainyard.sweeps.trials import EarlyStopWatch, record_pruned
@@ -97,7 +97,11 @@ class LearnerOperator(TrainyardOperator):
         Kept apart from `execute` so that a task type whose `execute` is another base's (the
         Kubernetes task: the provider's) runs the same flow.
         """
-        _, manifest = self.load_job()
+        record, manifest = self.load_job()
+        if self.mode is RunMode.TRAIN and record.state is JobState.PRUNED:
+            # A crash between the prune's record and the task's skip leaves the try running;
+            # its retry must not train the trial again (its sweep already stopped it).
+            raise AirflowSkipException(f"{self.job_id} was pruned by its sweep: not trained again")
         if self.mode is RunMode.EVALUATE and manifest.evaluation is None:
             self.log.info("the manifest names no evaluation")
             return {}

@@ -10,13 +10,13 @@ from typing import cast
 import pytest
 import yaml
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from operators.tasks.learner import LearnerOperator
 from trainyard.backends import RunMode
 from trainyard.failures import UserError
 from trainyard.jobs.layout import JobLayout
-from trainyard.jobs.records import JobRecord, load_record, save_record
+from trainyard.jobs.records import JobRecord, JobState, load_record, save_record, update_record
 from trainyard.manifest.schema import JobManifest, parse_manifest
 from trainyard.storage import join_key
 from trainyard.storage.config import LocalStorageConfig
@@ -160,6 +160,24 @@ def record_of(store: LocalStore, manifest: JobManifest) -> None:
             manifest=manifest.model_dump(mode="json"),
         ),
     )
+
+
+def test_a_retry_of_a_trial_its_sweep_pruned_trains_nothing(config_dir: Path) -> None:
+    """A crash between the prune's record and the task's skip leaves the try to be retried: the
+    retry skips, and leaves the pruned attempt the last one (its code would fail if it ran)."""
+    store = LocalStore(config_dir / "storage" / "acme")
+    store.put_bytes(join_key(JobLayout(JOB_ID).code, "main.py"), b"raise SystemExit('ran')\n")
+    record_of(store, parse_manifest({**CPU_JOB, "command": "python main.py"}))
+    update_record(store, JOB_ID, state=JobState.PRUNED)
+    operator = LearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
+
+    with pytest.raises(AirflowSkipException, match="pruned"):
+        operator.execute(cast(Context, {"ti": SimpleNamespace(try_number=2)}))
+
+    record = load_record(store, JOB_ID)
+    assert record is not None
+    assert record.state is JobState.PRUNED
+    assert record.attempts == []
 
 
 def test_evaluate_mode_without_an_evaluation_runs_nothing(config_dir: Path) -> None:
