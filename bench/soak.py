@@ -7,7 +7,8 @@ along, and once the time is up waits for every job to end. It reports:
 
 - jobs lost (not succeeded in the end) and duplicated (an attempt that trained from scratch
   although an earlier one had committed a checkpoint): both must be 0;
-- split brains: samples in which one job had live learners of two attempts (0);
+- split brains: one job's learners of two attempts alive together for longer than a
+  superseded attempt takes to notice and exit (0); the handovers' brief overlaps, fenced, apart;
 - each injected fault against what the platform made of the attempt it hit (`FAULTS`);
 - recovery time, from the fault to the job's first metric row of a later attempt (p50, p99);
 - steps lost per fault that ended an attempt, in checkpoint intervals;
@@ -61,6 +62,7 @@ from trainyard.jobs.layout import JobLayout, RunMode
 from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobState, load_record
 from trainyard.jobs.state import TERMINAL_STATES
+from trainyard.runtime.sync import FENCE_PERIOD_S
 from trainyard.storage import ObjectNotFound, ObjectStore
 
 #: The attempt a fault hit ended with its task and recorded nothing; a later attempt went on.
@@ -74,6 +76,11 @@ HIT_AGAIN = "hit again by"
 #: heartbeats failed while the plane was down is stopped then, devkit/airflow_env.py): an
 #: attempt that starts that soon after the fault is hit by it too (seconds).
 SETTLE_SECONDS = 30.0
+#: How long a superseded attempt's learner may outlive a newer attempt's start: it looks for
+#: a newer attempt every FENCE_PERIOD_S, then stops its command and exits without writing; its
+#: writes meanwhile are refused (trainyard/jobs/fencing.py). Alive together longer: a split
+#: brain (seconds; the margin is for the exit on a loaded machine).
+SUPERSEDED_EXIT_S = FENCE_PERIOD_S + 10.0
 #: The checkpoint interval of every soak job (seconds).
 CHECKPOINT_INTERVAL = 10
 #: The least time a fault kind that finds nothing to hit keeps its turn (seconds).
@@ -200,6 +207,36 @@ class Recovery:
         return f"{self.seconds:.1f} s: {self.fault} on {self.job_id} (attempt {self.attempt})"
 
 
+class SplitBrainWatch:
+    """For each superseded attempt seen alive beside a newer attempt of its job, how long the
+    two were seen together (`overlaps`), and which of them outlived `SUPERSEDED_EXIT_S`: the
+    split brains. A brief overlap is a handover with fencing at work."""
+
+    def __init__(self) -> None:
+        self._since: dict[tuple[str, int], float] = {}
+        self.overlaps: dict[tuple[str, int], float] = {}
+
+    def see(self, alive: dict[str, set[int]], now: float) -> None:
+        """One sample: each job's attempts with live learners, at monotonic time `now`."""
+        together = {
+            (job_id, attempt)
+            for job_id, attempts in alive.items()
+            for attempt in attempts
+            if attempt < max(attempts)
+        }
+        self._since = {key: self._since.get(key, now) for key in together}
+        for key, since in self._since.items():
+            self.overlaps[key] = max(self.overlaps.get(key, 0.0), now - since)
+
+    @property
+    def split_brains(self) -> list[str]:
+        return [
+            f"{job_id} (attempt {attempt} alive {seconds:.0f} s beside a newer one)"
+            for (job_id, attempt), seconds in sorted(self.overlaps.items())
+            if seconds > SUPERSEDED_EXIT_S
+        ]
+
+
 @dataclass
 class Report:
     minutes: float
@@ -207,6 +244,7 @@ class Report:
     jobs: list[SoakJob]
     injected: list[Injected]
     split_brains: list[str]
+    handovers: list[float]  # how long each superseded attempt was seen beside a newer one (s)
     lost: list[str]
     ended_by_faults: list[str]  # failed as a fault that ends a job rightly made them
     duplicated: list[str]
@@ -247,6 +285,8 @@ class Report:
             f"| jobs ended rightly by a fault (out of memory) | {len(self.ended_by_faults)} |",
             f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
             f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
+            f"| handovers with both attempts alive (fenced), longest | {len(self.handovers)}, "
+            f"{max(self.handovers, default=0):.1f} s |",
             f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
             f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(recovery_s, 0.5)} "
             f"/ {pct(recovery_s, 0.99)} (n={len(recovery_s)}) |",
@@ -311,7 +351,7 @@ class Soak:
         self.client = AirflowClient(ApiSettings.from_env(self.cluster.env))
         self.jobs: dict[str, SoakJob] = {}
         self.injected: list[Injected] = []
-        self.split_brains: set[str] = set()
+        self.split_brains = SplitBrainWatch()
         self.hit: set[tuple[str, int]] = set()
         self.later: list[tuple[float, Callable[[], None]]] = []  # (when, undo) of outages
         self._places = itertools.cycle(PLACES)
@@ -359,11 +399,9 @@ class Soak:
             and injected.fault.right - {UNHARMED}  # one that harms nothing has no late effect
             and time.time() - injected.at < SETTLE_SECONDS
         ]
-        for job_id, attempts in live_attempts().items():
-            if job_id not in self.jobs:
-                continue
-            if len(attempts) > 1:
-                self.split_brains.add(f"{job_id} (attempts {sorted(attempts)})")
+        alive = {job_id: a for job_id, a in live_attempts().items() if job_id in self.jobs}
+        self.split_brains.see(alive, time.monotonic())
+        for job_id, attempts in alive.items():
             for injected in settling:
                 if injected.fault.backend in (None, self.backend_of(job_id)):
                     injected.hit.setdefault(job_id, max(attempts))
@@ -589,9 +627,8 @@ class Soak:
                 if last_hit[job_id, attempt] is not injected:
                     injected.given[job_id] = f"{HIT_AGAIN} {last_hit[job_id, attempt].fault.name}"
                     continue
-                injected.right[job_id] = frozenset().union(
-                    *(i.right[job_id] for i in self.injected if i.hit.get(job_id) == attempt)
-                )
+                hit_by = [i for i in self.injected if i.hit.get(job_id) == attempt]
+                injected.right[job_id] = frozenset().union(*(i.right[job_id] for i in hit_by))
                 job = self.jobs[job_id]
                 store = self.deployment.stores[job.tenant]
                 record = load_record(store, job_id)
@@ -604,7 +641,7 @@ class Soak:
                 else:
                     given = f"unknown (job {job.state})"
                 injected.given[job_id] = given
-                if injected.fault.ends_job and given in injected.right[job_id]:
+                if ended_rightly(hit_by, job_id, given):
                     ended_by_faults.add(job_id)
                 if given == UNHARMED:
                     continue
@@ -621,7 +658,8 @@ class Soak:
             fault_every=self.fault_every,
             jobs=list(self.jobs.values()),
             injected=self.injected,
-            split_brains=sorted(self.split_brains),
+            split_brains=self.split_brains.split_brains,
+            handovers=list(self.split_brains.overlaps.values()),
             lost=[
                 j.job_id
                 for j in self.jobs.values()
@@ -633,6 +671,13 @@ class Soak:
             intervals_lost=intervals,
             goodput=productive / held if held else 0.0,
         )
+
+
+def ended_rightly(hit_by: list[Injected], job_id: str, given: str) -> bool:
+    """Whether `given` (what the platform made of an attempt that `hit_by` hit) is what one of
+    them that rightly ends a job makes of it: an out-of-memory kill that another fault landed
+    on after still ended its job rightly."""
+    return any(i.fault.ends_job and given in i.right[job_id] for i in hit_by)
 
 
 _RESUMED = re.compile(r"resumed from step-\d+ \(step (\d+)\)")
