@@ -51,6 +51,7 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
         self.early_stop = dict(early_stop) if early_stop else None
         self.failed_rank: int | None = None
         self.pruned = False
+        self._deleting: asyncio.Future[None] | None = None  # on_kill's deletions
 
     # Extended: a trigger's state is its serialized kwargs, so the group's go with the provider's.
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -91,12 +92,15 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
             stoppers[asyncio.ensure_future(self._wait_for_pruning(**self.early_stop))] = "rule"
         if not stoppers:
             return await leader
-        done, _ = await asyncio.wait({leader, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
-        for stopper in stoppers:
-            stopper.cancel()
+        try:
+            done, _ = await asyncio.wait({leader, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # a cancelled trigger (a user's kill) leaves no watch polling a deleted pod
+            for stopper in stoppers:
+                stopper.cancel()
+            if not leader.done():
+                leader.cancel()
         if leader in done:
             return leader.result()
-        leader.cancel()
         first = next(stopper for stopper in stoppers if stopper in done)
         if stoppers[first] == "rank":
             self.failed_rank = first.result()
@@ -189,27 +193,41 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
     # Extended: the provider deletes rank 0 only.
     async def on_kill(self) -> None:
         """A user stopped the deferred task: delete the rendezvous Service, rank 0 (the
-        provider's) and the other ranks, each rank with its grace period. The Service first:
-        nothing needs it any more, and the triggerer bounds on_kill's time."""
+        provider's) and the other ranks, each rank with its grace period, all at once.
+
+        Shielded: Airflow 3.3's triggerer cancels a trigger again at each of its loops (about
+        1 s) until the trigger has ended, and that cancel lands in on_kill. Unshielded, a slow
+        API answer left the ranks after the first one running (seen in CI). The deletions go
+        on in the triggerer's event loop after the second cancel.
+        """
         if self._fired_event:  # the task resumes on a worker and cleans up there
             return
-        if self.service_name is not None:
-            from kubernetes_asyncio.client import CoreV1Api
+        self._deleting = asyncio.ensure_future(self._delete_group())
+        await asyncio.shield(self._deleting)
 
+    async def _delete_group(self) -> None:
+        deletions = [super().on_kill(), *map(self._delete_rank, self.workers.values())]
+        if self.service_name is not None:
+            deletions.append(self._delete_service(self.service_name))
+        await asyncio.gather(*deletions)
+
+    async def _delete_rank(self, name: str) -> None:
+        try:
+            await self.hook.delete_pod(
+                name=name,
+                namespace=self.pod_namespace,
+                grace_period_seconds=self.termination_grace_period,
+            )
+        except Exception:
+            self.log.exception("cannot delete pod %s", name)
+
+    async def _delete_service(self, name: str) -> None:
+        from kubernetes_asyncio.client import CoreV1Api
+
+        try:
             async with self.hook.get_conn() as connection:
-                try:
-                    await CoreV1Api(connection).delete_namespaced_service(
-                        name=self.service_name, namespace=self.pod_namespace
-                    )
-                except Exception:
-                    self.log.exception("cannot delete the Service %s", self.service_name)
-        await super().on_kill()
-        for name in self.workers.values():
-            try:
-                await self.hook.delete_pod(
-                    name=name,
-                    namespace=self.pod_namespace,
-                    grace_period_seconds=self.termination_grace_period,
+                await CoreV1Api(connection).delete_namespaced_service(
+                    name=name, namespace=self.pod_namespace
                 )
-            except Exception:
-                self.log.exception("cannot delete pod %s", name)
+        except Exception:
+            self.log.exception("cannot delete the Service %s", name)
