@@ -170,7 +170,7 @@ def running_airflow(
     Without a `database_url`, the metadata DB is the embedded default's own PostgreSQL server
     (`embedded_postgres`); `database_url` and `celery_broker_url`: see `airflow_environment`.
     """
-    env = {**os.environ, **extra_env, "GX_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     api_port, log_server_port, trigger_log_server_port = free_ports(3)
     with ExitStack() as stack:
@@ -188,6 +188,7 @@ def running_airflow(
                 celery_broker_url=celery_broker_url,
             )
         )
+        env.update(extra_env)  # the caller's settings win over the embedded default's
         cluster = AirflowCluster(home, env)
         stack.callback(cluster.stop_all)  # before the database stops
         subprocess.run(

@@ -6,7 +6,7 @@ file, runs each pod's container as a local process. Storage is moto's S3 server;
 keys from a Secret in the tenant's namespace. All jobs are submitted at once, so the module
 pays for their Airflow overhead once; each test then injects its fault and checks the outcome.
 
-The executor has 2 slots (parallelism 2) for more concurrent learners than that: learner tasks
+The executor has 4 slots (parallelism 4) for more concurrent learners than that: learner tasks
 defer while their pods train. Once six jobs and a 2-learner group train at once, every other job
 has ended and no task runs on a worker, the triggerer and then the scheduler (with the
 LocalExecutor's workers) are SIGKILLed and restarted while the pods train; the group is
@@ -59,7 +59,7 @@ NAMESPACE = "trainyard-acme"
 GPU_SELECTOR = {"gpu.test/type": "t4"}
 STARTUP_TIMEOUT = 15
 LONG_TRAINING = "python train.py --epochs 150"
-PARALLELISM = 2
+PARALLELISM = 4
 #: Six jobs that train at once on PARALLELISM worker slots, through the triggerer's and the
 #: scheduler's crash (they train until the crashes are over).
 STEADY = tuple(f"steady-{number}" for number in range(1, 7))
@@ -69,7 +69,7 @@ DDP_JOB = Path(__file__).resolve().parents[1] / "support" / "ddp_job"
 GATED_JOB = Path(__file__).resolve().parents[1] / "support" / "gated_job"
 #: The steady jobs train until this file exists (the crashes create it once they are over).
 GATE = Path(tempfile.gettempdir()) / f"trainyard-k8s-gate-{os.getpid()}"
-#: Seventeen jobs share two executor slots: each job's tasks wait their turn. Every wait of
+#: Seventeen jobs share four executor slots: each job's tasks wait their turn. Every wait of
 #: the module ends this long after the jobs were submitted (`Deadline`): a stuck job fails the
 #: tests that wait on it then, not a full timeout later each.
 END_TIMEOUT = 900
@@ -173,6 +173,9 @@ def deployment(
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
     }
     with deploy(root, s3_server, {"acme": acme}, kubernetes, airflow) as deployed:
+        # The embedded default's own settings once overrode these (its 15 s threshold then
+        # reset running learner tasks on a loaded machine: retried for nothing).
+        assert airflow.items() <= deployed.cluster.env.items()
         yield deployed
 
 
@@ -622,7 +625,7 @@ def test_a_ddp_job_trains_on_two_pods_and_a_failed_rank_restarts_the_group(
     assert_no_pod_left(cluster, job_id)
 
 
-def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_and_worker(
+def test_six_jobs_train_at_once_on_four_worker_slots_and_survive_the_triggerer_and_worker(
     cluster: FakeKubernetes,
     jobs: dict[str, str],
     crashes: Future[list[str]],
@@ -630,7 +633,7 @@ def test_six_jobs_train_at_once_on_two_worker_slots_and_survive_the_triggerer_an
     store: ObjectStore,
     deadline: Deadline,
 ) -> None:
-    """The learner tasks deferred while their pods trained, so six trained on two executor
+    """The learner tasks deferred while their pods trained, so six trained on four executor
     slots; SIGKILL of the triggerer and of the scheduler's task runners left the pods running,
     and the watch picked up again: each steady job ends with its one attempt and one pod."""
     running = crashes.result()
