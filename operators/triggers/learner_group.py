@@ -51,7 +51,8 @@ class LearnerGroupTrigger(KubernetesPodTrigger):
         self.early_stop = dict(early_stop) if early_stop else None
         self.failed_rank: int | None = None
         self.pruned = False
-        self._deleting: asyncio.Future[None] | None = None  # on_kill's deletions
+        # on_kill's deletions, held here: the event loop keeps only a weak reference to a task.
+        self._deleting: asyncio.Future[None] | None = None
 
     # Extended: a trigger's state is its serialized kwargs, so the group's go with the provider's.
     def serialize(self) -> tuple[str, dict[str, Any]]:
