@@ -253,9 +253,8 @@ class Context:
             console.print("starting Airflow ...", style="dim")
             started = time.perf_counter()
             s3 = self.s3_server()
-            with environment(self.airflow_settings):
-                # running_airflow copies os.environ when it starts the components.
-                self._deployment = self.stack.enter_context(deploy(self.scratch("airflow"), s3))
+            airflow = deploy(self.scratch("airflow"), s3, airflow_env=self.airflow_settings)
+            self._deployment = self.stack.enter_context(airflow)
             console.print(f"Airflow up in {time.perf_counter() - started:.0f} s", style="dim")
         return self._deployment
 
