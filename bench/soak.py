@@ -285,7 +285,7 @@ class Report:
             f"| jobs ended rightly by a fault (out of memory) | {len(self.ended_by_faults)} |",
             f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
             f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
-            f"| handovers with both attempts alive (fenced), longest | {len(self.handovers)}, "
+            f"| superseded learners seen beside a newer one, longest overlap | {len(self.handovers)}, "
             f"{max(self.handovers, default=0):.1f} s |",
             f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
             f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(recovery_s, 0.5)} "
@@ -351,7 +351,7 @@ class Soak:
         self.client = AirflowClient(ApiSettings.from_env(self.cluster.env))
         self.jobs: dict[str, SoakJob] = {}
         self.injected: list[Injected] = []
-        self.split_brains = SplitBrainWatch()
+        self.overlap_watch = SplitBrainWatch()
         self.hit: set[tuple[str, int]] = set()
         self.later: list[tuple[float, Callable[[], None]]] = []  # (when, undo) of outages
         self._places = itertools.cycle(PLACES)
@@ -400,7 +400,7 @@ class Soak:
             and time.time() - injected.at < SETTLE_SECONDS
         ]
         alive = {job_id: a for job_id, a in live_attempts().items() if job_id in self.jobs}
-        self.split_brains.see(alive, time.monotonic())
+        self.overlap_watch.see(alive, time.monotonic())
         for job_id, attempts in alive.items():
             for injected in settling:
                 if injected.fault.backend in (None, self.backend_of(job_id)):
@@ -658,8 +658,8 @@ class Soak:
             fault_every=self.fault_every,
             jobs=list(self.jobs.values()),
             injected=self.injected,
-            split_brains=self.split_brains.split_brains,
-            handovers=list(self.split_brains.overlaps.values()),
+            split_brains=self.overlap_watch.split_brains,
+            handovers=list(self.overlap_watch.overlaps.values()),
             lost=[
                 j.job_id
                 for j in self.jobs.values()
