@@ -285,8 +285,8 @@ class Report:
             f"| jobs ended rightly by a fault (out of memory) | {len(self.ended_by_faults)} |",
             f"| duplicated runs | {len(self.duplicated)} {' '.join(self.duplicated)} |",
             f"| split brains seen | {len(self.split_brains)} {' '.join(self.split_brains)} |",
-            f"| superseded learners seen beside a newer one, longest overlap | {len(self.handovers)}, "
-            f"{max(self.handovers, default=0):.1f} s |",
+            f"| superseded learners seen beside a newer one, longest overlap | "
+            f"{len(self.handovers)}, {max(self.handovers, default=0):.1f} s |",
             f"| faults classed wrong | {len(self.wrong)} {'; '.join(self.wrong)} |",
             f"| recovery, fault -> next metric row (p50 / p99, s) | {pct(recovery_s, 0.5)} "
             f"/ {pct(recovery_s, 0.99)} (n={len(recovery_s)}) |",
