@@ -16,7 +16,7 @@ def record_failure(context: Context) -> None:
     tell the tenant's notification channels (operators/deployment/notify.py).
 
     Runs only once a task has failed for good (retries exhausted or not retryable). A job whose
-    cancel was requested ends as cancelled, not failed.
+    cancel was requested ends as cancelled, not failed; a run the job has left changes nothing.
     """
     task = context["task"]
     if not isinstance(task, TrainyardOperator) or not task.job_id:
@@ -25,7 +25,9 @@ def record_failure(context: Context) -> None:
     cause = failure_of_exception(exception)
     failure_class = cause.failure_class
     record = load_record(task.store, task.job_id)
-    if record is None:
+    if record is None or record.dag_run_id != context["run_id"]:
+        # No record, or one that went on in another run (a paused job's resume, before this
+        # stopped run's task ended): the job's end is not this run's.
         return
     message = str(exception)
     if failure_class is FailureClass.HANG:

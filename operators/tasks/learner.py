@@ -35,7 +35,7 @@ from trainyard.jobs.attempts import (
     record_attempt,
     record_evaluation,
 )
-from trainyard.jobs.control import attempt_of_try, record_pause
+from trainyard.jobs.control import attempt_of_try, ended_by_pause, record_pause
 from trainyard.jobs.limits import learner_seconds, queued_too_long, runtime_exceeded
 from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.schema import JobManifest
@@ -224,7 +224,8 @@ class LearnerOperator(TrainyardOperator):
         """
         with classified_failures():
             record = load_record(self.store, self.job_id)
-            if self.mode is RunMode.TRAIN and record is not None and record.pause_requested:
+            paused = record is not None and ended_by_pause(record, attempt)
+            if self.mode is RunMode.TRAIN and paused:
                 # Paused (trainyard.jobs.control): the attempt's end is the pause, which no
                 # retry budget counts and no retry follows.
                 record_pause(self.store, self.job_id, attempt, started_at)

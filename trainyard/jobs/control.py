@@ -65,6 +65,15 @@ def record_pause(store: ObjectStore, job_id: str, attempt: int, started_at: date
     )
 
 
+def ended_by_pause(record: JobRecord, attempt: int) -> bool:
+    """Whether `attempt` ended by the job's pause: one is requested, or its end is recorded as
+    one (a resume withdraws the request, maybe before the paused run's task, slow to see its
+    learners stop, concludes the attempt: that end must not replace the pause)."""
+    return record.pause_requested or any(
+        a.attempt == attempt and a.failure_class == PAUSED for a in record.attempts
+    )
+
+
 def pause_job(
     store: ObjectStore,
     record: JobRecord,

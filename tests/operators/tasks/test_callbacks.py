@@ -4,7 +4,7 @@ hears of it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from airflow.sdk import Context
@@ -14,8 +14,23 @@ from devkit.s3_server import free_port
 from operators.tasks.base import TrainyardOperator, classified_failures
 from operators.tasks.callbacks import record_failure
 from tests.support.notifications import smtp_connection, webhook_receiver
-from trainyard.failures import Hang, PlatformFault, ResourceError, TrainyardFailure, UserError
-from trainyard.jobs.records import AttemptInfo, JobRecord, JobState, load_record, save_record
+from trainyard.failures import (
+    Hang,
+    PlatformFault,
+    Preemption,
+    ResourceError,
+    TrainyardFailure,
+    UserError,
+)
+from trainyard.jobs.control import PAUSED
+from trainyard.jobs.records import (
+    AttemptInfo,
+    JobRecord,
+    JobState,
+    load_record,
+    save_record,
+    update_record,
+)
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import TenantConfig
 
@@ -43,10 +58,15 @@ def failed_task(store: LocalStore, classes: list[str | None]) -> TrainyardOperat
     return task
 
 
-def fail(task: TrainyardOperator, failure: TrainyardFailure) -> None:
+def call_back(task: TrainyardOperator, exception: object, run_id: str = JOB_ID) -> None:
+    """The failure callback, as Airflow calls it for a task of the run `run_id`."""
+    record_failure(cast(Context, {"task": task, "exception": exception, "run_id": run_id}))
+
+
+def fail(task: TrainyardOperator, failure: TrainyardFailure, run_id: str = JOB_ID) -> None:
     error = AirflowException(f"[{failure.failure_class.value}] {failure.cause}")
     error.__cause__ = failure
-    record_failure(cast(Context, cast(Any, {"task": task, "exception": error})))
+    call_back(task, error, run_id)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +152,19 @@ def test_a_job_whose_cancel_was_requested_ends_cancelled_and_nobody_is_told(
     assert hook.received == []
 
 
+def test_a_run_the_job_has_left_changes_nothing(local_store: LocalStore) -> None:
+    """A paused job resumed in a new run before its stopped run's learner task ended: that
+    task's failure is not the job's, which is queued in its new run."""
+    task = failed_task(local_store, [PAUSED])
+    resumed = update_record(
+        local_store, JOB_ID, dag_run_id="resume__" + JOB_ID, state=JobState.QUEUED
+    )
+
+    fail(task, Preemption("the command was stopped by SIGTERM"))
+
+    assert load_record(local_store, JOB_ID) == resumed
+
+
 @pytest.mark.parametrize(
     "exception",
     [
@@ -146,7 +179,7 @@ def test_an_untyped_failure_is_recorded_as_a_platform_fault(
     """The class comes from the typed failure only; without one, the one default."""
     task = failed_task(local_store, [])
 
-    record_failure(cast(Context, cast(Any, {"task": task, "exception": exception})))
+    call_back(task, exception)
 
     record = load_record(local_store, JOB_ID)
     assert record is not None
@@ -160,7 +193,7 @@ def test_the_class_and_fix_come_through_the_translation(local_store: LocalStore)
     with pytest.raises(AirflowException) as raised, classified_failures():
         raise ResourceError("learner 0 used 2Gi", "raise resources.memory above 1Gi")
 
-    record_failure(cast(Context, cast(Any, {"task": task, "exception": raised.value})))
+    call_back(task, raised.value)
 
     record = load_record(local_store, JOB_ID)
     assert record is not None

@@ -3,6 +3,7 @@ and evaluate mode (the judging itself: tests/jobs/test_attempts.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -14,7 +15,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from operators.tasks.learner import LearnerOperator
 from trainyard.backends import RunMode
-from trainyard.failures import UserError
+from trainyard.failures import Preemption, UserError
+from trainyard.jobs.control import PAUSED, record_pause
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import JobRecord, JobState, load_record, save_record, update_record
 from trainyard.manifest.schema import JobManifest, parse_manifest
@@ -178,6 +180,26 @@ def test_a_retry_of_a_trial_its_sweep_pruned_trains_nothing(config_dir: Path) ->
     assert record is not None
     assert record.state is JobState.PRUNED
     assert record.attempts == []
+
+
+def test_a_paused_attempt_concluded_after_the_resume_stays_paused(config_dir: Path) -> None:
+    """The pause recorded attempt 1's end and the job was resumed (the request withdrawn) before
+    the paused run's task saw its learners stop: their preemption does not replace the pause,
+    and the task fails without a retry."""
+    store = LocalStore(config_dir / "storage" / "acme")
+    manifest = parse_manifest(CPU_JOB)
+    record_of(store, manifest)
+    started = datetime.now(UTC)
+    record_pause(store, JOB_ID, 1, started)
+    update_record(store, JOB_ID, attempt_offset=1, dag_run_id="resume__" + JOB_ID)
+    operator = LearnerOperator(task_id="learner", tenant="acme", job_id=JOB_ID)
+
+    with pytest.raises(AirflowFailException, match="paused"):
+        operator.conclude_attempt(manifest, 1, started, Preemption("stopped by SIGTERM"))
+
+    record = load_record(store, JOB_ID)
+    assert record is not None
+    assert [(a.attempt, a.failure_class) for a in record.attempts] == [(1, PAUSED)]
 
 
 def test_evaluate_mode_without_an_evaluation_runs_nothing(config_dir: Path) -> None:
