@@ -1,4 +1,5 @@
-"""End-to-end tests get a Trainyard deployment on real Airflow, one per test module."""
+"""End-to-end tests get a Trainyard deployment on real Airflow, one per test module (the
+modules of `shared/` share one: their tests need no settings of their own)."""
 
 from __future__ import annotations
 

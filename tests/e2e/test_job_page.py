@@ -5,7 +5,9 @@ and retried; its page must show the loss of both attempts with the resume mark, 
 timeline with the failure class, and the list its final state, with no JavaScript error; bob's
 tenant's page is refused. acme's notification channels: an SMTP server (aiosmtpd), a Slack
 webhook (a local receiver) and an email channel whose server is gone, which must change no
-job's outcome. Chromium is Debian's (`make services`); Playwright drives it, never downloading
+job's outcome. alice pauses then resumes a job with the page's buttons, confirming each, and
+sees the new state without a reload; carol (Airflow's Viewer) sees no buttons and a forged POST
+gets 403. Chromium is Debian's (`make services`); Playwright drives it, never downloading
 a browser.
 """
 
@@ -19,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page
 
 from devkit.airflow_env import create_user
 from devkit.deployment import Deployment, deploy
 from devkit.learners import wait_for_end, wait_until
 from devkit.s3_server import S3Server, free_port
-from tests.e2e.test_faults import kill_user_code_after_first_checkpoint, submit
+from tests.e2e.shared.test_faults import (
+    committed,
+    kill_user_code_after_first_checkpoint,
+    submit,
+)
 from tests.support.browser import chromium
 from tests.support.notifications import (
     Inbox,
@@ -42,6 +48,8 @@ from trainyard.jobs.records import JobState, load_record
 from trainyard.tenancy.names import tenant_role
 
 pytestmark = pytest.mark.e2e
+
+CAROL = ("carol", "carol-secret-4")  # Airflow's Viewer: reads every DAG's runs, starts none
 
 CHANNELS = [
     {
@@ -88,6 +96,7 @@ def deployment(
     ) as deployed:
         create_user(deployed.cluster.env, *ALICE, tenant_role("acme"))
         create_user(deployed.cluster.env, *BOB, tenant_role("globex"))
+        create_user(deployed.cluster.env, *CAROL, "Viewer")
         yield deployed
 
 
@@ -260,3 +269,49 @@ def test_the_fleet_page_is_the_admins_and_a_tenant_user_lands_on_its_jobs(
     admin.page.screenshot(path=str(deployment.root / "fleet-page.png"), full_page=True)
     assert admin.errors == [], "JavaScript errors on the fleet page"
     admin.close()
+
+
+def test_pause_and_resume_with_the_pages_buttons_and_a_viewer_gets_none(
+    deployment: Deployment, client: AirflowClient, browser: Browser
+) -> None:
+    store = deployment.stores["acme"]
+    job_id = submit(deployment, "acme", "buttons", command="python train.py --epochs 600")
+    wait_until(lambda: committed(store, job_id), "a committed checkpoint", timeout=300)
+    alice = Session(browser, deployment, ALICE)
+    confirmations: list[str] = []
+
+    def confirm(dialog: Dialog) -> None:
+        confirmations.append(dialog.message)
+        dialog.accept()
+
+    alice.page.on("dialog", confirm)
+    alice.open(f"/trainyard/tenants/acme/jobs/{job_id}")
+    page = alice.page
+    page.wait_for_selector('body[data-loaded="running"]')
+
+    page.locator('button[data-action="pause"]').click()
+
+    page.wait_for_selector('body[data-loaded="paused"]', timeout=60_000)  # no reload
+    assert confirmations == [f"Pause job {job_id}?"]
+    record = load_record(store, job_id)
+    assert record is not None
+    assert record.state is JobState.PAUSED
+
+    page.locator('button[data-action="resume"]').click()
+
+    page.wait_for_selector('body[data-loaded="queued"], body[data-loaded="running"]')
+    final = wait_for_end(client, store, job_id)
+    assert final.state is JobState.SUCCEEDED, final.failure
+    page.wait_for_selector('body[data-loaded="succeeded"]')
+    assert alice.errors == [], "JavaScript errors on the page"
+    alice.close()
+
+    carol = Session(browser, deployment, CAROL)
+    carol.open(f"/trainyard/tenants/acme/jobs/{job_id}")
+    carol.page.wait_for_selector('body[data-loaded="succeeded"]')
+    assert carol.page.locator("#actions button").count() == 0
+    forged = carol.context.request.post(
+        f"{deployment.cluster.api_url}/trainyard/api/jobs/{job_id}/cancel"
+    )
+    assert forged.status == 403
+    carol.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,19 @@ PICKUP_DEADLINE = 30
 
 
 @pytest.fixture(scope="module")
-def scheduled(deployment: Deployment, client: AirflowClient) -> Deployment:
+def scheduled(deployment: Deployment, client: AirflowClient) -> Iterator[Deployment]:
     """Two scheduled jobs appear while Airflow runs, each its own DAG within PICKUP_DEADLINE:
-    a nightly one and a data-triggered one."""
+    a nightly one and a data-triggered one. Their manifests go at the end (the deployment is
+    shared: tests/e2e/shared/conftest.py)."""
     common = {
         "code": {"uri": EXAMPLE_CODE},
         "command": "python train.py --epochs 20",
         "evaluation": {"threshold": 0.5},  # low: these tests are about the comparison
     }
-    deployment.write_manifest(
+    nightly = deployment.write_manifest(
         TENANT, f"jobs/{TENANT}/{NIGHTLY}.yaml", name=NIGHTLY, schedule="0 3 * * *", **common
     )
-    deployment.write_manifest(
+    fresh = deployment.write_manifest(
         TENANT,
         f"jobs/{TENANT}/{FRESH}.yaml",
         name=FRESH,
@@ -57,7 +59,9 @@ def scheduled(deployment: Deployment, client: AirflowClient) -> Deployment:
         "the API to know both scheduled jobs' DAGs",
         timeout=PICKUP_DEADLINE,
     )
-    return deployment
+    yield deployment
+    for manifest in (nightly, fresh):
+        manifest.unlink()
 
 
 def known(client: AirflowClient, dag_id: str) -> bool:
