@@ -48,6 +48,7 @@ from typing import Any
 import psutil
 
 from bench.common import BARE_SCRIPTS, Context, console, run_bare, steps_per_second
+from devkit.airflow_env import DATABASE_URL
 from devkit.deployment import EXAMPLES, Deployment, deploy
 from devkit.kube_server import FakeKubernetes, FakeNode, running_kube_server
 from devkit.learners import learner_processes, live_attempts
@@ -537,7 +538,7 @@ class Soak:
             self.later.append((time.monotonic() + OUTAGE_SECONDS, self.s3_server.start))
             return
         if fault.name.startswith("PostgreSQL"):
-            start_postgres(crash_postgres(cluster.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+            start_postgres(crash_postgres(cluster.env[DATABASE_URL]))
             # Components that lost the database exit; the deployments' restart policy (the
             # embedded default's `serve`, docker-compose's) starts them again.
             try:

@@ -188,10 +188,14 @@ def write_private(path: Path, text: str) -> None:
         file.write(text)
 
 
+#: The setting that names the metadata DB (a deployment's environment holds its URL).
+DATABASE_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+
+
 def _metadata_db(database_url: str, celery_broker_url: str | None) -> dict[str, str]:
     """Settings of the metadata DB and the executor."""
     db = {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+        DATABASE_URL: database_url,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": str(DB_POOL_SIZE),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": str(DB_MAX_OVERFLOW),
         "AIRFLOW__API__WORKERS": str(API_WORKERS),

@@ -93,18 +93,29 @@ def _pg_ctl(data_dir: Path, *args: str) -> None:
     )
 
 
-def crash_postgres(url: str) -> Path:
-    """SIGKILL the embedded server behind `url` (from `start_postgres`), as a crash would, and
-    return its data directory, from which `start_postgres` starts it again."""
+def postmaster(url: str) -> psutil.Process:
+    """The embedded server behind `url` (from `start_postgres`): its main process, which runs
+    detached from whoever started it (pg_ctl daemonizes it).
+
+    Raises:
+        LookupError: no embedded server listens there.
+    """
     socket_dir = url.rpartition("?host=")[2]
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if not cmdline or not cmdline[0].endswith("postgres") or "-D" not in cmdline:
             continue
-        data_dir = Path(cmdline[cmdline.index("-D") + 1])
-        info = PostmasterInfo.read_from_pgdata(data_dir)
+        info = PostmasterInfo.read_from_pgdata(Path(cmdline[cmdline.index("-D") + 1]))
         if info is not None and str(info.socket_dir) == socket_dir and info.pid == process.pid:
-            process.kill()
-            process.wait(timeout=60)
-            return data_dir
+            return process
     raise LookupError(f"no embedded PostgreSQL server listens at {socket_dir}")
+
+
+def crash_postgres(url: str) -> Path:
+    """SIGKILL the embedded server behind `url` (from `start_postgres`), as a crash would, and
+    return its data directory, from which `start_postgres` starts it again."""
+    process = postmaster(url)
+    cmdline = process.cmdline()
+    process.kill()
+    process.wait(timeout=60)
+    return Path(cmdline[cmdline.index("-D") + 1])

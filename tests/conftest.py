@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -19,11 +17,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from devkit.s3_server import FAST_RETRY, S3Server, running_s3_server
+from tests.support.processes import SESSION_MARK, kill_orphans
 from trainyard.storage.local import LocalStore
 from trainyard.storage.s3 import S3Store
-
-#: Marks every process this test session starts (they inherit it): `no_orphan_left`.
-SESSION_MARK = "TRAINYARD_TEST_SESSION"
 
 
 def pytest_configure() -> None:
@@ -42,23 +38,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_orphan_left() -> Iterator[None]:
-    """After each module, kill what its processes left running once their parents had ended
-    (a learner outliving its task, a component outliving its supervisor), and warn naming it:
-    it would take CPU from every later module on a 2-core machine."""
+    """After each module, kill what its processes left running (`kill_orphans`)."""
     yield
-    me = psutil.Process()
-    ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if process.pid in ours:
-            continue
-        try:
-            if process.environ().get(SESSION_MARK) != os.environ[SESSION_MARK]:
-                continue
-            process.kill()
-        except psutil.Error:
-            continue
-        command = " ".join(process.info["cmdline"] or [])[:200]
-        warnings.warn(f"killed pid {process.pid}, left running: {command}", stacklevel=1)
+    kill_orphans()
 
 
 @pytest.fixture

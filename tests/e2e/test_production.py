@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy
 
+from devkit.airflow_env import DATABASE_URL
 from devkit.deployment import Deployment, deploy
 from devkit.s3_server import S3Server
 from devkit.services import postgres_server, redis_server
@@ -60,7 +61,7 @@ def test_a_submitted_job_trains_on_a_celery_worker(deployment: Deployment) -> No
     worker_log = deployment.cluster.log_path("celery worker").read_text()
     assert job_id in worker_log  # the Celery worker ran the job's tasks
     # ... and the external PostgreSQL holds the run.
-    database_url = deployment.cluster.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    database_url = deployment.cluster.env[DATABASE_URL]
     assert database_url.startswith("postgresql")
     engine = sqlalchemy.create_engine(database_url)
     try:

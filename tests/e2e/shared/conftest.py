@@ -12,8 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from devkit.airflow_env import DATABASE_URL
 from devkit.deployment import Deployment, deploy
+from devkit.metadata_db import postmaster
 from devkit.s3_server import S3Server
+from tests.support.processes import kill_orphans
 
 
 @pytest.fixture(scope="package")
@@ -27,3 +30,11 @@ def deployment(
 @pytest.fixture(scope="module", autouse=True)
 def healthy(deployment: Deployment) -> None:
     deployment.cluster.wait_healthy(restart_exited=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_orphan_left(deployment: Deployment) -> Iterator[None]:
+    """As for every module (tests/conftest.py), but the deployment's PostgreSQL server, which
+    runs detached from the start, is no orphan: the next module uses it."""
+    yield
+    kill_orphans(spare=[postmaster(deployment.cluster.env[DATABASE_URL])])
