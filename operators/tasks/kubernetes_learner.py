@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodNotFoundException
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException, TaskDeferred
 from kubernetes.client import models as k8s
@@ -410,6 +411,7 @@ class KubernetesLearnerOperator(KubernetesPodOperator, LearnerOperator):
                 manifest.resources,
                 first=self.failed_rank,
                 error=reason,
+                deleted=isinstance(error, PodNotFoundException),
             )
         if failure is None and error is not None:
             self.log.warning("the learner succeeded; ignoring the pod operator's error")

@@ -69,17 +69,19 @@ def test_a_job_the_cluster_can_run_passes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("statuses", "error", "expected"),
+    ("statuses", "error", "deleted", "expected"),
     [
-        pytest.param({0: SUCCEEDED}, None, None, id="succeeded"),
-        pytest.param({0: SUCCEEDED, 1: EVICTED}, None, Preemption, id="evicted-rank"),
-        pytest.param({0: {}}, "pod vanished", PlatformFault, id="vanished-pod"),
+        pytest.param({0: SUCCEEDED}, None, False, None, id="succeeded"),
+        pytest.param({0: SUCCEEDED, 1: EVICTED}, None, False, Preemption, id="evicted-rank"),
+        pytest.param({0: {}}, "(500) Internal", False, PlatformFault, id="unread-pod"),
+        pytest.param({0: {}}, "Pod not found", True, Preemption, id="deleted-pod"),
     ],
 )
 def test_the_pods_ends_are_judged_as_an_attempt(
     tmp_path: Path,
     statuses: dict[int, dict[str, Any]],
     error: str | None,
+    deleted: bool,
     expected: type | None,
 ) -> None:
     backend = kubernetes_backend(tmp_path)
@@ -89,7 +91,7 @@ def test_the_pods_ends_are_judged_as_an_attempt(
     )
 
     failure = backend.judge_pods(
-        LocalStore(tmp_path), spec, statuses, manifest.resources, error=error
+        LocalStore(tmp_path), spec, statuses, manifest.resources, error=error, deleted=deleted
     )
 
     assert (failure is None) if expected is None else isinstance(failure, expected)

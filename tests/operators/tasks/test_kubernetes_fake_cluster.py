@@ -210,6 +210,26 @@ def test_an_evicted_pod_is_a_preemption_to_retry(
     assert no_pod_left(cluster)
 
 
+def test_a_pod_deleted_before_its_learner_wrote_an_outcome_is_a_preemption(
+    cluster: FakeKubernetes, config: None, local_store: LocalStore, tmp_path: Path
+) -> None:
+    """`kubectl delete pod` as the learner starts (as the chaos soak once did, before the
+    runtime could write how it ended): the pod is gone and no outcome says anything. Only a
+    deletion removes a pod, the cluster's graceful stop: a preemption, retried."""
+    operator = learner_task(local_store, {"learners": 1})
+
+    def delete() -> None:
+        pod = running_pod(cluster, 0)
+        core_api(cluster, tmp_path).delete_namespaced_pod(pod.name, pod.namespace)
+
+    raised, _ = run_with_fault(operator, delete, local_store)
+
+    assert type(raised) is AirflowException  # retried
+    assert isinstance(raised.__cause__, Preemption)
+    assert "deleted before its runtime wrote how it ended" in str(raised)
+    assert no_pod_left(cluster)
+
+
 def test_an_oom_killed_pod_is_a_resource_error_without_retry(
     cluster: FakeKubernetes, config: None, local_store: LocalStore
 ) -> None:

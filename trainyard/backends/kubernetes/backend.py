@@ -22,7 +22,7 @@ from trainyard.backends.kubernetes.pods import (
     learner_pod,
     rendezvous_service,
 )
-from trainyard.failures import RESUME_FIX, PlatformFault, TrainyardFailure
+from trainyard.failures import RESUME_FIX, PlatformFault, Preemption, TrainyardFailure
 from trainyard.jobs.attempts import judge_attempt
 from trainyard.manifest.schema import JobManifest, Resources
 from trainyard.storage import ObjectStore
@@ -69,14 +69,18 @@ class KubernetesBackend(LearnerBackend):
         *,
         first: int | None = None,
         error: str | None = None,
+        deleted: bool = False,
     ) -> TrainyardFailure | None:
         """The attempt's failure from its pods' final statuses (by rank; a rank whose status
         could not be read is missing), judged by `judge_attempt`.
 
         Each pod's own failure (OOM, eviction, image, scheduling) comes before the learners'
         outcomes; `first` is the rank that stopped the group, looked at first. `error` is the
-        pod operator's, when it raised: a learner whose end no status shows then ended with
-        its pod.
+        pod operator's, when it raised: a learner whose end no status shows, and that wrote no
+        outcome, then ended with its pod. `deleted`: the error is that the pod was gone, which
+        only a deletion does (a drain, an eviction, a user), the cluster's graceful stop: such
+        a learner was stopped before its runtime could say so, a preemption; any other error
+        leaves it a platform fault.
         """
         ranks = sorted(statuses, key=lambda rank: rank != first)
         ends = [
@@ -87,12 +91,15 @@ class KubernetesBackend(LearnerBackend):
             )
             for rank in ranks
         ]
-        unseen = (
-            None
-            if error is None
-            else PlatformFault(
+        unseen: TrainyardFailure | None = None
+        if deleted:
+            unseen = Preemption(
+                f"learner pod was deleted before its runtime wrote how it ended: {error}",
+                RESUME_FIX,
+            )
+        elif error is not None:
+            unseen = PlatformFault(
                 f"learner pod ended before its {LEARNER_CONTAINER!r} container did: {error}",
                 RESUME_FIX,
             )
-        )
         return judge_attempt(store, spec, ends, unseen)
