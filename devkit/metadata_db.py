@@ -105,7 +105,7 @@ def postmaster(url: str) -> psutil.Process:
         cmdline = process.info["cmdline"] or []
         if not cmdline or not cmdline[0].endswith("postgres") or "-D" not in cmdline:
             continue
-        info = PostmasterInfo.read_from_pgdata(Path(cmdline[cmdline.index("-D") + 1]))
+        info = PostmasterInfo.read_from_pgdata(_data_dir(cmdline))
         if info is not None and str(info.socket_dir) == socket_dir and info.pid == process.pid:
             return process
     raise LookupError(f"no embedded PostgreSQL server listens at {socket_dir}")
@@ -115,7 +115,12 @@ def crash_postgres(url: str) -> Path:
     """SIGKILL the embedded server behind `url` (from `start_postgres`), as a crash would, and
     return its data directory, from which `start_postgres` starts it again."""
     process = postmaster(url)
-    cmdline = process.cmdline()
+    data_dir = _data_dir(process.cmdline())
     process.kill()
     process.wait(timeout=60)
+    return data_dir
+
+
+def _data_dir(cmdline: list[str]) -> Path:
+    """The data directory a `postgres -D DIR ...` command line serves."""
     return Path(cmdline[cmdline.index("-D") + 1])

@@ -58,15 +58,15 @@ def failed_task(store: LocalStore, classes: list[str | None]) -> TrainyardOperat
     return task
 
 
-def call_back(task: TrainyardOperator, exception: object, run_id: str = JOB_ID) -> None:
-    """The failure callback, as Airflow calls it for a task of the run `run_id`."""
-    record_failure(cast(Context, {"task": task, "exception": exception, "run_id": run_id}))
+def call_back(task: TrainyardOperator, exception: object) -> None:
+    """The failure callback, as Airflow calls it for a task of the job's first run."""
+    record_failure(cast(Context, {"task": task, "exception": exception, "run_id": JOB_ID}))
 
 
-def fail(task: TrainyardOperator, failure: TrainyardFailure, run_id: str = JOB_ID) -> None:
+def fail(task: TrainyardOperator, failure: TrainyardFailure) -> None:
     error = AirflowException(f"[{failure.failure_class.value}] {failure.cause}")
     error.__cause__ = failure
-    call_back(task, error, run_id)
+    call_back(task, error)
 
 
 @pytest.mark.parametrize(
