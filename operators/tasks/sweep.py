@@ -24,19 +24,19 @@ from operators.hooks.sweeps import SweepStudyHook
 from operators.tasks.base import TrainyardOperator, classified_failures
 from operators.tasks.validate import ValidateJobOperator
 from trainyard.cli.client import AirflowClient
+from trainyard.cli.control import stop_trials
 from trainyard.cli.status import job_status
 from trainyard.failures import PlatformFault, UserError
 from trainyard.jobs.layout import job_id_for_run, tenant_of_or_none
 from trainyard.jobs.records import JobState
 from trainyard.manifest.submission import manifest_from_conf
-from trainyard.sweeps.controller import advance
+from trainyard.sweeps.controller import look
 from trainyard.sweeps.record import (
     RESUME_SWEEP_KEY,
     SweepRecord,
     SweepState,
-    load_sweep,
     resume_sweep,
-    save_sweep,
+    write_sweep,
 )
 from trainyard.sweeps.search import SweepSearch
 from trainyard.tenancy.names import dag_id_for_tenant
@@ -68,17 +68,17 @@ class ValidateSweepOperator(ValidateJobOperator):
             )
         self.check_tenant(manifest)
         sweep_id = job_id_for_run(self.tenant, manifest.name, run_id)
-        if load_sweep(self.store, sweep_id) is None:
-            save_sweep(
-                self.store,
-                SweepRecord(
-                    sweep_id=sweep_id,
-                    tenant=self.tenant,
-                    dag_id=self.dag_id,
-                    dag_run_id=run_id,
-                    manifest=manifest.model_dump(mode="json"),
-                ),
-            )
+        write_sweep(  # False, writing nothing, for a retry: its first try recorded the sweep
+            self.store,
+            SweepRecord(
+                sweep_id=sweep_id,
+                tenant=self.tenant,
+                dag_id=self.dag_id,
+                dag_run_id=run_id,
+                manifest=manifest.model_dump(mode="json"),
+            ),
+            None,
+        )
         self.log.info("sweep %s accepted: %s", sweep_id, manifest.sweep.model_dump_json())
         return sweep_id
 
@@ -99,22 +99,29 @@ class SweepOperator(TrainyardOperator):
     def look(self, context: Context, event: Any = None) -> str | None:
         """One look at the trials; then wait for the next (deferred) until the sweep ends."""
         with classified_failures():
-            record = load_sweep(self.store, self.job_id)
+            study = SweepStudyHook().storage_url()
+            with AirflowApiHook().get_client() as client:
+                record = look(
+                    self.store,
+                    self.job_id,
+                    lambda record: SweepSearch(record.spec, record.sweep_id, study),
+                    lambda job_id: self._trial_state(client, job_id),
+                    lambda job_id, manifest: self._start_trial(client, job_id, manifest),
+                    lambda state, job_ids: stop_trials(client, self.store, state, job_ids),
+                )
             if record is None:
                 raise PlatformFault(
                     f"the record of sweep {self.job_id} is missing from {self.store.describe()}",
                     "clear the run from its validate task",
                 )
-            search = SweepSearch(record.spec, record.sweep_id, SweepStudyHook().storage_url())
-            with AirflowApiHook().get_client() as client:
-                record = advance(
-                    record,
-                    search,
-                    self.store,
-                    lambda job_id: self._trial_state(client, job_id),
-                    lambda job_id, manifest: self._start_trial(client, job_id, manifest),
-                )
-            save_sweep(self.store, record)
+        if record.state in (SweepState.PAUSED, SweepState.CANCELLED):
+            raise AirflowFailException(
+                f"sweep {record.sweep_id} is {record.state.value}: its run ends here"
+            )
+        if record.dag_run_id != context["run_id"]:
+            raise AirflowFailException(
+                f"sweep {record.sweep_id} goes on in the run {record.dag_run_id}: this one ends"
+            )
         counts = {state: [t.state for t in record.trials].count(state) for state in JobState}
         self.log.info(
             "sweep %s: %d of %d trials drawn; %s",

@@ -13,7 +13,7 @@ from tests.manifest.test_sweep import sweep_manifest
 from tests.support.fake_airflow import FakeAirflow
 from trainyard.jobs.records import JobState, load_record, save_record
 from trainyard.manifest.schema import parse_manifest
-from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow, load_sweep, save_sweep
+from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow, load_sweep, write_sweep
 
 SWEEP_ID = "acme.digits-mlp.20261201-100000-ab12"
 SWEEPS_DAG = "trainyard_acme.sweeps"
@@ -34,7 +34,7 @@ def stored_sweep(deployment: Path, airflow: FakeAirflow) -> list[str]:
         )
         for n, (job_id, (state, metric, step)) in enumerate(zip(trials, states, strict=True))
     ]
-    save_sweep(
+    assert write_sweep(
         store_of(deployment, "acme"),
         SweepRecord(
             sweep_id=SWEEP_ID,
@@ -45,6 +45,7 @@ def stored_sweep(deployment: Path, airflow: FakeAirflow) -> list[str]:
             trials=rows,
             best_job_id=trials[0],
         ),
+        None,
     )
     airflow.readable_dags.add(SWEEPS_DAG)
     airflow.runs[SWEEPS_DAG] = [{**finished_run(SWEEP_ID, "running"), "end_date": None}]

@@ -25,7 +25,7 @@ from trainyard.jobs.layout import JobLayout
 from trainyard.manifest.schema import parse_manifest
 from trainyard.manifest.sweep import ParameterValue
 from trainyard.storage.local import LocalStore
-from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow, save_sweep
+from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow, write_sweep
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def stored_sweep(tmp_path: Path) -> str:
                 step=steps,
             )
         )
-    save_sweep(
+    assert write_sweep(
         store,
         SweepRecord(
             sweep_id=sweep_id,
@@ -178,6 +178,7 @@ def stored_sweep(tmp_path: Path) -> str:
             trials=trials,
             best_job_id=f"{sweep_id}.t3",
         ),
+        None,
     )
     return sweep_id
 

@@ -15,8 +15,14 @@ from trainyard.jobs.records import JobRecord, JobState, save_record
 from trainyard.manifest.schema import parse_manifest
 from trainyard.storage import join_key
 from trainyard.storage.local import LocalStore
-from trainyard.sweeps.controller import advance, final_metric
-from trainyard.sweeps.record import SweepRecord, SweepState, load_sweep, save_sweep
+from trainyard.sweeps.controller import advance, final_metric, look
+from trainyard.sweeps.record import (
+    SweepRecord,
+    SweepState,
+    change_sweep,
+    load_sweep,
+    write_sweep,
+)
 from trainyard.sweeps.search import SweepSearch
 
 SWEEP_ID = "acme.digits-mlp.20261207-101500-ab12"
@@ -31,6 +37,7 @@ class Trials:
         self.states: dict[str, JobState] = {}
         self.started: list[str] = []
         self.manifests: dict[str, dict[str, Any]] = {}
+        self.stopped: list[tuple[SweepState, str]] = []
 
     def state(self, job_id: str) -> JobState | None:
         return self.states.get(job_id)
@@ -40,6 +47,9 @@ class Trials:
         self.started.append(job_id)
         self.manifests[job_id] = manifest
         self.states[job_id] = JobState.QUEUED
+
+    def stop(self, state: SweepState, job_ids: list[str]) -> None:
+        self.stopped += [(state, job_id) for job_id in job_ids]
 
     def end(self, job_id: str, state: JobState, loss: float | None = None) -> None:
         self.states[job_id] = state
@@ -66,16 +76,14 @@ def sweep(store: LocalStore, tmp_path: Path, **changes: Any) -> tuple[SweepRecor
         dag_run_id=SWEEP_ID,
         manifest=manifest.model_dump(mode="json"),
     )
-    save_sweep(store, record)
+    assert write_sweep(store, record, None)
     assert manifest.sweep is not None
     return record, SweepSearch(manifest.sweep, SWEEP_ID, f"sqlite:///{tmp_path / 'study.db'}")
 
 
-def look(
-    record: SweepRecord, search: SweepSearch, store: LocalStore, trials: Trials
-) -> SweepRecord:
-    record = advance(record, search, store, trials.state, trials.start)
-    save_sweep(store, record)
+def a_look(search: SweepSearch, store: LocalStore, trials: Trials) -> SweepRecord:
+    record = look(store, SWEEP_ID, lambda _: search, trials.state, trials.start, trials.stop)
+    assert record is not None
     return record
 
 
@@ -85,25 +93,26 @@ def test_trials_run_parallel_at_a_time_until_all_ended_and_the_best_is_named(
     record, search = sweep(store, tmp_path)
     trials = Trials(store)
 
-    record = look(record, search, store, trials)
+    record = a_look(search, store, trials)
     assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
+    assert trials.stopped == []
     assert record.state is SweepState.RUNNING
     manifest = parse_manifest(trials.manifests[f"{SWEEP_ID}.t1"])
     assert manifest.sweep is None
     assert set(manifest.hyperparameters) == {"lr", "dropout", "hidden", "optimizer"}
 
-    assert look(record, search, store, trials).trials == record.trials  # nothing ended: waits
+    assert a_look(search, store, trials).trials == record.trials  # nothing ended: waits
     assert len(trials.started) == 2
 
     trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)
     trials.end(f"{SWEEP_ID}.t2", JobState.PRUNED, loss=2.0)
-    record = look(record, search, store, trials)
+    record = a_look(search, store, trials)
     assert trials.started[2:] == [f"{SWEEP_ID}.t3", f"{SWEEP_ID}.t4"]
     assert record.best_job_id == f"{SWEEP_ID}.t1"
 
     trials.end(f"{SWEEP_ID}.t3", JobState.SUCCEEDED, loss=0.1)
     trials.end(f"{SWEEP_ID}.t4", JobState.FAILED)  # a user error: a failed trial, sweep goes on
-    record = look(record, search, store, trials)
+    record = a_look(search, store, trials)
     assert record.state is SweepState.SUCCEEDED
     assert len(trials.started) == 4  # trials: 4
     assert record.best_job_id == f"{SWEEP_ID}.t3"
@@ -120,11 +129,11 @@ def test_a_trial_that_ended_between_two_looks_of_its_watch_still_counts_for_prun
     store: LocalStore, tmp_path: Path
 ) -> None:
     early_stopping = {"rule": "asha", "min_steps": 10, "reduction_factor": 2}
-    record, search = sweep(store, tmp_path, trials=2, parallel=1, early_stopping=early_stopping)
+    _, search = sweep(store, tmp_path, trials=2, parallel=1, early_stopping=early_stopping)
     trials = Trials(store)
-    record = look(record, search, store, trials)
+    a_look(search, store, trials)
     trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)  # no look of its watch heard it
-    record = look(record, search, store, trials)
+    a_look(search, store, trials)
     assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
     second = search.trials()[1]
     # A loss far above the first trial's at step 10: ASHA stops the second trial there.
@@ -134,10 +143,10 @@ def test_a_trial_that_ended_between_two_looks_of_its_watch_still_counts_for_prun
 def test_a_sweep_whose_trials_all_fail_fails(store: LocalStore, tmp_path: Path) -> None:
     record, search = sweep(store, tmp_path, trials=2)
     trials = Trials(store)
-    record = look(record, search, store, trials)
+    record = a_look(search, store, trials)
     for job_id in trials.started:
         trials.end(job_id, JobState.FAILED)
-    record = look(record, search, store, trials)
+    record = a_look(search, store, trials)
     assert record.state is SweepState.FAILED
     assert record.best_job_id is None
 
@@ -158,7 +167,7 @@ def test_a_controller_started_again_starts_a_drawn_trial_once_and_draws_no_more(
     assert [t.state for t in search.trials()] == ["running"]  # drawn, never started
 
     again = SweepSearch(record.spec, SWEEP_ID, f"sqlite:///{tmp_path / 'study.db'}")
-    record = look(record, again, store, trials)
+    record = a_look(again, store, trials)
     assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]
     assert trials.manifests[f"{SWEEP_ID}.t1"] == crashed.manifests[f"{SWEEP_ID}.t1"]
     assert len(again.trials()) == 2
@@ -209,3 +218,32 @@ def test_a_look_reads_only_the_trials_that_have_not_ended(
     assert read == [f"{SWEEP_ID}.t2", f"{SWEEP_ID}.t3"]
     assert (record.trials[0].job_id, record.trials[0].state) == (f"{SWEEP_ID}.t1", "succeeded")
     assert record.trials[0].metric == pytest.approx(0.3 + 1 / 30)
+
+
+@pytest.mark.parametrize("stop", [SweepState.PAUSED, SweepState.CANCELLED])
+def test_a_stop_written_during_a_look_wins_and_the_trials_the_look_started_are_stopped(
+    store: LocalStore, tmp_path: Path, stop: SweepState
+) -> None:
+    _, search = sweep(store, tmp_path)
+    trials = Trials(store)
+
+    def stopped_by_a_user(record: SweepRecord) -> None:
+        record.state = stop
+
+    def start_as_a_user_stops(job_id: str, manifest: dict[str, Any]) -> None:
+        trials.start(job_id, manifest)
+        if len(trials.started) == 1:  # between the look's read and its write
+            change_sweep(store, SWEEP_ID, stopped_by_a_user)
+
+    record = look(
+        store, SWEEP_ID, lambda _: search, trials.state, start_as_a_user_stops, trials.stop
+    )
+
+    assert record is not None
+    assert record.state is stop
+    stored = load_sweep(store, SWEEP_ID)
+    assert stored is not None
+    assert (stored.state, stored.trials) == (stop, [])  # the look's copy was not written
+    assert trials.stopped == [(stop, f"{SWEEP_ID}.t1"), (stop, f"{SWEEP_ID}.t2")]
+    assert a_look(search, store, trials).state is stop  # a later look starts nothing
+    assert len(trials.started) == 2

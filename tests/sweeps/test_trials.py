@@ -17,7 +17,7 @@ from trainyard.jobs.state import TERMINAL_STATES, job_state
 from trainyard.manifest.schema import parse_manifest
 from trainyard.manifest.sweep import ParameterValue
 from trainyard.storage.local import LocalStore
-from trainyard.sweeps.record import SweepRecord, save_sweep
+from trainyard.sweeps.record import SweepRecord, write_sweep
 from trainyard.sweeps.search import SweepSearch, TrialEnd
 from trainyard.sweeps.trials import (
     EarlyStopWatch,
@@ -111,7 +111,7 @@ def test_the_watch_stops_a_trailing_trial_and_its_record_says_pruned(tmp_path: P
         assert stopped.wait(60)
     assert watch.pruned.is_set()
 
-    save_sweep(store, sweep_record(document))
+    assert write_sweep(store, sweep_record(document), None)
     record_pruned(store, job_id, 1, datetime.now(UTC))
     record = load_record(store, job_id)
     assert record is not None

@@ -3,13 +3,17 @@ ended, or a resume run triggered, by `trainyard.jobs.control`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from trainyard.cli.client import AirflowClient
-from trainyard.cli.status import find_job, run_facts
+from trainyard.cli.status import cancel_by_id, find_job, run_facts
 from trainyard.jobs.control import pause_job, resume_job
 from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobRecord
 from trainyard.jobs.state import job_view
 from trainyard.storage import ObjectStore
+from trainyard.sweeps.record import SweepState
 
 
 def pause_by_id(client: AirflowClient, store: ObjectStore, job_id: str) -> JobRecord:
@@ -53,3 +57,17 @@ def resume_by_id(
         lambda run_id, conf: client.trigger_run(job.dag_id, run_id, dict(conf)),
         max_runtime,
     )
+
+
+def stop_trials(
+    client: AirflowClient, store: ObjectStore, state: SweepState, job_ids: Iterable[str]
+) -> list[str]:
+    """Pause (for a paused sweep) or cancel (a cancelled one) each of the trials `job_ids`
+    that is queued or running; return those stopped."""
+    stop = pause_by_id if state is SweepState.PAUSED else cancel_by_id
+    stopped = []
+    for job_id in job_ids:
+        with contextlib.suppress(LookupError, ValueError):  # gone, or already ended
+            stop(client, store, job_id)
+            stopped.append(job_id)
+    return stopped

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,9 +12,9 @@ import typer
 from rich.table import Table
 
 from trainyard.cli.client import AirflowClient
-from trainyard.cli.control import pause_by_id, resume_by_id
+from trainyard.cli.control import resume_by_id, stop_trials
 from trainyard.cli.session import Session, console, format_cell, session
-from trainyard.cli.status import cancel_by_id, job_status
+from trainyard.cli.status import job_status
 from trainyard.jobs.layout import tenant_of
 from trainyard.jobs.records import JobState
 from trainyard.manifest.sweep import MAX_TRIALS, format_value
@@ -24,10 +23,19 @@ from trainyard.sweeps.record import (
     RESUME_SWEEP_KEY,
     SweepRecord,
     SweepState,
+    change_sweep,
     load_sweep,
-    save_sweep,
 )
 from trainyard.tenancy.names import dag_id_for_sweeps, dag_id_for_tenant
+
+#: The states a stop to each state takes a sweep from, and its refusal for the others.
+_STOPS = {
+    SweepState.PAUSED: ({SweepState.RUNNING}, "only a running sweep pauses"),
+    SweepState.CANCELLED: (
+        {SweepState.RUNNING, SweepState.PAUSED},
+        "only a running or paused sweep cancels",
+    ),
+}
 
 app = typer.Typer(help="Hyper-parameter sweeps: each trial is a job.", no_args_is_help=True)
 
@@ -87,21 +95,15 @@ def print_sweep(record: SweepRecord) -> None:
 
 
 def cancel_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
-    """End the sweep's run (its controller starts no more trials), mark it cancelled, and
+    """Mark the sweep cancelled, end its run (its controller starts no more trials), and
     cancel each of its trials that has not ended; return the trials cancelled."""
-    if record.state not in (SweepState.RUNNING, SweepState.PAUSED):
-        raise ValueError(
-            f"{record.sweep_id} is {record.state.value}: only a running or paused sweep cancels"
-        )
-    return _stop(client, store, record, SweepState.CANCELLED, cancel_by_id)
+    return _stop(client, store, record, SweepState.CANCELLED)
 
 
 def pause_sweep(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
-    """End the sweep's run, mark it paused, and pause each of its trials that is queued or
+    """Mark the sweep paused, end its run, and pause each of its trials that is queued or
     running (a final checkpoint each); return the trials paused."""
-    if record.state is not SweepState.RUNNING:
-        raise ValueError(f"{record.sweep_id} is {record.state.value}: only a running sweep pauses")
-    return _stop(client, store, record, SweepState.PAUSED, pause_by_id)
+    return _stop(client, store, record, SweepState.PAUSED)
 
 
 def resume_sweep_run(client: AirflowClient, store: ObjectStore, record: SweepRecord) -> list[str]:
@@ -123,22 +125,24 @@ def resume_sweep_run(client: AirflowClient, store: ObjectStore, record: SweepRec
 
 
 def _stop(
-    client: AirflowClient,
-    store: ObjectStore,
-    record: SweepRecord,
-    state: SweepState,
-    stop_trial: Callable[[AirflowClient, ObjectStore, str], object],
+    client: AirflowClient, store: ObjectStore, record: SweepRecord, state: SweepState
 ) -> list[str]:
-    if record.state is SweepState.RUNNING:
-        client.set_run_state(record.dag_id, record.dag_run_id, "failed")
-    record.state = state
-    save_sweep(store, record)
-    stopped = []
-    for job_id in _trials(client, record):
-        with contextlib.suppress(LookupError, ValueError):  # gone, or already ended
-            stop_trial(client, store, job_id)
-            stopped.append(job_id)
-    return stopped
+    """The state is written first: a controller's look under way then loses its write, and
+    stops the trials it started itself (`trainyard.sweeps.controller.look`)."""
+    stoppable, refusal = _STOPS[state]
+    was_running = False
+
+    def stop(current: SweepRecord) -> None:
+        nonlocal was_running
+        if current.state not in stoppable:
+            raise ValueError(f"{current.sweep_id} is {current.state.value}: {refusal}")
+        was_running = current.state is SweepState.RUNNING
+        current.state = state
+
+    stopped = change_sweep(store, record.sweep_id, stop)
+    if was_running:
+        client.set_run_state(stopped.dag_id, stopped.dag_run_id, "failed")
+    return stop_trials(client, store, state, _trials(client, stopped))
 
 
 def _trials(client: AirflowClient, record: SweepRecord) -> list[str]:

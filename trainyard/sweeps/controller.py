@@ -1,11 +1,12 @@
 """One look of a sweep's controller at its trials.
 
 `advance` ends in the study each trial whose job ended, starts new trials up to `parallel`,
-and returns the sweep's record as it now stands. The Airflow task (operators/tasks/sweep.py)
-calls it each time it wakes. Every step is idempotent, so a controller started again after a
-crash (its worker, the scheduler, the whole Airflow) goes on from what the study and the
-trials' runs say: a trial drawn but never started is started now under the job id it drew,
-and no trial is drawn twice for one place.
+and returns the sweep's record as it now stands; `look` advances the stored record and writes
+it unless a user paused or cancelled the sweep meanwhile. The Airflow task
+(operators/tasks/sweep.py) looks each time it wakes. Every step is idempotent, so a
+controller started again after a crash (its worker, the scheduler, the whole Airflow) goes
+on from what the study and the trials' runs say: a trial drawn but never started is started
+now under the job id it drew, and no trial is drawn twice for one place.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Any
 from trainyard.jobs.progress import read_metrics
 from trainyard.jobs.records import JobState, load_record
 from trainyard.storage.base import ObjectStore
-from trainyard.sweeps.record import SweepRecord, SweepState, TrialRow
+from trainyard.sweeps.record import (
+    SweepRecord,
+    SweepState,
+    TrialRow,
+    load_sweep,
+    read_sweep,
+    write_sweep,
+)
 from trainyard.sweeps.search import SweepSearch, Trial, TrialEnd
 from trainyard.sweeps.trials import trial_job_id, trial_manifest
 
@@ -35,6 +43,44 @@ _ENDED_STATES = {state.value for state in _ENDS}
 TrialState = Callable[[str], JobState | None]
 #: Start a trial's job: (job id, its manifest document).
 StartTrial = Callable[[str, dict[str, Any]], None]
+#: Stop trials' jobs as the sweep now is (pause them for `paused`, cancel them for `cancelled`).
+StopTrials = Callable[[SweepState, list[str]], object]
+
+
+def look(
+    store: ObjectStore,
+    sweep_id: str,
+    search: Callable[[SweepRecord], SweepSearch],
+    trial_state: TrialState,
+    start_trial: StartTrial,
+    stop_trials: StopTrials,
+) -> SweepRecord | None:
+    """Advance the stored sweep, if it runs, and write it; the record as it now stands (None:
+    there is none).
+
+    The write is conditional: a pause or cancel written during the look wins over the look's
+    copy, and the trials the look started, which that stop may have listed too early to see,
+    are stopped as it stopped the others.
+    """
+    loaded = read_sweep(store, sweep_id)
+    if loaded is None:
+        return None
+    record, token = loaded
+    if record.state is not SweepState.RUNNING:
+        return record
+    started: list[str] = []
+
+    def start(job_id: str, manifest: dict[str, Any]) -> None:
+        start_trial(job_id, manifest)
+        started.append(job_id)
+
+    updated = advance(record, search(record), store, trial_state, start)
+    if write_sweep(store, updated, token):
+        return updated
+    stored = load_sweep(store, sweep_id)
+    if stored is not None and stored.state in (SweepState.PAUSED, SweepState.CANCELLED):
+        stop_trials(stored.state, started)
+    return stored
 
 
 def advance(

@@ -1,13 +1,16 @@
 """A sweep's record in the tenant's storage: its manifest, its state and a row per trial.
 
-The sweep's controller writes it each time it looks at the trials (`controller.advance`), so
+The sweep's controller writes it each time it looks at the trials (`controller.look`), so
 `trainyard sweep show`, `trainyard list` and the sweep page read a sweep where they read its
 trials' jobs, without the study's database. The study and the trials' jobs stay the truth:
-the record is their summary as of `updated_at`.
+the record is their summary as of `updated_at`. Its state is also written by a user's pause,
+cancel and resume while a look may be under way, so every write is conditional
+(`ObjectStore.write_if`): no writer puts back a copy it read before another's write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -90,9 +93,41 @@ def load_sweep(store: ObjectStore, sweep_id: str) -> SweepRecord | None:
         return None
 
 
-def save_sweep(store: ObjectStore, record: SweepRecord) -> None:
+def read_sweep(store: ObjectStore, sweep_id: str) -> tuple[SweepRecord, str] | None:
+    """The stored record with its version token for `write_sweep`; None if there is none."""
+    try:
+        data, token = store.read_with_token(sweep_key(sweep_id))
+    except ObjectNotFound:
+        return None
+    return SweepRecord.model_validate_json(data), token
+
+
+def write_sweep(store: ObjectStore, record: SweepRecord, token: str | None) -> bool:
+    """Write `record` only if the stored one is still the version `token` (None: only if
+    there is none); False, writing nothing, if another writer came first."""
     record.updated_at = datetime.now(UTC)
-    store.put_bytes(sweep_key(record.sweep_id), record.model_dump_json(indent=2).encode())
+    return store.write_if(
+        sweep_key(record.sweep_id), record.model_dump_json(indent=2).encode(), token
+    )
+
+
+def change_sweep(
+    store: ObjectStore, sweep_id: str, change: Callable[[SweepRecord], None]
+) -> SweepRecord:
+    """Apply `change` to the stored record and write it unless another writer came first;
+    then again, to the fresh record. `change` raises ValueError to refuse the record it sees.
+
+    Raises:
+        ValueError: no such sweep, or `change` refused it.
+    """
+    while True:
+        loaded = read_sweep(store, sweep_id)
+        if loaded is None:
+            raise ValueError(f"there is no sweep {sweep_id}")
+        record, token = loaded
+        change(record)
+        if write_sweep(store, record, token):
+            return record
 
 
 def resume_sweep(store: ObjectStore, sweep_id: str, run_id: str) -> SweepRecord:
@@ -101,16 +136,18 @@ def resume_sweep(store: ObjectStore, sweep_id: str, run_id: str) -> SweepRecord:
     Raises:
         ValueError: no such sweep, or one that is not paused, with the reason.
     """
-    record = load_sweep(store, sweep_id)
-    if record is None:
-        raise ValueError(f"resume_sweep_id: there is no sweep {sweep_id}")
-    if record.state is SweepState.RUNNING and record.dag_run_id == run_id:
-        return record  # a retry of the resume run's validate
-    if record.state is not SweepState.PAUSED:
-        raise ValueError(f"{sweep_id} is {record.state.value}: only a paused sweep resumes")
-    record.state, record.dag_run_id = SweepState.RUNNING, run_id
-    save_sweep(store, record)
-    return record
+
+    def resume(record: SweepRecord) -> None:
+        if record.state is SweepState.RUNNING and record.dag_run_id == run_id:
+            return  # a retry of the resume run's validate
+        if record.state is not SweepState.PAUSED:
+            raise ValueError(f"{sweep_id} is {record.state.value}: only a paused sweep resumes")
+        record.state, record.dag_run_id = SweepState.RUNNING, run_id
+
+    try:
+        return change_sweep(store, sweep_id, resume)
+    except ValueError as error:
+        raise ValueError(f"resume_sweep_id: {error}") from None
 
 
 def list_sweeps(store: ObjectStore) -> list[SweepRecord]:

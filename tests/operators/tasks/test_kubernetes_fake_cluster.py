@@ -56,7 +56,7 @@ from trainyard.manifest.schema import parse_manifest
 from trainyard.storage import StorageCredentials
 from trainyard.storage.local import LocalStore
 from trainyard.sweeps import trials
-from trainyard.sweeps.record import SweepRecord, save_sweep
+from trainyard.sweeps.record import SweepRecord, write_sweep
 from trainyard.sweeps.search import SweepSearch, TrialEnd
 from trainyard.sweeps.trials import trial_job_id, trial_manifest
 from trainyard.tenancy.config import CONFIG_ENV, load_config
@@ -504,7 +504,7 @@ def test_a_trial_its_sweeps_rule_stops_is_pruned_gracefully_and_not_retried(
     }
     sweep = parse_manifest(document)
     assert sweep.sweep is not None
-    save_sweep(
+    assert write_sweep(
         local_store,
         SweepRecord(
             sweep_id=sweep_id,
@@ -513,6 +513,7 @@ def test_a_trial_its_sweeps_rule_stops_is_pruned_gracefully_and_not_retried(
             dag_run_id=sweep_id,
             manifest=sweep.model_dump(mode="json"),
         ),
+        None,
     )
     search = SweepSearch(sweep.sweep, sweep_id, f"sqlite:///{tmp_path / 's'}")
     for final in (0.3, 0.2, 0.1):

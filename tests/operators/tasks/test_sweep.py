@@ -16,7 +16,7 @@ from operators.tasks.validate import ValidateJobOperator
 from tests.operators.tasks.test_validate import bare_acme
 from trainyard.jobs.records import JobState, load_record
 from trainyard.manifest.submission import example_manifest, example_sweep_manifest
-from trainyard.sweeps.record import SweepState, load_sweep, save_sweep
+from trainyard.sweeps.record import SweepRecord, SweepState, change_sweep, load_sweep
 
 SWEEP_ID = "acme.digits-mlp.20261207-101500-ab12"
 
@@ -81,9 +81,10 @@ def test_a_resume_run_takes_up_a_paused_sweep_once(
     with pytest.raises(AirflowFailException, match="only a paused sweep resumes"):
         validate.execute(resumed)  # it runs
 
-    record = load_sweep(store, SWEEP_ID)
-    assert record is not None
-    save_sweep(store, record.model_copy(update={"state": SweepState.PAUSED}))
+    def paused(record: SweepRecord) -> None:
+        record.state = SweepState.PAUSED
+
+    change_sweep(store, SWEEP_ID, paused)
     assert validate.execute(resumed) == SWEEP_ID
     assert validate.execute(resumed) == SWEEP_ID  # a retry of the resume run's validate
     record = load_sweep(store, SWEEP_ID)
