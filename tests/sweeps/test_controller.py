@@ -4,6 +4,7 @@ after a crash starts no trial twice and loses none."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,29 +222,54 @@ def test_a_look_reads_only_the_trials_that_have_not_ended(
 
 
 @pytest.mark.parametrize("stop", [SweepState.PAUSED, SweepState.CANCELLED])
-def test_a_stop_written_during_a_look_wins_and_the_trials_the_look_started_are_stopped(
+def test_a_stop_written_during_a_look_wins_and_the_look_starts_no_trial(
+    store: LocalStore, tmp_path: Path, stop: SweepState
+) -> None:
+    _, search = sweep(store, tmp_path)
+    trials = Trials(store)
+    a_look(search, store, trials)
+    trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)
+
+    def state_as_a_user_stops(job_id: str) -> JobState | None:
+        change_sweep(store, SWEEP_ID, partial(stopped_by_a_user, stop))  # after the look read
+        return trials.state(job_id)
+
+    looked = look(
+        store, SWEEP_ID, lambda _: search, state_as_a_user_stops, trials.start, trials.stop
+    )
+
+    assert looked is not None
+    assert looked.state is stop
+    stored = load_sweep(store, SWEEP_ID)
+    assert stored is not None
+    assert stored.state is stop
+    assert [t.state for t in stored.trials] == ["queued", "queued"]  # the look's copy lost
+    assert trials.started == [f"{SWEEP_ID}.t1", f"{SWEEP_ID}.t2"]  # t3 was drawn, not started
+    assert trials.stopped == []
+    assert a_look(search, store, trials).state is stop  # a later look starts nothing either
+    assert len(trials.started) == 2
+
+
+@pytest.mark.parametrize("stop", [SweepState.PAUSED, SweepState.CANCELLED])
+def test_trials_started_after_a_stop_that_listed_the_trials_first_are_stopped(
     store: LocalStore, tmp_path: Path, stop: SweepState
 ) -> None:
     _, search = sweep(store, tmp_path)
     trials = Trials(store)
 
-    def stopped_by_a_user(record: SweepRecord) -> None:
-        record.state = stop
-
     def start_as_a_user_stops(job_id: str, manifest: dict[str, Any]) -> None:
+        if not trials.started:  # after the look's write, before its first start
+            change_sweep(store, SWEEP_ID, partial(stopped_by_a_user, stop))
         trials.start(job_id, manifest)
-        if len(trials.started) == 1:  # between the look's read and its write
-            change_sweep(store, SWEEP_ID, stopped_by_a_user)
 
-    record = look(
+    looked = look(
         store, SWEEP_ID, lambda _: search, trials.state, start_as_a_user_stops, trials.stop
     )
 
-    assert record is not None
-    assert record.state is stop
-    stored = load_sweep(store, SWEEP_ID)
-    assert stored is not None
-    assert (stored.state, stored.trials) == (stop, [])  # the look's copy was not written
+    assert looked is not None
+    assert looked.state is stop
     assert trials.stopped == [(stop, f"{SWEEP_ID}.t1"), (stop, f"{SWEEP_ID}.t2")]
-    assert a_look(search, store, trials).state is stop  # a later look starts nothing
-    assert len(trials.started) == 2
+
+
+def stopped_by_a_user(stop: SweepState, record: SweepRecord) -> None:
+    record.state = stop

@@ -1,12 +1,12 @@
 """One look of a sweep's controller at its trials.
 
 `advance` ends in the study each trial whose job ended, starts new trials up to `parallel`,
-and returns the sweep's record as it now stands; `look` advances the stored record and writes
-it unless a user paused or cancelled the sweep meanwhile. The Airflow task
-(operators/tasks/sweep.py) looks each time it wakes. Every step is idempotent, so a
-controller started again after a crash (its worker, the scheduler, the whole Airflow) goes
-on from what the study and the trials' runs say: a trial drawn but never started is started
-now under the job id it drew, and no trial is drawn twice for one place.
+and returns the sweep's record as it now stands; `look` advances the stored record, writes it
+unless a user paused or cancelled the sweep meanwhile, and only then starts the new trials.
+The Airflow task (operators/tasks/sweep.py) looks each time it wakes. Every step is
+idempotent, so a controller started again after a crash (its worker, the scheduler, the whole
+Airflow) goes on from what the study and the trials' runs say: a trial drawn but never
+started is started now under the job id it drew, and no trial is drawn twice for one place.
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ def look(
     """Advance the stored sweep, if it runs, and write it; the record as it now stands (None:
     there is none).
 
-    The write is conditional: a pause or cancel written during the look wins over the look's
-    copy, and the trials the look started, which that stop may have listed too early to see,
-    are stopped as it stopped the others.
+    A user's pause or cancel may land during the look, so the look writes conditionally and
+    starts its new trials only after its write won: a stop written first keeps its state, and
+    the look starts nothing (a resumed sweep's next look starts what it drew). A stop written
+    between the look's write and its starts may have listed the trials before their runs
+    existed: the look reads the state again and stops them as that stop stopped the others.
     """
     loaded = read_sweep(store, sweep_id)
     if loaded is None:
@@ -68,19 +70,24 @@ def look(
     record, token = loaded
     if record.state is not SweepState.RUNNING:
         return record
-    started: list[str] = []
-
-    def start(job_id: str, manifest: dict[str, Any]) -> None:
+    to_start: list[tuple[str, dict[str, Any]]] = []
+    updated = advance(
+        record,
+        search(record),
+        store,
+        trial_state,
+        lambda job_id, manifest: to_start.append((job_id, manifest)),
+    )
+    if not write_sweep(store, updated, token):
+        return load_sweep(store, sweep_id)
+    for job_id, manifest in to_start:
         start_trial(job_id, manifest)
-        started.append(job_id)
-
-    updated = advance(record, search(record), store, trial_state, start)
-    if write_sweep(store, updated, token):
-        return updated
-    stored = load_sweep(store, sweep_id)
-    if stored is not None and stored.state in (SweepState.PAUSED, SweepState.CANCELLED):
-        stop_trials(stored.state, started)
-    return stored
+    if to_start:
+        now = load_sweep(store, sweep_id)
+        if now is not None and now.state in (SweepState.PAUSED, SweepState.CANCELLED):
+            stop_trials(now.state, [job_id for job_id, _ in to_start])
+            return now
+    return updated
 
 
 def advance(
