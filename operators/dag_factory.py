@@ -25,7 +25,6 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 from airflow.sdk.definitions.deadline import DeadlineAlert
 
 from operators.deployment.deadlines import queue_deadline
-from operators.sensors.storage import ModelPublishedSensor, StorageAvailableSensor
 from operators.tasks.callbacks import record_failure
 from operators.tasks.commit import CommitModelOperator
 from operators.tasks.learner import LearnerOperator
@@ -208,9 +207,6 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
         learner_task = learner_task_type(backend)
         validate = ValidateJobOperator(task_id=TaskId.VALIDATE, tenant=tenant.name)
         job_id = validate.output
-        storage_ready = StorageAvailableSensor(
-            task_id=TaskId.STORAGE_READY, tenant=tenant.name, job_id=job_id
-        )
         stage = StageDataOperator(task_id=TaskId.STAGE_DATA, tenant=tenant.name, job_id=job_id)
         training = learner_pool(tenant.name, resources, RunMode.TRAIN)
         learner = learner_task(
@@ -221,12 +217,6 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
             pool_slots=training.slots,
             tenant=tenant.name,
             job_id=job_id,
-        )
-        storage_ready_for_commit = StorageAvailableSensor(
-            task_id=TaskId.STORAGE_READY_FOR_COMMIT, tenant=tenant.name, job_id=job_id
-        )
-        published = ModelPublishedSensor(
-            task_id=TaskId.MODEL_PUBLISHED, tenant=tenant.name, job_id=job_id
         )
         commit = CommitModelOperator(task_id=TaskId.COMMIT, tenant=tenant.name, job_id=job_id)
         evaluation = learner_pool(tenant.name, resources, RunMode.EVALUATE)
@@ -241,8 +231,7 @@ def build_tenant_dag(tenant: TenantConfig, backend: LearnerBackend) -> DAG:
         register = RegisterModelOperator(
             task_id=TaskId.REGISTER_MODEL, tenant=tenant.name, job_id=job_id
         )
-        storage_ready >> stage >> learner >> storage_ready_for_commit >> published >> commit
-        commit >> evaluate >> register
+        stage >> learner >> commit >> evaluate >> register
     return dag
 
 

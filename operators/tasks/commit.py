@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
-from operators.tasks.base import TrainyardOperator, classified_failures
+from operators.tasks.base import classified_failures
+from operators.tasks.waiting import MODEL_PUBLISHED, STORAGE_ANSWERS, WaitingOperator
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.model import commit_model
 from trainyard.jobs.records import update_record
 
 
-class CommitModelOperator(TrainyardOperator):
-    """Verify the published model against its manifest and record it with the newest checkpoint.
+class CommitModelOperator(WaitingOperator):
+    """Verify the published model against its manifest and record it with the newest checkpoint,
+    once storage answers and shows the learner's published results.
 
     Until this task succeeds the job has no model: evaluation and downloads only ever see a
     complete, verified set of files.
     """
 
-    def execute(self, context: Context) -> str:
+    conditions = (STORAGE_ANSWERS, MODEL_PUBLISHED)
+
+    def work(self, context: Context) -> str:
         layout = JobLayout(self.job_id)
         record, _ = self.load_job()
         with classified_failures():

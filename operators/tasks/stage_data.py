@@ -1,20 +1,24 @@
-"""Stage and validate the job's input data before any learner time is spent."""
+"""Stage and validate the job's input data before any learner time is spent (once the
+tenant's storage answers)."""
 
 from __future__ import annotations
 
 from airflow.sdk import Context
 
-from operators.tasks.base import TrainyardOperator, classified_failures
+from operators.tasks.base import classified_failures
+from operators.tasks.waiting import STORAGE_ANSWERS, WaitingOperator
 from trainyard.data.staging import stage_data
 from trainyard.jobs.layout import JobLayout
 from trainyard.jobs.records import update_record
 
 
-class StageDataOperator(TrainyardOperator):
+class StageDataOperator(WaitingOperator):
     """Snapshot `data.path` into the job's prefix and check it with great-expectations
     (unless the same data passed the same expectations before)."""
 
-    def execute(self, context: Context) -> None:
+    conditions = (STORAGE_ANSWERS,)
+
+    def work(self, context: Context) -> None:
         _, manifest = self.load_job()
         if manifest.data is None:
             self.log.info("the manifest names no data: nothing to stage")

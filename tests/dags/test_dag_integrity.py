@@ -61,11 +61,8 @@ def test_dagbag_has_one_training_dag_per_tenant_and_no_import_errors() -> None:
         dag = bag.dags[dag_id]
         assert [t.task_id for t in dag.topological_sort()] == [
             "validate",
-            "storage_ready",
             "stage_data",
             "learner",
-            "storage_ready_for_commit",
-            "model_published",
             "commit",
             "evaluate",
             "register_model",

@@ -12,11 +12,8 @@ from enum import StrEnum
 
 class TaskId(StrEnum):
     VALIDATE = "validate"
-    STORAGE_READY = "storage_ready"
     STAGE_DATA = "stage_data"
     LEARNER = "learner"
-    STORAGE_READY_FOR_COMMIT = "storage_ready_for_commit"
-    MODEL_PUBLISHED = "model_published"
     COMMIT = "commit"
     EVALUATE = "evaluate"
     REGISTER_MODEL = "register_model"
@@ -31,11 +28,8 @@ class TaskId(StrEnum):
 #: Every task of a tenant's training DAG, in the order a run reaches them (for `trainyard logs`).
 TRAINING_TASKS: tuple[TaskId, ...] = (
     TaskId.VALIDATE,
-    TaskId.STORAGE_READY,
     TaskId.STAGE_DATA,
     TaskId.LEARNER,
-    TaskId.STORAGE_READY_FOR_COMMIT,
-    TaskId.MODEL_PUBLISHED,
     TaskId.COMMIT,
     TaskId.EVALUATE,
     TaskId.REGISTER_MODEL,

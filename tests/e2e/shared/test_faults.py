@@ -217,8 +217,8 @@ def test_storage_outage_of_20_seconds_during_training(
 def test_a_storage_outage_before_commit_is_waited_out(
     deployment: Deployment, client: AirflowClient, s3_server: S3Server
 ) -> None:
-    """Storage goes down for 30 s between training and commit: the sensor before commit waits
-    (deferred) instead of failing, and the job succeeds with no task retried.
+    """Storage goes down for 30 s between training and commit: the commit waits (deferred)
+    instead of failing, and the job succeeds with no task retried.
 
     The DAG is paused while the learner ends, so that no task after it starts before the
     outage does; the outage starts, then the DAG is unpaused.
@@ -240,7 +240,7 @@ def test_a_storage_outage_before_commit_is_waited_out(
     finally:
         client.request("PATCH", dag, json={"is_paused": False})
     try:
-        wait_until(lambda: state("storage_ready_for_commit") == "deferred", "the sensor to wait")
+        wait_until(lambda: state("commit") == "deferred", "the commit to wait")
         time.sleep(30)  # the outage: 30 s in all
     finally:
         s3_server.start()
@@ -252,8 +252,8 @@ def test_a_storage_outage_before_commit_is_waited_out(
         ti["task_id"]: ti["try_number"]
         for ti in client.task_instances(record.dag_id, record.dag_run_id)
     }
-    assert tries["storage_ready_for_commit"] == tries["commit"] == 1  # waited, not retried
-    log = client.task_log(record.dag_id, record.dag_run_id, "storage_ready_for_commit", 1)
+    assert tries["commit"] == 1  # waited, not retried
+    log = client.task_log(record.dag_id, record.dag_run_id, "commit", 1)
     assert "waiting for the tenant's storage to answer" in "\n".join(log)
 
 

@@ -1,1 +1,0 @@
-"""Sensors that wait (deferred) for storage and published results."""
