@@ -18,7 +18,7 @@ from operators.tasks.stage_data import StageDataOperator
 from operators.tasks.waiting import MODEL_PUBLISHED, STORAGE_ANSWERS, WaitingOperator
 from trainyard.failures import PlatformFault
 from trainyard.jobs.layout import JobLayout
-from trainyard.storage import StorageError
+from trainyard.storage import ObjectStore, StorageError
 from trainyard.storage.local import LocalStore
 from trainyard.tenancy.config import TenantConfig
 
@@ -52,7 +52,7 @@ def waiting(kind: type[Waiting], store: LocalStore, **timeouts: float) -> Waitin
     return task
 
 
-def publish(store: LocalStore) -> None:
+def publish(store: ObjectStore) -> None:
     store.put_json(JobLayout(JOB_ID).results_manifest, {"files": {}})
 
 
