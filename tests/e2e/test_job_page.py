@@ -27,12 +27,12 @@ from devkit.airflow_env import create_user
 from devkit.deployment import Deployment, deploy
 from devkit.learners import wait_for_end, wait_until
 from devkit.s3_server import S3Server, free_port
-from tests.e2e.shared.test_faults import (
+from tests.support.browser import chromium
+from tests.support.fault_jobs import (
     committed,
     kill_user_code_after_first_checkpoint,
     submit,
 )
-from tests.support.browser import chromium
 from tests.support.notifications import (
     Inbox,
     Webhook,
