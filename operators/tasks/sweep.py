@@ -4,7 +4,7 @@ A sweep is one run of `trainyard_<tenant>.sweeps`; each of its trials is a run o
 own DAG (`trainyard_<tenant>`), so it is a job like any other (record, checkpoints, attempts,
 retries, failure classes) and counts against the tenant's `max_running_jobs` and quotas.
 The controller task holds no worker slot between its looks: it defers on a timer, and each
-look (`trainyard.sweeps.controller.advance`) is idempotent, so a sweep goes on after a crash of
+look (`trainyard.sweeps.controller.look`) is idempotent, so a sweep goes on after a crash of
 its worker, the scheduler or the whole Airflow from what its study and its trials' runs say.
 It starts trials through the REST API (the connection `trainyard_api`, as the `max_queued`
 deadline does): a task cannot trigger more than one run through the Task SDK.
@@ -30,7 +30,7 @@ from trainyard.failures import PlatformFault, UserError
 from trainyard.jobs.layout import job_id_for_run, tenant_of_or_none
 from trainyard.jobs.records import JobState
 from trainyard.manifest.submission import manifest_from_conf
-from trainyard.sweeps.controller import look
+from trainyard.sweeps import controller
 from trainyard.sweeps.record import (
     RESUME_SWEEP_KEY,
     SweepRecord,
@@ -101,7 +101,7 @@ class SweepOperator(TrainyardOperator):
         with classified_failures():
             study = SweepStudyHook().storage_url()
             with AirflowApiHook().get_client() as client:
-                record = look(
+                record = controller.look(
                     self.store,
                     self.job_id,
                     lambda record: SweepSearch(record.spec, record.sweep_id, study),

@@ -4,7 +4,6 @@ after a crash starts no trial twice and loses none."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +230,7 @@ def test_a_stop_written_during_a_look_wins_and_the_look_starts_no_trial(
     trials.end(f"{SWEEP_ID}.t1", JobState.SUCCEEDED, loss=0.3)
 
     def state_as_a_user_stops(job_id: str) -> JobState | None:
-        change_sweep(store, SWEEP_ID, partial(stopped_by_a_user, stop))  # after the look read
+        a_user_stops(store, stop)  # after the look read
         return trials.state(job_id)
 
     looked = look(
@@ -259,7 +258,7 @@ def test_trials_started_after_a_stop_that_listed_the_trials_first_are_stopped(
 
     def start_as_a_user_stops(job_id: str, manifest: dict[str, Any]) -> None:
         if not trials.started:  # after the look's write, before its first start
-            change_sweep(store, SWEEP_ID, partial(stopped_by_a_user, stop))
+            a_user_stops(store, stop)
         trials.start(job_id, manifest)
 
     looked = look(
@@ -271,5 +270,10 @@ def test_trials_started_after_a_stop_that_listed_the_trials_first_are_stopped(
     assert trials.stopped == [(stop, f"{SWEEP_ID}.t1"), (stop, f"{SWEEP_ID}.t2")]
 
 
-def stopped_by_a_user(stop: SweepState, record: SweepRecord) -> None:
-    record.state = stop
+def a_user_stops(store: LocalStore, stop: SweepState) -> None:
+    """A pause or cancel's write of the sweep's state, as `trainyard pause|cancel` does it."""
+
+    def stopped(record: SweepRecord) -> None:
+        record.state = stop
+
+    change_sweep(store, SWEEP_ID, stopped)
