@@ -195,11 +195,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class BareRun:
-    """`python train.py` without Trainyard: launched at `started` (wall clock), ran `seconds`."""
+    """`python train.py` without Trainyard: launched at `started` (wall clock), ran `seconds`
+    (`evaluation_seconds` of them the evaluation after it, if one ran)."""
 
     started: float
     seconds: float
     rows: list[dict[str, Any]]
+    evaluation_seconds: float = 0.0
 
     @property
     def startup(self) -> float:
@@ -340,29 +342,34 @@ def run_bare(
     interval: float,
     framework: str = "pytorch",
     args: Sequence[str] = (),
+    evaluate: str | None = None,
 ) -> BareRun:
     """Run `framework`'s digits example directly (with `args` after `--epochs`), in the
-    framework's environment (as a local learner does), with the same environment contract."""
+    framework's environment (as a local learner does), with the same environment contract;
+    then its `evaluate` script, if given, timed with it (as a job evaluates its model)."""
     root = ctx.scratch("bare")
     env = contract_environment(root, ctx.dataset(), interval)
     example = EXAMPLES[framework]
-    script = BARE_SCRIPTS[framework]
+    python = str(framework_python(framework))
+    commands = [[python, BARE_SCRIPTS[framework], "--epochs", str(epochs), *args]]
+    if evaluate is not None:
+        commands.append([python, evaluate])
     log = root / "train.log"
+    ended = []
     with log.open("wb") as out:
         started_wall = time.time()
         started = time.perf_counter()
-        process = subprocess.run(
-            [str(framework_python(framework)), script, "--epochs", str(epochs), *args],
-            cwd=example,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"{script} exited {process.returncode}:\n{log.read_text()[-2000:]}")
-    return BareRun(started_wall, seconds, read_rows(root / "metrics.jsonl"))
+        for command in commands:
+            process = subprocess.run(
+                command, cwd=example, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+            if process.returncode != 0:
+                raise RuntimeError(
+                    f"{command[1]} exited {process.returncode}:\n{log.read_text()[-2000:]}"
+                )
+            ended.append(time.perf_counter())
+    rows = [row for row in read_rows(root / "metrics.jsonl") if "step" in row]
+    return BareRun(started_wall, ended[-1] - started, rows, ended[-1] - ended[0])
 
 
 def task_log_events(

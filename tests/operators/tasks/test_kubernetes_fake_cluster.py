@@ -48,6 +48,7 @@ from devkit.kube_server import (
 from devkit.learners import wait_until
 from operators.hooks.storage import TenantStorageHook, storage_connection
 from operators.tasks.kubernetes_learner import KubernetesLearnerOperator
+from operators.triggers import learner_group
 from trainyard.backends.kubernetes.pods import RANK_LABEL, classify_pod_failure
 from trainyard.failures import Preemption, ResourceError
 from trainyard.jobs.layout import JobLayout
@@ -67,6 +68,13 @@ IMAGE = "registry.test/trainyard/pytorch:2.13"
 HOG_IMAGE = "registry.test/acme/memory-hog:1"
 STARTUP_TIMEOUT = 3
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+@pytest.fixture(autouse=True)
+def no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scheduler takes in these tests' deferrals, so their triggers need not wait for one
+    (20 s a test; tests/operators/triggers/test_learner_group.py holds the settle itself)."""
+    monkeypatch.setattr(learner_group, "DEFER_SETTLE_SECONDS", 0.0)
 
 
 @pytest.fixture
